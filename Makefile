@@ -1,0 +1,44 @@
+# Loom: the two commands are `make run` and `make test` (see README.md).
+# This file wraps CMake; everything it needs is installed by scripts/install-deps.sh.
+
+SANITIZE ?= 0
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+ifeq ($(SANITIZE),1)
+BUILD_DIR ?= build-san
+CMAKE_FLAGS += -DLOOM_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+else
+BUILD_DIR ?= build
+CMAKE_FLAGS += -DCMAKE_BUILD_TYPE=RelWithDebInfo
+endif
+
+LISTEN ?= 127.0.0.1:8080
+DATA_DIR ?= ./loom-data
+DEMO_ADMIN ?= admin
+DEMO_PASSWORD ?= loom-demo-admin
+
+.PHONY: all deps build run test bench clean
+
+all: build
+
+deps:
+	@./scripts/install-deps.sh
+
+$(BUILD_DIR)/CMakeCache.txt:
+	cmake -S . -B $(BUILD_DIR) $(CMAKE_FLAGS)
+
+build: deps $(BUILD_DIR)/CMakeCache.txt
+	cmake --build $(BUILD_DIR) -j $(JOBS)
+
+run: build
+	@echo "loom: demo admin (created on first start of an empty database): $(DEMO_ADMIN) / $(DEMO_PASSWORD)"
+	LOOM_ADMIN_USER=$(DEMO_ADMIN) LOOM_ADMIN_PASSWORD=$(DEMO_PASSWORD) \
+	  ./$(BUILD_DIR)/loom serve --listen $(LISTEN) --data-dir $(DATA_DIR)
+
+test: build
+	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
+
+bench: build
+	./tests/bench/run.sh ./$(BUILD_DIR)/loom
+
+clean:
+	rm -rf build build-san

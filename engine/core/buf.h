@@ -1,0 +1,21 @@
+/* buf.h - a growable byte buffer owned by its holder (malloc'd).
+ * Used where data outlives a request arena: connection input, response bytes. */
+#ifndef LOOM_BUF_H
+#define LOOM_BUF_H
+
+#include <stddef.h>
+
+typedef struct buf {
+    char *data;     /* NUL-terminated after every append; NULL while empty */
+    size_t len, cap;
+} buf;
+
+void buf_append(buf *b, const void *p, size_t n);
+void buf_puts(buf *b, const char *s);
+void buf_printf(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Drops the first n bytes. */
+void buf_consume(buf *b, size_t n);
+void buf_reset(buf *b);
+void buf_free(buf *b);
+
+#endif

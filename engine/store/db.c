@@ -1,0 +1,205 @@
+/* db.c - connection, reconnection and the per-connection statement cache. */
+#include "store/db.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static atomic_int next_stmt_id = 1;
+
+struct db {
+    char *conninfo;
+    PGconn *conn;
+    bool up;
+    bool in_tx;
+    long long last_try_ms;
+    unsigned char prepared[DB_MAX_STMTS];
+};
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+PGconn *db_connect_once(const char *conninfo, char *err, size_t errlen)
+{
+    const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
+    const char *vals[] = {conninfo, "5", "loom", NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    if (PQstatus(c) != CONNECTION_OK) {
+        if (err)
+            snprintf(err, errlen, "%s", PQerrorMessage(c));
+        if (err && *err && err[strlen(err) - 1] == '\n')
+            err[strlen(err) - 1] = '\0';
+        PQfinish(c);
+        return NULL;
+    }
+    PQclear(PQexec(c, "SET TIME ZONE 'UTC'"));
+    return c;
+}
+
+db *db_new(const char *conninfo)
+{
+    db *d = calloc(1, sizeof *d);
+    if (!d || !(d->conninfo = strdup(conninfo)))
+        abort();
+    return d;
+}
+
+void db_free(db *d)
+{
+    if (!d)
+        return;
+    if (d->conn)
+        PQfinish(d->conn);
+    free(d->conninfo);
+    free(d);
+}
+
+bool db_ready(db *d)
+{
+    if (d->conn && PQstatus(d->conn) == CONNECTION_OK) {
+        d->up = true;
+        return true;
+    }
+    long long now = now_ms();
+    if (d->last_try_ms && now - d->last_try_ms < DB_RETRY_MS) {
+        d->up = false;
+        return false;
+    }
+    d->last_try_ms = now;
+    if (d->conn)
+        PQfinish(d->conn);
+    d->conn = db_connect_once(d->conninfo, NULL, 0);
+    memset(d->prepared, 0, sizeof d->prepared);
+    d->in_tx = false;
+    d->up = d->conn != NULL;
+    return d->up;
+}
+
+bool db_up(const db *d)
+{
+    return d->up;
+}
+
+PGconn *db_conn(db *d)
+{
+    return d->conn;
+}
+
+static void clear_cb(void *p)
+{
+    PQclear(p);
+}
+
+/* Turns a result into success (returned) or an error (NULL, *err set). */
+static PGresult *db_result(db *d, arena *a, PGresult *r, loom_err *err)
+{
+    ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+        arena_defer(a, clear_cb, r);
+        return r;
+    }
+    const char *sqlstate = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    if (!msg)
+        msg = PQerrorMessage(d->conn);
+    err->code = loom_code_from_sqlstate(sqlstate);
+    err->message = arena_strdup(a, msg ? msg : "could not run query");
+    err->path = NULL;
+    if (r) {
+        const char *cname = PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME);
+        if (cname)
+            err->path = arena_strdup(a, cname);   /* the constraint, for the caller to map */
+    }
+    PQclear(r);
+    if (PQstatus(d->conn) != CONNECTION_OK) {
+        d->up = false;
+        d->in_tx = false;
+        err->code = LOOM_UNAVAILABLE;
+    }
+    return NULL;
+}
+
+static bool db_check(db *d, loom_err *err)
+{
+    if (d->conn && PQstatus(d->conn) == CONNECTION_OK)
+        return true;
+    err->code = LOOM_UNAVAILABLE;
+    err->message = "could not reach the database";
+    err->path = NULL;
+    return false;
+}
+
+PGresult *db_query(db *d, arena *a, db_stmt *st, int nparams, const char *const *params, loom_err *err)
+{
+    if (!db_check(d, err))
+        return NULL;
+    int id = atomic_load(&st->id);
+    if (id == 0) {
+        int want = atomic_fetch_add(&next_stmt_id, 1);
+        if (!atomic_compare_exchange_strong(&st->id, &id, want))
+            ;   /* another thread assigned it: id now holds that value */
+        else
+            id = want;
+    }
+    if (id >= DB_MAX_STMTS)
+        abort();   /* a static limit: raise DB_MAX_STMTS */
+    char name[16];
+    snprintf(name, sizeof name, "s%d", id);
+    if (!d->prepared[id]) {
+        PGresult *r = PQprepare(d->conn, name, st->sql, nparams, NULL);
+        if (!db_result(d, a, r, err))
+            return NULL;
+        d->prepared[id] = 1;
+    }
+    PGresult *r = PQexecPrepared(d->conn, name, nparams, params, NULL, NULL, 0);
+    return db_result(d, a, r, err);
+}
+
+PGresult *db_exec(db *d, arena *a, const char *sql, loom_err *err)
+{
+    if (!db_check(d, err))
+        return NULL;
+    return db_result(d, a, PQexec(d->conn, sql), err);
+}
+
+bool db_begin(db *d, arena *a, loom_err *err)
+{
+    if (!db_exec(d, a, "BEGIN", err))
+        return false;
+    d->in_tx = true;
+    return true;
+}
+
+bool db_commit(db *d, arena *a, loom_err *err)
+{
+    PGresult *r = db_exec(d, a, "COMMIT", err);
+    d->in_tx = false;
+    if (!r)
+        return false;
+    if (strcmp(PQcmdStatus(r), "COMMIT") != 0) {
+        err->code = LOOM_CONFLICT;
+        err->message = "transaction was rolled back";
+        err->path = NULL;
+        return false;
+    }
+    return true;
+}
+
+void db_rollback(db *d)
+{
+    if (!d->in_tx)
+        return;
+    d->in_tx = false;
+    if (d->conn && PQstatus(d->conn) == CONNECTION_OK)
+        PQclear(PQexec(d->conn, "ROLLBACK"));
+}
+
+bool db_in_tx(const db *d)
+{
+    return d->in_tx;
+}

@@ -1,0 +1,60 @@
+/* db.h - one PostgreSQL connection as a worker uses it.
+ *
+ * A db owns a PGconn. It connects lazily, notices a broken connection and
+ * reconnects on a later call (at most every DB_RETRY_MS), so a database outage
+ * turns into LOOM_UNAVAILABLE errors rather than a stuck server. Statements are
+ * static db_stmt values, prepared once per connection on first use. Results are
+ * registered on the caller's arena and cleared with it. */
+#ifndef LOOM_DB_H
+#define LOOM_DB_H
+
+#include <libpq-fe.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "core/arena.h"
+#include "core/error.h"
+
+#define DB_RETRY_MS 200
+#define DB_MAX_STMTS 512
+
+/* A statement of process lifetime: declare as `static db_stmt s = {.sql = SQL};`. */
+typedef struct db_stmt {
+    const char *sql;
+    atomic_int id;   /* assigned on first use; 0 = not yet */
+} db_stmt;
+
+typedef struct db db;
+
+/* Returns a new, not yet connected db for conninfo (a URL or key=value
+ * string; copied). Free with db_free(). */
+db *db_new(const char *conninfo);
+void db_free(db *d);
+
+/* Connects or reconnects when needed. True when the connection is usable. */
+bool db_ready(db *d);
+/* True while the last call found the connection usable. */
+bool db_up(const db *d);
+/* The underlying connection, for code that needs libpq directly (borrowed). */
+PGconn *db_conn(db *d);
+
+/* Runs a prepared statement with text parameters (NULL = SQL NULL). Returns
+ * the result (owned by a) or NULL with *err set: the code comes from the
+ * SQLSTATE, the message is PostgreSQL's (for logs, not for clients). */
+PGresult *db_query(db *d, arena *a, db_stmt *st, int nparams, const char *const *params, loom_err *err);
+/* Runs SQL text without parameters (transaction control, DDL). */
+PGresult *db_exec(db *d, arena *a, const char *sql, loom_err *err);
+
+bool db_begin(db *d, arena *a, loom_err *err);
+/* Commits; false (with *err) when the transaction had failed and PostgreSQL
+ * rolled it back instead. */
+bool db_commit(db *d, arena *a, loom_err *err);
+/* Rolls back if a transaction is open; never fails. */
+void db_rollback(db *d);
+bool db_in_tx(const db *d);
+
+/* Opens a connection for one-off use (CLI, migrations) with a short connect
+ * timeout. Returns NULL and writes PostgreSQL's message into err on failure. */
+PGconn *db_connect_once(const char *conninfo, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,334 @@
+/* auth.c - login, logout, the current user, bearer-token checks and the first
+ * admin.
+ *
+ * Session tokens ("lt_...") and API keys ("lk_...") carry 256 random bits and
+ * are stored only as their SHA-256. Every way a login can fail (unknown user,
+ * wrong password, deactivated user) runs one argon2id verification and gets
+ * the same 401, so neither the answer nor its time tells them apart. Failed
+ * logins are counted per username and per client address over a window; past
+ * the limit the answer is 429 with Retry-After, before any hashing. */
+#include <ctype.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "core/log.h"
+#include "core/secret.h"
+#include "handlers.h"
+
+/* ---- failed-login counters ---- */
+
+#define RL_SLOTS 4096
+#define RL_WINDOW 900 /* seconds */
+
+typedef struct rl_slot {
+    char key[96];
+    time_t start;
+    int failures;
+} rl_slot;
+
+static rl_slot rl_table[RL_SLOTS];
+static pthread_mutex_t rl_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int env_int(const char *name, int dflt)
+{
+    const char *s = getenv(name);
+    return s && atoi(s) > 0 ? atoi(s) : dflt;
+}
+
+static unsigned rl_hash(const char *s)
+{
+    unsigned h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+/* The slot for key (creating it, evicting an expired or the oldest entry of
+ * its probe run). Call with rl_lock held. */
+static rl_slot *rl_slot_for(const char *key, time_t now, bool create)
+{
+    unsigned h = rl_hash(key);
+    rl_slot *victim = NULL;
+    bool victim_free = false;
+    for (unsigned i = 0; i < 8; i++) {
+        rl_slot *s = &rl_table[(h + i) % RL_SLOTS];
+        if (strcmp(s->key, key) == 0) {
+            if (now - s->start >= RL_WINDOW) {
+                s->start = now;
+                s->failures = 0;
+            }
+            return s;
+        }
+        bool is_free = s->key[0] == '\0' || now - s->start >= RL_WINDOW;
+        if (!victim || (is_free && !victim_free) || (!victim_free && !is_free && s->start < victim->start)) {
+            victim = s;
+            victim_free = is_free;
+        }
+    }
+    if (!create)
+        return NULL;
+    snprintf(victim->key, sizeof victim->key, "%s", key);
+    victim->start = now;
+    victim->failures = 0;
+    return victim;
+}
+
+/* Seconds until key may try again, or 0 when it is under its limit. */
+static int rl_blocked(const char *key, int limit)
+{
+    time_t now = time(NULL);
+    pthread_mutex_lock(&rl_lock);
+    rl_slot *s = rl_slot_for(key, now, false);
+    int wait = s && s->failures >= limit ? (int)(s->start + RL_WINDOW - now) : 0;
+    pthread_mutex_unlock(&rl_lock);
+    return wait > 0 ? wait : 0;
+}
+
+static void rl_fail(const char *key)
+{
+    pthread_mutex_lock(&rl_lock);
+    rl_slot_for(key, time(NULL), true)->failures++;
+    pthread_mutex_unlock(&rl_lock);
+}
+
+static void rl_clear(const char *key)
+{
+    pthread_mutex_lock(&rl_lock);
+    rl_slot *s = rl_slot_for(key, time(NULL), false);
+    if (s)
+        s->key[0] = '\0';
+    pthread_mutex_unlock(&rl_lock);
+}
+
+/* ---- users as JSON ---- */
+
+static json_t *json_text_or_null(PGresult *r, int i, int col)
+{
+    return PQgetisnull(r, i, col) ? json_null() : json_string(PQgetvalue(r, i, col));
+}
+
+static json_t *json_parse_col(PGresult *r, int i, int col)
+{
+    json_t *v = json_loads(PQgetvalue(r, i, col), 0, NULL);
+    return v ? v : json_null();
+}
+
+json_t *auth_user_json(PGresult *r, int i)
+{
+    return json_pack("{s:I, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:b, s:s, s:s}",
+                     "id", (json_int_t)atoll(PQgetvalue(r, i, 0)),
+                     "username", PQgetvalue(r, i, 1),
+                     "display_name", json_text_or_null(r, i, 2),
+                     "email", json_text_or_null(r, i, 3),
+                     "team", json_text_or_null(r, i, 4),
+                     "manager", PQgetisnull(r, i, 5) ? json_null() : json_integer(atoll(PQgetvalue(r, i, 5))),
+                     "platform_roles", json_parse_col(r, i, 6),
+                     "roles", json_parse_col(r, i, 7),
+                     "active", PQgetvalue(r, i, 8)[0] == 't',
+                     "created_at", PQgetvalue(r, i, 9),
+                     "updated_at", PQgetvalue(r, i, 10));
+}
+
+/* ---- bearer tokens ---- */
+
+static db_stmt by_session = {.sql = 
+    "SELECT " AUTH_USER_COLUMNS " FROM loom.sessions s JOIN loom.users u ON u.id = s.user_id"
+    " WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now() AND u.active"};
+static db_stmt by_key = {.sql = 
+    "SELECT " AUTH_USER_COLUMNS " FROM loom.api_keys k JOIN loom.users u ON u.id = k.user_id"
+    " WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND u.active"};
+
+static bool unauthenticated(ctx *c, const char *detail)
+{
+    http_response_header(c->res, "WWW-Authenticate", "Bearer");
+    ctx_problem(c, LOOM_UNAUTHENTICATED, detail, NULL);
+    return false;
+}
+
+bool auth_authenticate(ctx *c)
+{
+    const char *h = http_request_header(c->req, "authorization");
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+        return unauthenticated(c, "a bearer token is required");
+    const char *token = h + 7;
+    while (*token == ' ')
+        token++;
+    size_t len = strlen(token);
+    bool is_key = strncmp(token, "lk_", 3) == 0;
+    if (len < 16 || len > 128 || (!is_key && strncmp(token, "lt_", 3) != 0))
+        return unauthenticated(c, "the token is not valid");
+    char hash[SECRET_HASH_HEX];
+    secret_sha256_hex(token, len, hash);
+    const char *params[] = {hash};
+    loom_err e = {0};
+    PGresult *r = db_query(c->db, c->a, is_key ? &by_key : &by_session, 1, params, &e);
+    if (!r) {
+        ctx_db_fail(c, &e);
+        return false;
+    }
+    if (PQntuples(r) != 1)
+        return unauthenticated(c, "the token is not valid");
+    auth_user *u = arena_calloc(c->a, sizeof *u);
+    u->id = atoll(PQgetvalue(r, 0, 0));
+    u->username = PQgetvalue(r, 0, 1);
+    const char *roles = PQgetvalue(r, 0, 6);
+    u->admin = strstr(roles, "\"admin\"") != NULL;
+    u->designer = strstr(roles, "\"designer\"") != NULL;
+    u->api_key = is_key;
+    u->token_hash = arena_strdup(c->a, hash);
+    u->row = r;
+    c->user = u;
+    return true;
+}
+
+/* ---- handlers ---- */
+
+static db_stmt find_login = {.sql = 
+    "SELECT id, password_hash, active FROM loom.users WHERE lower(username) = lower($1)"};
+static db_stmt new_session = {.sql = 
+    "WITH gone AS (DELETE FROM loom.sessions WHERE user_id = $2 AND expires_at < now() - interval '7 days')"
+    " INSERT INTO loom.sessions (token_hash, user_id, expires_at)"
+    " VALUES ($1, $2, now() + make_interval(secs => $3::int))"
+    " RETURNING to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"};
+static db_stmt user_by_id = {.sql = "SELECT " AUTH_USER_COLUMNS " FROM loom.users u WHERE u.id = $1"};
+
+static json_t *field_error(const char *path, const char *code, const char *message)
+{
+    return json_pack("{s:s, s:s, s:s}", "path", path, "code", code, "message", message);
+}
+
+void auth_login(void *cp)
+{
+    ctx *c = cp;
+    json_t *body = ctx_body_object(c);
+    if (!body)
+        return;
+    const char *username = json_string_value(json_object_get(body, "username"));
+    const char *password = json_string_value(json_object_get(body, "password"));
+    json_t *errors = json_array();
+    if (!username || !*username)
+        json_array_append_new(errors, field_error("/username", "required", "username is required"));
+    if (!password || !*password)
+        json_array_append_new(errors, field_error("/password", "required", "password is required"));
+    const char *key;
+    json_t *v;
+    json_object_foreach(body, key, v)
+    {
+        if (strcmp(key, "username") != 0 && strcmp(key, "password") != 0)
+            json_array_append_new(errors, field_error(arena_printf(c->a, "/%s", key), "unknown_field",
+                                                      "unknown field"));
+    }
+    if (json_array_size(errors)) {
+        ctx_problem(c, LOOM_VALIDATION_FAILED, "the login is not valid", errors);
+        return;
+    }
+    json_decref(errors);
+
+    char *ukey = arena_printf(c->a, "u:%.80s", username);
+    for (char *p = ukey; *p; p++)
+        *p = (char)tolower((unsigned char)*p);
+    char *ipkey = arena_printf(c->a, "ip:%s", c->req->client_ip);
+    int wait = rl_blocked(ukey, env_int("LOOM_LOGIN_LIMIT_USER", 10));
+    if (!wait)
+        wait = rl_blocked(ipkey, env_int("LOOM_LOGIN_LIMIT_IP", 100));
+    if (wait) {
+        http_response_header(c->res, "Retry-After", arena_printf(c->a, "%d", wait));
+        ctx_problem(c, LOOM_RATE_LIMITED, "too many failed logins; try again later", NULL);
+        return;
+    }
+
+    const char *p1[] = {username};
+    PGresult *r = ctx_query(c, &find_login, 1, p1);
+    if (!r)
+        return;
+    bool found = PQntuples(r) == 1;
+    const char *hash = found && !PQgetisnull(r, 0, 1) ? PQgetvalue(r, 0, 1) : NULL;
+    bool ok = secret_password_verify(hash, password) && found && PQgetvalue(r, 0, 2)[0] == 't';
+    if (!ok) {
+        rl_fail(ukey);
+        rl_fail(ipkey);
+        unauthenticated(c, "invalid username or password");
+        return;
+    }
+    rl_clear(ukey);
+
+    char token[SECRET_TOKEN_LEN], thash[SECRET_HASH_HEX], ttl[16];
+    secret_token_new("lt_", token);
+    secret_sha256_hex(token, strlen(token), thash);
+    snprintf(ttl, sizeof ttl, "%d", server_session_ttl(c->srv));
+    const char *uid = PQgetvalue(r, 0, 0);
+    const char *p2[] = {thash, uid, ttl};
+    PGresult *s = ctx_query(c, &new_session, 3, p2);
+    if (!s)
+        return;
+    const char *p3[] = {uid};
+    PGresult *u = ctx_query(c, &user_by_id, 1, p3);
+    if (!u)
+        return;
+    ctx_json(c, 200, json_pack("{s:s, s:s, s:o}", "token", token, "expires_at", PQgetvalue(s, 0, 0), "user",
+                               auth_user_json(u, 0)));
+}
+
+static db_stmt revoke_session = {.sql = 
+    "UPDATE loom.sessions SET revoked_at = now() WHERE token_hash = $1 AND revoked_at IS NULL"};
+
+void auth_logout(void *cp)
+{
+    ctx *c = cp;
+    /* an API key is not a session: it stays valid until an admin deletes it */
+    if (!c->user->api_key) {
+        const char *p[] = {c->user->token_hash};
+        if (!ctx_query(c, &revoke_session, 1, p))
+            return;
+    }
+    c->res->status = 204;
+}
+
+void auth_me(void *cp)
+{
+    ctx *c = cp;
+    ctx_json(c, 200, auth_user_json(c->user->row, 0));
+}
+
+/* ---- first admin ---- */
+
+bool auth_bootstrap_admin(PGconn *conn, char *err, size_t errlen)
+{
+    const char *password = getenv("LOOM_ADMIN_PASSWORD");
+    if (!password || !*password)
+        return true;
+    const char *name = getenv("LOOM_ADMIN_USER");
+    if (!name || !*name)
+        name = "admin";
+    PGresult *r = PQexec(conn, "SELECT EXISTS (SELECT 1 FROM loom.users)");
+    bool any = PQresultStatus(r) == PGRES_TUPLES_OK && PQgetvalue(r, 0, 0)[0] == 't';
+    PQclear(r);
+    if (any)
+        return true;
+    char hash[SECRET_PWHASH_LEN];
+    if (!secret_password_hash(password, hash)) {
+        snprintf(err, errlen, "could not hash the admin password");
+        return false;
+    }
+    /* servers starting together: the lock makes one of them create it */
+    PQclear(PQexec(conn, "BEGIN; SELECT pg_advisory_xact_lock(1819242350)"));
+    const char *params[] = {name, hash};
+    r = PQexecParams(conn,
+                     "INSERT INTO loom.users (username, display_name, password_hash, platform_roles)"
+                     " SELECT $1, $1, $2, '{admin}' WHERE NOT EXISTS (SELECT 1 FROM loom.users)",
+                     2, NULL, params, NULL, NULL, 0);
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    bool created = ok && strcmp(PQcmdTuples(r), "1") == 0;
+    if (!ok)
+        snprintf(err, errlen, "%s", PQerrorMessage(conn));
+    PQclear(r);
+    r = PQexec(conn, ok ? "COMMIT" : "ROLLBACK");
+    PQclear(r);
+    if (created)
+        log_json(LOG_INFO, "created the first platform admin", json_pack("{s:s}", "username", name));
+    return ok;
+}

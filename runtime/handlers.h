@@ -1,0 +1,52 @@
+/* handlers.h - the route handlers, by module. Each takes a ctx *. */
+#ifndef LOOM_HANDLERS_H
+#define LOOM_HANDLERS_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+
+#include "server.h"
+
+/* ops.c */
+void ops_healthz(void *c);
+void ops_readyz(void *c);
+void ops_metrics(void *c);
+
+/* auth.c */
+void auth_login(void *c);
+void auth_logout(void *c);
+void auth_me(void *c);
+/* Resolves the bearer token into c->user; responds 401 and returns false when
+ * it is missing, unknown, expired or revoked. */
+bool auth_authenticate(ctx *c);
+/* The user JSON of row i of a result selected with AUTH_USER_COLUMNS. */
+json_t *auth_user_json(PGresult *r, int i);
+/* Creates the first platform admin from LOOM_ADMIN_USER / LOOM_ADMIN_PASSWORD
+ * when the database has no user yet. Returns false with a message in err. */
+bool auth_bootstrap_admin(PGconn *conn, char *err, size_t errlen);
+
+#define AUTH_USER_COLUMNS                                                                        \
+    "u.id, u.username, u.display_name, u.email, u.team, u.manager, "                             \
+    "array_to_json(u.platform_roles), u.app_roles, u.active, "                                   \
+    "to_char(u.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "              \
+    "to_char(u.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+
+/* admin.c */
+void admin_users_create(void *c);
+void admin_users_list(void *c);
+void admin_users_get(void *c);
+void admin_users_update(void *c);
+void admin_keys_create(void *c);
+void admin_keys_list(void *c);
+void admin_keys_delete(void *c);
+
+/* Checks a user body for create (all required keys) or update. Returns a
+ * new array of {path, code, message}, empty when the body is valid. */
+json_t *admin_user_check(json_t *body, bool create);
+/* Inserts a user from a checked body, in the caller's transaction, hashing its
+ * password. Returns the user's JSON (new reference) or NULL with *err set
+ * (LOOM_NOT_UNIQUE for a taken username, LOOM_VALIDATION_FAILED with path for
+ * a manager that does not exist). Shared by the API and `loom user add`. */
+json_t *admin_user_insert(db *d, arena *a, json_t *body, loom_err *err);
+
+#endif

@@ -1,0 +1,453 @@
+/* server.c - `loom serve`: start-up, the route table, dispatch and shutdown.
+ *
+ * The loop thread parses requests and matches routes; R_LOOP routes are
+ * answered there, everything else goes to the worker pool. A worker checks its
+ * connection, authenticates, opens the transaction of R_TX routes, runs the
+ * handler and commits (checking that COMMIT committed) or rolls back. */
+#include "server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "handlers.h"
+#include "metrics.h"
+#include "pgembed.h"
+#include "pool.h"
+#include "store/migrate.h"
+
+static const route routes[] = {
+    {"GET", "/healthz", ops_healthz, R_LOOP},
+    {"GET", "/metrics", ops_metrics, R_LOOP},
+    {"GET", "/readyz", ops_readyz, R_PUBLIC},
+    {"POST", "/api/auth/login", auth_login, R_PUBLIC | R_TX},
+    {"POST", "/api/auth/logout", auth_logout, R_AUTH | R_TX},
+    {"GET", "/api/me", auth_me, R_AUTH},
+    {"POST", "/api/admin/users", admin_users_create, R_ADMIN | R_TX},
+    {"GET", "/api/admin/users", admin_users_list, R_ADMIN},
+    {"GET", "/api/admin/users/{id}", admin_users_get, R_ADMIN},
+    {"PATCH", "/api/admin/users/{id}", admin_users_update, R_ADMIN | R_TX},
+    {"POST", "/api/admin/api-keys", admin_keys_create, R_ADMIN | R_TX},
+    {"GET", "/api/admin/api-keys", admin_keys_list, R_ADMIN},
+    {"DELETE", "/api/admin/api-keys/{id}", admin_keys_delete, R_ADMIN | R_TX},
+};
+#define NROUTES (int)(sizeof routes / sizeof routes[0])
+
+struct server {
+    server_config cfg;
+    uv_loop_t loop;
+    uv_signal_t sigint, sigterm;
+    http_server *http;
+    pool *pool;
+    metrics *metrics;
+    const char *route_names[NROUTES];
+    char conninfo[1024];
+    atomic_int db_up;
+    int session_ttl;
+};
+
+typedef struct worker {
+    server *srv;
+    db *db;
+    bool up;
+} worker;
+
+typedef struct job {
+    http_exchange *ex;
+    route_match m;
+} job;
+
+/* ---- responses ---- */
+
+void ctx_json(ctx *c, int status, json_t *body)
+{
+    c->res->status = status;
+    c->res->content_type = "application/json; charset=utf-8";
+    buf_reset(&c->res->body);
+    char *s = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    if (s) {
+        buf_puts(&c->res->body, s);
+        free(s);
+    }
+}
+
+static void problem_write(http_exchange *ex, loom_code code, const char *detail, json_t *errors)
+{
+    int status = loom_code_status(code);
+    json_t *p = json_pack("{s:s+, s:s, s:i, s:s, s:s}", "type", "urn:loom:", loom_code_name(code), "code",
+                          loom_code_name(code), "status", status, "title", loom_code_title(code), "detail",
+                          detail ? detail : loom_code_title(code));
+    if (errors)
+        json_object_set_new(p, "errors", errors);
+    if (ex->req.request_id)
+        json_object_set_new(p, "request_id", json_string(ex->req.request_id));
+    http_response *res = &ex->res;
+    res->status = status;
+    res->content_type = "application/problem+json";
+    buf_reset(&res->body);
+    char *s = json_dumps(p, JSON_COMPACT);
+    json_decref(p);
+    buf_puts(&res->body, s);
+    free(s);
+}
+
+void ctx_problem(ctx *c, loom_code code, const char *detail, json_t *errors)
+{
+    problem_write(c->ex, code, detail, errors);
+}
+
+void ctx_db_fail(ctx *c, const loom_err *e)
+{
+    switch (e->code) {
+    case LOOM_UNAVAILABLE:
+        ctx_problem(c, LOOM_UNAVAILABLE, "the database is unreachable", NULL);
+        break;
+    case LOOM_NOT_UNIQUE:
+    case LOOM_CONFLICT:
+        ctx_problem(c, e->code, NULL, NULL);
+        break;
+    default:
+        log_json(LOG_ERROR, "database error",
+                 json_pack("{s:s, s:s}", "request_id", c->req->request_id, "error", e->message ? e->message : ""));
+        ctx_problem(c, LOOM_INTERNAL, NULL, NULL);
+    }
+}
+
+static void json_decref_cb(void *p)
+{
+    json_decref(p);
+}
+
+json_t *ctx_body_object(ctx *c)
+{
+    json_error_t jerr;
+    json_t *v = json_loadb(c->req->body, c->req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!v) {
+        char *d = arena_printf(c->a, "%s at line %d, column %d", jerr.text, jerr.line, jerr.column);
+        ctx_problem(c, LOOM_BAD_JSON, d, NULL);
+        return NULL;
+    }
+    arena_defer(c->a, json_decref_cb, v);
+    if (!json_is_object(v)) {
+        ctx_problem(c, LOOM_BAD_JSON, "the body must be a JSON object", NULL);
+        return NULL;
+    }
+    return v;
+}
+
+PGresult *ctx_query(ctx *c, db_stmt *st, int n, const char *const *params)
+{
+    loom_err e = {0};
+    PGresult *r = db_query(c->db, c->a, st, n, params, &e);
+    if (!r)
+        ctx_db_fail(c, &e);
+    return r;
+}
+
+int server_session_ttl(const server *s)
+{
+    return s->session_ttl;
+}
+
+/* ---- dispatch ---- */
+
+static void run_route(server *s, worker *w, job *j)
+{
+    http_exchange *ex = j->ex;
+    const route *rt = &routes[j->m.index];
+    ctx c = {.srv = s, .ex = ex, .req = &ex->req, .res = &ex->res, .a = ex->arena,
+             .db = w ? w->db : NULL, .params = j->m.params};
+    if (rt->flags & R_LOOP) {
+        rt->fn(&c);
+        return;
+    }
+    if (!db_ready(w->db)) {
+        ctx_problem(&c, LOOM_UNAVAILABLE, "the database is unreachable", NULL);
+        return;
+    }
+    if ((rt->flags & (R_AUTH | R_ADMIN)) && !auth_authenticate(&c))
+        return;
+    if ((rt->flags & R_ADMIN) && !c.user->admin) {
+        ctx_problem(&c, LOOM_FORBIDDEN, "this needs the platform role admin", NULL);
+        return;
+    }
+    loom_err e = {0};
+    if ((rt->flags & R_TX) && !db_begin(w->db, c.a, &e)) {
+        ctx_db_fail(&c, &e);
+        return;
+    }
+    rt->fn(&c);
+    if (!db_in_tx(w->db))
+        return;
+    if (ex->res.status >= 400 || ex->res.status == 0)
+        db_rollback(w->db);
+    else if (!db_commit(w->db, c.a, &e))
+        ctx_db_fail(&c, &e);
+}
+
+static void worker_job_cb(void *wp, void *jp)
+{
+    worker *w = wp;
+    job *j = jp;
+    run_route(w->srv, w, j);
+    db_rollback(w->db);   /* a handler never leaves a transaction open */
+    if (j->ex->res.status == 0)
+        ctx_problem(&(ctx){.ex = j->ex, .req = &j->ex->req, .res = &j->ex->res, .a = j->ex->arena},
+                    LOOM_INTERNAL, NULL, NULL);
+    bool up = db_up(w->db);
+    if (up != w->up) {
+        atomic_fetch_add(&w->srv->db_up, up ? 1 : -1);
+        w->up = up;
+    }
+    http_exchange_done(j->ex);
+}
+
+static void *worker_init_cb(int index, void *arg)
+{
+    (void)index;
+    server *s = arg;
+    worker *w = calloc(1, sizeof *w);
+    if (!w)
+        abort();
+    w->srv = s;
+    w->db = db_new(s->conninfo);
+    w->up = db_ready(w->db);
+    if (w->up)
+        atomic_fetch_add(&s->db_up, 1);
+    return w;
+}
+
+static void worker_fini_cb(void *wp)
+{
+    worker *w = wp;
+    db_free(w->db);
+    free(w);
+}
+
+static void dispatch_cb(void *ud, http_exchange *ex)
+{
+    server *s = ud;
+    job *j = arena_calloc(ex->arena, sizeof *j);
+    j->ex = ex;
+    router_match(routes, NROUTES, ex->req.method, ex->req.path, ex->arena, &j->m);
+    ex->route = j->m.index;
+    if (j->m.index < 0) {
+        if (j->m.wrong_method)
+            problem_write(ex, LOOM_METHOD_NOT_ALLOWED, "this path does not take that method", NULL);
+        else
+            problem_write(ex, LOOM_NOT_FOUND, "no such route", NULL);
+        http_exchange_done(ex);
+        return;
+    }
+    ex->route_name = s->route_names[j->m.index];
+    if (routes[j->m.index].flags & R_LOOP) {
+        run_route(s, NULL, j);
+        http_exchange_done(ex);
+    } else {
+        pool_submit(s->pool, j);
+    }
+}
+
+static void written_cb(void *ud, const http_exchange *ex, double secs)
+{
+    server *s = ud;
+    metrics_observe(s->metrics, ex->route, ex->res.status, secs);
+    if (!log_enabled(LOG_INFO))
+        return;
+    log_json(LOG_INFO, "request",
+             json_pack("{s:s?, s:s, s:s, s:s, s:i, s:f, s:s}", "request_id", ex->req.request_id, "method",
+                       ex->req.method ? ex->req.method : "", "path", ex->req.path ? ex->req.path : "",
+                       "route", ex->route_name ? ex->route_name : "unmatched", "status", ex->res.status,
+                       "duration_ms", secs * 1000.0, "client", ex->req.client_ip));
+}
+
+/* ---- metrics handler needs the server ---- */
+
+void ops_metrics(void *cp)
+{
+    ctx *c = cp;
+    server *s = c->srv;
+    metrics_gauges g = {.workers = pool_size(s->pool), .workers_busy = pool_busy(s->pool),
+                        .queued = pool_queued(s->pool), .connections = http_server_connections(s->http),
+                        .db_connections_up = atomic_load(&s->db_up)};
+    c->res->status = 200;
+    c->res->content_type = "text/plain; version=0.0.4; charset=utf-8";
+    metrics_render(s->metrics, &g, &c->res->body);
+}
+
+/* ---- start-up and shutdown ---- */
+
+static void signal_cb(uv_signal_t *h, int signum)
+{
+    server *s = h->data;
+    log_json(LOG_INFO, "stopping", json_pack("{s:i}", "signal", signum));
+    http_server_stop(s->http);
+    uv_close((uv_handle_t *)&s->sigint, NULL);
+    uv_close((uv_handle_t *)&s->sigterm, NULL);
+    uv_stop(&s->loop);
+}
+
+static bool split_listen(const char *listen, char *host, size_t hostlen, int *port)
+{
+    const char *colon = strrchr(listen, ':');
+    if (!colon || colon == listen)
+        return false;
+    size_t n = (size_t)(colon - listen);
+    if (listen[0] == '[' && n >= 2 && listen[n - 1] == ']') {
+        listen++;
+        n -= 2;
+    }
+    if (n >= hostlen)
+        return false;
+    memcpy(host, listen, n);
+    host[n] = '\0';
+    char *end;
+    long p = strtol(colon + 1, &end, 10);
+    if (*end || p < 0 || p > 65535)
+        return false;
+    *port = (int)p;
+    return true;
+}
+
+/* Prepares the database: migrations and the first admin. */
+static bool prepare_database(const char *conninfo)
+{
+    char err[1024];
+    PGconn *c = db_connect_once(conninfo, err, sizeof err);
+    if (!c) {
+        log_json(LOG_ERROR, "could not connect to the database", json_pack("{s:s}", "error", err));
+        return false;
+    }
+    int applied = store_migrate(c, err, sizeof err);
+    bool ok = applied >= 0;
+    if (!ok)
+        log_json(LOG_ERROR, "could not migrate the platform schema", json_pack("{s:s}", "error", err));
+    else
+        log_json(LOG_INFO, "platform schema ready",
+                 json_pack("{s:i, s:i}", "version", store_schema_version(), "applied", applied));
+    if (ok && !(ok = auth_bootstrap_admin(c, err, sizeof err)))
+        log_json(LOG_ERROR, "could not create the first admin", json_pack("{s:s}", "error", err));
+    PQfinish(c);
+    return ok;
+}
+
+int server_run(const server_config *cfg)
+{
+    log_init();
+    signal(SIGPIPE, SIG_IGN);
+    /* a fixed threshold keeps argon2's 19 MiB blocks out of the heap arenas,
+     * so memory goes back to the system after each login */
+    mallopt(M_MMAP_THRESHOLD, 1 << 20);
+
+    server *s = calloc(1, sizeof *s);
+    if (!s)
+        abort();
+    s->cfg = *cfg;
+    const char *ttl = getenv("LOOM_SESSION_TTL");
+    s->session_ttl = ttl && atoi(ttl) > 0 ? atoi(ttl) : 12 * 3600;
+    int status = 1;
+    pgembed pg;
+    bool own_pg = false;
+    int lockfd = -1;
+
+    if (cfg->db_url) {
+        snprintf(s->conninfo, sizeof s->conninfo, "%s", cfg->db_url);
+    } else {
+        char err[1024];
+        if (!pgembed_init(&pg, cfg->data_dir, err, sizeof err)) {
+            log_json(LOG_ERROR, "embedded database", json_pack("{s:s}", "error", err));
+            goto out;
+        }
+        lockfd = pgembed_lock(&pg, err, sizeof err);
+        if (lockfd < 0) {
+            log_json(LOG_ERROR, "embedded database", json_pack("{s:s}", "error", err));
+            goto out;
+        }
+        int started = pgembed_start(&pg, err, sizeof err);
+        if (started < 0) {
+            log_json(LOG_ERROR, "could not start the embedded database", json_pack("{s:s}", "error", err));
+            goto out;
+        }
+        own_pg = started == 1;
+        pgembed_conninfo(&pg, s->conninfo, sizeof s->conninfo);
+        log_json(LOG_INFO, own_pg ? "embedded database started" : "embedded database already running",
+                 json_pack("{s:s}", "cluster", pg.cluster));
+    }
+
+    if (!prepare_database(s->conninfo))
+        goto stop_pg;
+
+    char host[256];
+    int port;
+    if (!split_listen(cfg->listen, host, sizeof host, &port)) {
+        log_json(LOG_ERROR, "invalid --listen (want host:port)", json_pack("{s:s}", "listen", cfg->listen));
+        goto stop_pg;
+    }
+    for (int i = 0; i < NROUTES; i++) {
+        char name[128];
+        snprintf(name, sizeof name, "%s %s", routes[i].method, routes[i].pattern);
+        s->route_names[i] = strdup(name);
+    }
+    s->metrics = metrics_new(NROUTES, s->route_names);
+    uv_loop_init(&s->loop);
+    http_config hc = {.host = host, .port = port, .max_body = cfg->max_body,
+                      .header_timeout_ms = cfg->header_timeout_ms, .idle_timeout_ms = cfg->idle_timeout_ms,
+                      .dispatch = dispatch_cb, .written = written_cb, .udata = s};
+    char err[256];
+    s->http = http_server_start(&s->loop, &hc, err, sizeof err);
+    if (!s->http) {
+        log_json(LOG_ERROR, err, NULL);
+        goto free_loop;
+    }
+    int nworkers = cfg->workers > 0 ? cfg->workers : 2 * (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (nworkers < 1)
+        nworkers = 2;
+    s->pool = pool_start(nworkers, worker_init_cb, worker_fini_cb, worker_job_cb, s);
+    if (!s->pool) {
+        log_json(LOG_ERROR, "could not start the worker threads", NULL);
+        goto free_loop;
+    }
+    uv_signal_init(&s->loop, &s->sigint);
+    uv_signal_init(&s->loop, &s->sigterm);
+    s->sigint.data = s->sigterm.data = s;
+    uv_signal_start(&s->sigint, signal_cb, SIGINT);
+    uv_signal_start(&s->sigterm, signal_cb, SIGTERM);
+    log_json(LOG_INFO, "listening",
+             json_pack("{s:s, s:i, s:i}", "host", host, "port", http_server_port(s->http), "workers", nworkers));
+
+    uv_run(&s->loop, UV_RUN_DEFAULT);
+
+    pool_stop(s->pool);
+    s->pool = NULL;
+    status = 0;
+free_loop:
+    if (s->http)
+        http_server_free(s->http);
+    uv_run(&s->loop, UV_RUN_NOWAIT);
+    uv_loop_close(&s->loop);
+    metrics_free(s->metrics);
+    for (int i = 0; i < NROUTES; i++)
+        free((char *)s->route_names[i]);
+stop_pg:
+    if (own_pg) {
+        char perr[512];
+        if (pgembed_stop(&pg, perr, sizeof perr))
+            log_json(LOG_INFO, "embedded database stopped", NULL);
+        else
+            log_json(LOG_ERROR, "could not stop the embedded database", json_pack("{s:s}", "error", perr));
+    }
+out:
+    if (lockfd >= 0)
+        close(lockfd);
+    free(s);
+    return status;
+}

@@ -1,0 +1,77 @@
+/* server.h - `loom serve`: the process that ties the HTTP loop, the worker
+ * pool, the database and the handlers together, and the request context the
+ * handlers work with. */
+#ifndef LOOM_SERVER_H
+#define LOOM_SERVER_H
+
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <stdbool.h>
+
+#include "core/arena.h"
+#include "core/error.h"
+#include "http.h"
+#include "router.h"
+#include "store/db.h"
+
+typedef struct server_config {
+    const char *listen;       /* host:port */
+    const char *db_url;       /* NULL: the embedded database under data_dir */
+    const char *data_dir;
+    int workers;              /* 0: 2 x cores */
+    size_t max_body;
+    int header_timeout_ms, idle_timeout_ms;
+} server_config;
+
+/* Route flags. */
+enum {
+    R_LOOP = 1,    /* answered on the loop thread: no database, no user */
+    R_PUBLIC = 2,  /* a worker runs it without authentication */
+    R_AUTH = 4,    /* any authenticated user */
+    R_ADMIN = 8,   /* platform admins only */
+    R_TX = 16,     /* one transaction: committed when the response is < 400 */
+};
+
+/* The authenticated caller; lives on the request arena. */
+typedef struct auth_user {
+    long long id;
+    const char *username;
+    bool admin, designer;
+    bool api_key;            /* authenticated by an API key, not a session */
+    const char *token_hash;  /* of the session or key used */
+    PGresult *row;           /* the user's columns (auth_user_json reads them) */
+} auth_user;
+
+typedef struct server server;
+
+typedef struct ctx {
+    server *srv;
+    http_exchange *ex;
+    http_request *req;
+    http_response *res;
+    arena *a;
+    db *db;                  /* NULL on the loop thread */
+    const char *const *params;
+    auth_user *user;
+} ctx;
+
+/* Serves until SIGINT or SIGTERM. Returns the process exit status. */
+int server_run(const server_config *cfg);
+
+/* Responds with body (stolen) as JSON. */
+void ctx_json(ctx *c, int status, json_t *body);
+/* Responds with problem+json; errors (stolen, may be NULL) is the list of
+ * {path, code, message}; detail NULL uses the code's title. */
+void ctx_problem(ctx *c, loom_code code, const char *detail, json_t *errors);
+/* Responds to a failed database call: 503 when unreachable, 409 for a
+ * unique clash, and a logged 500 for anything unexpected. */
+void ctx_db_fail(ctx *c, const loom_err *e);
+/* The body parsed as a JSON object, or NULL after responding 400. The result
+ * is owned by the request arena. */
+json_t *ctx_body_object(ctx *c);
+/* Runs a statement with ctx's db and arena; on failure responds and returns NULL. */
+PGresult *ctx_query(ctx *c, db_stmt *st, int n, const char *const *params);
+/* Seconds a new session lasts (LOOM_SESSION_TTL, default 12 h). */
+int server_session_ttl(const server *s);
+
+#endif
