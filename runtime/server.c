@@ -45,6 +45,7 @@ struct server {
     server_config cfg;
     uv_loop_t loop;
     uv_signal_t sigint, sigterm;
+    bool signals;
     http_server *http;
     pool *pool;
     metrics *metrics;
@@ -289,10 +290,10 @@ void ops_metrics(void *cp)
 static void signal_cb(uv_signal_t *h, int signum)
 {
     server *s = h->data;
+    /* the handlers stay installed until the end: a second signal must not
+     * kill the process before it has stopped the embedded database */
     log_json(LOG_INFO, "stopping", json_pack("{s:i}", "signal", signum));
     http_server_stop(s->http);
-    uv_close((uv_handle_t *)&s->sigint, NULL);
-    uv_close((uv_handle_t *)&s->sigterm, NULL);
     uv_stop(&s->loop);
 }
 
@@ -421,6 +422,9 @@ int server_run(const server_config *cfg)
     s->sigint.data = s->sigterm.data = s;
     uv_signal_start(&s->sigint, signal_cb, SIGINT);
     uv_signal_start(&s->sigterm, signal_cb, SIGTERM);
+    uv_unref((uv_handle_t *)&s->sigint);   /* they must not keep the loop alive */
+    uv_unref((uv_handle_t *)&s->sigterm);
+    s->signals = true;
     log_json(LOG_INFO, "listening",
              json_pack("{s:s, s:i, s:i}", "host", host, "port", http_server_port(s->http), "workers", nworkers));
 
@@ -432,6 +436,10 @@ int server_run(const server_config *cfg)
 free_loop:
     if (s->http)
         http_server_free(s->http);
+    if (s->signals) {
+        uv_close((uv_handle_t *)&s->sigint, NULL);
+        uv_close((uv_handle_t *)&s->sigterm, NULL);
+    }
     uv_run(&s->loop, UV_RUN_NOWAIT);
     uv_loop_close(&s->loop);
     metrics_free(s->metrics);
