@@ -117,20 +117,52 @@ static json_t *json_parse_col(PGresult *r, int i, int col)
     return v ? v : json_null();
 }
 
+/* "2026-11-22 09:30:00.123456+00" (a timestamptz in a UTC session) ->
+ * "2026-11-22T09:30:00Z". */
+static json_t *json_time_col(PGresult *r, int i, int col)
+{
+    const char *v = PQgetvalue(r, i, col);
+    char out[24];
+    if (strlen(v) < 19)
+        return json_string(v);
+    memcpy(out, v, 19);
+    out[10] = 'T';
+    out[19] = 'Z';
+    out[20] = '\0';
+    return json_string(out);
+}
+
+/* A text[] of identifiers, "{admin,designer}", as a JSON array. */
+static json_t *json_idarray_col(PGresult *r, int i, int col)
+{
+    json_t *a = json_array();
+    const char *p = PQgetvalue(r, i, col);
+    if (*p == '{')
+        p++;
+    while (*p && *p != '}') {
+        size_t n = strcspn(p, ",}");
+        json_array_append_new(a, json_stringn(p, n));
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+    return a;
+}
+
 json_t *auth_user_json(PGresult *r, int i)
 {
-    return json_pack("{s:I, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:b, s:s, s:s}",
+    return json_pack("{s:I, s:s, s:o, s:o, s:o, s:o, s:o, s:o, s:b, s:o, s:o}",
                      "id", (json_int_t)atoll(PQgetvalue(r, i, 0)),
                      "username", PQgetvalue(r, i, 1),
                      "display_name", json_text_or_null(r, i, 2),
                      "email", json_text_or_null(r, i, 3),
                      "team", json_text_or_null(r, i, 4),
                      "manager", PQgetisnull(r, i, 5) ? json_null() : json_integer(atoll(PQgetvalue(r, i, 5))),
-                     "platform_roles", json_parse_col(r, i, 6),
+                     "platform_roles", json_idarray_col(r, i, 6),
                      "roles", json_parse_col(r, i, 7),
                      "active", PQgetvalue(r, i, 8)[0] == 't',
-                     "created_at", PQgetvalue(r, i, 9),
-                     "updated_at", PQgetvalue(r, i, 10));
+                     "created_at", json_time_col(r, i, 9),
+                     "updated_at", json_time_col(r, i, 10));
 }
 
 /* ---- bearer tokens ---- */
@@ -175,9 +207,10 @@ bool auth_authenticate(ctx *c)
     auth_user *u = arena_calloc(c->a, sizeof *u);
     u->id = atoll(PQgetvalue(r, 0, 0));
     u->username = PQgetvalue(r, 0, 1);
+    /* text[] "{admin,designer}": role names are identifiers, never quoted */
     const char *roles = PQgetvalue(r, 0, 6);
-    u->admin = strstr(roles, "\"admin\"") != NULL;
-    u->designer = strstr(roles, "\"designer\"") != NULL;
+    u->admin = strstr(roles, "admin") != NULL;
+    u->designer = strstr(roles, "designer") != NULL;
     u->api_key = is_key;
     u->token_hash = arena_strdup(c->a, hash);
     u->row = r;

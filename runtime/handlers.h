@@ -25,11 +25,11 @@ json_t *auth_user_json(PGresult *r, int i);
  * when the database has no user yet. Returns false with a message in err. */
 bool auth_bootstrap_admin(PGconn *conn, char *err, size_t errlen);
 
+/* Raw columns: formatting is done in C (auth_user_json), which keeps the
+ * per-request authentication query as cheap as a primary-key lookup. */
 #define AUTH_USER_COLUMNS                                                                        \
-    "u.id, u.username, u.display_name, u.email, u.team, u.manager, "                             \
-    "array_to_json(u.platform_roles), u.app_roles, u.active, "                                   \
-    "to_char(u.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "              \
-    "to_char(u.updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+    "u.id, u.username, u.display_name, u.email, u.team, u.manager, u.platform_roles, "           \
+    "u.app_roles, u.active, u.created_at, u.updated_at"
 
 /* admin.c */
 void admin_users_create(void *c);

@@ -46,6 +46,8 @@ struct server {
     uv_loop_t loop;
     uv_signal_t sigint, sigterm;
     bool signals;
+    uv_check_t logcheck;
+    buf logbuf;
     http_server *http;
     pool *pool;
     metrics *metrics;
@@ -258,17 +260,37 @@ static void dispatch_cb(void *ud, http_exchange *ex)
     }
 }
 
+/* The request log: one line per response, batched and written once per loop
+ * iteration (log_check_cb) or when the batch grows large. */
 static void written_cb(void *ud, const http_exchange *ex, double secs)
 {
     server *s = ud;
     metrics_observe(s->metrics, ex->route, ex->res.status, secs);
     if (!log_enabled(LOG_INFO))
         return;
-    log_json(LOG_INFO, "request",
-             json_pack("{s:s?, s:s, s:s, s:s, s:i, s:f, s:s}", "request_id", ex->req.request_id, "method",
-                       ex->req.method ? ex->req.method : "", "path", ex->req.path ? ex->req.path : "",
-                       "route", ex->route_name ? ex->route_name : "unmatched", "status", ex->res.status,
-                       "duration_ms", secs * 1000.0, "client", ex->req.client_ip));
+    buf *b = &s->logbuf;
+    char now[64];
+    log_time_now(now);
+    buf_printf(b, "{\"time\":\"%s\",\"level\":\"info\",\"msg\":\"request\",\"request_id\":", now);
+    log_append_json_string(b, ex->req.request_id ? ex->req.request_id : "");
+    buf_puts(b, ",\"method\":");
+    log_append_json_string(b, ex->req.method ? ex->req.method : "");
+    buf_puts(b, ",\"path\":");
+    log_append_json_string(b, ex->req.path ? ex->req.path : "");
+    buf_puts(b, ",\"route\":");
+    log_append_json_string(b, ex->route_name ? ex->route_name : "unmatched");
+    buf_printf(b, ",\"status\":%d,\"duration_ms\":%.3f,\"client\":", ex->res.status, secs * 1000.0);
+    log_append_json_string(b, ex->req.client_ip ? ex->req.client_ip : "");
+    buf_puts(b, "}\n");
+    if (b->len > 64 * 1024)
+        log_flush(b);
+}
+
+static void log_check_cb(uv_check_t *h)
+{
+    server *s = h->data;
+    if (s->logbuf.len)
+        log_flush(&s->logbuf);
 }
 
 /* ---- metrics handler needs the server ---- */
@@ -422,6 +444,10 @@ int server_run(const server_config *cfg)
     s->sigint.data = s->sigterm.data = s;
     uv_signal_start(&s->sigint, signal_cb, SIGINT);
     uv_signal_start(&s->sigterm, signal_cb, SIGTERM);
+    uv_check_init(&s->loop, &s->logcheck);
+    s->logcheck.data = s;
+    uv_check_start(&s->logcheck, log_check_cb);
+    uv_unref((uv_handle_t *)&s->logcheck);
     uv_unref((uv_handle_t *)&s->sigint);   /* they must not keep the loop alive */
     uv_unref((uv_handle_t *)&s->sigterm);
     s->signals = true;
@@ -439,7 +465,10 @@ free_loop:
     if (s->signals) {
         uv_close((uv_handle_t *)&s->sigint, NULL);
         uv_close((uv_handle_t *)&s->sigterm, NULL);
+        uv_close((uv_handle_t *)&s->logcheck, NULL);
     }
+    log_flush(&s->logbuf);
+    buf_free(&s->logbuf);
     uv_run(&s->loop, UV_RUN_NOWAIT);
     uv_loop_close(&s->loop);
     metrics_free(s->metrics);

@@ -72,3 +72,38 @@ void log_msg(log_level lv, const char *fmt, ...)
     va_end(ap);
     log_json(lv, msg, NULL);
 }
+
+void log_append_json_string(buf *b, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    buf_append(b, "\"", 1);
+    const char *run = s;
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch >= 0x20 && ch != '"' && ch != '\\')
+            continue;
+        buf_append(b, run, (size_t)(s - run));
+        char esc[6] = {'\\', 'u', '0', '0', hex[ch >> 4], hex[ch & 15]};
+        if (ch == '"' || ch == '\\') {
+            esc[1] = (char)ch;
+            buf_append(b, esc, 2);
+        } else {
+            buf_append(b, esc, 6);
+        }
+        run = s + 1;
+    }
+    buf_append(b, run, (size_t)(s - run));
+    buf_append(b, "\"", 1);
+}
+
+void log_flush(buf *b)
+{
+    size_t off = 0;
+    while (off < b->len) {
+        ssize_t w = write(STDERR_FILENO, b->data + off, b->len - off);
+        if (w <= 0)
+            break;   /* nowhere to log to: drop rather than block the loop */
+        off += (size_t)w;
+    }
+    buf_reset(b);
+}

@@ -24,6 +24,12 @@ static long long now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static void quiet_notice_cb(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;   /* NOTICEs ("already exists, skipping") are not for the user */
+}
+
 PGconn *db_connect_once(const char *conninfo, char *err, size_t errlen)
 {
     const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
@@ -37,6 +43,7 @@ PGconn *db_connect_once(const char *conninfo, char *err, size_t errlen)
         PQfinish(c);
         return NULL;
     }
+    PQsetNoticeProcessor(c, quiet_notice_cb, NULL);
     PQclear(PQexec(c, "SET TIME ZONE 'UTC'"));
     return c;
 }
