@@ -181,23 +181,44 @@ static bool unauthenticated(ctx *c, const char *detail)
     return false;
 }
 
-bool auth_authenticate(ctx *c)
+bool auth_bearer_hash(const http_request *r, char hash[SECRET_HASH_HEX], bool *out_is_key)
 {
-    const char *h = http_request_header(c->req, "authorization");
+    const char *h = http_request_header(r, "authorization");
     if (!h || strncasecmp(h, "Bearer ", 7) != 0)
-        return unauthenticated(c, "a bearer token is required");
+        return false;
     const char *token = h + 7;
     while (*token == ' ')
         token++;
     size_t len = strlen(token);
     bool is_key = strncmp(token, "lk_", 3) == 0;
     if (len < 16 || len > 128 || (!is_key && strncmp(token, "lt_", 3) != 0))
-        return unauthenticated(c, "the token is not valid");
-    char hash[SECRET_HASH_HEX];
+        return false;
     secret_sha256_hex(token, len, hash);
-    const char *params[] = {hash};
+    *out_is_key = is_key;
+    return true;
+}
+
+db_stmt *auth_lookup_stmt(bool is_key)
+{
+    return is_key ? &by_key : &by_session;
+}
+
+bool auth_authenticate(ctx *c, const auth_lookup *pre)
+{
+    char hash[SECRET_HASH_HEX];
+    bool is_key;
+    if (!auth_bearer_hash(c->req, hash, &is_key))
+        return unauthenticated(c, http_request_header(c->req, "authorization") ? "the token is not valid"
+                                                                              : "a bearer token is required");
     loom_err e = {0};
-    PGresult *r = db_query(c->db, c->a, is_key ? &by_key : &by_session, 1, params, &e);
+    PGresult *r;
+    if (pre) {
+        r = pre->row;
+        e = pre->err;
+    } else {
+        const char *params[] = {hash};
+        r = db_query(c->db, c->a, auth_lookup_stmt(is_key), 1, params, &e);
+    }
     if (!r) {
         ctx_db_fail(c, &e);
         return false;

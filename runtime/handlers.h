@@ -16,9 +16,20 @@ void ops_metrics(void *c);
 void auth_login(void *c);
 void auth_logout(void *c);
 void auth_me(void *c);
-/* Resolves the bearer token into c->user; responds 401 and returns false when
- * it is missing, unknown, expired or revoked. */
-bool auth_authenticate(ctx *c);
+/* The SHA-256 (hex) of the request's bearer token and whether it is an API
+ * key; false when the header is missing or the token is malformed. */
+bool auth_bearer_hash(const http_request *r, char hash[65], bool *out_is_key);
+/* The statement that resolves a token hash ($1) into the user's columns. */
+db_stmt *auth_lookup_stmt(bool is_key);
+/* The result of auth_lookup_stmt run ahead of time (a worker batches them). */
+typedef struct auth_lookup {
+    PGresult *row;   /* NULL: the lookup failed with err */
+    loom_err err;
+} auth_lookup;
+/* Resolves the bearer token into c->user, using pre when not NULL and
+ * running the lookup otherwise. Responds 401 (503 when the database is
+ * unreachable) and returns false when there is no valid token. */
+bool auth_authenticate(ctx *c, const auth_lookup *pre);
 /* The user JSON of row i of a result selected with AUTH_USER_COLUMNS. */
 json_t *auth_user_json(PGresult *r, int i);
 /* Creates the first platform admin from LOOM_ADMIN_USER / LOOM_ADMIN_PASSWORD

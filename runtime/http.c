@@ -562,19 +562,27 @@ static void accept_cb(uv_stream_t *server, int status)
 
 /* ---- completions from workers ---- */
 
-void http_exchange_done(http_exchange *ex)
+void http_exchange_done_many(http_exchange **ex, int n)
 {
-    conn *c = ex->conn;
-    http_server *s = c->srv;
+    if (n == 0)
+        return;
+    http_server *s = ((conn *)ex[0]->conn)->srv;
     pthread_mutex_lock(&s->done_lock);
-    ex->next_done = NULL;
-    if (s->done_tail)
-        s->done_tail->next_done = ex;
-    else
-        s->done_head = ex;
-    s->done_tail = ex;
+    for (int i = 0; i < n; i++) {
+        ex[i]->next_done = NULL;
+        if (s->done_tail)
+            s->done_tail->next_done = ex[i];
+        else
+            s->done_head = ex[i];
+        s->done_tail = ex[i];
+    }
     pthread_mutex_unlock(&s->done_lock);
     uv_async_send(&s->wake);
+}
+
+void http_exchange_done(http_exchange *ex)
+{
+    http_exchange_done_many(&ex, 1);
 }
 
 static void wake_cb(uv_async_t *a)

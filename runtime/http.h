@@ -96,6 +96,8 @@ int http_server_connections(const http_server *s);
 const char *http_request_header(const http_request *r, const char *name);
 /* Hands the response back to the loop; callable from any thread, once. */
 void http_exchange_done(http_exchange *ex);
+/* The same for n exchanges at once, with a single wake-up of the loop. */
+void http_exchange_done_many(http_exchange **ex, int n);
 /* Adds a response header line. */
 void http_response_header(http_response *res, const char *name, const char *value);
 

@@ -16,7 +16,8 @@ struct pool {
     pthread_t *threads;
     pool_init_fn init;
     pool_fini_fn fini;
-    pool_job_fn run;
+    pool_batch_fn run;
+    int batch_max;
     void *arg;
     int next_index;
 };
@@ -28,6 +29,7 @@ static void *worker_main(void *arg)
     int index = p->next_index++;
     pthread_mutex_unlock(&p->lock);
     void *w = p->init ? p->init(index, p->arg) : NULL;
+    void *jobs[p->batch_max];
     for (;;) {
         pthread_mutex_lock(&p->lock);
         while (p->count == 0 && !p->stopping)
@@ -36,12 +38,17 @@ static void *worker_main(void *arg)
             pthread_mutex_unlock(&p->lock);
             break;
         }
-        void *job = p->ring[p->head];
-        p->head = (p->head + 1) % p->cap;
-        p->count--;
+        int take = (p->count + p->n - 1) / p->n;
+        if (take > p->batch_max)
+            take = p->batch_max;
+        for (int i = 0; i < take; i++) {
+            jobs[i] = p->ring[p->head];
+            p->head = (p->head + 1) % p->cap;
+        }
+        p->count -= take;
         p->busy++;
         pthread_mutex_unlock(&p->lock);
-        p->run(w, job);
+        p->run(w, jobs, take);
         pthread_mutex_lock(&p->lock);
         p->busy--;
         pthread_mutex_unlock(&p->lock);
@@ -51,7 +58,7 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-pool *pool_start(int n, pool_init_fn init, pool_fini_fn fini, pool_job_fn run, void *arg)
+pool *pool_start(int n, int batch_max, pool_init_fn init, pool_fini_fn fini, pool_batch_fn run, void *arg)
 {
     pool *p = calloc(1, sizeof *p);
     if (!p)
@@ -66,22 +73,23 @@ pool *pool_start(int n, pool_init_fn init, pool_fini_fn fini, pool_job_fn run, v
     p->init = init;
     p->fini = fini;
     p->run = run;
+    p->batch_max = batch_max > 0 ? batch_max : 1;
     p->arg = arg;
+    p->n = n;   /* the share computation needs it before every thread is up */
     for (int i = 0; i < n; i++) {
         if (pthread_create(&p->threads[i], NULL, worker_main, p) != 0) {
-            p->n = i;
+            p->n = i;   /* join only the threads that exist */
             pool_stop(p);
             return NULL;
         }
-        p->n = i + 1;
     }
     return p;
 }
 
-void pool_submit(pool *p, void *job)
+void pool_submit(pool *p, void **jobs, int n)
 {
     pthread_mutex_lock(&p->lock);
-    if (p->count == p->cap) {
+    while (p->count + n > p->cap) {
         /* grow: unwrap the ring into a larger array */
         void **ring = malloc(sizeof(void *) * (size_t)p->cap * 2);
         if (!ring)
@@ -93,9 +101,13 @@ void pool_submit(pool *p, void *job)
         p->head = 0;
         p->cap *= 2;
     }
-    p->ring[(p->head + p->count) % p->cap] = job;
-    p->count++;
-    pthread_cond_signal(&p->cond);
+    for (int i = 0; i < n; i++)
+        p->ring[(p->head + p->count + i) % p->cap] = jobs[i];
+    p->count += n;
+    if (n == 1)
+        pthread_cond_signal(&p->cond);
+    else
+        pthread_cond_broadcast(&p->cond);
     pthread_mutex_unlock(&p->lock);
 }
 

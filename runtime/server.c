@@ -46,8 +46,10 @@ struct server {
     uv_loop_t loop;
     uv_signal_t sigint, sigterm;
     bool signals;
-    uv_check_t logcheck;
+    uv_check_t check;      /* end of each loop iteration: hand jobs over, write logs */
     buf logbuf;
+    void **pending;        /* jobs dispatched during this loop iteration */
+    int npending, cap_pending;
     http_server *http;
     pool *pool;
     metrics *metrics;
@@ -66,7 +68,11 @@ typedef struct worker {
 typedef struct job {
     http_exchange *ex;
     route_match m;
+    bool prefetched;     /* lookup holds the authentication lookup */
+    auth_lookup lookup;
 } job;
+
+#define BATCH_MAX 8
 
 /* ---- responses ---- */
 
@@ -177,7 +183,7 @@ static void run_route(server *s, worker *w, job *j)
         ctx_problem(&c, LOOM_UNAVAILABLE, "the database is unreachable", NULL);
         return;
     }
-    if ((rt->flags & (R_AUTH | R_ADMIN)) && !auth_authenticate(&c))
+    if ((rt->flags & (R_AUTH | R_ADMIN)) && !auth_authenticate(&c, j->prefetched ? &j->lookup : NULL))
         return;
     if ((rt->flags & R_ADMIN) && !c.user->admin) {
         ctx_problem(&c, LOOM_FORBIDDEN, "this needs the platform role admin", NULL);
@@ -197,21 +203,74 @@ static void run_route(server *s, worker *w, job *j)
         ctx_db_fail(&c, &e);
 }
 
-static void worker_job_cb(void *wp, void *jp)
+/* Looks up the tokens of every job in the batch that needs a user, in one
+ * round trip per kind of token (sessions, API keys). */
+static void prefetch_auth(worker *w, job **jobs, int n)
+{
+    for (int kind = 0; kind < 2; kind++) {
+        job *sel[BATCH_MAX];
+        arena *arenas[BATCH_MAX];
+        const char *hashes[BATCH_MAX];
+        const char *const *params[BATCH_MAX];
+        PGresult *out[BATCH_MAX];
+        loom_err errs[BATCH_MAX];
+        int m = 0;
+        for (int i = 0; i < n; i++) {
+            job *j = jobs[i];
+            char hash[65];
+            bool is_key;
+            if (!(routes[j->m.index].flags & (R_AUTH | R_ADMIN)) ||
+                !auth_bearer_hash(&j->ex->req, hash, &is_key) || is_key != (kind == 1))
+                continue;
+            sel[m] = j;
+            arenas[m] = j->ex->arena;
+            hashes[m] = arena_strdup(j->ex->arena, hash);
+            params[m] = &hashes[m];
+            m++;
+        }
+        if (m < 2)
+            continue;   /* nothing to gain: the handler path looks it up */
+        memset(errs, 0, sizeof errs);
+        db_query_many(w->db, arenas, auth_lookup_stmt(kind == 1), 1, m, params, out, errs);
+        for (int i = 0; i < m; i++) {
+            sel[i]->prefetched = true;
+            sel[i]->lookup.row = out[i];
+            sel[i]->lookup.err = errs[i];
+        }
+    }
+}
+
+static void worker_batch_cb(void *wp, void **jp, int n)
 {
     worker *w = wp;
-    job *j = jp;
-    run_route(w->srv, w, j);
-    db_rollback(w->db);   /* a handler never leaves a transaction open */
-    if (j->ex->res.status == 0)
-        ctx_problem(&(ctx){.ex = j->ex, .req = &j->ex->req, .res = &j->ex->res, .a = j->ex->arena},
-                    LOOM_INTERNAL, NULL, NULL);
+    job **jobs = (job **)jp;
+    http_exchange *done[BATCH_MAX];
+    int ndone = 0;
+    double since = http_now();
+    if (n > 1 && db_ready(w->db))
+        prefetch_auth(w, jobs, n);
+    for (int i = 0; i < n; i++) {
+        job *j = jobs[i];
+        run_route(w->srv, w, j);
+        db_rollback(w->db);   /* a handler never leaves a transaction open */
+        if (j->ex->res.status == 0)
+            ctx_problem(&(ctx){.ex = j->ex, .req = &j->ex->req, .res = &j->ex->res, .a = j->ex->arena},
+                        LOOM_INTERNAL, NULL, NULL);
+        done[ndone++] = j->ex;
+        /* answers go back together, unless a slow job would hold them up */
+        double now = http_now();
+        if (now - since > 0.001) {
+            http_exchange_done_many(done, ndone);
+            ndone = 0;
+        }
+        since = now;
+    }
+    http_exchange_done_many(done, ndone);
     bool up = db_up(w->db);
     if (up != w->up) {
         atomic_fetch_add(&w->srv->db_up, up ? 1 : -1);
         w->up = up;
     }
-    http_exchange_done(j->ex);
 }
 
 static void *worker_init_cb(int index, void *arg)
@@ -256,7 +315,13 @@ static void dispatch_cb(void *ud, http_exchange *ex)
         run_route(s, NULL, j);
         http_exchange_done(ex);
     } else {
-        pool_submit(s->pool, j);
+        if (s->npending == s->cap_pending) {
+            s->cap_pending = s->cap_pending ? 2 * s->cap_pending : 64;
+            s->pending = realloc(s->pending, sizeof(void *) * (size_t)s->cap_pending);
+            if (!s->pending)
+                abort();
+        }
+        s->pending[s->npending++] = j;   /* submitted together in check_cb */
     }
 }
 
@@ -286,9 +351,16 @@ static void written_cb(void *ud, const http_exchange *ex, double secs)
         log_flush(b);
 }
 
-static void log_check_cb(uv_check_t *h)
+/* After the I/O callbacks of each loop iteration: the requests read in it go
+ * to the workers in one hand-over (one wake-up rather than one each), and the
+ * request log lines written in it go out in one write. */
+static void check_cb(uv_check_t *h)
 {
     server *s = h->data;
+    if (s->npending) {
+        pool_submit(s->pool, s->pending, s->npending);
+        s->npending = 0;
+    }
     if (s->logbuf.len)
         log_flush(&s->logbuf);
 }
@@ -434,7 +506,7 @@ int server_run(const server_config *cfg)
     int nworkers = cfg->workers > 0 ? cfg->workers : 2 * (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (nworkers < 1)
         nworkers = 2;
-    s->pool = pool_start(nworkers, worker_init_cb, worker_fini_cb, worker_job_cb, s);
+    s->pool = pool_start(nworkers, BATCH_MAX, worker_init_cb, worker_fini_cb, worker_batch_cb, s);
     if (!s->pool) {
         log_json(LOG_ERROR, "could not start the worker threads", NULL);
         goto free_loop;
@@ -444,10 +516,10 @@ int server_run(const server_config *cfg)
     s->sigint.data = s->sigterm.data = s;
     uv_signal_start(&s->sigint, signal_cb, SIGINT);
     uv_signal_start(&s->sigterm, signal_cb, SIGTERM);
-    uv_check_init(&s->loop, &s->logcheck);
-    s->logcheck.data = s;
-    uv_check_start(&s->logcheck, log_check_cb);
-    uv_unref((uv_handle_t *)&s->logcheck);
+    uv_check_init(&s->loop, &s->check);
+    s->check.data = s;
+    uv_check_start(&s->check, check_cb);
+    uv_unref((uv_handle_t *)&s->check);
     uv_unref((uv_handle_t *)&s->sigint);   /* they must not keep the loop alive */
     uv_unref((uv_handle_t *)&s->sigterm);
     s->signals = true;
@@ -465,10 +537,11 @@ free_loop:
     if (s->signals) {
         uv_close((uv_handle_t *)&s->sigint, NULL);
         uv_close((uv_handle_t *)&s->sigterm, NULL);
-        uv_close((uv_handle_t *)&s->logcheck, NULL);
+        uv_close((uv_handle_t *)&s->check, NULL);
     }
     log_flush(&s->logbuf);
     buf_free(&s->logbuf);
+    free(s->pending);
     uv_run(&s->loop, UV_RUN_NOWAIT);
     uv_loop_close(&s->loop);
     metrics_free(s->metrics);

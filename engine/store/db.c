@@ -141,30 +141,89 @@ static bool db_check(db *d, loom_err *err)
     return false;
 }
 
-PGresult *db_query(db *d, arena *a, db_stmt *st, int nparams, const char *const *params, loom_err *err)
+/* Prepares st on this connection if it is not yet; writes its name. */
+static bool stmt_prepare(db *d, arena *a, db_stmt *st, int nparams, char name[16], loom_err *err)
 {
-    if (!db_check(d, err))
-        return NULL;
     int id = atomic_load(&st->id);
     if (id == 0) {
         int want = atomic_fetch_add(&next_stmt_id, 1);
-        if (!atomic_compare_exchange_strong(&st->id, &id, want))
-            ;   /* another thread assigned it: id now holds that value */
-        else
+        /* on failure another thread assigned it, and id now holds its value */
+        if (atomic_compare_exchange_strong(&st->id, &id, want))
             id = want;
     }
     if (id >= DB_MAX_STMTS)
         abort();   /* a static limit: raise DB_MAX_STMTS */
-    char name[16];
-    snprintf(name, sizeof name, "s%d", id);
+    snprintf(name, 16, "s%d", id);
     if (!d->prepared[id]) {
         PGresult *r = PQprepare(d->conn, name, st->sql, nparams, NULL);
         if (!db_result(d, a, r, err))
-            return NULL;
+            return false;
         d->prepared[id] = 1;
     }
+    return true;
+}
+
+PGresult *db_query(db *d, arena *a, db_stmt *st, int nparams, const char *const *params, loom_err *err)
+{
+    char name[16];
+    if (!db_check(d, err) || !stmt_prepare(d, a, st, nparams, name, err))
+        return NULL;
     PGresult *r = PQexecPrepared(d->conn, name, nparams, params, NULL, NULL, 0);
     return db_result(d, a, r, err);
+}
+
+void db_query_many(db *d, arena *const *arenas, db_stmt *st, int nparams, int count,
+                   const char *const *const *params, PGresult **out, loom_err *errs)
+{
+    char name[16];
+    for (int i = 0; i < count; i++)
+        out[i] = NULL;
+    if (!db_check(d, &errs[0]) || !stmt_prepare(d, arenas[0], st, nparams, name, &errs[0])) {
+        for (int i = 1; i < count; i++)
+            errs[i] = errs[0];
+        return;
+    }
+    if (count == 1 || !PQenterPipelineMode(d->conn)) {
+        for (int i = 0; i < count; i++)
+            out[i] = db_query(d, arenas[i], st, nparams, params[i], &errs[i]);
+        return;
+    }
+    bool sent = true;
+    for (int i = 0; i < count && sent; i++)
+        sent = PQsendQueryPrepared(d->conn, name, nparams, params[i], NULL, NULL, 0) == 1;
+    if (sent && PQpipelineSync(d->conn) == 1) {
+        bool aborted[count];
+        for (int i = 0; i < count; i++) {
+            PGresult *r = PQgetResult(d->conn);
+            aborted[i] = r && PQresultStatus(r) == PGRES_PIPELINE_ABORTED;
+            if (aborted[i])
+                PQclear(r);
+            else
+                out[i] = db_result(d, arenas[i], r, &errs[i]);
+            PQclear(PQgetResult(d->conn));   /* the NULL that ends each query */
+        }
+        PGresult *sync = PQgetResult(d->conn);
+        bool synced = sync && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
+        PQclear(sync);
+        if (synced && PQexitPipelineMode(d->conn) == 1) {
+            /* a failure aborts the rest of a pipeline: run those again alone */
+            for (int i = 0; i < count; i++)
+                if (aborted[i])
+                    out[i] = db_query(d, arenas[i], st, nparams, params[i], &errs[i]);
+            return;
+        }
+    }
+    /* the connection broke or its state is unknown: drop it, reconnect later */
+    PQfinish(d->conn);
+    d->conn = NULL;
+    d->up = false;
+    for (int i = 0; i < count; i++) {
+        if (out[i])
+            continue;
+        errs[i].code = LOOM_UNAVAILABLE;
+        errs[i].message = "could not reach the database";
+        errs[i].path = NULL;
+    }
 }
 
 PGresult *db_exec(db *d, arena *a, const char *sql, loom_err *err)

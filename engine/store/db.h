@@ -42,6 +42,11 @@ PGconn *db_conn(db *d);
  * the result (owned by a) or NULL with *err set: the code comes from the
  * SQLSTATE, the message is PostgreSQL's (for logs, not for clients). */
 PGresult *db_query(db *d, arena *a, db_stmt *st, int nparams, const char *const *params, loom_err *err);
+/* Runs st once per parameter set (params[i] has nparams values), all in one
+ * round trip (libpq pipeline mode), each in its own implicit transaction.
+ * out[i] is the result (owned by arenas[i]) or NULL with errs[i] set. */
+void db_query_many(db *d, arena *const *arenas, db_stmt *st, int nparams, int count,
+                   const char *const *const *params, PGresult **out, loom_err *errs);
 /* Runs SQL text without parameters (transaction control, DDL). */
 PGresult *db_exec(db *d, arena *a, const char *sql, loom_err *err);
 
