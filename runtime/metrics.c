@@ -99,6 +99,9 @@ void metrics_render(const metrics *m, const metrics_gauges *g, buf *out)
                "# HELP loom_db_connections_up Worker database connections that are usable.\n"
                "# TYPE loom_db_connections_up gauge\nloom_db_connections_up %d\n"
                "# HELP loom_http_connections Open client connections.\n"
-               "# TYPE loom_http_connections gauge\nloom_http_connections %d\n",
-               g->workers, g->workers_busy, g->queued, g->db_connections_up, g->connections);
+               "# TYPE loom_http_connections gauge\nloom_http_connections %d\n"
+               "# HELP loom_auth_batched_lookups_total Token lookups a worker sent in one pipelined batch.\n"
+               "# TYPE loom_auth_batched_lookups_total counter\nloom_auth_batched_lookups_total %llu\n",
+               g->workers, g->workers_busy, g->queued, g->db_connections_up, g->connections,
+               g->batched_lookups);
 }

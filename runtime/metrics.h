@@ -9,6 +9,7 @@ typedef struct metrics metrics;
 
 typedef struct metrics_gauges {
     int workers, workers_busy, queued, connections, db_connections_up;
+    unsigned long long batched_lookups;   /* token lookups sent in pipelined batches */
 } metrics_gauges;
 
 /* route_names has nroutes entries (borrowed for the life of m). */

@@ -56,6 +56,7 @@ struct server {
     const char *route_names[NROUTES];
     char conninfo[1024];
     atomic_int db_up;
+    atomic_ullong batched_lookups;
     int session_ttl;
 };
 
@@ -232,6 +233,7 @@ static void prefetch_auth(worker *w, job **jobs, int n)
             continue;   /* nothing to gain: the handler path looks it up */
         memset(errs, 0, sizeof errs);
         db_query_many(w->db, arenas, auth_lookup_stmt(kind == 1), 1, m, params, out, errs);
+        atomic_fetch_add(&w->srv->batched_lookups, (unsigned long long)m);
         for (int i = 0; i < m; i++) {
             sel[i]->prefetched = true;
             sel[i]->lookup.row = out[i];
@@ -373,7 +375,8 @@ void ops_metrics(void *cp)
     server *s = c->srv;
     metrics_gauges g = {.workers = pool_size(s->pool), .workers_busy = pool_busy(s->pool),
                         .queued = pool_queued(s->pool), .connections = http_server_connections(s->http),
-                        .db_connections_up = atomic_load(&s->db_up)};
+                        .db_connections_up = atomic_load(&s->db_up),
+                        .batched_lookups = atomic_load(&s->batched_lookups)};
     c->res->status = 200;
     c->res->content_type = "text/plain; version=0.0.4; charset=utf-8";
     metrics_render(s->metrics, &g, &c->res->body);

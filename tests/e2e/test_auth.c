@@ -452,6 +452,56 @@ static void test_api_keys(void **state)
     free(k);
 }
 
+/* Many requests in flight at once, with different users' tokens, API keys
+ * and bad tokens: workers look tokens up in batches, and every answer must
+ * still belong to its own request. */
+static void test_concurrent_tokens_answer_their_own_request(void **state)
+{
+    (void)state;
+    const char *names[] = {"quinn", "rupert", "sybil"};
+    char *tokens[4];
+    for (int i = 0; i < 3; i++) {
+        create_user(names[i], "long-enough-pw", NULL);
+        tokens[i] = h_login(srv.port, names[i], "long-enough-pw");
+        assert_non_null(tokens[i]);
+    }
+    tokens[3] = strdup("lt_NotARealTokenNotARealTokenNotARealToken123");
+    enum { CONNS = 24, ROUNDS = 20 };
+    h_conn c[CONNS];
+    for (int i = 0; i < CONNS; i++)
+        assert_true(h_conn_open(&c[i], srv.port));
+    for (int round = 0; round < ROUNDS; round++) {
+        for (int i = 0; i < CONNS; i++) {
+            char req[256];
+            snprintf(req, sizeof req, "GET /api/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n",
+                     tokens[(i + round) % 4]);
+            assert_true(h_conn_sends(&c[i], req));
+        }
+        for (int i = 0; i < CONNS; i++) {
+            h_resp r;
+            assert_true(h_conn_read(&c[i], &r, 10000));
+            int t = (i + round) % 4;
+            if (t == 3) {
+                assert_int_equal(r.status, 401);
+            } else {
+                assert_int_equal(r.status, 200);
+                assert_string_equal(json_string_value(json_object_get(r.json, "username")), names[t]);
+            }
+            h_resp_free(&r);
+        }
+    }
+    for (int i = 0; i < CONNS; i++)
+        h_conn_close(&c[i]);
+    for (int i = 0; i < 4; i++)
+        free(tokens[i]);
+    /* the batched path did run */
+    h_resp m = h_req(srv.port, "GET", "/metrics", NULL, NULL);
+    const char *line = strstr(m.body, "\nloom_auth_batched_lookups_total ");
+    assert_non_null(line);
+    assert_true(atoll(line + strlen("\nloom_auth_batched_lookups_total ")) > 0);
+    h_resp_free(&m);
+}
+
 static void test_cli_user_add(void **state)
 {
     (void)state;
@@ -490,6 +540,7 @@ int main(void)
         cmocka_unit_test(test_deactivate_revokes_sessions),
         cmocka_unit_test(test_last_admin_stays),
         cmocka_unit_test(test_api_keys),
+        cmocka_unit_test(test_concurrent_tokens_answer_their_own_request),
         cmocka_unit_test(test_cli_user_add),
     };
     return cmocka_run_group_tests_name("e2e_auth", tests, setup, teardown);

@@ -1,0 +1,163 @@
+/* test_store.c - engine/store against a real PostgreSQL: statements prepared
+ * once per connection, pipelined batches (including a failure in the middle
+ * of one), transactions that report a rolled-back COMMIT, reconnection, and
+ * idempotent migrations. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "store/db.h"
+#include "store/migrate.h"
+
+static char *url;
+
+static int setup(void **state)
+{
+    (void)state;
+    url = h_fresh_db("loomtest_store");
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    free(url);
+    return 0;
+}
+
+static db_stmt twice = {.sql = "SELECT $1::int * 2"};
+
+static void test_query_many_in_order(void **state)
+{
+    (void)state;
+    db *d = db_new(url);
+    assert_true(db_ready(d));
+    arena *a = arena_new();
+    enum { N = 6 };
+    const char *vals[N] = {"1", "2", "3", "4", "5", "6"};
+    const char *const *params[N];
+    arena *arenas[N];
+    PGresult *out[N];
+    loom_err errs[N];
+    for (int i = 0; i < N; i++) {
+        params[i] = &vals[i];
+        arenas[i] = a;
+    }
+    db_query_many(d, arenas, &twice, 1, N, params, out, errs);
+    for (int i = 0; i < N; i++) {
+        assert_non_null(out[i]);
+        assert_int_equal(atoi(PQgetvalue(out[i], 0, 0)), 2 * (i + 1));
+    }
+    /* the connection is usable afterwards, outside pipeline mode */
+    loom_err e;
+    PGresult *r = db_exec(d, a, "SELECT 42", &e);
+    assert_non_null(r);
+    assert_string_equal(PQgetvalue(r, 0, 0), "42");
+    arena_free(a);
+    db_free(d);
+}
+
+static void test_query_many_failure_in_the_middle(void **state)
+{
+    (void)state;
+    db *d = db_new(url);
+    assert_true(db_ready(d));
+    arena *a = arena_new();
+    enum { N = 5 };
+    const char *vals[N] = {"10", "20", "not a number", "40", "50"};
+    const char *const *params[N];
+    arena *arenas[N];
+    PGresult *out[N];
+    loom_err errs[N];
+    for (int i = 0; i < N; i++) {
+        params[i] = &vals[i];
+        arenas[i] = a;
+    }
+    db_query_many(d, arenas, &twice, 1, N, params, out, errs);
+    assert_null(out[2]);
+    assert_int_equal(errs[2].code, LOOM_VALIDATION_FAILED);   /* 22P02 invalid text representation */
+    /* the ones the failure aborted ran again on their own */
+    int want[N] = {20, 40, 0, 80, 100};
+    for (int i = 0; i < N; i++)
+        if (i != 2)
+            assert_int_equal(atoi(PQgetvalue(out[i], 0, 0)), want[i]);
+    arena_free(a);
+    db_free(d);
+}
+
+static void test_commit_of_failed_transaction(void **state)
+{
+    (void)state;
+    db *d = db_new(url);
+    assert_true(db_ready(d));
+    arena *a = arena_new();
+    loom_err e = {0};
+    assert_true(db_begin(d, a, &e));
+    assert_null(db_exec(d, a, "SELECT 1/0", &e));
+    /* COMMIT of an aborted transaction answers ROLLBACK: that is a failure */
+    assert_false(db_commit(d, a, &e));
+    assert_false(db_in_tx(d));
+    assert_non_null(db_exec(d, a, "SELECT 1", &e));
+    arena_free(a);
+    db_free(d);
+}
+
+static void test_reconnects_after_backend_killed(void **state)
+{
+    (void)state;
+    db *d = db_new(url);
+    assert_true(db_ready(d));
+    arena *a = arena_new();
+    loom_err e = {0};
+    PGresult *r = db_query(d, a, &twice, 1, (const char *[]){"21"}, &e);
+    assert_string_equal(PQgetvalue(r, 0, 0), "42");
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%d)", PQbackendPID(db_conn(d)));
+    assert_true(h_sql(url, sql));
+    assert_null(db_query(d, a, &twice, 1, (const char *[]){"21"}, &e));
+    assert_int_equal(e.code, LOOM_UNAVAILABLE);
+    assert_false(db_up(d));
+    /* the next use reconnects, and statements are prepared again */
+    double end = h_now() + 5;
+    while (!db_ready(d) && h_now() < end)
+        ;
+    r = db_query(d, a, &twice, 1, (const char *[]){"21"}, &e);
+    assert_non_null(r);
+    assert_string_equal(PQgetvalue(r, 0, 0), "42");
+    arena_free(a);
+    db_free(d);
+}
+
+static void test_migrations_idempotent(void **state)
+{
+    (void)state;
+    char err[512];
+    PGconn *c = db_connect_once(url, err, sizeof err);
+    assert_non_null(c);
+    int first = store_migrate(c, err, sizeof err);
+    assert_int_equal(first, store_schema_version());
+    assert_int_equal(store_migrate(c, err, sizeof err), 0);
+    PQfinish(c);
+    char *n = h_sql_value(url, "SELECT count(*) FROM loom.schema_migrations");
+    assert_int_equal(atoi(n), store_schema_version());
+    free(n);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_query_many_in_order),
+        cmocka_unit_test(test_query_many_failure_in_the_middle),
+        cmocka_unit_test(test_commit_of_failed_transaction),
+        cmocka_unit_test(test_reconnects_after_backend_killed),
+        cmocka_unit_test(test_migrations_idempotent),
+    };
+    return cmocka_run_group_tests_name("integration_store", tests, setup, teardown);
+}
