@@ -8,6 +8,7 @@
  * is in a worker's hands. */
 #include "http.h"
 
+#include <errno.h>
 #include <http_parser.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -15,7 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/uio.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/error.h"
 #include "core/secret.h"
@@ -23,14 +26,17 @@
 #define MAX_PENDING_INPUT (256 * 1024) /* unparsed bytes kept before reading stops */
 #define MAX_HEADERS 100
 #define READ_CHUNK 65536
+#define DONE_SWEEP_MS 20 /* longest a finished exchange waits for the loop's bookkeeping */
 
 struct http_server {
     uv_loop_t *loop;
     uv_tcp_t listener;
     uv_async_t wake;
+    uv_prepare_t prepare;         /* drains finished exchanges before the loop blocks */
+    uv_timer_t sweep;             /* ... and at least every DONE_SWEEP_MS */
     http_config cfg;
     int port;
-    bool stopping;
+    atomic_bool stopping;
     int nconns;
     struct conn *conns;          /* all live connections (loop thread) */
     pthread_mutex_t done_lock;
@@ -49,7 +55,9 @@ typedef struct conn {
     http_exchange *cur;     /* message being parsed */
     http_exchange *busy;    /* message being handled or written */
     uv_write_t wreq;
-    buf wbuf;               /* response head */
+    int fd;                 /* the socket, for workers writing responses */
+    bool input_waiting;     /* unparsed input while busy; guarded by srv->done_lock */
+    bool peer_closed;       /* EOF while busy: close once the response is out */
     /* parse state of cur */
     buf url, hname, hval, body;
     http_header headers[MAX_HEADERS];
@@ -96,7 +104,6 @@ static void conn_maybe_free(conn *c)
         free(c->cur);
     }
     buf_free(&c->in);
-    buf_free(&c->wbuf);
     buf_free(&c->url);
     buf_free(&c->hname);
     buf_free(&c->hval);
@@ -141,17 +148,19 @@ static void exchange_free(http_exchange *ex)
 {
     buf_free(&ex->res.body);
     buf_free(&ex->res.headers);
+    buf_free(&ex->head);
     arena_free(ex->arena);
     free(ex);
 }
 
 static void conn_process(conn *c);
 
-static void write_cb(uv_write_t *w, int status)
+/* The exchange c->busy is fully written (status 0) or failed: log it, free
+ * it, and go on with the connection. */
+static void conn_finish(conn *c, int status)
 {
-    conn *c = w->data;
     http_exchange *ex = c->busy;
-    double secs = http_now() - ex->started;
+    double secs = (ex->finished ? ex->finished : http_now()) - ex->started;
     if (c->srv->cfg.written)
         c->srv->cfg.written(c->srv->cfg.udata, ex, secs);
     bool close_after = ex->close_after;
@@ -162,7 +171,7 @@ static void write_cb(uv_write_t *w, int status)
         conn_maybe_free(c);
         return;
     }
-    if (status < 0 || close_after) {
+    if (status < 0 || close_after || c->peer_closed) {
         conn_close(c);
         return;
     }
@@ -170,37 +179,95 @@ static void write_cb(uv_write_t *w, int status)
     conn_process(c);
 }
 
-/* Writes ex's response on c; ex must be c->busy. */
-static void conn_respond(conn *c, http_exchange *ex)
+static void write_cb(uv_write_t *w, int status)
+{
+    conn *c = w->data;
+    c->busy->finished = http_now();
+    conn_finish(c, status);
+}
+
+/* Serializes the status line and headers of ex into ex->head. Runs on any
+ * thread: it reads only the exchange and the server's stopping flag. */
+static void exchange_serialize(http_server *s, http_exchange *ex)
 {
     http_response *r = &ex->res;
-    buf_reset(&c->wbuf);
-    buf_printf(&c->wbuf, "HTTP/1.1 %d %s\r\n", r->status, loom_http_reason(r->status));
-    if (r->content_type)
-        buf_printf(&c->wbuf, "Content-Type: %s\r\n", r->content_type);
-    if (r->status != 204 && r->status != 304)
-        buf_printf(&c->wbuf, "Content-Length: %zu\r\n", r->body.len);
-    if (ex->req.request_id)
-        buf_printf(&c->wbuf, "X-Request-Id: %s\r\n", ex->req.request_id);
-    if (r->headers.len)
-        buf_append(&c->wbuf, r->headers.data, r->headers.len);
-    if (ex->close_after || c->srv->stopping) {
-        ex->close_after = true;
-        buf_puts(&c->wbuf, "Connection: close\r\n");
+    buf *h = &ex->head;
+    buf_reset(h);
+    buf_printf(h, "HTTP/1.1 %d %s\r\n", r->status, loom_http_reason(r->status));
+    if (r->content_type) {
+        buf_puts(h, "Content-Type: ");
+        buf_puts(h, r->content_type);
+        buf_puts(h, "\r\n");
     }
-    buf_puts(&c->wbuf, "\r\n");
-    uv_buf_t bufs[2] = {uv_buf_init(c->wbuf.data, (unsigned)c->wbuf.len),
-                        uv_buf_init(r->body.data ? r->body.data : "", (unsigned)r->body.len)};
+    if (r->status != 204 && r->status != 304)
+        buf_printf(h, "Content-Length: %zu\r\n", r->body.len);
+    if (ex->req.request_id) {
+        buf_puts(h, "X-Request-Id: ");
+        buf_puts(h, ex->req.request_id);
+        buf_puts(h, "\r\n");
+    }
+    if (r->headers.len)
+        buf_append(h, r->headers.data, r->headers.len);
+    if (ex->close_after || atomic_load(&s->stopping)) {
+        ex->close_after = true;
+        buf_puts(h, "Connection: close\r\n");
+    }
+    buf_puts(h, "\r\n");
+}
+
+/* Fills iov with what of ex is not written yet; returns the count. */
+static int exchange_unsent(http_exchange *ex, struct iovec iov[2])
+{
+    size_t hl = ex->head.len, off = ex->sent;
+    int n = 0;
+    if (off < hl)
+        iov[n++] = (struct iovec){ex->head.data + off, hl - off};
+    size_t boff = off > hl ? off - hl : 0;
+    if (boff < ex->res.body.len)
+        iov[n++] = (struct iovec){ex->res.body.data + boff, ex->res.body.len - boff};
+    return n;
+}
+
+/* Writes as much of ex as the socket takes now, without blocking. True when
+ * all of it went out. Any thread; the connection is not written by anyone
+ * else while ex is its busy exchange. */
+static bool exchange_send(conn *c, http_exchange *ex)
+{
+    struct iovec iov[2];
+    int n;
+    while ((n = exchange_unsent(ex, iov)) > 0) {
+        ssize_t w = writev(c->fd, iov, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return false;   /* EAGAIN: the loop writes the rest; an error: it finds out */
+        ex->sent += (size_t)w;
+    }
+    ex->finished = http_now();
+    return true;
+}
+
+/* Writes the rest of ex (c->busy) through libuv (loop thread). */
+static void conn_write_rest(conn *c, http_exchange *ex)
+{
+    struct iovec iov[2];
+    int n = exchange_unsent(ex, iov);
+    uv_buf_t bufs[2];
+    for (int i = 0; i < n; i++)
+        bufs[i] = uv_buf_init(iov[i].iov_base, (unsigned)iov[i].iov_len);
     c->wreq.data = c;
     c->writing = true;
     /* the idle timer also bounds how long a client may take to read this */
     conn_timer(c, c->srv->cfg.idle_timeout_ms);
-    if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, bufs, r->body.len ? 2 : 1, write_cb) < 0) {
-        c->busy = NULL;
-        c->writing = false;
-        exchange_free(ex);
-        conn_close(c);
-    }
+    if (uv_write(&c->wreq, (uv_stream_t *)&c->tcp, bufs, (unsigned)n, write_cb) < 0)
+        conn_finish(c, -1);
+}
+
+/* Writes ex's response on c from the loop thread; ex must be c->busy. */
+static void conn_respond(conn *c, http_exchange *ex)
+{
+    exchange_serialize(c->srv, ex);
+    conn_write_rest(c, ex);
 }
 
 static http_exchange *exchange_new(conn *c)
@@ -414,6 +481,16 @@ static void assign_request_id(http_server *s, http_exchange *ex)
 
 /* ---- reading ---- */
 
+static void drain_done(http_server *s);
+
+/* Tells whoever finishes c->busy that the loop must look at c at once. */
+static void mark_input_waiting(conn *c)
+{
+    pthread_mutex_lock(&c->srv->done_lock);
+    c->input_waiting = true;
+    pthread_mutex_unlock(&c->srv->done_lock);
+}
+
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 {
     (void)suggested;
@@ -456,6 +533,8 @@ static void conn_process(conn *c)
             c->busy = ex;
             uv_timer_stop(&c->timer);
             assign_request_id(s, ex);
+            if (c->in.len)
+                mark_input_waiting(c);   /* pipelined: wake the loop when this one is done */
             s->cfg.dispatch(s->cfg.udata, ex);
             break;
         }
@@ -483,20 +562,22 @@ static void conn_process(conn *c)
 static void read_cb(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
 {
     conn *c = st->data;
+    drain_done(c->srv);   /* this connection's last response may be finished */
+    if (c->closing)
+        return;
     if (n < 0) {
         conn_read_stop(c);
         if (!c->busy)
             conn_close(c);
         else
-            c->in.len = 0;   /* finish writing what is in flight, then close on EOF */
-        if (c->busy)
-            c->busy->close_after = true;
+            c->peer_closed = true;   /* finish what is in flight, then close */
         return;
     }
     if (n == 0)
         return;
     buf_append(&c->in, b->base, (size_t)n);
     if (c->busy) {
+        mark_input_waiting(c);
         if (c->in.len > MAX_PENDING_INPUT)
             conn_read_stop(c);
         return;
@@ -526,7 +607,7 @@ static void timeout_cb(uv_timer_t *t)
 static void accept_cb(uv_stream_t *server, int status)
 {
     http_server *s = server->data;
-    if (status < 0 || s->stopping)
+    if (status < 0 || atomic_load(&s->stopping))
         return;
     conn *c = calloc(1, sizeof *c);
     if (!c)
@@ -545,6 +626,9 @@ static void accept_cb(uv_stream_t *server, int status)
         conn_close(c);
         return;
     }
+    uv_os_fd_t fd;
+    uv_fileno((uv_handle_t *)&c->tcp, &fd);
+    c->fd = fd;
     uv_tcp_nodelay(&c->tcp, 1);
     struct sockaddr_storage ss;
     int len = sizeof ss;
@@ -560,15 +644,23 @@ static void accept_cb(uv_stream_t *server, int status)
     conn_read_start(c);
 }
 
-/* ---- completions from workers ---- */
+/* ---- completions ---- */
 
 void http_exchange_done_many(http_exchange **ex, int n)
 {
     if (n == 0)
         return;
     http_server *s = ((conn *)ex[0]->conn)->srv;
+    bool sent[n];
+    for (int i = 0; i < n; i++) {
+        exchange_serialize(s, ex[i]);
+        sent[i] = exchange_send(ex[i]->conn, ex[i]);
+    }
+    bool wake = false;
     pthread_mutex_lock(&s->done_lock);
     for (int i = 0; i < n; i++) {
+        conn *c = ex[i]->conn;
+        wake = wake || !sent[i] || ex[i]->close_after || c->input_waiting;
         ex[i]->next_done = NULL;
         if (s->done_tail)
             s->done_tail->next_done = ex[i];
@@ -577,7 +669,8 @@ void http_exchange_done_many(http_exchange **ex, int n)
         s->done_tail = ex[i];
     }
     pthread_mutex_unlock(&s->done_lock);
-    uv_async_send(&s->wake);
+    if (wake)
+        uv_async_send(&s->wake);
 }
 
 void http_exchange_done(http_exchange *ex)
@@ -585,12 +678,14 @@ void http_exchange_done(http_exchange *ex)
     http_exchange_done_many(&ex, 1);
 }
 
-static void wake_cb(uv_async_t *a)
+/* Takes the finished exchanges and completes them (loop thread). */
+static void drain_done(http_server *s)
 {
-    http_server *s = a->data;
     pthread_mutex_lock(&s->done_lock);
     http_exchange *ex = s->done_head;
     s->done_head = s->done_tail = NULL;
+    for (http_exchange *e = ex; e; e = e->next_done)
+        ((conn *)e->conn)->input_waiting = false;
     pthread_mutex_unlock(&s->done_lock);
     while (ex) {
         http_exchange *next = ex->next_done;
@@ -599,11 +694,28 @@ static void wake_cb(uv_async_t *a)
             c->busy = NULL;
             exchange_free(ex);
             conn_maybe_free(c);
+        } else if (ex->finished) {
+            conn_finish(c, 0);
         } else {
-            conn_respond(c, ex);
+            conn_write_rest(c, ex);
         }
         ex = next;
     }
+}
+
+static void wake_cb(uv_async_t *a)
+{
+    drain_done(a->data);
+}
+
+static void prepare_cb(uv_prepare_t *p)
+{
+    drain_done(p->data);
+}
+
+static void sweep_cb(uv_timer_t *t)
+{
+    drain_done(t->data);
 }
 
 /* ---- server ---- */
@@ -665,6 +777,14 @@ http_server *http_server_start(uv_loop_t *loop, const http_config *cfg, char *er
                                                : ((struct sockaddr_in6 *)&bound)->sin6_port);
     uv_async_init(loop, &s->wake, wake_cb);
     s->wake.data = s;
+    uv_prepare_init(loop, &s->prepare);
+    s->prepare.data = s;
+    uv_prepare_start(&s->prepare, prepare_cb);
+    uv_unref((uv_handle_t *)&s->prepare);
+    uv_timer_init(loop, &s->sweep);
+    s->sweep.data = s;
+    uv_timer_start(&s->sweep, sweep_cb, DONE_SWEEP_MS, DONE_SWEEP_MS);
+    uv_unref((uv_handle_t *)&s->sweep);
     return s;
 }
 
@@ -680,9 +800,9 @@ int http_server_connections(const http_server *s)
 
 void http_server_stop(http_server *s)
 {
-    if (s->stopping)
+    if (atomic_load(&s->stopping))
         return;
-    s->stopping = true;
+    atomic_store(&s->stopping, true);
     uv_close((uv_handle_t *)&s->listener, NULL);
     for (conn *c = s->conns, *next; c; c = next) {
         next = c->next;
@@ -695,13 +815,15 @@ void http_server_free(http_server *s)
 {
     if (!s)
         return;
-    wake_cb(&s->wake);   /* answer what the workers finished; those close after writing */
+    drain_done(s);   /* answer what the workers finished; those close after writing */
     for (conn *c = s->conns, *next; c; c = next) {
         next = c->next;
         if (!c->busy)
             conn_close(c);
     }
     uv_close((uv_handle_t *)&s->wake, NULL);
+    uv_close((uv_handle_t *)&s->prepare, NULL);
+    uv_close((uv_handle_t *)&s->sweep, NULL);
     uv_run(s->loop, UV_RUN_DEFAULT);
     pthread_mutex_destroy(&s->done_lock);
     free(s);

@@ -14,7 +14,11 @@
  *
  * Each complete request becomes an http_exchange handed to the dispatch
  * callback on the loop thread. Whoever handles it fills ex->res and calls
- * http_exchange_done() from any thread; the loop then writes the response. */
+ * http_exchange_done() from any thread. That call writes the response on the
+ * (non-blocking) socket at once, and wakes the loop only when the loop has
+ * something to do: the rest of a partial write, a connection to close, or
+ * pipelined input waiting. Otherwise the loop's bookkeeping (log, metrics,
+ * idle timer) follows at its next iteration, at most DONE_SWEEP_MS later. */
 #ifndef LOOM_HTTP_H
 #define LOOM_HTTP_H
 
@@ -58,7 +62,11 @@ typedef struct http_exchange {
     double started;        /* monotonic seconds */
     int route;             /* set by the dispatcher for logs and metrics; -1 = none */
     const char *route_name;
-    bool close_after;      /* internal */
+    /* internal */
+    bool close_after;
+    buf head;              /* the serialized status line and headers */
+    size_t sent;           /* bytes of head + body already written */
+    double finished;       /* when the response was fully written, or 0 */
 } http_exchange;
 
 typedef struct http_server http_server;

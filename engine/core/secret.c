@@ -55,8 +55,12 @@ void secret_sha256_hex(const char *s, size_t n, char out[SECRET_HASH_HEX])
     unsigned char md[32];
     unsigned int len = 0;
     EVP_Digest(s, n, md, &len, EVP_sha256(), NULL);
-    for (unsigned i = 0; i < 32; i++)
-        snprintf(out + 2 * i, 3, "%02x", md[i]);
+    static const char hex[] = "0123456789abcdef";
+    for (unsigned i = 0; i < 32; i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 15];
+    }
+    out[64] = '\0';
 }
 
 bool secret_password_hash(const char *password, char out[SECRET_PWHASH_LEN])
