@@ -38,7 +38,7 @@ test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
 
 bench: build
-	./tests/bench/run.sh ./$(BUILD_DIR)/loom
+	./tests/bench/run.sh ./$(BUILD_DIR)
 
 clean:
 	rm -rf build build-san
