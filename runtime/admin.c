@@ -230,7 +230,7 @@ static void manager_missing(ctx *c)
 
 /* ---- users ---- */
 
-static db_stmt insert_user = {.sql = 
+static db_stmt insert_user = {.sql =
     "INSERT INTO loom.users (username, display_name, email, team, manager, password_hash,"
     " platform_roles, app_roles, active)"
     " VALUES ($1, $2, $3, $4, $5::bigint, $6,"
@@ -314,9 +314,17 @@ static bool list_params(ctx *c, const char **out_limit, const char **out_after)
     return true;
 }
 
-/* Responds {"items", "next_cursor"} from r, whose column 0 is the id. */
-static void list_respond(ctx *c, PGresult *r, const char *limit_plus_one, json_t *(*row)(PGresult *, int))
+/* Answers a list route: runs st ($1 = after this id, $2 = limit + 1) and
+ * responds {"items", "next_cursor"} with row() of each row (column 0 = id). */
+static void list_page(ctx *c, db_stmt *st, json_t *(*row)(PGresult *, int))
 {
+    const char *limit_plus_one, *after;
+    if (!list_params(c, &limit_plus_one, &after))
+        return;
+    const char *params[] = {after, limit_plus_one};
+    PGresult *r = ctx_query(c, st, 2, params);
+    if (!r)
+        return;
     int want = atoi(limit_plus_one) - 1;
     int n = PQntuples(r);
     json_t *items = json_array();
@@ -326,19 +334,12 @@ static void list_respond(ctx *c, PGresult *r, const char *limit_plus_one, json_t
     ctx_json(c, 200, json_pack("{s:o, s:o}", "items", items, "next_cursor", next));
 }
 
-static db_stmt list_users = {.sql = 
+static db_stmt list_users = {.sql =
     "SELECT " AUTH_USER_COLUMNS " FROM loom.users u WHERE u.id > $1::bigint ORDER BY u.id LIMIT $2::int"};
 
-void admin_users_list(void *cp)
+void admin_users_list(void *c)
 {
-    ctx *c = cp;
-    const char *limit, *after;
-    if (!list_params(c, &limit, &after))
-        return;
-    const char *params[] = {after, limit};
-    PGresult *r = ctx_query(c, &list_users, 2, params);
-    if (r)
-        list_respond(c, r, limit, auth_user_json);
+    list_page(c, &list_users, auth_user_json);
 }
 
 void admin_users_get(void *cp)
@@ -361,7 +362,7 @@ void admin_users_get(void *cp)
 
 /* One static statement for every patch: each column changes only when its
  * key is in the patch ($2), so values stay parameters. */
-static db_stmt update_user = {.sql = 
+static db_stmt update_user = {.sql =
     "UPDATE loom.users u SET"
     " username = CASE WHEN p ? 'username' THEN p->>'username' ELSE u.username END,"
     " display_name = CASE WHEN p ? 'display_name' THEN p->>'display_name' ELSE u.display_name END,"
@@ -377,9 +378,9 @@ static db_stmt update_user = {.sql =
     " FROM (SELECT $2::jsonb AS p) AS patch"
     " WHERE u.id = $1::bigint"
     " RETURNING u.id, u.active"};
-static db_stmt revoke_sessions = {.sql = 
+static db_stmt revoke_sessions = {.sql =
     "UPDATE loom.sessions SET revoked_at = now() WHERE user_id = $1::bigint AND revoked_at IS NULL"};
-static db_stmt count_admins = {.sql = 
+static db_stmt count_admins = {.sql =
     "SELECT count(*) FROM loom.users WHERE active AND 'admin' = ANY(platform_roles)"};
 
 void admin_users_update(void *cp)
@@ -460,7 +461,7 @@ static json_t *key_json(PGresult *r, int i)
                      "revoked_at", PQgetisnull(r, i, 4) ? json_null() : json_string(PQgetvalue(r, i, 4)));
 }
 
-static db_stmt insert_key = {.sql = 
+static db_stmt insert_key = {.sql =
     "INSERT INTO loom.api_keys (name, user_id, key_hash, created_by)"
     " SELECT $1, u.id, $3, $4::bigint FROM loom.users u WHERE u.id = $2::bigint"
     " RETURNING id, name, user_id,"
@@ -514,22 +515,15 @@ void admin_keys_create(void *cp)
     ctx_json(c, 201, out);
 }
 
-static db_stmt list_keys = {.sql = 
+static db_stmt list_keys = {.sql =
     "SELECT " KEY_COLUMNS " FROM loom.api_keys k WHERE k.id > $1::bigint ORDER BY k.id LIMIT $2::int"};
 
-void admin_keys_list(void *cp)
+void admin_keys_list(void *c)
 {
-    ctx *c = cp;
-    const char *limit, *after;
-    if (!list_params(c, &limit, &after))
-        return;
-    const char *params[] = {after, limit};
-    PGresult *r = ctx_query(c, &list_keys, 2, params);
-    if (r)
-        list_respond(c, r, limit, key_json);
+    list_page(c, &list_keys, key_json);
 }
 
-static db_stmt revoke_key = {.sql = 
+static db_stmt revoke_key = {.sql =
     "UPDATE loom.api_keys SET revoked_at = now() WHERE id = $1::bigint AND revoked_at IS NULL"};
 
 void admin_keys_delete(void *cp)

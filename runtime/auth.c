@@ -167,10 +167,10 @@ json_t *auth_user_json(PGresult *r, int i)
 
 /* ---- bearer tokens ---- */
 
-static db_stmt by_session = {.sql = 
+static db_stmt by_session = {.sql =
     "SELECT " AUTH_USER_COLUMNS " FROM loom.sessions s JOIN loom.users u ON u.id = s.user_id"
     " WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now() AND u.active"};
-static db_stmt by_key = {.sql = 
+static db_stmt by_key = {.sql =
     "SELECT " AUTH_USER_COLUMNS " FROM loom.api_keys k JOIN loom.users u ON u.id = k.user_id"
     " WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND u.active"};
 
@@ -241,9 +241,9 @@ bool auth_authenticate(ctx *c, const auth_lookup *pre)
 
 /* ---- handlers ---- */
 
-static db_stmt find_login = {.sql = 
+static db_stmt find_login = {.sql =
     "SELECT id, password_hash, active FROM loom.users WHERE lower(username) = lower($1)"};
-static db_stmt new_session = {.sql = 
+static db_stmt new_session = {.sql =
     "WITH gone AS (DELETE FROM loom.sessions WHERE user_id = $2 AND expires_at < now() - interval '7 days')"
     " INSERT INTO loom.sessions (token_hash, user_id, expires_at)"
     " VALUES ($1, $2, now() + make_interval(secs => $3::int))"
@@ -327,7 +327,7 @@ void auth_login(void *cp)
                                auth_user_json(u, 0)));
 }
 
-static db_stmt revoke_session = {.sql = 
+static db_stmt revoke_session = {.sql =
     "UPDATE loom.sessions SET revoked_at = now() WHERE token_hash = $1 AND revoked_at IS NULL"};
 
 void auth_logout(void *cp)

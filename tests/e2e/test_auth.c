@@ -40,24 +40,18 @@ static int teardown(void **state)
     return st == 0 ? 0 : -1;
 }
 
-/* POSTs a JSON body built with json_pack-style arguments. */
-static h_resp post_json(const char *path, const char *token, json_t *body)
+/* Sends body (stolen) as JSON. */
+static h_resp send_json(const char *method, const char *path, const char *token, json_t *body)
 {
     char *s = json_dumps(body, 0);
     json_decref(body);
-    h_resp r = h_req(srv.port, "POST", path, token, s);
+    h_resp r = h_req(srv.port, method, path, token, s);
     free(s);
     return r;
 }
 
-static h_resp patch_json(const char *path, const char *token, json_t *body)
-{
-    char *s = json_dumps(body, 0);
-    json_decref(body);
-    h_resp r = h_req(srv.port, "PATCH", path, token, s);
-    free(s);
-    return r;
-}
+#define post_json(path, token, body) send_json("POST", path, token, body)
+#define patch_json(path, token, body) send_json("PATCH", path, token, body)
 
 /* Creates a user and returns its id. */
 static long long create_user(const char *name, const char *password, const char *platform_role)
