@@ -1,4 +1,9 @@
-/* http.c - connections, parsing, limits and response writing (loop thread).
+/* http.c - connections, parsing, limits and response writing.
+ *
+ * Everything here runs on the loop thread, except http_exchange_done*() and
+ * what it calls (exchange_serialize, exchange_send): a worker writes its
+ * response on the socket itself, which is safe because nothing else writes to
+ * a connection while it has a busy exchange, and the loop never closes one then.
  *
  * Life of a connection: accepted -> reading (idle timer) -> a message begins
  * (header timer) -> headers complete (limits checked; idle timer while the body
@@ -493,10 +498,9 @@ static void mark_input_waiting(conn *c)
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 {
+    (void)h;
     (void)suggested;
-    conn *c = h->data;
-    static _Thread_local char chunk[READ_CHUNK];
-    (void)c;
+    static char chunk[READ_CHUNK];   /* loop thread only; read_cb copies out of it */
     *b = uv_buf_init(chunk, sizeof chunk);
 }
 

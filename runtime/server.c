@@ -1,20 +1,20 @@
 /* server.c - `loom serve`: start-up, the route table, dispatch and shutdown.
  *
  * The loop thread parses requests and matches routes; R_LOOP routes are
- * answered there, everything else goes to the worker pool. A worker checks its
- * connection, authenticates, opens the transaction of R_TX routes, runs the
- * handler and commits (checking that COMMIT committed) or rolls back. */
+ * answered there, everything else is handed to the worker pool at the end of
+ * the loop iteration, all together. A worker takes a batch, looks up the
+ * batch's bearer tokens in one pipelined round trip, then runs each request:
+ * checks its connection, authenticates, opens the transaction of R_TX routes,
+ * runs the handler and commits (checking that COMMIT committed) or rolls back;
+ * it then writes the responses itself (see http.h). */
 #include "server.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -205,7 +205,10 @@ static void run_route(server *s, worker *w, job *j)
 }
 
 /* Looks up the tokens of every job in the batch that needs a user, in one
- * round trip per kind of token (sessions, API keys). */
+ * round trip per kind of token (sessions, API keys). A lookup is then a little
+ * older than the job's own start, but never older than its arrival: requests
+ * in one batch were all in flight together, so no client can have seen the
+ * answer of one (a logout, say) before sending another of the batch. */
 static void prefetch_auth(worker *w, job **jobs, int n)
 {
     for (int kind = 0; kind < 2; kind++) {
@@ -255,9 +258,8 @@ static void worker_batch_cb(void *wp, void **jp, int n)
         job *j = jobs[i];
         run_route(w->srv, w, j);
         db_rollback(w->db);   /* a handler never leaves a transaction open */
-        if (j->ex->res.status == 0)
-            ctx_problem(&(ctx){.ex = j->ex, .req = &j->ex->req, .res = &j->ex->res, .a = j->ex->arena},
-                        LOOM_INTERNAL, NULL, NULL);
+        if (j->ex->res.status == 0)   /* a handler that answered nothing */
+            problem_write(j->ex, LOOM_INTERNAL, NULL, NULL);
         done[ndone++] = j->ex;
         /* answers go back together, unless a slow job would hold them up */
         double now = http_now();
