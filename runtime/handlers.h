@@ -11,6 +11,7 @@
 void ops_healthz(void *c);
 void ops_readyz(void *c);
 void ops_metrics(void *c);
+void ops_openapi(void *c);
 
 /* auth.c */
 void auth_login(void *c);

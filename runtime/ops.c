@@ -1,6 +1,8 @@
-/* ops.c - liveness and readiness (the metrics handler lives in server.c,
- * next to the state it reads). */
+/* ops.c - liveness, readiness and the OpenAPI document (the metrics handler
+ * lives in server.c, next to the state it reads). */
 #include "handlers.h"
+
+extern const char loom_openapi_json[];   /* openapi_doc.c, made from openapi.json */
 
 void ops_healthz(void *cp)
 {
@@ -18,4 +20,12 @@ void ops_readyz(void *cp)
         ctx_json(c, 200, json_pack("{s:s, s:s}", "status", "ready", "database", "up"));
     else
         ctx_problem(c, LOOM_UNAVAILABLE, "the database is unreachable", NULL);
+}
+
+void ops_openapi(void *cp)
+{
+    ctx *c = cp;
+    c->res->status = 200;
+    c->res->content_type = "application/json; charset=utf-8";
+    buf_puts(&c->res->body, loom_openapi_json);
 }

@@ -27,6 +27,7 @@
 static const route routes[] = {
     {"GET", "/healthz", ops_healthz, R_LOOP},
     {"GET", "/metrics", ops_metrics, R_LOOP},
+    {"GET", "/openapi.json", ops_openapi, R_LOOP},
     {"GET", "/readyz", ops_readyz, R_PUBLIC},
     {"POST", "/api/auth/login", auth_login, R_PUBLIC | R_TX},
     {"POST", "/api/auth/logout", auth_logout, R_AUTH | R_TX},
@@ -40,6 +41,12 @@ static const route routes[] = {
     {"DELETE", "/api/admin/api-keys/{id}", admin_keys_delete, R_ADMIN | R_TX},
 };
 #define NROUTES (int)(sizeof routes / sizeof routes[0])
+
+const route *server_routes(int *out_n)
+{
+    *out_n = NROUTES;
+    return routes;
+}
 
 struct server {
     server_config cfg;

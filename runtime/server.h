@@ -55,6 +55,9 @@ typedef struct ctx {
     auth_user *user;
 } ctx;
 
+/* The route table (for the OpenAPI consistency test). */
+const route *server_routes(int *out_n);
+
 /* Serves until SIGINT or SIGTERM. Returns the process exit status. */
 int server_run(const server_config *cfg);
 

@@ -132,13 +132,16 @@ int main(int argc, char **argv)
             break;
         if (t > end + 5)
             break;   /* answers that never came */
-        int timeout = (int)((wake - t) * 1000);
-        if (timeout < 0)
-            timeout = 0;
-        if (timeout > 5)
-            timeout = 5;
+        /* sleep until the next send is due (microsecond precision: a
+         * millisecond timeout would either spin or send late), 5 ms at most */
+        double wait = wake - t;
+        if (wait < 0)
+            wait = 0;
+        if (wait > 0.005)
+            wait = 0.005;
+        struct timespec ts = {0, (long)(wait * 1e9)};
         struct epoll_event evs[64];
-        int k = epoll_wait(ep, evs, 64, timeout);
+        int k = epoll_pwait2(ep, evs, 64, &ts, NULL);
         double done_at = now();
         for (int e = 0; e < k; e++) {
             client *c = &cl[evs[e].data.u32];

@@ -66,8 +66,19 @@ peak=$(sort -n "$dir/rss" | tail -1)
 
 half=$(echo "${rate16:-$rps}" | awk '{printf "%d", $1 / 2}')
 echo
-echo "open-loop latency at half of Loom's 16-client rate ($half req/s over 16 connections, ${DURATION}s):"
-"$LOADGEN" -p $PORT -c 16 -r "$half" -d "$DURATION" -H "$auth" /api/me
+echo "open-loop latency at half of Loom's 16-client rate ($half req/s over 16 connections, ${DURATION}s),"
+echo "measured from each request's scheduled time:"
+printf 'loom GET /api/me     : '
+"$LOADGEN" -p $PORT -c 16 -r "$half" -d "$DURATION" -H "$auth" /api/me | tail -1
+# the same schedule for PostgreSQL alone: pgbench's rate limiter, latency + schedule lag
+mkdir -p "$dir/pglog"
+[ -n "$run_as" ] && chown postgres "$dir/pglog"
+( cd "$dir/pglog" && $run_as "$PGBIN/pgbench" -n -S -M prepared -c 16 -j 2 -R "$half" -T "$DURATION" -l \
+    --log-prefix="$dir/pglog/tx" "$bench_url" >/dev/null 2>&1 )
+printf 'pgbench -S -R %s : ' "$half"
+cat "$dir"/pglog/tx* | awk '{print ($3 + $7) / 1000}' | sort -n | awk '{a[NR] = $1} END {
+    printf "latency ms: p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f\n",
+        a[int(NR * 0.5)], a[int(NR * 0.9)], a[int(NR * 0.99)], a[int(NR * 0.999)], a[NR]}'
 echo
 echo "resident memory: idle ${idle_rss} MB, peak under load ${peak} MB"
 echo "machine: $(nproc) cores; loom workers: ${WORKERS:-default (2 x cores)}"

@@ -349,6 +349,17 @@ static void test_http10_closes(void **state)
     h_conn_close(&c);
 }
 
+static void test_openapi_served(void **state)
+{
+    (void)state;
+    h_resp r = h_req(srv.port, "GET", "/openapi.json", NULL, NULL);
+    assert_int_equal(r.status, 200);
+    assert_non_null(r.json);
+    assert_string_equal(json_string_value(json_object_get(r.json, "openapi")), "3.1.0");
+    assert_non_null(json_object_get(json_object_get(r.json, "paths"), "/api/me"));
+    h_resp_free(&r);
+}
+
 static void test_metrics(void **state)
 {
     (void)state;
@@ -380,6 +391,7 @@ int main(void)
         cmocka_unit_test(test_routing_errors),
         cmocka_unit_test(test_request_ids),
         cmocka_unit_test(test_http10_closes),
+        cmocka_unit_test(test_openapi_served),
         cmocka_unit_test(test_metrics),
     };
     return cmocka_run_group_tests_name("e2e_http", tests, setup, teardown);
