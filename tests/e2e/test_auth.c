@@ -417,6 +417,18 @@ static void test_api_keys(void **state)
     assert_string_equal(json_string_value(json_object_get(r.json, "username")), "ken");
     h_resp_free(&r);
 
+    /* stored only as its SHA-256 */
+    char khash[SECRET_HASH_HEX], sql[256];
+    secret_sha256_hex(k, strlen(k), khash);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM loom.api_keys WHERE key_hash = '%s' AND id = %lld", khash, kid);
+    char *cnt = h_sql_value(url, sql);
+    assert_string_equal(cnt, "1");
+    free(cnt);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM loom.api_keys WHERE position('%s' in key_hash) > 0", k + 3);
+    cnt = h_sql_value(url, sql);
+    assert_string_equal(cnt, "0");
+    free(cnt);
+
     /* the key is never shown again */
     r = h_req(srv.port, "GET", "/api/admin/api-keys", admin, NULL);
     assert_int_equal(r.status, 200);

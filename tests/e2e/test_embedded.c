@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -112,6 +113,33 @@ static void test_stale_postmaster_pid(void **state)
     assert_int_equal(loom_db("stop", out, sizeof out), 0);
     assert_non_null(strstr(out, "stopped"));
     assert_int_equal(loom_db("status", out, sizeof out), 3);
+}
+
+static void test_restart_after_kill_9(void **state)
+{
+    (void)state;
+    char out[4096], pidfile[256];
+    assert_int_equal(loom_db("start", out, sizeof out), 0);
+    snprintf(pidfile, sizeof pidfile, "%s/pg/postmaster.pid", data_dir);
+    FILE *f = fopen(pidfile, "r");
+    assert_non_null(f);
+    int pid = 0;
+    assert_int_equal(fscanf(f, "%d", &pid), 1);
+    fclose(f);
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    /* the postmaster is gone; its lock file stays behind */
+    double end = h_now() + 10;
+    while (kill(pid, 0) == 0 && h_now() < end)
+        usleep(20000);
+    assert_true(file_exists(data_dir, "pg/postmaster.pid"));
+    /* its backends notice and exit on their own; start recovers the cluster */
+    end = h_now() + 20;
+    int rc;
+    while ((rc = loom_db("start", out, sizeof out)) != 0 && h_now() < end)
+        usleep(200000);
+    assert_int_equal(rc, 0);
+    assert_int_equal(loom_db("status", out, sizeof out), 0);
+    assert_int_equal(loom_db("stop", out, sizeof out), 0);
 }
 
 static void test_outage_and_recovery(void **state)
@@ -234,6 +262,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_serve_embedded_lifecycle),
         cmocka_unit_test(test_stale_postmaster_pid),
+        cmocka_unit_test(test_restart_after_kill_9),
         cmocka_unit_test(test_outage_and_recovery),
         cmocka_unit_test(test_migrations_once_with_two_servers),
         cmocka_unit_test(test_untraversable_parent),

@@ -335,6 +335,53 @@ static void test_request_ids(void **state)
     h_conn_close(&c);
 }
 
+/* Finds the request log line with this request id in the server's log. */
+static json_t *log_line_for(const char *request_id)
+{
+    double end = h_now() + 2;   /* lines are written once per loop iteration */
+    while (h_now() < end) {
+        FILE *f = fopen(srv.log, "r");
+        char line[4096];
+        json_t *found = NULL;
+        while (f && !found && fgets(line, sizeof line, f)) {
+            json_t *j = json_loads(line, 0, NULL);
+            if (j && json_is_string(json_object_get(j, "request_id")) &&
+                strcmp(json_string_value(json_object_get(j, "request_id")), request_id) == 0)
+                found = j;
+            else
+                json_decref(j);
+        }
+        if (f)
+            fclose(f);
+        if (found)
+            return found;
+        usleep(20000);
+    }
+    return NULL;
+}
+
+static void test_request_log_line(void **state)
+{
+    (void)state;
+    h_conn c;
+    assert_true(h_conn_open(&c, srv.port));
+    h_conn_sends(&c, "GET /api/admin/users/7?x=%22 HTTP/1.1\r\nHost: x\r\nX-Request-Id: log-check-1\r\n\r\n");
+    h_resp r;
+    assert_true(h_conn_read(&c, &r, 5000));
+    assert_int_equal(r.status, 401);
+    h_resp_free(&r);
+    h_conn_close(&c);
+    json_t *line = log_line_for("log-check-1");
+    assert_non_null(line);
+    assert_string_equal(json_string_value(json_object_get(line, "level")), "info");
+    assert_string_equal(json_string_value(json_object_get(line, "route")), "GET /api/admin/users/{id}");
+    assert_string_equal(json_string_value(json_object_get(line, "path")), "/api/admin/users/7");
+    assert_int_equal(json_integer_value(json_object_get(line, "status")), 401);
+    assert_true(json_is_number(json_object_get(line, "duration_ms")));
+    assert_non_null(json_string_value(json_object_get(line, "time")));
+    json_decref(line);
+}
+
 static void test_http10_closes(void **state)
 {
     (void)state;
@@ -390,6 +437,7 @@ int main(void)
         cmocka_unit_test(test_slow_reader_does_not_block_others),
         cmocka_unit_test(test_routing_errors),
         cmocka_unit_test(test_request_ids),
+        cmocka_unit_test(test_request_log_line),
         cmocka_unit_test(test_http10_closes),
         cmocka_unit_test(test_openapi_served),
         cmocka_unit_test(test_metrics),
