@@ -64,8 +64,11 @@ static int run(const pgembed *pg, char *const argv[], char *out, size_t outlen)
     if (pipe(fds) != 0)
         return -1;
     pid_t pid = fork();
-    if (pid < 0)
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
         return -1;
+    }
     if (pid == 0) {
         dup2(fds[1], 1);
         dup2(fds[1], 2);
@@ -115,6 +118,11 @@ static bool untraversable(const pgembed *pg, const char *path, char *bad, size_t
     if (pipe(fds) != 0)
         return false;
     pid_t pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        return false;   /* cannot tell: let initdb report what it finds */
+    }
     if (pid == 0) {
         close(fds[0]);
         drop_to_account(pg);

@@ -34,12 +34,35 @@ static int teardown(void **state)
 
 static db_stmt twice = {.sql = "SELECT $1::int * 2"};
 
+typedef struct fixture {
+    db *d;
+    arena *a;
+} fixture;
+
+/* Each test gets a connected db and an arena. */
+static int open_db(void **state)
+{
+    fixture *f = malloc(sizeof *f);
+    f->d = db_new(url);
+    f->a = arena_new();
+    *state = f;
+    return db_ready(f->d) ? 0 : -1;
+}
+
+static int close_db(void **state)
+{
+    fixture *f = *state;
+    arena_free(f->a);
+    db_free(f->d);
+    free(f);
+    return 0;
+}
+
 static void test_query_many_in_order(void **state)
 {
-    (void)state;
-    db *d = db_new(url);
-    assert_true(db_ready(d));
-    arena *a = arena_new();
+    fixture *f = *state;
+    db *d = f->d;
+    arena *a = f->a;
     enum { N = 6 };
     const char *vals[N] = {"1", "2", "3", "4", "5", "6"};
     const char *const *params[N];
@@ -60,16 +83,13 @@ static void test_query_many_in_order(void **state)
     PGresult *r = db_exec(d, a, "SELECT 42", &e);
     assert_non_null(r);
     assert_string_equal(PQgetvalue(r, 0, 0), "42");
-    arena_free(a);
-    db_free(d);
 }
 
 static void test_query_many_failure_in_the_middle(void **state)
 {
-    (void)state;
-    db *d = db_new(url);
-    assert_true(db_ready(d));
-    arena *a = arena_new();
+    fixture *f = *state;
+    db *d = f->d;
+    arena *a = f->a;
     enum { N = 5 };
     const char *vals[N] = {"10", "20", "not a number", "40", "50"};
     const char *const *params[N];
@@ -88,16 +108,13 @@ static void test_query_many_failure_in_the_middle(void **state)
     for (int i = 0; i < N; i++)
         if (i != 2)
             assert_int_equal(atoi(PQgetvalue(out[i], 0, 0)), want[i]);
-    arena_free(a);
-    db_free(d);
 }
 
 static void test_commit_of_failed_transaction(void **state)
 {
-    (void)state;
-    db *d = db_new(url);
-    assert_true(db_ready(d));
-    arena *a = arena_new();
+    fixture *f = *state;
+    db *d = f->d;
+    arena *a = f->a;
     loom_err e = {0};
     assert_true(db_begin(d, a, &e));
     assert_null(db_exec(d, a, "SELECT 1/0", &e));
@@ -105,16 +122,13 @@ static void test_commit_of_failed_transaction(void **state)
     assert_false(db_commit(d, a, &e));
     assert_false(db_in_tx(d));
     assert_non_null(db_exec(d, a, "SELECT 1", &e));
-    arena_free(a);
-    db_free(d);
 }
 
 static void test_reconnects_after_backend_killed(void **state)
 {
-    (void)state;
-    db *d = db_new(url);
-    assert_true(db_ready(d));
-    arena *a = arena_new();
+    fixture *f = *state;
+    db *d = f->d;
+    arena *a = f->a;
     loom_err e = {0};
     PGresult *r = db_query(d, a, &twice, 1, (const char *[]){"21"}, &e);
     assert_string_equal(PQgetvalue(r, 0, 0), "42");
@@ -131,8 +145,6 @@ static void test_reconnects_after_backend_killed(void **state)
     r = db_query(d, a, &twice, 1, (const char *[]){"21"}, &e);
     assert_non_null(r);
     assert_string_equal(PQgetvalue(r, 0, 0), "42");
-    arena_free(a);
-    db_free(d);
 }
 
 static void test_migrations_idempotent(void **state)
@@ -153,10 +165,10 @@ static void test_migrations_idempotent(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_query_many_in_order),
-        cmocka_unit_test(test_query_many_failure_in_the_middle),
-        cmocka_unit_test(test_commit_of_failed_transaction),
-        cmocka_unit_test(test_reconnects_after_backend_killed),
+        cmocka_unit_test_setup_teardown(test_query_many_in_order, open_db, close_db),
+        cmocka_unit_test_setup_teardown(test_query_many_failure_in_the_middle, open_db, close_db),
+        cmocka_unit_test_setup_teardown(test_commit_of_failed_transaction, open_db, close_db),
+        cmocka_unit_test_setup_teardown(test_reconnects_after_backend_killed, open_db, close_db),
         cmocka_unit_test(test_migrations_idempotent),
     };
     return cmocka_run_group_tests_name("integration_store", tests, setup, teardown);
