@@ -132,6 +132,16 @@ static json_t *json_time_col(PGresult *r, int i, int col)
     return json_string(out);
 }
 
+/* True when the text[] of identifiers arr ("{admin,designer}") has item. */
+static bool idarray_has(const char *arr, const char *item)
+{
+    size_t n = strlen(item);
+    for (const char *p = arr; (p = strstr(p, item)) != NULL; p += n)
+        if (p > arr && (p[-1] == '{' || p[-1] == ',') && (p[n] == ',' || p[n] == '}'))
+            return true;
+    return false;
+}
+
 /* A text[] of identifiers, "{admin,designer}", as a JSON array. */
 static json_t *json_idarray_col(PGresult *r, int i, int col)
 {
@@ -228,10 +238,9 @@ bool auth_authenticate(ctx *c, const auth_lookup *pre)
     auth_user *u = arena_calloc(c->a, sizeof *u);
     u->id = atoll(PQgetvalue(r, 0, 0));
     u->username = PQgetvalue(r, 0, 1);
-    /* text[] "{admin,designer}": role names are identifiers, never quoted */
     const char *roles = PQgetvalue(r, 0, 6);
-    u->admin = strstr(roles, "admin") != NULL;
-    u->designer = strstr(roles, "designer") != NULL;
+    u->admin = idarray_has(roles, "admin");
+    u->designer = idarray_has(roles, "designer");
     u->api_key = is_key;
     u->token_hash = arena_strdup(c->a, hash);
     u->row = r;
