@@ -19,5 +19,6 @@ bool cli_db_connect_info(const cli_db_opts *o, char *out, size_t n);
 
 int cli_db(int argc, char **argv);     /* loom db start|stop|status|psql */
 int cli_user(int argc, char **argv);   /* loom user add ... */
+int cli_app(int argc, char **argv);    /* loom app check ... */
 
 #endif

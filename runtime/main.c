@@ -14,6 +14,7 @@ static int usage(void)
             "  loom serve [--listen 127.0.0.1:8080] [--db URL] [--data-dir ./loom-data] [--workers N]\n"
             "  loom db start|stop|status|psql [--data-dir DIR]\n"
             "  loom user add NAME --password-stdin [--admin] [--designer] [--role APP:ROLE]...\n"
+            "  loom app check PATH                 validate a bundle file or directory offline\n"
             "Database commands take --db URL (or LOOM_DATABASE_URL); without it they use the embedded\n"
             "PostgreSQL under --data-dir.\n");
     return 2;
@@ -70,5 +71,7 @@ int main(int argc, char **argv)
         return cli_db(argc - 2, argv + 2);
     if (strcmp(cmd, "user") == 0)
         return cli_user(argc - 2, argv + 2);
+    if (strcmp(cmd, "app") == 0)
+        return cli_app(argc - 2, argv + 2);
     return usage();
 }
