@@ -44,6 +44,24 @@ static const struct {
      "  created_by bigint REFERENCES loom.users(id) ON DELETE SET NULL,"
      "  created_at timestamptz NOT NULL DEFAULT now(),"
      "  revoked_at timestamptz);"},
+    {2, "apps and published versions",
+     /* bundles are kept as text: export must give back the key order it was given */
+     "CREATE TABLE loom.apps ("
+     "  id text PRIMARY KEY,"
+     "  schema_name text NOT NULL UNIQUE,"
+     "  draft text NOT NULL,"
+     "  published_version int,"
+     "  created_at timestamptz NOT NULL DEFAULT now(),"
+     "  updated_at timestamptz NOT NULL DEFAULT now());"
+     "CREATE TABLE loom.app_versions ("
+     "  app text NOT NULL REFERENCES loom.apps(id) ON DELETE CASCADE,"
+     "  version int NOT NULL,"
+     "  bundle text NOT NULL,"
+     "  catalog jsonb NOT NULL,"
+     "  steps jsonb NOT NULL,"
+     "  note text,"
+     "  published_at timestamptz NOT NULL DEFAULT now(),"
+     "  PRIMARY KEY (app, version));"},
 };
 
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])

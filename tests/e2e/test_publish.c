@@ -1,0 +1,218 @@
+/* test_publish.c - `loom app import --publish` of a new app against a real
+ * PostgreSQL: the 4S template's schema (tables, child tables, types, foreign
+ * keys, unique constraints), metadata and a JSON-equal stored bundle; a repeat
+ * is a no-op; an invalid bundle changes nothing; a failure in the middle of
+ * the DDL leaves schema and metadata unchanged; long and colliding names. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "model/bundle.h"
+
+#ifndef SOURCE_DIR
+#error SOURCE_DIR must name the repository
+#endif
+
+static int import(const char *url, const char *path, char *out, size_t n)
+{
+    const char *argv[] = {h_loom_bin(), "app", "import", path, "--publish", "--db", url, NULL};
+    return h_run(argv, NULL, out, n);
+}
+
+static int count(const char *url, const char *sql)
+{
+    char *v = h_sql_value(url, sql);
+    int n = v ? atoi(v) : -1;
+    free(v);
+    return n;
+}
+
+static void test_4s_template(void **state)
+{
+    (void)state;
+    char *url = h_fresh_db("loomtest_publish");
+    char out[65536];
+    assert_int_equal(import(url, SOURCE_DIR "/apps/4s-template", out, sizeof out), 0);
+    assert_non_null(strstr(out, "published version 1"));
+
+    /* 15 form tables and 4 child tables */
+    assert_int_equal(count(url, "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'app_fours'"), 19);
+    assert_int_equal(count(url, "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'app_fours' "
+                                "AND table_name IN ('quotation__lines', 'sales_order__lines', 'service_ticket__parts', "
+                                "'service_ticket__labor')"),
+                     4);
+    /* typed columns */
+    const char *types[][3] = {{"vehicle", "mileage", "bigint"},      {"vehicle", "insurance_expiry", "date"},
+                              {"customer", "tags", "ARRAY"},         {"complaint", "attachments", "jsonb"},
+                              {"product", "price", "numeric"},       {"follow_up", "followed_at", "timestamp with time zone"},
+                              {"vehicle", "_created_at", "timestamp with time zone"}, {"lead", "in_pool", "boolean"}};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        char sql[512];
+        snprintf(sql, sizeof sql,
+                 "SELECT data_type FROM information_schema.columns WHERE table_schema = 'app_fours' "
+                 "AND table_name = '%s' AND column_name = '%s'", types[i][0], types[i][1]);
+        char *t = h_sql_value(url, sql);
+        if (!t || strcmp(t, types[i][2]) != 0)
+            fail_msg("%s.%s is %s, want %s", types[i][0], types[i][1], t ? t : "missing", types[i][2]);
+        free(t);
+    }
+    assert_int_equal(count(url, "SELECT numeric_precision * 100 + numeric_scale FROM information_schema.columns "
+                                "WHERE table_schema = 'app_fours' AND table_name = 'service_ticket' AND column_name = 'labor_hours'"),
+                     601);
+    /* real foreign keys, with on_delete honoured */
+    assert_int_equal(count(url, "SELECT count(*) FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace "
+                                "WHERE n.nspname = 'app_fours' AND c.contype = 'f' AND c.conname = 'vehicle_customer_fkey' "
+                                "AND c.confdeltype = 'r'"),
+                     1);
+    assert_int_equal(count(url, "SELECT count(*) FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace "
+                                "WHERE n.nspname = 'app_fours' AND c.contype = 'f' AND c.conname = 'contact_customer_fkey' "
+                                "AND c.confdeltype = 'c'"),
+                     1);
+    /* unique constraints: field, group, autonumber */
+    assert_int_equal(count(url, "SELECT count(*) FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace "
+                                "WHERE n.nspname = 'app_fours' AND c.contype = 'u' AND c.conname IN "
+                                "('vehicle_vin_key', 'vehicle_plate_no_key', 'service_ticket_number_key', 'product_sku_key')"),
+                     4);
+    /* the database enforces them */
+    assert_true(h_sql(url, "INSERT INTO app_fours.customer (name) VALUES ('a')"));
+    assert_false(h_sql(url, "INSERT INTO app_fours.vehicle (vin, customer) VALUES ('X', 999999)"));
+
+    /* metadata and the stored bundle, JSON-equal to the one given */
+    assert_int_equal(count(url, "SELECT published_version FROM loom.apps WHERE id = 'fours'"), 1);
+    char *stored = h_sql_value(url, "SELECT bundle FROM loom.app_versions WHERE app = 'fours' AND version = 1");
+    char err[256];
+    json_t *given = bundle_load(SOURCE_DIR "/apps/4s-template", err, sizeof err);
+    json_t *back = json_loads(stored, 0, NULL);
+    assert_non_null(given);
+    assert_true(json_equal(given, back));
+    json_decref(given);
+    json_decref(back);
+    free(stored);
+    assert_int_equal(count(url, "SELECT jsonb_array_length(steps) FROM loom.app_versions WHERE app = 'fours'"), 102);
+
+    /* the same again: nothing to do, no new version */
+    assert_int_equal(import(url, SOURCE_DIR "/apps/4s-template", out, sizeof out), 0);
+    assert_non_null(strstr(out, "nothing to do"));
+    assert_int_equal(count(url, "SELECT count(*) FROM loom.app_versions"), 1);
+    free(url);
+}
+
+static void test_invalid_changes_nothing(void **state)
+{
+    (void)state;
+    char *url = h_fresh_db("loomtest_publish_bad");
+    char out[16384];
+    assert_int_equal(import(url, SOURCE_DIR "/tests/fixtures/model/flows/bundle.json", out, sizeof out), 1);
+    assert_non_null(strstr(out, "/flows/0/states/2: unreachable_state"));
+    assert_non_null(strstr(out, "nothing was imported"));
+    assert_int_equal(count(url, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'apps'"), 0);
+    free(url);
+}
+
+typedef struct locker {
+    const char *url;
+    volatile int phase;   /* 1 locked, 2 release */
+} locker;
+
+static void *hold_users_lock(void *arg)
+{
+    locker *l = arg;
+    PGconn *c = PQconnectdb(l->url);
+    PQclear(PQexec(c, "BEGIN; LOCK TABLE loom.users IN ACCESS EXCLUSIVE MODE"));
+    l->phase = 1;
+    while (l->phase != 2)
+        usleep(10000);
+    PQclear(PQexec(c, "ROLLBACK"));
+    PQfinish(c);
+    return NULL;
+}
+
+static void test_failure_midway_changes_nothing(void **state)
+{
+    (void)state;
+    char *url = h_fresh_db("loomtest_publish_fail");
+    char out[65536];
+    const char *list[] = {h_loom_bin(), "app", "list", "--db", url, NULL};
+    assert_int_equal(h_run(list, NULL, out, sizeof out), 0);   /* migrates */
+    /* CREATE SCHEMA succeeds; the first table references loom.users, which
+     * another session holds: the lock timeout fails the publish there */
+    locker l = {.url = url};
+    pthread_t t;
+    pthread_create(&t, NULL, hold_users_lock, &l);
+    while (l.phase != 1)
+        usleep(10000);
+    setenv("LOOM_LOCK_TIMEOUT_MS", "300", 1);
+    int rc = import(url, SOURCE_DIR "/apps/4s-template", out, sizeof out);
+    unsetenv("LOOM_LOCK_TIMEOUT_MS");
+    l.phase = 2;
+    pthread_join(t, NULL);
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(out, "[1/102] create_schema"));
+    assert_non_null(strstr(out, "[2/102] create_table"));
+    assert_non_null(strstr(out, "nothing was changed"));
+    assert_int_equal(count(url, "SELECT count(*) FROM pg_namespace WHERE nspname = 'app_fours'"), 0);
+    assert_int_equal(count(url, "SELECT count(*) FROM loom.apps"), 0);
+    assert_int_equal(count(url, "SELECT count(*) FROM loom.app_versions"), 0);
+    /* and it goes through once the lock is gone */
+    assert_int_equal(import(url, SOURCE_DIR "/apps/4s-template", out, sizeof out), 0);
+    free(url);
+}
+
+static void test_long_and_colliding_names(void **state)
+{
+    (void)state;
+    char *url = h_fresh_db("loomtest_publish_names");
+    const char *longform = "a_form_with_a_rather_long_identifier_of_48_chars";   /* 48 */
+    const char *longsub = "and_a_subform_with_an_equally_long_name_48_chars";   /* 48 */
+    assert_int_equal(strlen(longform), 48);
+    assert_int_equal(strlen(longsub), 48);
+    char path[] = "/tmp/loom-names.XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    fprintf(f,
+            "{\"format\": \"loom.app/1\", \"app\": {\"id\": \"names\", \"label\": \"N\"}, \"forms\": ["
+            "{\"id\": \"%s\", \"fields\": [{\"id\": \"x\", \"type\": \"text\", \"unique\": true},"
+            " {\"id\": \"%s\", \"type\": \"subform\", \"fields\": [{\"id\": \"y\", \"type\": \"text\", \"unique\": true}]}]},"
+            "{\"id\": \"a_b\", \"fields\": [{\"id\": \"c\", \"type\": \"text\", \"unique\": true}]},"
+            "{\"id\": \"a\", \"fields\": [{\"id\": \"b_c\", \"type\": \"text\", \"unique\": true}]}]}",
+            longform, longsub);
+    fclose(f);
+    char out[16384];
+    assert_int_equal(import(url, path, out, sizeof out), 0);
+    unlink(path);
+    /* the child table name was over 63 bytes: cut, with a hash, and in the catalog */
+    char *child = h_sql_value(url, "SELECT catalog #>> '{forms," "a_form_with_a_rather_long_identifier_of_48_chars"
+                                   ",subforms,and_a_subform_with_an_equally_long_name_48_chars,table}' FROM loom.app_versions");
+    assert_non_null(child);
+    assert_int_equal(strlen(child), 63);
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'app_names' AND table_name = '%s'", child);
+    assert_int_equal(count(url, sql), 1);
+    free(child);
+    /* "a_b"+"c" and "a"+"b_c" both got their unique constraint */
+    assert_int_equal(count(url, "SELECT count(*) FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace "
+                                "WHERE n.nspname = 'app_names' AND c.contype = 'u'"),
+                     4);
+    free(url);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_4s_template),
+        cmocka_unit_test(test_invalid_changes_nothing),
+        cmocka_unit_test(test_failure_midway_changes_nothing),
+        cmocka_unit_test(test_long_and_colliding_names),
+    };
+    return cmocka_run_group_tests_name("e2e_publish", tests, NULL, NULL);
+}
