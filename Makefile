@@ -39,6 +39,7 @@ test: build
 
 bench: build
 	./tests/bench/run.sh ./$(BUILD_DIR)
+	./tests/bench/model.sh ./$(BUILD_DIR)
 
 clean:
 	rm -rf build build-san
