@@ -2,6 +2,9 @@
  *   check PATH                 validate a bundle offline; "path: code: message" per problem, exit 1 if any
  *   import PATH [--publish]    store the bundle as the app's draft; with --publish, create the app's
  *                              schema and record version 1, all in one transaction
+ *   export APP [-o FILE|DIR] [--version N]
+ *                              a published version (the latest by default) as JSON on standard
+ *                              output, as one file (-o x.json) or in the directory layout (-o DIR)
  *   list                       the apps and their published versions */
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +21,7 @@ static int usage(void)
 {
     fprintf(stderr, "usage: loom app check PATH\n"
                     "       loom app import PATH [--publish] [--db URL] [--data-dir DIR]\n"
+                    "       loom app export APP [-o FILE|DIR] [--version N] [--db URL] [--data-dir DIR]\n"
                     "       loom app list [--db URL] [--data-dir DIR]\n");
     return 2;
 }
@@ -223,6 +227,78 @@ out:
     return status;
 }
 
+static db_stmt version_bundle = {.sql =
+    "SELECT version, bundle FROM loom.app_versions WHERE app = $1 AND ($2::int IS NULL OR version = $2::int) "
+    "ORDER BY version DESC LIMIT 1"};
+
+static int app_export(int argc, char **argv)
+{
+    const char *app = NULL, *out = NULL, *version = NULL;
+    cli_db_opts o = {0};
+    for (int i = 0; i < argc; i++) {
+        if (cli_db_option(argc, argv, &i, &o))
+            continue;
+        if (!strcmp(argv[i], "-o") && i + 1 < argc)
+            out = argv[++i];
+        else if (!strcmp(argv[i], "--version") && i + 1 < argc && atoi(argv[i + 1]) > 0)
+            version = argv[++i];
+        else if (!app && argv[i][0] != '-')
+            app = argv[i];
+        else
+            return usage();
+    }
+    if (!app)
+        return usage();
+    arena *a = arena_new();
+    db *d = open_db(&o, a);
+    int status = 1;
+    if (!d) {
+        arena_free(a);
+        return 1;
+    }
+    loom_err e = {0};
+    const char *p[] = {app, version};
+    PGresult *r = db_query(d, a, &version_bundle, 2, p, &e);
+    if (!r) {
+        fprintf(stderr, "loom: %s\n", e.message ? e.message : "database error");
+    } else if (PQntuples(r) == 0) {
+        fprintf(stderr, "loom: app %s has no published version%s%s\n", app, version ? " " : "", version ? version : "");
+    } else {
+        const char *text = PQgetvalue(r, 0, 1);
+        size_t len = strlen(text);
+        char err[1024];
+        if (!out) {
+            json_t *b = bundle_parse(text, len, err, sizeof err);
+            char *pretty = b ? json_dumps(b, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+            if (pretty) {
+                puts(pretty);
+                status = 0;
+            }
+            free(pretty);
+            json_decref(b);
+        } else if (strlen(out) > 5 && !strcmp(out + strlen(out) - 5, ".json")) {
+            json_t *b = bundle_parse(text, len, err, sizeof err);
+            status = b && json_dump_file(b, out, JSON_INDENT(2) | JSON_PRESERVE_ORDER) == 0 ? 0 : 1;
+            if (status)
+                fprintf(stderr, "loom: cannot write %s\n", out);
+            json_decref(b);
+        } else {
+            json_t *b = bundle_parse(text, len, err, sizeof err);
+            if (b && bundle_write_dir(b, out, err, sizeof err))
+                status = 0;
+            else
+                fprintf(stderr, "loom: %s\n", err);
+            json_decref(b);
+        }
+        if (!status && out)
+            fprintf(stderr, "exported app %s version %s to %s\n", app, PQgetvalue(r, 0, 0), out);
+    }
+    db_rollback(d);
+    db_free(d);
+    arena_free(a);
+    return status;
+}
+
 static db_stmt list_apps = {.sql =
     "SELECT id, coalesce(published_version::text, '-'), schema_name, "
     "to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') FROM loom.apps ORDER BY id"};
@@ -259,6 +335,8 @@ int cli_app(int argc, char **argv)
         return app_check(argv[1]);
     if (argc >= 1 && strcmp(argv[0], "import") == 0)
         return app_import(argc - 1, argv + 1);
+    if (argc >= 1 && strcmp(argv[0], "export") == 0)
+        return app_export(argc - 1, argv + 1);
     if (argc >= 1 && strcmp(argv[0], "list") == 0)
         return app_list(argc - 1, argv + 1);
     return usage();

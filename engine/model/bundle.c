@@ -2,6 +2,7 @@
 #include "model/bundle.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,11 +122,20 @@ static void free_names(char **names)
     free(names);
 }
 
-/* Loads the .json files of dir/<kind> into the array bundle[kind]. */
+static bool is_dir(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* Loads the .json files of dir/<kind> into the array bundle[kind]; no folder,
+ * no key (nothing is filled in that the bundle did not have). */
 static bool load_kind(json_t *bundle, const char *dir, const char *kind, char *err, size_t errlen)
 {
     char sub[4096];
     snprintf(sub, sizeof sub, "%s/%s", dir, kind);
+    if (!is_dir(sub))
+        return true;
     char **names = list_files(sub, ".json");
     json_t *arr = json_array();
     bool ok = true;
@@ -167,6 +177,8 @@ static bool load_data(json_t *bundle, const char *dir, char *err, size_t errlen)
 {
     char sub[4096];
     snprintf(sub, sizeof sub, "%s/data", dir);
+    if (!is_dir(sub))
+        return true;
     json_t *data = json_object();
     const char *exts[] = {".json", ".csv"};
     for (int k = 0; k < 2; k++) {
@@ -238,4 +250,146 @@ json_t *bundle_load(const char *path, char *err, size_t errlen)
         return NULL;
     }
     return bundle;
+}
+
+/* ---- writing the directory layout ---- */
+
+static bool write_text(const char *path, const char *text, size_t len, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(text, 1, len, f) != len || fclose(f) != 0) {
+        snprintf(err, errlen, "%s: cannot write the file", path);
+        return false;
+    }
+    return true;
+}
+
+static bool write_json(const char *path, json_t *v, char *err, size_t errlen)
+{
+    char *text = json_dumps(v, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+    if (!text) {
+        snprintf(err, errlen, "%s: cannot encode", path);
+        return false;
+    }
+    size_t n = strlen(text);
+    text[n] = '\n';   /* replaces the NUL; the length below includes it */
+    bool ok = write_text(path, text, n + 1, err, errlen);
+    free(text);
+    return ok;
+}
+
+/* A name that is safe as a file name inside its folder. */
+static bool safe_name(const char *s)
+{
+    return s && *s && !strchr(s, '/') && strcmp(s, ".") && strcmp(s, "..") && strlen(s) < 200;
+}
+
+bool bundle_write_dir(json_t *bundle, const char *dir, char *err, size_t errlen)
+{
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "%s: cannot create the directory", dir);
+        return false;
+    }
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    bool empty = true;
+    while (d && (e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+            empty = false;
+    if (d)
+        closedir(d);
+    if (!empty) {
+        snprintf(err, errlen, "%s: the directory is not empty", dir);
+        return false;
+    }
+    /* app.json: everything that is not one file per item */
+    json_t *top = json_object();
+    const char *key;
+    json_t *val;
+    const char *kinds[] = {"forms", "flows", "rules", "reports", "dashboards"};
+    json_object_foreach(bundle, key, val)
+    {
+        bool split = !strcmp(key, "data");
+        for (int i = 0; i < 5; i++)
+            split = split || !strcmp(key, kinds[i]);
+        if (!split)
+            json_object_set(top, key, val);
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/app.json", dir);
+    bool ok = write_json(path, top, err, errlen);
+    json_decref(top);
+    for (int k = 0; k < 5 && ok; k++) {
+        json_t *items = json_object_get(bundle, kinds[k]);
+        if (!items)
+            continue;   /* an empty list still gets its folder: loading gives it back */
+        char sub[4096];
+        snprintf(sub, sizeof sub, "%s/%s", dir, kinds[k]);
+        mkdir(sub, 0755);
+        /* files load in name order: plain <id>.json when the ids are in that
+         * order already (as in any bundle read from a directory), numbered
+         * otherwise, so that the order survives */
+        bool sorted = true;
+        size_t i;
+        json_t *item;
+        for (i = 1; i < json_array_size(items) && sorted; i++) {
+            const char *a = json_string_value(json_object_get(json_array_get(items, i - 1), "id"));
+            const char *b = json_string_value(json_object_get(json_array_get(items, i), "id"));
+            sorted = a && b && strcmp(a, b) < 0;
+        }
+        json_array_foreach(items, i, item)
+        {
+            const char *id = json_string_value(json_object_get(item, "id"));
+            if (!safe_name(id)) {
+                snprintf(err, errlen, "%s/%zu: an item without a usable id", kinds[k], i);
+                ok = false;
+                break;
+            }
+            if (sorted)
+                snprintf(path, sizeof path, "%s/%s.json", sub, id);
+            else
+                snprintf(path, sizeof path, "%s/%04zu_%s.json", sub, i, id);
+            json_t *copy = json_copy(item);
+            const char *sf = json_string_value(json_object_get(item, "script_file"));
+            json_t *script = json_object_get(item, "script");
+            if (k == 2 && sf && json_is_string(script)) {
+                if (!safe_name(sf)) {
+                    snprintf(err, errlen, "rules/%s: script_file is not a plain file name", id);
+                    json_decref(copy);
+                    ok = false;
+                    break;
+                }
+                char spath[4352];
+                snprintf(spath, sizeof spath, "%s/%s", sub, sf);
+                ok = write_text(spath, json_string_value(script), json_string_length(script), err, errlen);
+                json_object_del(copy, "script");
+            }
+            ok = ok && write_json(path, copy, err, errlen);
+            json_decref(copy);
+            if (!ok)
+                break;
+        }
+    }
+    json_t *data = json_object_get(bundle, "data");
+    if (ok && data) {
+        char sub[4096];
+        snprintf(sub, sizeof sub, "%s/data", dir);
+        mkdir(sub, 0755);
+        const char *form;
+        json_t *rows;
+        json_object_foreach(data, form, rows)
+        {
+            if (!safe_name(form)) {
+                snprintf(err, errlen, "data/%s: not a usable form id", form);
+                ok = false;
+                break;
+            }
+            snprintf(path, sizeof path, "%s/%s.%s", sub, form, json_is_string(rows) ? "csv" : "json");
+            ok = json_is_string(rows) ? write_text(path, json_string_value(rows), json_string_length(rows), err, errlen)
+                                      : write_json(path, rows, err, errlen);
+            if (!ok)
+                break;
+        }
+    }
+    return ok;
 }

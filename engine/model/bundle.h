@@ -14,6 +14,7 @@
 #define LOOM_BUNDLE_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #define BUNDLE_MAX_DEPTH 32
@@ -25,5 +26,10 @@ json_t *bundle_parse(const char *text, size_t len, char *err, size_t errlen);
 /* Loads a bundle file or directory. Returns a new reference, or NULL with
  * "path: message" in err. */
 json_t *bundle_load(const char *path, char *err, size_t errlen);
+/* Writes bundle in the directory layout under dir (created; must be empty or
+ * absent), the inverse of bundle_load: loading dir gives back a JSON-equal
+ * bundle. A rule with a script_file gets its script written to that file.
+ * Returns false with "path: message" in err. */
+bool bundle_write_dir(json_t *bundle, const char *dir, char *err, size_t errlen);
 
 #endif

@@ -206,6 +206,125 @@ static void test_long_and_colliding_names(void **state)
     free(url);
 }
 
+static int export_to(const char *url, const char *app, const char *out)
+{
+    const char *argv[] = {h_loom_bin(), "app", "export", app, "-o", out, "--db", url, NULL};
+    char buf[4096];
+    return h_run(argv, NULL, buf, sizeof buf);
+}
+
+static json_t *load(const char *path)
+{
+    char err[512];
+    json_t *b = bundle_load(path, err, sizeof err);
+    if (!b)
+        fail_msg("%s", err);
+    return b;
+}
+
+static void test_round_trip_4s(void **state)
+{
+    (void)state;
+    char *url = h_fresh_db("loomtest_roundtrip");
+    char out[65536], dir[] = "/tmp/loom-export.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char edir[128], efile[128], edir2[128];
+    snprintf(edir, sizeof edir, "%s/dir", dir);
+    snprintf(efile, sizeof efile, "%s/fours.json", dir);
+    snprintf(edir2, sizeof edir2, "%s/dir2", dir);
+    assert_int_equal(import(url, SOURCE_DIR "/apps/4s-template", out, sizeof out), 0);
+    assert_int_equal(export_to(url, "fours", edir), 0);
+    assert_int_equal(export_to(url, "fours", efile), 0);
+    json_t *orig = load(SOURCE_DIR "/apps/4s-template");
+    json_t *as_dir = load(edir), *as_file = load(efile);
+    assert_true(json_equal(orig, as_dir));
+    assert_true(json_equal(orig, as_file));
+    /* the export imports into a fresh database and exports the same again */
+    char *url2 = h_fresh_db("loomtest_roundtrip2");
+    assert_int_equal(import(url2, edir, out, sizeof out), 0);
+    assert_int_equal(export_to(url2, "fours", edir2), 0);
+    json_t *again = load(edir2);
+    assert_true(json_equal(as_dir, again));
+    char *t1 = h_sql_value(url, "SELECT bundle FROM loom.app_versions");
+    char *t2 = h_sql_value(url2, "SELECT bundle FROM loom.app_versions");
+    assert_string_equal(t1, t2);   /* byte for byte, key order included */
+    free(t1);
+    free(t2);
+    json_decref(orig);
+    json_decref(as_dir);
+    json_decref(as_file);
+    json_decref(again);
+    /* an app with no published version */
+    assert_int_equal(export_to(url, "nope", edir2), 1);
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    free(url);
+    free(url2);
+}
+
+static void test_round_trip_scripts_data_order(void **state)
+{
+    (void)state;
+    char *url = h_fresh_db("loomtest_roundtrip3");
+    char dir[] = "/tmp/loom-rt.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char p[256], out[16384];
+    const char *subs[] = {"forms", "rules", "data"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof p, "%s/src/%s", dir, subs[i]);
+        char cmd[300];
+        snprintf(cmd, sizeof cmd, "mkdir -p '%s'", p);
+        assert_int_equal(system(cmd), 0);
+    }
+    struct { const char *name, *text; } files[] = {
+        {"app.json", "{\"format\": \"loom.app/1\", \"app\": {\"id\": \"rt\", \"label\": {\"en\": \"RT\", \"zh-CN\": \"往返\"}}, \"x_note\": [1, 2]}"},
+        {"forms/zeta.json", "{\"id\": \"zeta\", \"fields\": [{\"id\": \"name\", \"type\": \"text\"}]}"},
+        {"forms/alpha.json", "{\"id\": \"alpha\", \"fields\": [{\"id\": \"z\", \"type\": \"ref\", \"form\": \"zeta\"}]}"},
+        {"rules/greet.json", "{\"id\": \"greet\", \"form\": \"zeta\", \"on\": \"create\", \"script_file\": \"greet.lua\"}"},
+        {"rules/greet.lua", "-- 你好\nrecord.name = record.name or 'x'\n"},
+        {"data/zeta.csv", "name\nAlice\n\"Bob, Jr\"\n"},
+    };
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        snprintf(p, sizeof p, "%s/src/%s", dir, files[i].name);
+        FILE *f = fopen(p, "w");
+        fputs(files[i].text, f);
+        fclose(f);
+    }
+    snprintf(p, sizeof p, "%s/src", dir);
+    assert_int_equal(import(url, p, out, sizeof out), 0);
+    char edir[256];
+    snprintf(edir, sizeof edir, "%s/out", dir);
+    assert_int_equal(export_to(url, "rt", edir), 0);
+    json_t *a = load(p), *b = load(edir);
+    assert_true(json_equal(a, b));
+    /* the script went back to its own file, and the CSV to a .csv */
+    snprintf(p, sizeof p, "%s/out/rules/greet.lua", dir);
+    assert_int_equal(access(p, F_OK), 0);
+    snprintf(p, sizeof p, "%s/out/data/zeta.csv", dir);
+    assert_int_equal(access(p, F_OK), 0);
+    json_decref(a);
+    json_decref(b);
+
+    /* a single-file bundle whose forms are not in id order keeps its order */
+    snprintf(p, sizeof p, "%s/unsorted.json", dir);
+    FILE *f = fopen(p, "w");
+    fputs("{\"format\": \"loom.app/1\", \"app\": {\"id\": \"uns\", \"label\": \"U\"}, \"forms\": ["
+          "{\"id\": \"zeta\", \"fields\": []}, {\"id\": \"alpha\", \"fields\": []}]}", f);
+    fclose(f);
+    assert_int_equal(import(url, p, out, sizeof out), 0);
+    snprintf(edir, sizeof edir, "%s/out2", dir);
+    assert_int_equal(export_to(url, "uns", edir), 0);
+    json_t *c = load(p), *d = load(edir);
+    assert_true(json_equal(c, d));
+    json_decref(c);
+    json_decref(d);
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    free(url);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -213,6 +332,8 @@ int main(void)
         cmocka_unit_test(test_invalid_changes_nothing),
         cmocka_unit_test(test_failure_midway_changes_nothing),
         cmocka_unit_test(test_long_and_colliding_names),
+        cmocka_unit_test(test_round_trip_4s),
+        cmocka_unit_test(test_round_trip_scripts_data_order),
     };
     return cmocka_run_group_tests_name("e2e_publish", tests, NULL, NULL);
 }
