@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "cli.h"
-#include "form/ddl.h"
+#include "design.h"
 #include "model/bundle.h"
 #include "model/validate.h"
 #include "store/db.h"
@@ -90,46 +90,13 @@ static db *open_db(const cli_db_opts *o, arena *a)
     return d;
 }
 
-static db_stmt lock_app = {.sql = "SELECT published_version FROM loom.apps WHERE id = $1 FOR UPDATE"};
-static db_stmt insert_app = {.sql = "INSERT INTO loom.apps (id, schema_name, draft) VALUES ($1, $2, $3)"};
-static db_stmt update_draft = {.sql = "UPDATE loom.apps SET draft = $2, updated_at = now() WHERE id = $1"};
-static db_stmt published_bundle = {.sql = "SELECT bundle FROM loom.app_versions WHERE app = $1 AND version = $2::int"};
-static db_stmt insert_version = {.sql =
-    "INSERT INTO loom.app_versions (app, version, bundle, catalog, steps, note) VALUES ($1, 1, $2, $3, $4, $5)"};
-static db_stmt set_published = {.sql = "UPDATE loom.apps SET published_version = 1 WHERE id = $1"};
-static db_stmt notify_meta = {.sql = "SELECT pg_notify('loom_meta', $1)"};
-
-/* Creates the schema of a new app and records version 1. */
-static bool publish_new(db *d, arena *a, json_t *bundle, const char *app, const char *text, loom_err *e)
+static void progress_cb(void *udata, size_t step, size_t total, json_t *s)
 {
-    json_t *plan = ddl_plan_create(bundle);
-    json_t *steps = json_object_get(plan, "steps");
-    size_t n = json_array_size(steps), i;
-    json_t *step;
-    bool ok = true;
-    json_array_foreach(steps, i, step)
-    {
-        const char *field = json_string_value(json_object_get(step, "field"));
-        printf("[%zu/%zu] %s %s%s%s\n", i + 1, n, json_string_value(json_object_get(step, "op")),
-               json_string_value(json_object_get(step, "form")), field ? "." : "", field ? field : "");
-        fflush(stdout);
-        if (!db_exec(d, a, json_string_value(json_object_get(step, "sql")), e)) {
-            ok = false;
-            break;
-        }
-    }
-    if (ok) {
-        char *catalog = json_dumps(json_object_get(plan, "catalog"), JSON_COMPACT);
-        char *steps_text = json_dumps(steps, JSON_COMPACT);
-        const char *p[] = {app, text, catalog, steps_text, "imported"};
-        ok = db_query(d, a, &insert_version, 5, p, e) && db_query(d, a, &set_published, 1, p, e);
-        const char *note[] = {arena_printf(a, "%s:1", app)};
-        ok = ok && db_query(d, a, &notify_meta, 1, note, e);
-        free(catalog);
-        free(steps_text);
-    }
-    json_decref(plan);
-    return ok;
+    (void)udata;
+    const char *field = json_string_value(json_object_get(s, "field"));
+    printf("[%zu/%zu] %s %s%s%s\n", step, total, json_string_value(json_object_get(s, "op")),
+           json_string_value(json_object_get(s, "form")), field ? "." : "", field ? field : "");
+    fflush(stdout);
 }
 
 static int app_import(int argc, char **argv)
@@ -167,7 +134,6 @@ static int app_import(int argc, char **argv)
         return 1;
     }
     const char *app = json_string_value(json_object_get(json_object_get(bundle, "app"), "id"));
-    char *text = json_dumps(bundle, JSON_COMPACT);   /* key order as given */
     arena *a = arena_new();
     int status = 1;
     db *d = open_db(&o, a);
@@ -177,59 +143,34 @@ static int app_import(int argc, char **argv)
     const char *lock_ms = getenv("LOOM_LOCK_TIMEOUT_MS");
     char lock_sql[96];
     snprintf(lock_sql, sizeof lock_sql, "SET LOCAL lock_timeout = %d", lock_ms && atoi(lock_ms) > 0 ? atoi(lock_ms) : 5000);
-    char schema[DDL_NAME_MAX + 1], tmp[128];
-    snprintf(tmp, sizeof tmp, "app_%s", app);
-    ddl_physical_name(tmp, schema);
-    const char *p1[] = {app};
-    PGresult *r;
-    bool ok = db_exec(d, a, lock_sql, &e) && (r = db_query(d, a, &lock_app, 1, p1, &e));
-    const char *published = ok && PQntuples(r) && !PQgetisnull(r, 0, 0) ? PQgetvalue(r, 0, 0) : NULL;
-    if (ok && PQntuples(r) == 0) {
-        const char *p[] = {app, schema, text};
-        ok = db_query(d, a, &insert_app, 3, p, &e);
+    bool created;
+    bool ok = db_exec(d, a, lock_sql, &e) && design_save_draft(d, a, bundle, false, &created, &e);
+    if (ok && publish) {
+        json_t *errors = NULL;
+        json_t *res = design_publish(d, a, app, "imported", progress_cb, NULL, &errors, &e);
+        ok = res != NULL;
+        if (res && json_array_size(json_object_get(res, "steps")) == 0)
+            printf("app %s: version %lld is already published with this definition; nothing to do\n", app,
+                   (long long)json_integer_value(json_object_get(res, "version")));
+        else if (res)
+            printf("app %s: published version %lld\n", app, (long long)json_integer_value(json_object_get(res, "version")));
+        json_decref(res);
+        json_decref(errors);
     } else if (ok) {
-        const char *p[] = {app, text};
-        ok = db_query(d, a, &update_draft, 2, p, &e);
-    }
-    if (ok && publish && published) {
-        const char *p[] = {app, published};
-        PGresult *pb = db_query(d, a, &published_bundle, 2, p, &e);
-        json_t *was = pb && PQntuples(pb) ? json_loads(PQgetvalue(pb, 0, 0), 0, NULL) : NULL;
-        ok = pb != NULL;
-        if (ok && was && json_equal(was, bundle)) {
-            printf("app %s: version %s is already published with this definition; nothing to do\n", app, published);
-        } else if (ok) {
-            fprintf(stderr, "loom: app %s is published (version %s); publishing changes to it is not available yet\n",
-                    app, published);
-            ok = false;
-            e.code = LOOM_OK;
-        }
-        json_decref(was);
-    } else if (ok && publish) {
-        ok = publish_new(d, a, bundle, app, text, &e);
-        if (ok)
-            printf("app %s: published version 1 (schema %s)\n", app, schema);
-    } else if (ok) {
-        printf("app %s: draft saved%s\n", app, published ? "" : " (not published)");
+        printf("app %s: draft saved\n", app);
     }
     if (ok && db_commit(d, a, &e)) {
         status = 0;
     } else {
-        if (e.code != LOOM_OK)
-            fprintf(stderr, "loom: import failed, nothing was changed: %s\n", e.message ? e.message : "database error");
+        fprintf(stderr, "loom: import failed, nothing was changed: %s\n", e.message ? e.message : "database error");
         db_rollback(d);
     }
     db_free(d);
 out:
     arena_free(a);
-    free(text);
     json_decref(bundle);
     return status;
 }
-
-static db_stmt version_bundle = {.sql =
-    "SELECT version, bundle FROM loom.app_versions WHERE app = $1 AND ($2::int IS NULL OR version = $2::int) "
-    "ORDER BY version DESC LIMIT 1"};
 
 static int app_export(int argc, char **argv)
 {
@@ -257,51 +198,36 @@ static int app_export(int argc, char **argv)
         return 1;
     }
     loom_err e = {0};
-    const char *p[] = {app, version};
-    PGresult *r = db_query(d, a, &version_bundle, 2, p, &e);
-    if (!r) {
-        fprintf(stderr, "loom: %s\n", e.message ? e.message : "database error");
-    } else if (PQntuples(r) == 0) {
-        fprintf(stderr, "loom: app %s has no published version%s%s\n", app, version ? " " : "", version ? version : "");
+    int v = 0;
+    const char *text = design_version_text(d, a, app, version, &v, &e);
+    char err[1024];
+    json_t *b = text ? bundle_parse(text, strlen(text), err, sizeof err) : NULL;
+    if (!text) {
+        fprintf(stderr, "loom: app %s: %s\n", app, e.message ? e.message : "database error");
+    } else if (!b) {
+        fprintf(stderr, "loom: the stored bundle is not JSON: %s\n", err);
+    } else if (!out) {
+        char *pretty = json_dumps(b, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        puts(pretty);
+        free(pretty);
+        status = 0;
+    } else if (strlen(out) > 5 && !strcmp(out + strlen(out) - 5, ".json")) {
+        status = json_dump_file(b, out, JSON_INDENT(2) | JSON_PRESERVE_ORDER) == 0 ? 0 : 1;
+        if (status)
+            fprintf(stderr, "loom: cannot write %s\n", out);
+    } else if (bundle_write_dir(b, out, err, sizeof err)) {
+        status = 0;
     } else {
-        const char *text = PQgetvalue(r, 0, 1);
-        size_t len = strlen(text);
-        char err[1024];
-        if (!out) {
-            json_t *b = bundle_parse(text, len, err, sizeof err);
-            char *pretty = b ? json_dumps(b, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
-            if (pretty) {
-                puts(pretty);
-                status = 0;
-            }
-            free(pretty);
-            json_decref(b);
-        } else if (strlen(out) > 5 && !strcmp(out + strlen(out) - 5, ".json")) {
-            json_t *b = bundle_parse(text, len, err, sizeof err);
-            status = b && json_dump_file(b, out, JSON_INDENT(2) | JSON_PRESERVE_ORDER) == 0 ? 0 : 1;
-            if (status)
-                fprintf(stderr, "loom: cannot write %s\n", out);
-            json_decref(b);
-        } else {
-            json_t *b = bundle_parse(text, len, err, sizeof err);
-            if (b && bundle_write_dir(b, out, err, sizeof err))
-                status = 0;
-            else
-                fprintf(stderr, "loom: %s\n", err);
-            json_decref(b);
-        }
-        if (!status && out)
-            fprintf(stderr, "exported app %s version %s to %s\n", app, PQgetvalue(r, 0, 0), out);
+        fprintf(stderr, "loom: %s\n", err);
     }
+    if (!status && out)
+        fprintf(stderr, "exported app %s version %d to %s\n", app, v, out);
+    json_decref(b);
     db_rollback(d);
     db_free(d);
     arena_free(a);
     return status;
 }
-
-static db_stmt list_apps = {.sql =
-    "SELECT id, coalesce(published_version::text, '-'), schema_name, "
-    "to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') FROM loom.apps ORDER BY id"};
 
 static int app_list(int argc, char **argv)
 {
@@ -314,12 +240,19 @@ static int app_list(int argc, char **argv)
     int status = 1;
     if (d) {
         loom_err e = {0};
-        PGresult *r = db_query(d, a, &list_apps, 0, NULL, &e);
-        if (r) {
-            printf("%-24s %-10s %-28s %s\n", "APP", "PUBLISHED", "SCHEMA", "UPDATED (UTC)");
-            for (int i = 0; i < PQntuples(r); i++)
-                printf("%-24s %-10s %-28s %s\n", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), PQgetvalue(r, i, 2),
-                       PQgetvalue(r, i, 3));
+        json_t *apps = design_list(d, a, NULL, &e);
+        if (apps) {
+            printf("%-24s %-10s %s\n", "APP", "PUBLISHED", "UPDATED (UTC)");
+            size_t i;
+            json_t *x;
+            json_array_foreach(apps, i, x)
+            {
+                json_t *pv = json_object_get(x, "published_version");
+                printf("%-24s %-10s %s\n", json_string_value(json_object_get(x, "id")),
+                       json_is_integer(pv) ? arena_printf(a, "%lld", (long long)json_integer_value(pv)) : "-",
+                       json_string_value(json_object_get(x, "updated_at")));
+            }
+            json_decref(apps);
             status = 0;
         }
         db_rollback(d);

@@ -41,6 +41,7 @@
     X(RATE_LIMITED,         "rate_limited",         429, "too many requests")            \
     X(HEADERS_TOO_LARGE,    "headers_too_large",    431, "request headers are too large") \
     X(INTERNAL,             "internal",             500, "internal error")               \
+    X(NOT_IMPLEMENTED,      "not_implemented",      501, "not implemented yet")          \
     X(UNAVAILABLE,          "unavailable",          503, "service unavailable")
 
 typedef enum loom_code {

@@ -74,7 +74,7 @@ static const char *sv(json_t *x)
     return s ? s : "";
 }
 
-static bool is_id(const char *s)
+bool model_is_id(const char *s)
 {
     size_t n = strlen(s);
     if (n == 0 || n > 48 || !(s[0] >= 'a' && s[0] <= 'z'))
@@ -135,7 +135,7 @@ static const char *check_id(vctx *v, json_t *obj, const char *path, json_t *seen
         problem(v, p, "type", "must be a string");
         return NULL;
     }
-    if (!is_id(s)) {
+    if (!model_is_id(s)) {
         problem(v, p, "bad_id", "must match ^[a-z][a-z0-9_]{0,47}$");
         return NULL;
     }
@@ -1340,7 +1340,7 @@ static void check_flow(vctx *v, json_t *flow, const char *path, json_t *seen_for
         json_array_foreach(sarr, i, s)
         {
             const char *id = json_string_value(json_object_get(s, "id"));
-            if (id && is_id(id) && !json_object_get(reached, id)) {
+            if (id && model_is_id(id) && !json_object_get(reached, id)) {
                 snprintf(q, sizeof q, "%s/states/%zu", path, i);
                 problem(v, q, "unreachable_state", "state \"%s\" cannot be reached from \"%s\"", id, initial);
             }
@@ -1611,7 +1611,7 @@ static void check_report(vctx *v, json_t *rep, const char *path, json_t *seen)
             }
             const char *as = json_string_value(json_object_get(x, "as"));
             ptr_key(r, q, "as");
-            if (json_object_get(x, "as") && !(as && is_id(as)))
+            if (json_object_get(x, "as") && !(as && model_is_id(as)))
                 problem(v, r, "bad_id", "as must match ^[a-z][a-z0-9_]{0,47}$");
             else if (as && json_object_get(names, as))
                 problem(v, r, "duplicate_id", "\"%s\" names two columns", as);

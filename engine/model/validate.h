@@ -15,10 +15,14 @@
 #define LOOM_VALIDATE_H
 
 #include <jansson.h>
+#include <stdbool.h>
 
 #define MODEL_MAX_FORMS 500
 #define MODEL_MAX_FIELDS 1000   /* per form or subform */
 #define MODEL_MAX_ITEMS 2000    /* flows, rules, reports, dashboards, states, options... */
+
+/* True when s is a valid id: ^[a-z][a-z0-9_]{0,47}$. */
+bool model_is_id(const char *s);
 
 /* Returns a new array of problems; empty when the bundle is valid. */
 json_t *model_validate(json_t *bundle);

@@ -1,0 +1,236 @@
+/* design.c - drafts, publishing, versions (see design.h). */
+#include "design.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "form/ddl.h"
+#include "model/validate.h"
+
+static bool fail(loom_err *e, loom_code code, const char *message, const char *path)
+{
+    e->code = code;
+    e->message = message;
+    e->path = path;
+    return false;
+}
+
+/* The physical schema name of an app. */
+static void schema_of(const char *app, char out[DDL_NAME_MAX + 1])
+{
+    char tmp[128];
+    snprintf(tmp, sizeof tmp, "app_%s", app);
+    ddl_physical_name(tmp, out);
+}
+
+static db_stmt lock_app = {.sql = "SELECT published_version, draft FROM loom.apps WHERE id = $1 FOR UPDATE"};
+static db_stmt insert_app = {.sql = "INSERT INTO loom.apps (id, schema_name, draft) VALUES ($1, $2, $3)"};
+static db_stmt update_draft = {.sql = "UPDATE loom.apps SET draft = $2, updated_at = now() WHERE id = $1"};
+
+bool design_save_draft(db *d, arena *a, json_t *bundle, bool create_only, bool *out_created, loom_err *e)
+{
+    const char *app = json_string_value(json_object_get(json_object_get(bundle, "app"), "id"));
+    if (!app || !model_is_id(app))   /* it names a schema: vetted before anything else */
+        return fail(e, LOOM_VALIDATION_FAILED, "app.id must match ^[a-z][a-z0-9_]{0,47}$", "/app/id");
+    char *text = json_dumps(bundle, JSON_COMPACT);
+    const char *t = arena_strdup(a, text);
+    free(text);
+    const char *p1[] = {app};
+    PGresult *r = db_query(d, a, &lock_app, 1, p1, e);
+    if (!r)
+        return false;
+    *out_created = PQntuples(r) == 0;
+    if (!*out_created && create_only)
+        return fail(e, LOOM_CONFLICT, "an app with this id exists", "/app/id");
+    char schema[DDL_NAME_MAX + 1];
+    schema_of(app, schema);
+    const char *p3[] = {app, schema, t};
+    if (*out_created)
+        return db_query(d, a, &insert_app, 3, p3, e) != NULL;
+    const char *p2[] = {app, t};
+    return db_query(d, a, &update_draft, 2, p2, e) != NULL;
+}
+
+static db_stmt get_draft = {.sql = "SELECT draft FROM loom.apps WHERE id = $1"};
+
+const char *design_draft(db *d, arena *a, const char *app, loom_err *e)
+{
+    const char *p[] = {app};
+    PGresult *r = db_query(d, a, &get_draft, 1, p, e);
+    if (!r)
+        return NULL;
+    if (PQntuples(r) == 0) {
+        fail(e, LOOM_NOT_FOUND, "no such app", NULL);
+        return NULL;
+    }
+    return PQgetvalue(r, 0, 0);
+}
+
+static db_stmt version_text = {.sql =
+    "SELECT version, bundle FROM loom.app_versions WHERE app = $1 AND ($2::int IS NULL OR version = $2::int) "
+    "ORDER BY version DESC LIMIT 1"};
+
+const char *design_version_text(db *d, arena *a, const char *app, const char *version, int *out_version,
+                                loom_err *e)
+{
+    const char *p[] = {app, version};
+    PGresult *r = db_query(d, a, &version_text, 2, p, e);
+    if (!r)
+        return NULL;
+    if (PQntuples(r) == 0) {
+        fail(e, LOOM_NOT_FOUND, version ? "no such version" : "the app has no published version", NULL);
+        return NULL;
+    }
+    *out_version = atoi(PQgetvalue(r, 0, 0));
+    return PQgetvalue(r, 0, 1);
+}
+
+static db_stmt insert_version = {.sql =
+    "INSERT INTO loom.app_versions (app, version, bundle, catalog, steps, note) "
+    "VALUES ($1, $2::int, $3, $4::jsonb, $5::jsonb, $6)"};
+static db_stmt set_published = {.sql = "UPDATE loom.apps SET published_version = $2::int WHERE id = $1"};
+static db_stmt notify_meta = {.sql = "SELECT pg_notify('loom_meta', $1)"};
+
+json_t *design_publish(db *d, arena *a, const char *app, const char *note, design_progress_fn progress,
+                       void *udata, json_t **out_errors, loom_err *e)
+{
+    *out_errors = NULL;
+    const char *p1[] = {app};
+    PGresult *r = db_query(d, a, &lock_app, 1, p1, e);
+    if (!r)
+        return NULL;
+    if (PQntuples(r) == 0) {
+        fail(e, LOOM_NOT_FOUND, "no such app", NULL);
+        return NULL;
+    }
+    const char *published = PQgetisnull(r, 0, 0) ? NULL : PQgetvalue(r, 0, 0);
+    const char *text = PQgetvalue(r, 0, 1);
+    json_error_t je;
+    json_t *bundle = json_loads(text, JSON_REJECT_DUPLICATES, &je);
+    if (!bundle) {
+        fail(e, LOOM_INTERNAL, "the stored draft is not JSON", NULL);
+        return NULL;
+    }
+    json_t *problems = model_validate(bundle);
+    if (json_array_size(problems)) {
+        *out_errors = problems;
+        json_decref(bundle);
+        fail(e, LOOM_INVALID_DEFINITION, "the draft is not valid", NULL);
+        return NULL;
+    }
+    json_decref(problems);
+    json_t *result = NULL;
+    if (published) {
+        int v;
+        const char *pub = design_version_text(d, a, app, published, &v, e);
+        json_t *was = pub ? json_loads(pub, 0, NULL) : NULL;
+        if (was && json_equal(was, bundle))
+            result = json_pack("{s:i, s:[]}", "version", v, "steps");
+        else if (pub)
+            fail(e, LOOM_NOT_IMPLEMENTED, "publishing changes to a published app is not available yet", NULL);
+        json_decref(was);
+        json_decref(bundle);
+        return result;
+    }
+    json_t *plan = ddl_plan_create(bundle);
+    json_t *steps = json_object_get(plan, "steps");
+    size_t n = json_array_size(steps), i;
+    json_t *step;
+    bool ok = true;
+    json_array_foreach(steps, i, step)
+    {
+        if (progress)
+            progress(udata, i + 1, n, step);
+        if (!db_exec(d, a, json_string_value(json_object_get(step, "sql")), e)) {
+            ok = false;
+            break;
+        }
+    }
+    if (ok) {
+        char *catalog = json_dumps(json_object_get(plan, "catalog"), JSON_COMPACT);
+        char *steps_text = json_dumps(steps, JSON_COMPACT);
+        const char *pv[] = {app, "1", text, catalog, steps_text, note};
+        const char *pn[] = {arena_printf(a, "%s:1", app)};
+        ok = db_query(d, a, &insert_version, 6, pv, e) && db_query(d, a, &set_published, 2, pv, e) &&
+             db_query(d, a, &notify_meta, 1, pn, e);
+        free(catalog);
+        free(steps_text);
+    }
+    if (ok)
+        result = json_pack("{s:i, s:O}", "version", 1, "steps", steps);
+    json_decref(plan);
+    json_decref(bundle);
+    return result;
+}
+
+static db_stmt versions = {.sql =
+    "SELECT version, to_char(published_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), note, "
+    "jsonb_array_length(steps) FROM loom.app_versions WHERE app = $1 ORDER BY version DESC"};
+static db_stmt app_exists = {.sql = "SELECT 1 FROM loom.apps WHERE id = $1"};
+
+json_t *design_versions(db *d, arena *a, const char *app, loom_err *e)
+{
+    const char *p[] = {app};
+    PGresult *x = db_query(d, a, &app_exists, 1, p, e);
+    if (!x)
+        return NULL;
+    if (PQntuples(x) == 0) {
+        fail(e, LOOM_NOT_FOUND, "no such app", NULL);
+        return NULL;
+    }
+    PGresult *r = db_query(d, a, &versions, 1, p, e);
+    if (!r)
+        return NULL;
+    json_t *items = json_array();
+    for (int i = 0; i < PQntuples(r); i++)
+        json_array_append_new(items, json_pack("{s:i, s:s, s:o, s:i}", "version", atoi(PQgetvalue(r, i, 0)),
+                                               "published_at", PQgetvalue(r, i, 1), "note",
+                                               PQgetisnull(r, i, 2) ? json_null() : json_string(PQgetvalue(r, i, 2)),
+                                               "steps", atoi(PQgetvalue(r, i, 3))));
+    return items;
+}
+
+static db_stmt list = {.sql =
+    "SELECT id, draft, published_version, "
+    "to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM loom.apps ORDER BY id"};
+
+json_t *design_list(db *d, arena *a, json_t *only, loom_err *e)
+{
+    PGresult *r = db_query(d, a, &list, 0, NULL, e);
+    if (!r)
+        return NULL;
+    json_t *items = json_array();
+    for (int i = 0; i < PQntuples(r); i++) {
+        const char *id = PQgetvalue(r, i, 0);
+        if (only && !json_object_get(only, id))
+            continue;
+        json_t *draft = json_loads(PQgetvalue(r, i, 1), 0, NULL);
+        json_t *label = json_object_get(json_object_get(draft, "app"), "label");
+        json_array_append_new(items, json_pack("{s:s, s:O, s:o, s:s}", "id", id, "label", label ? label : json_null(),
+                                               "published_version",
+                                               PQgetisnull(r, i, 2) ? json_null() : json_integer(atoi(PQgetvalue(r, i, 2))),
+                                               "updated_at", PQgetvalue(r, i, 3)));
+        json_decref(draft);
+    }
+    return items;
+}
+
+static db_stmt delete_app = {.sql = "DELETE FROM loom.apps WHERE id = $1 RETURNING schema_name"};
+
+bool design_delete(db *d, arena *a, const char *app, loom_err *e)
+{
+    const char *p[] = {app};
+    PGresult *r = db_query(d, a, &delete_app, 1, p, e);
+    if (!r)
+        return false;
+    if (PQntuples(r) == 0)
+        return fail(e, LOOM_NOT_FOUND, "no such app", NULL);
+    buf sql = {0};
+    buf_puts(&sql, "DROP SCHEMA IF EXISTS ");
+    ddl_quote(&sql, PQgetvalue(r, 0, 0));
+    buf_puts(&sql, " CASCADE");
+    bool ok = db_exec(d, a, sql.data, e) != NULL;
+    buf_free(&sql);
+    return ok;
+}

@@ -1,0 +1,55 @@
+/* design.h - operations on app definitions, shared by the designer HTTP API
+ * and `loom app ...`. No HTTP here: each function runs in the caller's open
+ * transaction on d, allocates on a, and reports failures through *e (and, for
+ * an invalid bundle, the list of problems through *out_errors).
+ *
+ * Drafts and published versions are stored as the JSON text they were given,
+ * so key order survives an export. */
+#ifndef LOOM_DESIGN_H
+#define LOOM_DESIGN_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "core/arena.h"
+#include "core/error.h"
+#include "store/db.h"
+
+/* Called before each DDL step of a publish (for progress displays). */
+typedef void (*design_progress_fn)(void *udata, size_t step, size_t total, json_t *step_json);
+
+/* Stores bundle as the draft of its app (app.id), creating the app when it
+ * does not exist. create_only: fail with LOOM_CONFLICT when it exists.
+ * The bundle needs an object "app" with a valid id; the rest may be a work in
+ * progress. *out_created tells whether the app is new. */
+bool design_save_draft(db *d, arena *a, json_t *bundle, bool create_only, bool *out_created, loom_err *e);
+
+/* The draft of app as text (owned by a), or NULL (LOOM_NOT_FOUND). */
+const char *design_draft(db *d, arena *a, const char *app, loom_err *e);
+
+/* Publishes the draft of app. An invalid draft fails with
+ * LOOM_INVALID_DEFINITION and its problems in *out_errors (new reference). A
+ * draft equal to the published version publishes nothing and returns
+ * {"version": n, "steps": []}. A first publish creates the app's schema; a
+ * change to a published app fails with LOOM_NOT_IMPLEMENTED for now.
+ * Returns {"version", "steps": [{"op", "form", "field"?, "sql"}]} (new
+ * reference) and sends NOTIFY loom_meta "<app>:<version>". */
+json_t *design_publish(db *d, arena *a, const char *app, const char *note, design_progress_fn progress,
+                       void *udata, json_t **out_errors, loom_err *e);
+
+/* The bundle text of a published version (version NULL: the latest), owned
+ * by a; *out_version receives its number. NULL with LOOM_NOT_FOUND. */
+const char *design_version_text(db *d, arena *a, const char *app, const char *version, int *out_version,
+                                loom_err *e);
+
+/* [{"version", "published_at", "note", "steps"}] newest first (new reference). */
+json_t *design_versions(db *d, arena *a, const char *app, loom_err *e);
+
+/* [{"id", "label", "published_version", "updated_at"}] of every app, or only
+ * of the apps in only (an object whose keys are app ids) when given. */
+json_t *design_list(db *d, arena *a, json_t *only, loom_err *e);
+
+/* Drops the app's schema and everything Loom keeps about it. */
+bool design_delete(db *d, arena *a, const char *app, loom_err *e);
+
+#endif
