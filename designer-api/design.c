@@ -96,6 +96,13 @@ json_t *design_publish(db *d, arena *a, const char *app, const char *note, desig
                        void *udata, json_t **out_errors, loom_err *e)
 {
     *out_errors = NULL;
+    /* a publish waits this long for a lock, then fails and changes nothing */
+    const char *lock_ms = getenv("LOOM_LOCK_TIMEOUT_MS");
+    char lock_sql[64];
+    snprintf(lock_sql, sizeof lock_sql, "SET LOCAL lock_timeout = %d",
+             lock_ms && atoi(lock_ms) > 0 ? atoi(lock_ms) : 5000);
+    if (!db_exec(d, a, lock_sql, e))
+        return NULL;
     const char *p1[] = {app};
     PGresult *r = db_query(d, a, &lock_app, 1, p1, e);
     if (!r)

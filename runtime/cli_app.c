@@ -140,11 +140,8 @@ static int app_import(int argc, char **argv)
     if (!d)
         goto out;
     loom_err e = {0};
-    const char *lock_ms = getenv("LOOM_LOCK_TIMEOUT_MS");
-    char lock_sql[96];
-    snprintf(lock_sql, sizeof lock_sql, "SET LOCAL lock_timeout = %d", lock_ms && atoi(lock_ms) > 0 ? atoi(lock_ms) : 5000);
     bool created;
-    bool ok = db_exec(d, a, lock_sql, &e) && design_save_draft(d, a, bundle, false, &created, &e);
+    bool ok = design_save_draft(d, a, bundle, false, &created, &e);
     if (ok && publish) {
         json_t *errors = NULL;
         json_t *res = design_publish(d, a, app, "imported", progress_cb, NULL, &errors, &e);

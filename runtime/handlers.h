@@ -43,6 +43,24 @@ bool auth_bootstrap_admin(PGconn *conn, char *err, size_t errlen);
     "u.id, u.username, u.display_name, u.email, u.team, u.manager, u.platform_roles, "           \
     "u.app_roles, u.active, u.created_at, u.updated_at"
 
+/* design_routes.c: the designer API */
+void design_apps_list(void *c);
+void design_apps_create(void *c);
+void design_import(void *c);
+void design_app_get(void *c);
+void design_app_put(void *c);
+void design_app_delete(void *c);
+void design_app_validate(void *c);
+void design_app_publish(void *c);
+void design_app_versions(void *c);
+void design_app_version(void *c);
+void design_app_export(void *c);
+void design_section_get(void *c);
+void design_section_put(void *c);
+void design_item_get(void *c);
+void design_item_put(void *c);
+void design_item_delete(void *c);
+
 /* admin.c */
 void admin_users_create(void *c);
 void admin_users_list(void *c);

@@ -39,6 +39,23 @@ static const route routes[] = {
     {"POST", "/api/admin/api-keys", admin_keys_create, R_ADMIN | R_TX},
     {"GET", "/api/admin/api-keys", admin_keys_list, R_ADMIN},
     {"DELETE", "/api/admin/api-keys/{id}", admin_keys_delete, R_ADMIN | R_TX},
+    /* designer API: specific patterns before the generic {section} and {kind}/{id} */
+    {"GET", "/api/design/apps", design_apps_list, R_AUTH},
+    {"POST", "/api/design/apps", design_apps_create, R_AUTH | R_TX},
+    {"POST", "/api/design/import", design_import, R_AUTH | R_TX},
+    {"GET", "/api/design/apps/{app}", design_app_get, R_AUTH},
+    {"PUT", "/api/design/apps/{app}", design_app_put, R_AUTH | R_TX},
+    {"DELETE", "/api/design/apps/{app}", design_app_delete, R_AUTH | R_TX},
+    {"POST", "/api/design/apps/{app}/validate", design_app_validate, R_AUTH},
+    {"POST", "/api/design/apps/{app}/publish", design_app_publish, R_AUTH | R_TX},
+    {"GET", "/api/design/apps/{app}/versions", design_app_versions, R_AUTH},
+    {"GET", "/api/design/apps/{app}/export", design_app_export, R_AUTH},
+    {"GET", "/api/design/apps/{app}/versions/{n}", design_app_version, R_AUTH},
+    {"GET", "/api/design/apps/{app}/{section}", design_section_get, R_AUTH},
+    {"PUT", "/api/design/apps/{app}/{section}", design_section_put, R_AUTH | R_TX},
+    {"GET", "/api/design/apps/{app}/{kind}/{id}", design_item_get, R_AUTH},
+    {"PUT", "/api/design/apps/{app}/{kind}/{id}", design_item_put, R_AUTH | R_TX},
+    {"DELETE", "/api/design/apps/{app}/{kind}/{id}", design_item_delete, R_AUTH | R_TX},
 };
 #define NROUTES (int)(sizeof routes / sizeof routes[0])
 
