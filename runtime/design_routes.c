@@ -121,10 +121,16 @@ void design_apps_list(void *cp)
     loom_err e = {0};
     json_t *only = NULL;
     if (!c->user->admin) {
+        /* json_object_foreach evaluates its object at every step: take it once */
+        json_t *roles = app_roles(c);
         only = json_object();
         const char *app;
         json_t *list;
-        json_object_foreach(app_roles(c), app, list) if (is_designer_of(c, app)) json_object_set_new(only, app, json_true());
+        json_object_foreach(roles, app, list)
+        {
+            if (is_designer_of(c, app))
+                json_object_set_new(only, app, json_true());
+        }
     }
     json_t *items = design_list(c->db, c->a, only, &e);
     json_decref(only);
