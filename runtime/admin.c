@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/secret.h"
+#include "model/validate.h"
 #include "handlers.h"
 
 #define LIST_DEFAULT 50
@@ -20,17 +21,6 @@
 static void add_error(json_t *errors, const char *path, const char *code, const char *message)
 {
     json_array_append_new(errors, json_pack("{s:s, s:s, s:s}", "path", path, "code", code, "message", message));
-}
-
-static bool is_id(const char *s, size_t max)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > max || !(s[0] >= 'a' && s[0] <= 'z'))
-        return false;
-    for (; *s; s++)
-        if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_'))
-            return false;
-    return true;
 }
 
 static bool is_username(const char *s)
@@ -154,7 +144,7 @@ json_t *admin_user_check(json_t *body, bool create)
             json_object_foreach(v, app, list)
             {
                 snprintf(path, sizeof path, "/roles/%.256s", app);
-                if (!is_id(app, 48))
+                if (!model_is_id(app))
                     add_error(errors, path, "pattern", "must be an app id");
                 if (!json_is_array(list)) {
                     add_error(errors, path, "type", "must be an array of role ids");
@@ -165,7 +155,7 @@ json_t *admin_user_check(json_t *body, bool create)
                 json_array_foreach(list, i, r)
                 {
                     snprintf(path, sizeof path, "/roles/%.256s/%zu", app, i);
-                    if (!json_is_string(r) || !is_id(json_string_value(r), 48))
+                    if (!json_is_string(r) || !model_is_id(json_string_value(r)))
                         add_error(errors, path, "pattern", "must be a role id");
                 }
             }

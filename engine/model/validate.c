@@ -374,6 +374,43 @@ static void check_field_list(vctx *v, json_t *list, const char *path, json_t *fi
     }
 }
 
+/* The form an item names in its "form" key: NULL (with unknown_form
+ * reported) when it names none that exists; NULL silently when it has no
+ * "form" ("required" is reported by check_object). */
+static json_t *item_form(vctx *v, json_t *item, const char *path)
+{
+    json_t *f = json_object_get(item, "form");
+    if (!f)
+        return NULL;
+    json_t *form = json_is_string(f) ? json_object_get(v->forms, json_string_value(f)) : NULL;
+    if (!form) {
+        char p[PATH_LEN];
+        ptr_key(p, path, "form");
+        problem(v, p, "unknown_form", "no form \"%.64s\"", sv(f));
+    }
+    return form;
+}
+
+/* A list of app role ids. */
+static void check_role_list(vctx *v, json_t *list, const char *path)
+{
+    if (!list)
+        return;
+    if (!json_is_array(list)) {
+        problem(v, path, "type", "must be an array of role ids");
+        return;
+    }
+    size_t i;
+    json_t *r;
+    char p[PATH_LEN];
+    json_array_foreach(list, i, r)
+    {
+        ptr_index(p, path, i);
+        if (!json_is_string(r) || !json_object_get(v->roles, json_string_value(r)))
+            problem(v, p, "unknown_role", "no role \"%.64s\" in this app", sv(r));
+    }
+}
+
 /* ---- filters ---- */
 
 static const char *const filter_ops[] = {"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin",
@@ -712,21 +749,8 @@ static void check_field_type(vctx *v, json_t *field, const char *t, const char *
                          NULL, 0);
         }
     } else if (!strcmp(t, "user")) {
-        json_t *roles = json_object_get(field, "roles");
         ptr_key(p, path, "roles");
-        if (roles && !json_is_array(roles)) {
-            problem(v, p, "type", "must be an array of role ids");
-        } else {
-            size_t i;
-            json_t *r;
-            char q[PATH_LEN];
-            json_array_foreach(roles, i, r)
-            {
-                ptr_index(q, p, i);
-                if (!json_is_string(r) || !json_object_get(v->roles, json_string_value(r)))
-                    problem(v, q, "unknown_role", "no role \"%.64s\" in this app", sv(r));
-            }
-        }
+        check_role_list(v, json_object_get(field, "roles"), p);
     } else if (!strcmp(t, "subform")) {
         if (in_subform) {
             problem(v, path, "bad_value", "a subform cannot hold another subform");
@@ -1056,15 +1080,11 @@ static void check_flow(vctx *v, json_t *flow, const char *path, json_t *seen_for
     char p[PATH_LEN], q[PATH_LEN], r[PATH_LEN];
     ptr_key(p, path, "label");
     check_label(v, json_object_get(flow, "label"), p);
-    const char *form_id = json_string_value(json_object_get(flow, "form"));
-    json_t *form = form_id ? json_object_get(v->forms, form_id) : NULL;
-    ptr_key(p, path, "form");
-    if (json_object_get(flow, "form") && !form) {
-        problem(v, p, "unknown_form", "no form \"%.64s\"", form_id ? form_id : "");
-        return;
-    }
+    json_t *form = item_form(v, flow, path);
     if (!form)
         return;
+    const char *form_id = json_string_value(json_object_get(flow, "form"));
+    ptr_key(p, path, "form");
     if (json_object_get(seen_forms, form_id)) {
         problem(v, p, "duplicate_id", "form \"%s\" already has a flow", form_id);
         return;
@@ -1244,16 +1264,9 @@ static void check_flow(vctx *v, json_t *flow, const char *path, json_t *seen_for
                            (json_is_array(roles) && json_array_size(roles) > 0);
             if (!someone)
                 problem(v, r, "no_one_allowed", "nobody may take this transition");
-            size_t k;
-            json_t *role;
-            json_array_foreach(roles, k, role)
-            {
-                char t[PATH_LEN], u[PATH_LEN];
-                ptr_key(u, r, "roles");
-                ptr_index(t, u, k);
-                if (!json_is_string(role) || !json_object_get(v->roles, json_string_value(role)))
-                    problem(v, t, "unknown_role", "no role \"%.64s\" in this app", sv(role));
-            }
+            char u[PATH_LEN];
+            ptr_key(u, r, "roles");
+            check_role_list(v, roles, u);
         }
         ptr_key(r, q, "input");
         check_field_list(v, json_object_get(s, "input"), r, fields, false);
@@ -1373,13 +1386,11 @@ static void check_rule(vctx *v, json_t *rule, const char *path)
     if (json_object_get(rule, "phase") && !(phase && in_list(phase, phases)))
         problem(v, p, "bad_value", "phase is before, after or async");
     const char *form_id = json_string_value(json_object_get(rule, "form"));
-    json_t *form = form_id ? json_object_get(v->forms, form_id) : NULL;
+    json_t *form = item_form(v, rule, path);
     ptr_key(p, path, "form");
     bool schedule = on && !strcmp(on, "schedule");
     if (!json_object_get(rule, "form") && !schedule)
         problem(v, p, "required", "a rule on %s names its form", on ? on : "records");
-    else if (json_object_get(rule, "form") && !form)
-        problem(v, p, "unknown_form", "no form \"%.64s\"", form_id ? form_id : "");
     json_t *fields = json_object_get(form, "fields");
     if (form) {
         ptr_key(p, path, "fields");
@@ -1471,15 +1482,10 @@ static void check_report(vctx *v, json_t *rep, const char *path, json_t *seen)
     char p[PATH_LEN], q[PATH_LEN], r[PATH_LEN];
     ptr_key(p, path, "label");
     check_label(v, json_object_get(rep, "label"), p);
-    const char *form_id = json_string_value(json_object_get(rep, "form"));
-    json_t *form = form_id ? json_object_get(v->forms, form_id) : NULL;
-    ptr_key(p, path, "form");
-    if (json_object_get(rep, "form") && !form) {
-        problem(v, p, "unknown_form", "no form \"%.64s\"", form_id ? form_id : "");
-        return;
-    }
+    json_t *form = item_form(v, rep, path);
     if (!form)
         return;
+    const char *form_id = json_string_value(json_object_get(rep, "form"));
     json_t *fields = json_object_get(form, "fields");
     json_t *params = json_object_get(rep, "params");
     size_t i;
@@ -1668,17 +1674,8 @@ static void check_report(vctx *v, json_t *rep, const char *path, json_t *seen)
                     problem(v, r, "unknown_field", "must name a column of the report");
             }
     }
-    json_t *roles = json_object_get(rep, "roles");
     ptr_key(p, path, "roles");
-    if (roles && !json_is_array(roles))
-        problem(v, p, "type", "must be an array of role ids");
-    else
-        json_array_foreach(roles, i, x)
-        {
-            ptr_index(q, p, i);
-            if (!json_is_string(x) || !json_object_get(v->roles, json_string_value(x)))
-                problem(v, q, "unknown_role", "no role \"%.64s\" in this app", sv(x));
-        }
+    check_role_list(v, json_object_get(rep, "roles"), p);
     json_decref(names);
 }
 
@@ -1693,17 +1690,8 @@ static void check_dashboard(vctx *v, json_t *d, const char *path)
     check_label(v, json_object_get(d, "label"), p);
     size_t i;
     json_t *x;
-    json_t *roles = json_object_get(d, "roles");
     ptr_key(p, path, "roles");
-    if (roles && !json_is_array(roles))
-        problem(v, p, "type", "must be an array of role ids");
-    else
-        json_array_foreach(roles, i, x)
-        {
-            ptr_index(q, p, i);
-            if (!json_is_string(x) || !json_object_get(v->roles, json_string_value(x)))
-                problem(v, q, "unknown_role", "no role \"%.64s\" in this app", sv(x));
-        }
+    check_role_list(v, json_object_get(d, "roles"), p);
     json_t *widgets = json_object_get(d, "widgets");
     ptr_key(p, path, "widgets");
     static const char *const wk[] = {"report", "title", "width", "params", "chart", NULL};
