@@ -1,9 +1,17 @@
-/* ddl.c - CREATE statements for a new app (see ddl.h). Changing a published
- * app (add, widen, drop) builds on the same catalog in a later step. */
+/* ddl.c - an app's schema as a state, and the steps from one state to another.
+ *
+ * ddl_state() turns a bundle into the schema it needs: tables (form tables
+ * and child tables) with typed columns, and objects (unique constraints,
+ * indexes, foreign keys) keyed by what they are, e.g. "vehicle|key|vin".
+ * diff() compares two states and writes the steps, in an order that always
+ * works: drop objects no longer wanted, soft-drop columns and tables, create
+ * tables, add columns, widen types, add objects. The physical names of
+ * objects are kept in the catalog, so a later plan finds the ones it drops. */
 #include "form/ddl.h"
 
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/secret.h"
@@ -31,17 +39,17 @@ void ddl_quote(buf *out, const char *name)
     buf_puts(out, "\"");
 }
 
-/* schema.table, quoted. */
-static void qualified(buf *out, const char *schema, const char *table)
+static const char *sv(json_t *v)
 {
-    ddl_quote(out, schema);
-    buf_puts(out, ".");
-    ddl_quote(out, table);
+    const char *s = json_string_value(v);
+    return s ? s : "";
 }
+
+/* ---- the state of a bundle ---- */
 
 static const char *column_type(json_t *field, char tmp[64])
 {
-    const char *t = json_string_value(json_object_get(field, "type"));
+    const char *t = sv(json_object_get(field, "type"));
     if (!strcmp(t, "integer"))
         return "bigint";
     if (!strcmp(t, "decimal")) {
@@ -67,251 +75,604 @@ static const char *column_type(json_t *field, char tmp[64])
     return "text";   /* text, longtext, select, email, phone, url, autonumber */
 }
 
-static void add_step(json_t *steps, const char *op, const char *form, const char *field, buf *sql)
+static void add_object(json_t *objects, const char *table, const char *kind, json_t *cols, const char *form,
+                       const char *target, const char *on_delete)
+{
+    buf key = {0};
+    buf_printf(&key, "%s|%s|", table, kind);
+    size_t i;
+    json_t *c;
+    json_array_foreach(cols, i, c) buf_printf(&key, "%s%s", i ? "," : "", sv(c));
+    if (target)
+        buf_printf(&key, "|%s|%s", target, on_delete);
+    json_t *o = json_pack("{s:s, s:s, s:O, s:s}", "table", table, "kind", kind, "cols", cols, "form", form);
+    if (target) {
+        json_object_set_new(o, "target", json_string(target));
+        json_object_set_new(o, "on_delete", json_string(on_delete));
+    }
+    json_object_set_new(objects, key.data, o);
+    buf_free(&key);
+}
+
+static bool leads_a_group(json_t *groups, const char *col)
+{
+    size_t i;
+    json_t *g;
+    json_array_foreach(groups, i, g) if (!strcmp(sv(json_array_get(g, 0)), col)) return true;
+    return false;
+}
+
+/* One table of the state: its columns and the objects on them. */
+static void state_table(json_t *st, const char *schema, const char *form, const char *table, const char *parent,
+                        json_t *fields, json_t *uniques, json_t *indexes, bool flow)
+{
+    (void)schema;
+    json_t *cols = json_array();
+    json_t *t = json_pack("{s:s, s:o}", "form", form, "columns", cols);
+    if (parent)
+        json_object_set_new(t, "parent", json_string(parent));
+    if (flow)
+        json_object_set_new(t, "flow", json_true());
+    json_object_set_new(json_object_get(st, "tables"), table, t);
+    json_t *objects = json_object_get(st, "objects");
+    size_t i;
+    json_t *f;
+    char tmp[64];
+    json_array_foreach(fields, i, f)
+    {
+        const char *id = sv(json_object_get(f, "id"));
+        const char *type = sv(json_object_get(f, "type"));
+        if (!strcmp(type, "subform"))
+            continue;
+        json_array_append_new(cols, json_pack("{s:s, s:s, s:s, s:b}", "name", id, "type", column_type(f, tmp),
+                                              "field_type", type, "required",
+                                              json_is_true(json_object_get(f, "required"))));
+        json_t *one = json_pack("[s]", id);
+        if (!strcmp(type, "ref")) {
+            const char *od = sv(json_object_get(f, "on_delete"));
+            add_object(objects, table, "fkey", one, form, sv(json_object_get(f, "form")),
+                       !*od || !strcmp(od, "restrict") ? "RESTRICT" : !strcmp(od, "cascade") ? "CASCADE" : "SET NULL");
+            /* PostgreSQL does not index a foreign key; deletes of the target need it */
+            if (!leads_a_group(indexes, id) && !leads_a_group(uniques, id) &&
+                !json_is_true(json_object_get(f, "unique")) && !json_is_true(json_object_get(f, "index")))
+                add_object(objects, table, "idx", one, form, NULL, NULL);
+        }
+        if (json_is_true(json_object_get(f, "unique")) || !strcmp(type, "autonumber"))
+            add_object(objects, table, "key", one, form, NULL, NULL);
+        else if (json_is_true(json_object_get(f, "index")))
+            add_object(objects, table, "idx", one, form, NULL, NULL);
+        json_decref(one);
+    }
+    json_array_foreach(uniques, i, f) add_object(objects, table, "key", f, form, NULL, NULL);
+    json_array_foreach(indexes, i, f) add_object(objects, table, "idx", f, form, NULL, NULL);
+    if (parent) {
+        json_t *p = json_pack("[s]", "_parent");
+        add_object(objects, table, "idx", p, form, NULL, NULL);
+        json_decref(p);
+    }
+}
+
+/* The schema a bundle needs: {"schema", "tables": {name: {form, parent?,
+ * flow?, columns: [{name, type, field_type, required}]}}, "objects": {key:
+ * {table, kind, cols, form, target?, on_delete?}}}. */
+static json_t *ddl_state(json_t *bundle)
+{
+    char schema[DDL_NAME_MAX + 1], tmp[128];
+    snprintf(tmp, sizeof tmp, "app_%s", sv(json_object_get(json_object_get(bundle, "app"), "id")));
+    ddl_physical_name(tmp, schema);
+    json_t *st = json_pack("{s:s, s:{}, s:{}, s:{}}", "schema", schema, "tables", "objects", "flows");
+    size_t i;
+    json_t *x;
+    json_array_foreach(json_object_get(bundle, "flows"), i, x)
+        json_object_set(json_object_get(st, "flows"), sv(json_object_get(x, "form")), json_object_get(x, "initial"));
+    json_array_foreach(json_object_get(bundle, "forms"), i, x)
+    {
+        const char *id = sv(json_object_get(x, "id"));
+        json_t *fields = json_object_get(x, "fields");
+        state_table(st, schema, id, id, NULL, fields, json_object_get(x, "unique"), json_object_get(x, "indexes"),
+                    json_object_get(json_object_get(st, "flows"), id) != NULL);
+        size_t k;
+        json_t *f;
+        json_array_foreach(fields, k, f)
+        {
+            if (strcmp(sv(json_object_get(f, "type")), "subform") != 0)
+                continue;
+            char child[DDL_NAME_MAX + 1];
+            snprintf(tmp, sizeof tmp, "%s__%s", id, sv(json_object_get(f, "id")));
+            ddl_physical_name(tmp, child);
+            state_table(st, schema, id, child, id, json_object_get(f, "fields"), NULL, NULL, false);
+            json_object_set_new(json_object_get(json_object_get(st, "tables"), child), "subform",
+                                json_string(sv(json_object_get(f, "id"))));
+        }
+    }
+    return st;
+}
+
+/* ---- steps ---- */
+
+typedef struct plan {
+    const char *schema;
+    int version;
+    bool allow_destructive;
+    json_t *steps, *destructive, *checks, *unsupported;
+    json_t *names;   /* object key -> physical name (the catalog's "objects") */
+    json_t *used;    /* physical names taken */
+    buf sql;
+} plan;
+
+static void qualified(buf *out, const char *schema, const char *table)
+{
+    ddl_quote(out, schema);
+    buf_puts(out, ".");
+    ddl_quote(out, table);
+}
+
+static void add_step(plan *p, const char *op, const char *form, const char *field)
 {
     json_t *s = json_pack("{s:s, s:s}", "op", op, "form", form);
     if (field)
         json_object_set_new(s, "field", json_string(field));
-    json_object_set_new(s, "sql", json_string(sql->data));
-    json_array_append_new(steps, s);
-    buf_reset(sql);
+    json_object_set_new(s, "sql", json_string(p->sql.data));
+    json_array_append_new(p->steps, s);
+    buf_reset(&p->sql);
 }
 
-/* Constraint or index name: <table>_<cols>_<suffix>, fitted to 63 bytes.
- * Index names are unique per schema, and "a_b" + "c" reads like "a" + "b_c":
- * a name already used in the plan (used) gets a hash of the whole tuple. */
-static void object_name(char out[DDL_NAME_MAX + 1], const char *table, json_t *cols, const char *suffix,
-                        json_t *used)
+/* The physical name for a new object: <table>_<cols>_<suffix>, fitted to 63
+ * bytes; index names are unique per schema and "a_b"+"c" reads like "a"+"b_c",
+ * so a taken name gets a hash of the whole key. */
+static const char *name_object(plan *p, const char *key, json_t *o)
 {
     buf b = {0};
-    buf_puts(&b, table);
+    buf_puts(&b, sv(json_object_get(o, "table")));
     size_t i;
     json_t *c;
-    json_array_foreach(cols, i, c)
-    {
-        buf_puts(&b, "_");
-        buf_puts(&b, json_string_value(c));
-    }
-    buf_puts(&b, "_");
-    buf_puts(&b, suffix);
+    json_array_foreach(json_object_get(o, "cols"), i, c) buf_printf(&b, "_%s", sv(c));
+    const char *kind = sv(json_object_get(o, "kind"));
+    buf_printf(&b, "_%s", !strcmp(kind, "key") ? "key" : !strcmp(kind, "idx") ? "idx" : "fkey");
+    char out[DDL_NAME_MAX + 1];
     ddl_physical_name(b.data, out);
-    if (json_object_get(used, out)) {
-        buf_printf(&b, "|%s", table);   /* the tuple, unambiguously */
+    if (json_object_get(p->used, out)) {
         char hex[SECRET_HASH_HEX];
-        secret_sha256_hex(b.data, b.len, hex);
+        secret_sha256_hex(key, strlen(key), hex);
         char base[DDL_NAME_MAX + 1];
         snprintf(base, sizeof base, "%s", out);
-        snprintf(out, DDL_NAME_MAX + 1, "%.54s_%.8s", base, hex);
+        snprintf(out, sizeof out, "%.54s_%.8s", base, hex);
     }
-    json_object_set_new(used, out, json_true());
     buf_free(&b);
+    json_object_set_new(p->used, out, json_true());
+    json_object_set_new(p->names, key, json_string(out));
+    return json_string_value(json_object_get(p->names, key));
 }
 
-typedef struct plan {
-    const char *schema;
-    json_t *steps;
-    json_t *used;    /* constraint and index names given so far */
-    buf sql;
-} plan;
-
-static void unique_or_index(plan *p, const char *form, const char *table, json_t *cols, bool unique)
+static void cols_list(buf *s, json_t *cols)
 {
-    char name[DDL_NAME_MAX + 1];
-    object_name(name, table, cols, unique ? "key" : "idx", p->used);
-    buf *s = &p->sql;
-    if (unique) {
-        buf_puts(s, "ALTER TABLE ");
-        qualified(s, p->schema, table);
-        buf_puts(s, " ADD CONSTRAINT ");
-        ddl_quote(s, name);
-        buf_puts(s, " UNIQUE (");
-    } else {
-        buf_puts(s, "CREATE INDEX ");
-        ddl_quote(s, name);
-        buf_puts(s, " ON ");
-        qualified(s, p->schema, table);
-        buf_puts(s, " (");
-    }
     size_t i;
     json_t *c;
     json_array_foreach(cols, i, c)
     {
         if (i)
             buf_puts(s, ", ");
-        ddl_quote(s, json_string_value(c));
+        ddl_quote(s, sv(c));
     }
-    buf_puts(s, ")");
-    add_step(p->steps, unique ? "add_unique" : "create_index", form,
-             json_array_size(cols) == 1 ? json_string_value(json_array_get(cols, 0)) : NULL, s);
 }
 
-/* True when groups has a group whose first column is col. */
-static bool leads_a_group(json_t *groups, const char *col)
+static void create_object(plan *p, const char *key, json_t *o)
 {
-    size_t i;
-    json_t *g;
-    json_array_foreach(groups, i, g)
-    {
-        const char *first = json_string_value(json_array_get(g, 0));
-        if (first && !strcmp(first, col))
-            return true;
+    const char *table = sv(json_object_get(o, "table")), *kind = sv(json_object_get(o, "kind"));
+    const char *name = name_object(p, key, o);
+    json_t *cols = json_object_get(o, "cols");
+    const char *field = json_array_size(cols) == 1 ? sv(json_array_get(cols, 0)) : NULL;
+    buf *s = &p->sql;
+    if (!strcmp(kind, "idx")) {
+        buf_puts(s, "CREATE INDEX ");
+        ddl_quote(s, name);
+        buf_puts(s, " ON ");
+        qualified(s, p->schema, table);
+        buf_puts(s, " (");
+        cols_list(s, cols);
+        buf_puts(s, ")");
+        add_step(p, "create_index", sv(json_object_get(o, "form")), field);
+        return;
     }
-    return false;
+    buf_puts(s, "ALTER TABLE ");
+    qualified(s, p->schema, table);
+    buf_puts(s, " ADD CONSTRAINT ");
+    ddl_quote(s, name);
+    if (!strcmp(kind, "key")) {
+        buf_puts(s, " UNIQUE (");
+        cols_list(s, cols);
+        buf_puts(s, ")");
+        add_step(p, "add_unique", sv(json_object_get(o, "form")), field);
+    } else {
+        buf_puts(s, " FOREIGN KEY (");
+        cols_list(s, cols);
+        buf_puts(s, ") REFERENCES ");
+        qualified(s, p->schema, sv(json_object_get(o, "target")));
+        buf_puts(s, " (\"id\") ON DELETE ");
+        buf_puts(s, sv(json_object_get(o, "on_delete")));
+        add_step(p, "add_foreign_key", sv(json_object_get(o, "form")), field);
+    }
 }
 
-/* Columns of fields (not subforms) for a CREATE TABLE, and the catalog's
- * field -> column map. */
-static void columns(plan *p, json_t *fields, json_t *colmap)
+static void drop_object(plan *p, const char *key, json_t *o)
+{
+    const char *name = sv(json_object_get(p->names, key));
+    if (!*name)
+        return;   /* never created (a catalog without names): nothing to drop */
+    const char *kind = sv(json_object_get(o, "kind"));
+    json_t *cols = json_object_get(o, "cols");
+    const char *field = json_array_size(cols) == 1 ? sv(json_array_get(cols, 0)) : NULL;
+    buf *s = &p->sql;
+    if (!strcmp(kind, "idx")) {
+        buf_puts(s, "DROP INDEX ");
+        qualified(s, p->schema, name);
+    } else {
+        buf_puts(s, "ALTER TABLE ");
+        qualified(s, p->schema, sv(json_object_get(o, "table")));
+        buf_puts(s, " DROP CONSTRAINT ");
+        ddl_quote(s, name);
+    }
+    add_step(p, !strcmp(kind, "idx") ? "drop_index" : "drop_constraint", sv(json_object_get(o, "form")), field);
+    json_object_del(p->used, name);
+    json_object_del(p->names, key);
+}
+
+static void column_def(buf *s, json_t *c)
+{
+    ddl_quote(s, sv(json_object_get(c, "name")));
+    buf_puts(s, " ");
+    buf_puts(s, sv(json_object_get(c, "type")));
+    if (!strcmp(sv(json_object_get(c, "field_type")), "user"))
+        buf_puts(s, " REFERENCES loom.users(id) ON DELETE SET NULL");
+}
+
+static void create_table(plan *p, const char *table, json_t *t)
+{
+    buf *s = &p->sql;
+    const char *parent = json_string_value(json_object_get(t, "parent"));
+    buf_puts(s, "CREATE TABLE ");
+    qualified(s, p->schema, table);
+    buf_puts(s, " (\n  \"id\" bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY");
+    if (parent) {
+        buf_puts(s, ",\n  \"_parent\" bigint NOT NULL REFERENCES ");
+        qualified(s, p->schema, parent);
+        buf_puts(s, " (\"id\") ON DELETE CASCADE,\n  \"_pos\" integer NOT NULL DEFAULT 0");
+    } else {
+        buf_puts(s, ",\n  \"_version\" integer NOT NULL DEFAULT 1");
+        if (json_is_true(json_object_get(t, "flow")))
+            buf_puts(s, ",\n  \"_state\" text NOT NULL");
+        buf_puts(s, ",\n  \"_owner\" bigint REFERENCES loom.users(id) ON DELETE SET NULL"
+                    ",\n  \"_created_at\" timestamptz NOT NULL DEFAULT now()"
+                    ",\n  \"_created_by\" bigint REFERENCES loom.users(id) ON DELETE SET NULL"
+                    ",\n  \"_updated_at\" timestamptz NOT NULL DEFAULT now()"
+                    ",\n  \"_updated_by\" bigint REFERENCES loom.users(id) ON DELETE SET NULL");
+    }
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(t, "columns"), i, c)
+    {
+        buf_puts(s, ",\n  ");
+        column_def(s, c);
+    }
+    buf_puts(s, "\n)");
+    add_step(p, parent ? "create_child_table" : "create_table", sv(json_object_get(t, "form")),
+             json_string_value(json_object_get(t, "subform")));
+}
+
+static json_t *column_of(json_t *t, const char *name)
 {
     size_t i;
-    json_t *f;
-    char tmp[64];
-    json_array_foreach(fields, i, f)
+    json_t *c;
+    json_array_foreach(json_object_get(t, "columns"), i, c) if (!strcmp(sv(json_object_get(c, "name")), name)) return c;
+    return NULL;
+}
+
+/* The name a soft-dropped table or column moves to. */
+static void dropped_name(plan *p, const char *name, char out[DDL_NAME_MAX + 1])
+{
+    char tmp[160];
+    snprintf(tmp, sizeof tmp, "_dropped_v%d_%s", p->version, name);
+    ddl_physical_name(tmp, out);
+}
+
+static void note_destructive(plan *p, const char *op, const char *form, const char *field, const char *detail)
+{
+    json_t *d = json_pack("{s:s, s:s, s:s}", "op", op, "form", form, "detail", detail);
+    if (field)
+        json_object_set_new(d, "field", json_string(field));
+    json_array_append_new(p->destructive, d);
+}
+
+static void check(plan *p, const char *form, const char *field, const char *problem)
+{
+    json_array_append_new(p->checks, json_pack("{s:s, s:s?, s:s, s:s}", "form", form, "field", field, "problem",
+                                               problem, "sql", p->sql.data));
+    buf_reset(&p->sql);
+}
+
+/* Whether a column of type from can become to without losing anything. */
+static bool widens(const char *from, const char *to)
+{
+    if (!strcmp(to, "text"))
+        return strcmp(from, "text[]") && strcmp(from, "jsonb");
+    int p1, s1, p2, s2;
+    bool num_to = sscanf(to, "numeric(%d,%d)", &p2, &s2) == 2;
+    if (!strcmp(from, "bigint") && num_to)
+        return p2 - s2 >= 19;
+    if (num_to && sscanf(from, "numeric(%d,%d)", &p1, &s1) == 2)
+        return s2 >= s1 && p2 - s2 >= p1 - s1;
+    return !strcmp(from, "date") && !strcmp(to, "timestamptz");
+}
+
+static void diff(plan *p, json_t *old, json_t *new)
+{
+    json_t *ot = json_object_get(old, "tables"), *nt = json_object_get(new, "tables");
+    json_t *oo = json_object_get(old, "objects"), *no = json_object_get(new, "objects");
+    const char *key, *name;
+    json_t *o, *t;
+    char moved[DDL_NAME_MAX + 1];
+
+    /* 1. objects no longer wanted (on tables that stay; a dropped table takes its own along) */
+    json_object_foreach(oo, key, o)
     {
-        const char *id = json_string_value(json_object_get(f, "id"));
-        const char *t = json_string_value(json_object_get(f, "type"));
-        if (!strcmp(t, "subform"))
+        if (json_object_get(no, key))
             continue;
-        buf_puts(&p->sql, ",\n  ");
-        ddl_quote(&p->sql, id);
-        buf_puts(&p->sql, " ");
-        buf_puts(&p->sql, column_type(f, tmp));
-        if (!strcmp(t, "user"))
-            buf_puts(&p->sql, " REFERENCES loom.users(id) ON DELETE SET NULL");
-        json_object_set_new(colmap, id, json_string(id));
+        const char *table = sv(json_object_get(o, "table"));
+        if (json_object_get(nt, table) || !p->allow_destructive) {
+            drop_object(p, key, o);   /* a soft-dropped table keeps no names a new one could want */
+        } else {                      /* DROP TABLE takes it along: just forget its name */
+            json_object_del(p->used, sv(json_object_get(p->names, key)));
+            json_object_del(p->names, key);
+        }
     }
-}
-
-/* Foreign keys, uniques and indexes of one table (form or child). */
-static void table_constraints(plan *p, const char *form, const char *table, json_t *fields, json_t *uniques,
-                              json_t *indexes)
-{
-    size_t i;
-    json_t *f;
-    json_array_foreach(fields, i, f)
+    /* 2. columns that went away, and 3. tables that went away (children first) */
+    json_object_foreach(ot, name, t)
     {
-        const char *id = json_string_value(json_object_get(f, "id"));
-        const char *t = json_string_value(json_object_get(f, "type"));
-        json_t *one = json_pack("[s]", id);
-        if (!strcmp(t, "ref")) {
-            const char *target = json_string_value(json_object_get(f, "form"));
-            const char *od = json_string_value(json_object_get(f, "on_delete"));
-            char name[DDL_NAME_MAX + 1];
-            object_name(name, table, one, "fkey", p->used);
+        json_t *n = json_object_get(nt, name);
+        if (!n)
+            continue;
+        size_t i;
+        json_t *c;
+        json_array_foreach(json_object_get(t, "columns"), i, c)
+        {
+            const char *col = sv(json_object_get(c, "name"));
+            if (column_of(n, col))
+                continue;
+            const char *form = sv(json_object_get(t, "form"));
             buf *s = &p->sql;
             buf_puts(s, "ALTER TABLE ");
-            qualified(s, p->schema, table);
-            buf_puts(s, " ADD CONSTRAINT ");
-            ddl_quote(s, name);
-            buf_puts(s, " FOREIGN KEY (");
-            ddl_quote(s, id);
-            buf_puts(s, ") REFERENCES ");
-            qualified(s, p->schema, target);
-            buf_puts(s, " (\"id\") ON DELETE ");
-            buf_puts(s, !od || !strcmp(od, "restrict") ? "RESTRICT" : !strcmp(od, "cascade") ? "CASCADE" : "SET NULL");
-            add_step(p->steps, "add_foreign_key", form, id, s);
-            /* PostgreSQL does not index a foreign key; deletes of the target need it */
-            if (!leads_a_group(indexes, id) && !leads_a_group(uniques, id) &&
-                !json_is_true(json_object_get(f, "unique")) && !json_is_true(json_object_get(f, "index")))
-                unique_or_index(p, form, table, one, false);
+            qualified(s, p->schema, name);
+            if (p->allow_destructive) {
+                buf_puts(s, " DROP COLUMN ");
+                ddl_quote(s, col);
+                add_step(p, "drop_column", form, col);
+                note_destructive(p, "drop_column", form, col, "the column and its data are dropped");
+            } else {
+                dropped_name(p, col, moved);
+                buf_puts(s, " RENAME COLUMN ");
+                ddl_quote(s, col);
+                buf_puts(s, " TO ");
+                ddl_quote(s, moved);
+                add_step(p, "soft_drop_column", form, col);
+                note_destructive(p, "soft_drop_column", form, col,
+                                 "the field is removed; its column is kept, hidden, until published with allow_destructive");
+            }
         }
-        if (json_is_true(json_object_get(f, "unique")) || !strcmp(t, "autonumber"))
-            unique_or_index(p, form, table, one, true);
-        else if (json_is_true(json_object_get(f, "index")))
-            unique_or_index(p, form, table, one, false);
-        json_decref(one);
     }
-    json_array_foreach(uniques, i, f) unique_or_index(p, form, table, f, true);
-    json_array_foreach(indexes, i, f) unique_or_index(p, form, table, f, false);
+    for (int children = 1; children >= 0; children--) {
+        json_object_foreach(ot, name, t)
+        {
+            if (json_object_get(nt, name) || (json_object_get(t, "parent") != NULL) != children)
+                continue;
+            const char *form = sv(json_object_get(t, "form"));
+            buf *s = &p->sql;
+            if (p->allow_destructive) {
+                buf_puts(s, "DROP TABLE ");
+                qualified(s, p->schema, name);
+                buf_puts(s, " CASCADE");
+                add_step(p, "drop_table", form, json_string_value(json_object_get(t, "subform")));
+                note_destructive(p, "drop_table", form, json_string_value(json_object_get(t, "subform")),
+                                 "the table and its data are dropped");
+            } else {
+                dropped_name(p, name, moved);
+                buf_puts(s, "ALTER TABLE ");
+                qualified(s, p->schema, name);
+                buf_puts(s, " RENAME TO ");
+                ddl_quote(s, moved);
+                add_step(p, "soft_drop_table", form, json_string_value(json_object_get(t, "subform")));
+                note_destructive(p, "soft_drop_table", form, json_string_value(json_object_get(t, "subform")),
+                                 "the form is removed; its table is kept, hidden, until published with allow_destructive");
+            }
+        }
+    }
+    /* 4. new tables (form tables before child tables) */
+    for (int children = 0; children <= 1; children++) {
+        json_object_foreach(nt, name, t)
+        {
+            if (!json_object_get(ot, name) && (json_object_get(t, "parent") != NULL) == children)
+                create_table(p, name, t);
+        }
+    }
+    /* 5. new columns, changed types, flows, newly required fields */
+    json_object_foreach(nt, name, t)
+    {
+        json_t *o_t = json_object_get(ot, name);
+        if (!o_t)
+            continue;
+        const char *form = sv(json_object_get(t, "form"));
+        size_t i;
+        json_t *c;
+        json_array_foreach(json_object_get(t, "columns"), i, c)
+        {
+            const char *col = sv(json_object_get(c, "name"));
+            json_t *was = column_of(o_t, col);
+            buf *s = &p->sql;
+            if (!was) {
+                buf_puts(s, "ALTER TABLE ");
+                qualified(s, p->schema, name);
+                buf_puts(s, " ADD COLUMN ");
+                column_def(s, c);
+                add_step(p, "add_column", form, col);
+                continue;
+            }
+            const char *from = sv(json_object_get(was, "type")), *to = sv(json_object_get(c, "type"));
+            if (strcmp(from, to) != 0) {
+                if (!widens(from, to)) {
+                    json_array_append_new(p->unsupported, json_pack("{s:s, s:s, s:s}", "form", form, "field", col,
+                                                                    "change", "a type change that may not keep every value"));
+                    continue;
+                }
+                buf_puts(s, "ALTER TABLE ");
+                qualified(s, p->schema, name);
+                buf_puts(s, " ALTER COLUMN ");
+                ddl_quote(s, col);
+                buf_printf(s, " TYPE %s USING ", to);
+                ddl_quote(s, col);
+                buf_printf(s, "::%s", to);
+                add_step(p, "widen_column", form, col);
+            }
+            if (json_is_true(json_object_get(c, "required")) && !json_is_true(json_object_get(was, "required"))) {
+                buf_puts(s, "SELECT count(*) FROM ");
+                qualified(s, p->schema, name);
+                buf_puts(s, " WHERE ");
+                ddl_quote(s, col);
+                buf_puts(s, " IS NULL");
+                check(p, form, col, "required");
+            }
+        }
+        bool had = json_is_true(json_object_get(o_t, "flow")), has = json_is_true(json_object_get(t, "flow"));
+        if (has && !had) {
+            const char *initial = sv(json_object_get(json_object_get(new, "flows"), form));
+            buf *s = &p->sql;
+            buf_puts(s, "ALTER TABLE ");
+            qualified(s, p->schema, name);
+            buf_puts(s, " ADD COLUMN IF NOT EXISTS \"_state\" text");
+            add_step(p, "add_column", form, "_state");
+            /* existing records enter the initial state (the value is an id: a literal is safe) */
+            buf_puts(s, "UPDATE ");
+            qualified(s, p->schema, name);
+            buf_puts(s, " SET \"_state\" = '");
+            buf_puts(s, initial);
+            buf_puts(s, "' WHERE \"_state\" IS NULL");
+            add_step(p, "set_initial_state", form, "_state");
+            buf_puts(s, "ALTER TABLE ");
+            qualified(s, p->schema, name);
+            buf_puts(s, " ALTER COLUMN \"_state\" SET NOT NULL");
+            add_step(p, "alter_column", form, "_state");
+        } else if (had && !has) {
+            buf *s = &p->sql;
+            buf_puts(s, "ALTER TABLE ");
+            qualified(s, p->schema, name);
+            buf_puts(s, " ALTER COLUMN \"_state\" DROP NOT NULL");
+            add_step(p, "alter_column", form, "_state");
+        }
+    }
+    /* 6. new objects, with a data check where existing rows could break them */
+    json_object_foreach(no, key, o)
+    {
+        if (json_object_get(oo, key))
+            continue;
+        const char *table = sv(json_object_get(o, "table")), *kind = sv(json_object_get(o, "kind"));
+        json_t *o_t = json_object_get(ot, table);
+        /* only columns that existed before hold rows to check */
+        bool old_cols = o_t != NULL;
+        size_t i;
+        json_t *c;
+        json_array_foreach(json_object_get(o, "cols"), i, c) old_cols =
+            old_cols && (column_of(o_t, sv(c)) || !strcmp(sv(c), "_parent"));
+        const char *form = sv(json_object_get(o, "form"));
+        json_t *cols = json_object_get(o, "cols");
+        const char *field = json_array_size(cols) == 1 ? sv(json_array_get(cols, 0)) : NULL;
+        buf *s = &p->sql;
+        if (old_cols && !strcmp(kind, "key")) {
+            buf_puts(s, "SELECT coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM ");
+            qualified(s, p->schema, table);
+            buf_puts(s, " GROUP BY ");
+            cols_list(s, cols);
+            buf_puts(s, " HAVING count(*) > 1) AS dup");
+            check(p, form, field, "not_unique");
+        } else if (old_cols && !strcmp(kind, "fkey")) {
+            buf_puts(s, "SELECT count(*) FROM ");
+            qualified(s, p->schema, table);
+            buf_puts(s, " AS t WHERE t.");
+            ddl_quote(s, sv(json_array_get(cols, 0)));
+            buf_puts(s, " IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ");
+            qualified(s, p->schema, sv(json_object_get(o, "target")));
+            buf_puts(s, " AS r WHERE r.\"id\" = t.");
+            ddl_quote(s, sv(json_array_get(cols, 0)));
+            buf_puts(s, ")");
+            check(p, form, field, "not_found");
+        }
+        create_object(p, key, o);
+    }
+}
+
+/* ---- plans ---- */
+
+static json_t *run_plan(json_t *old_state, json_t *old_names, json_t *draft, int version, bool allow_destructive)
+{
+    json_t *new_state = ddl_state(draft);
+    plan p = {.schema = sv(json_object_get(new_state, "schema")), .version = version,
+              .allow_destructive = allow_destructive, .steps = json_array(), .destructive = json_array(),
+              .checks = json_array(), .unsupported = json_array(), .names = json_object(), .used = json_object()};
+    const char *k;
+    json_t *v;
+    json_object_foreach(old_names, k, v)
+    {
+        json_object_set(p.names, k, v);
+        json_object_set_new(p.used, sv(v), json_true());
+    }
+    if (!old_state) {
+        buf_puts(&p.sql, "CREATE SCHEMA ");
+        ddl_quote(&p.sql, p.schema);
+        add_step(&p, "create_schema", "", NULL);
+    }
+    json_t *empty = json_pack("{s:{}, s:{}, s:{}}", "tables", "objects", "flows");
+    diff(&p, old_state ? old_state : empty, new_state);
+    json_decref(empty);
+    /* the catalog: forms -> physical names, and every object's name */
+    json_t *forms = json_object();
+    const char *tname;
+    json_t *t;
+    json_object_foreach(json_object_get(new_state, "tables"), tname, t)
+    {
+        const char *form = sv(json_object_get(t, "form"));
+        json_t *cols = json_object();
+        size_t i;
+        json_t *c;
+        json_array_foreach(json_object_get(t, "columns"), i, c)
+            json_object_set_new(cols, sv(json_object_get(c, "name")), json_string(sv(json_object_get(c, "name"))));
+        json_t *entry = json_object_get(forms, form);
+        if (!entry) {
+            entry = json_pack("{s:s?, s:o, s:{}}", "table", NULL, "columns", json_object(), "subforms");
+            json_object_set_new(forms, form, entry);
+        }
+        const char *sub = json_string_value(json_object_get(t, "subform"));
+        if (sub) {
+            json_object_set_new(json_object_get(entry, "subforms"), sub, json_pack("{s:s, s:o}", "table", tname, "columns", cols));
+        } else {
+            json_object_set_new(entry, "table", json_string(tname));
+            json_object_set_new(entry, "columns", cols);
+        }
+    }
+    json_t *result = json_pack("{s:s, s:o, s:o, s:o, s:o, s:{s:s, s:o, s:o}}", "schema", p.schema, "steps", p.steps,
+                               "destructive", p.destructive, "checks", p.checks, "unsupported", p.unsupported,
+                               "catalog", "schema", p.schema, "forms", forms, "objects", p.names);
+    buf_free(&p.sql);
+    json_decref(p.used);
+    json_decref(new_state);
+    return result;
 }
 
 json_t *ddl_plan_create(json_t *bundle)
 {
-    const char *app = json_string_value(json_object_get(json_object_get(bundle, "app"), "id"));
-    char schema[DDL_NAME_MAX + 1], tmp[128];
-    snprintf(tmp, sizeof tmp, "app_%s", app);
-    ddl_physical_name(tmp, schema);
-    plan p = {.schema = schema, .steps = json_array(), .used = json_object()};
-    json_t *flows_by_form = json_object();
-    size_t i;
-    json_t *x;
-    json_array_foreach(json_object_get(bundle, "flows"), i, x)
-        json_object_set_new(flows_by_form, json_string_value(json_object_get(x, "form")), json_true());
+    return run_plan(NULL, NULL, bundle, 1, false);
+}
 
-    buf_puts(&p.sql, "CREATE SCHEMA ");
-    ddl_quote(&p.sql, schema);
-    add_step(p.steps, "create_schema", "", NULL, &p.sql);
-
-    json_t *cat_forms = json_object();
-    json_t *forms = json_object_get(bundle, "forms");
-    /* tables first, so foreign keys between them can follow in any order */
-    json_array_foreach(forms, i, x)
-    {
-        const char *id = json_string_value(json_object_get(x, "id"));
-        json_t *fields = json_object_get(x, "fields");
-        json_t *colmap = json_object(), *subs = json_object();
-        buf_puts(&p.sql, "CREATE TABLE ");
-        qualified(&p.sql, schema, id);
-        buf_puts(&p.sql, " (\n  \"id\" bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,\n"
-                         "  \"_version\" integer NOT NULL DEFAULT 1");
-        if (json_object_get(flows_by_form, id))
-            buf_puts(&p.sql, ",\n  \"_state\" text NOT NULL");
-        buf_puts(&p.sql, ",\n  \"_owner\" bigint REFERENCES loom.users(id) ON DELETE SET NULL"
-                         ",\n  \"_created_at\" timestamptz NOT NULL DEFAULT now()"
-                         ",\n  \"_created_by\" bigint REFERENCES loom.users(id) ON DELETE SET NULL"
-                         ",\n  \"_updated_at\" timestamptz NOT NULL DEFAULT now()"
-                         ",\n  \"_updated_by\" bigint REFERENCES loom.users(id) ON DELETE SET NULL");
-        columns(&p, fields, colmap);
-        buf_puts(&p.sql, "\n)");
-        add_step(p.steps, "create_table", id, NULL, &p.sql);
-
-        size_t k;
-        json_t *f;
-        json_array_foreach(fields, k, f)
-        {
-            if (strcmp(json_string_value(json_object_get(f, "type")), "subform") != 0)
-                continue;
-            const char *sid = json_string_value(json_object_get(f, "id"));
-            char child[DDL_NAME_MAX + 1];
-            snprintf(tmp, sizeof tmp, "%s__%s", id, sid);
-            ddl_physical_name(tmp, child);
-            json_t *subcols = json_object();
-            buf_puts(&p.sql, "CREATE TABLE ");
-            qualified(&p.sql, schema, child);
-            buf_puts(&p.sql, " (\n  \"id\" bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,\n  \"_parent\" bigint NOT NULL REFERENCES ");
-            qualified(&p.sql, schema, id);
-            buf_puts(&p.sql, " (\"id\") ON DELETE CASCADE,\n  \"_pos\" integer NOT NULL DEFAULT 0");
-            columns(&p, json_object_get(f, "fields"), subcols);
-            buf_puts(&p.sql, "\n)");
-            add_step(p.steps, "create_child_table", id, sid, &p.sql);
-            json_object_set_new(subs, sid, json_pack("{s:s, s:o}", "table", child, "columns", subcols));
-        }
-        json_object_set_new(cat_forms, id, json_pack("{s:s, s:o, s:o}", "table", id, "columns", colmap, "subforms", subs));
-    }
-    json_array_foreach(forms, i, x)
-    {
-        const char *id = json_string_value(json_object_get(x, "id"));
-        json_t *fields = json_object_get(x, "fields");
-        table_constraints(&p, id, id, fields, json_object_get(x, "unique"), json_object_get(x, "indexes"));
-        size_t k;
-        json_t *f;
-        json_array_foreach(fields, k, f)
-        {
-            if (strcmp(json_string_value(json_object_get(f, "type")), "subform") != 0)
-                continue;
-            const char *child = json_string_value(json_object_get(
-                json_object_get(json_object_get(json_object_get(cat_forms, id), "subforms"),
-                                json_string_value(json_object_get(f, "id"))),
-                "table"));
-            json_t *parent = json_pack("[s]", "_parent");
-            unique_or_index(&p, id, child, parent, false);
-            json_decref(parent);
-            table_constraints(&p, id, child, json_object_get(f, "fields"), NULL, NULL);
-        }
-    }
-    buf_free(&p.sql);
-    json_decref(p.used);
-    json_decref(flows_by_form);
-    return json_pack("{s:s, s:o, s:{s:s, s:o}}", "schema", schema, "steps", p.steps, "catalog", "schema", schema,
-                     "forms", cat_forms);
+json_t *ddl_plan_change(json_t *published, json_t *catalog, json_t *draft, int version, bool allow_destructive)
+{
+    json_t *old = ddl_state(published);
+    json_t *plan = run_plan(old, json_object_get(catalog, "objects"), draft, version, allow_destructive);
+    json_decref(old);
+    return plan;
 }

@@ -13,16 +13,30 @@
 #define LOOM_DDL_H
 
 #include <jansson.h>
+#include <stdbool.h>
 
 #include "core/buf.h"
 
 #define DDL_NAME_MAX 63
 
-/* The plan that creates the whole schema of a new app from a valid bundle:
- * {"schema", "steps": [{"op", "form", "field"?, "sql"}], "catalog"}. Ops:
- * create_schema, create_table, create_child_table, add_foreign_key,
- * add_unique, create_index. Returns a new reference. */
+/* A plan: {"schema", "steps": [{"op", "form", "field"?, "sql"}],
+ * "destructive": [{"op", "form", "field"?, "detail"}], "checks": [{"form",
+ * "field"?, "problem", "sql"}] (queries that count existing rows a step would
+ * reject: run them first), "unsupported": [{"form", "field", "change"}],
+ * "catalog": {"schema", "forms", "objects"}}. Ops: create_schema,
+ * create_table, create_child_table, add_column, widen_column, alter_column,
+ * set_initial_state, add_foreign_key, add_unique, create_index, drop_index,
+ * drop_constraint, soft_drop_column, soft_drop_table, drop_column, drop_table.
+ * Returns a new reference. */
+
+/* The plan that creates the whole schema of a new app from a valid bundle. */
 json_t *ddl_plan_create(json_t *bundle);
+/* The plan from a published version (its bundle and catalog) to a valid
+ * draft that becomes version `version`. Removed fields and forms are soft
+ * drops (renamed to _dropped_v<version>_<name>, kept hidden) unless
+ * allow_destructive, which drops them; type changes that may lose values are
+ * listed under "unsupported". */
+json_t *ddl_plan_change(json_t *published, json_t *catalog, json_t *draft, int version, bool allow_destructive);
 /* A physical name for name: itself when it fits in 63 bytes, else its first
  * 54 bytes, "_" and 8 hex digits of its SHA-256. */
 void ddl_physical_name(const char *name, char out[DDL_NAME_MAX + 1]);
