@@ -91,10 +91,27 @@ static db_stmt insert_version = {.sql =
     "VALUES ($1, $2::int, $3, $4::jsonb, $5::jsonb, $6)"};
 static db_stmt set_published = {.sql = "UPDATE loom.apps SET published_version = $2::int WHERE id = $1"};
 static db_stmt notify_meta = {.sql = "SELECT pg_notify('loom_meta', $1)"};
+static db_stmt version_full = {.sql =
+    "SELECT bundle, catalog FROM loom.app_versions WHERE app = $1 AND version = $2::int"};
 
-json_t *design_publish(db *d, arena *a, const char *app, const char *note, design_progress_fn progress,
-                       void *udata, json_t **out_errors, loom_err *e)
+/* What publishing works from: the locked app, its draft (valid) and, when
+ * published, that version's bundle and catalog. */
+typedef struct pubstate {
+    const char *published;     /* version number text, or NULL */
+    const char *draft_text;
+    json_t *draft, *pub, *catalog;
+} pubstate;
+
+static void pubstate_free(pubstate *s)
 {
+    json_decref(s->draft);
+    json_decref(s->pub);
+    json_decref(s->catalog);
+}
+
+static bool pubstate_load(db *d, arena *a, const char *app, pubstate *s, json_t **out_errors, loom_err *e)
+{
+    memset(s, 0, sizeof *s);
     *out_errors = NULL;
     /* a publish waits this long for a lock, then fails and changes nothing */
     const char *lock_ms = getenv("LOOM_LOCK_TIMEOUT_MS");
@@ -102,72 +119,157 @@ json_t *design_publish(db *d, arena *a, const char *app, const char *note, desig
     snprintf(lock_sql, sizeof lock_sql, "SET LOCAL lock_timeout = %d",
              lock_ms && atoi(lock_ms) > 0 ? atoi(lock_ms) : 5000);
     if (!db_exec(d, a, lock_sql, e))
-        return NULL;
+        return false;
     const char *p1[] = {app};
     PGresult *r = db_query(d, a, &lock_app, 1, p1, e);
     if (!r)
-        return NULL;
-    if (PQntuples(r) == 0) {
-        fail(e, LOOM_NOT_FOUND, "no such app", NULL);
-        return NULL;
-    }
-    const char *published = PQgetisnull(r, 0, 0) ? NULL : PQgetvalue(r, 0, 0);
-    const char *text = PQgetvalue(r, 0, 1);
-    json_error_t je;
-    json_t *bundle = json_loads(text, JSON_REJECT_DUPLICATES, &je);
-    if (!bundle) {
-        fail(e, LOOM_INTERNAL, "the stored draft is not JSON", NULL);
-        return NULL;
-    }
-    json_t *problems = model_validate(bundle);
+        return false;
+    if (PQntuples(r) == 0)
+        return fail(e, LOOM_NOT_FOUND, "no such app", NULL);
+    s->published = PQgetisnull(r, 0, 0) ? NULL : PQgetvalue(r, 0, 0);
+    s->draft_text = PQgetvalue(r, 0, 1);
+    s->draft = json_loads(s->draft_text, JSON_REJECT_DUPLICATES, NULL);
+    if (!s->draft)
+        return fail(e, LOOM_INTERNAL, "the stored draft is not JSON", NULL);
+    json_t *problems = model_validate(s->draft);
     if (json_array_size(problems)) {
         *out_errors = problems;
-        json_decref(bundle);
-        fail(e, LOOM_INVALID_DEFINITION, "the draft is not valid", NULL);
-        return NULL;
+        return fail(e, LOOM_INVALID_DEFINITION, "the draft is not valid", NULL);
     }
     json_decref(problems);
-    json_t *result = NULL;
-    if (published) {
-        int v;
-        const char *pub = design_version_text(d, a, app, published, &v, e);
-        json_t *was = pub ? json_loads(pub, 0, NULL) : NULL;
-        if (was && json_equal(was, bundle))
-            result = json_pack("{s:i, s:[]}", "version", v, "steps");
-        else if (pub)
-            fail(e, LOOM_NOT_IMPLEMENTED, "publishing changes to a published app is not available yet", NULL);
-        json_decref(was);
-        json_decref(bundle);
-        return result;
+    if (s->published) {
+        const char *p2[] = {app, s->published};
+        PGresult *v = db_query(d, a, &version_full, 2, p2, e);
+        if (!v || PQntuples(v) == 0)
+            return v ? fail(e, LOOM_INTERNAL, "the published version is missing", NULL) : false;
+        s->pub = json_loads(PQgetvalue(v, 0, 0), 0, NULL);
+        s->catalog = json_loads(PQgetvalue(v, 0, 1), 0, NULL);
     }
-    json_t *plan = ddl_plan_create(bundle);
+    return true;
+}
+
+static json_t *plan_of(pubstate *s, bool allow_destructive)
+{
+    return s->published ? ddl_plan_change(s->pub, s->catalog, s->draft, atoi(s->published) + 1, allow_destructive)
+                        : ddl_plan_create(s->draft);
+}
+
+/* Runs the plan's checks; fills "rows" and drops "sql". Returns how many
+ * checks found rows, or -1 on a database error. */
+static int run_checks(db *d, arena *a, json_t *plan, loom_err *e)
+{
+    int failing = 0;
+    size_t i;
+    json_t *c;
+    json_array_foreach(json_object_get(plan, "checks"), i, c)
+    {
+        PGresult *r = db_exec(d, a, json_string_value(json_object_get(c, "sql")), e);
+        if (!r)
+            return -1;
+        long long rows = atoll(PQgetvalue(r, 0, 0));
+        json_object_set_new(c, "rows", json_integer(rows));
+        json_object_del(c, "sql");
+        failing += rows > 0;
+    }
+    return failing;
+}
+
+json_t *design_plan(db *d, arena *a, const char *app, bool allow_destructive, json_t **out_errors, loom_err *e)
+{
+    pubstate s;
+    json_t *result = NULL;
+    if (pubstate_load(d, a, app, &s, out_errors, e)) {
+        json_t *plan = plan_of(&s, allow_destructive);
+        if (run_checks(d, a, plan, e) >= 0)
+            result = json_pack("{s:O, s:O, s:O, s:O}", "steps", json_object_get(plan, "steps"), "destructive",
+                               json_object_get(plan, "destructive"), "checks", json_object_get(plan, "checks"),
+                               "unsupported", json_object_get(plan, "unsupported"));
+        json_decref(plan);
+    }
+    pubstate_free(&s);
+    return result;
+}
+
+/* Problems of a plan that cannot be published, as {path, code, message}. */
+static json_t *plan_problems(json_t *plan, bool *out_unsupported)
+{
+    json_t *errors = json_array();
+    size_t i;
+    json_t *x;
+    json_array_foreach(json_object_get(plan, "unsupported"), i, x)
+        json_array_append_new(errors, json_pack("{s:s, s:s, s:s+++}", "path", "", "code", "not_implemented", "message",
+                                                json_string_value(json_object_get(x, "form")), ".",
+                                                json_string_value(json_object_get(x, "field")), ": not yet supported"));
+    *out_unsupported = json_array_size(errors) > 0;
+    if (*out_unsupported)
+        return errors;
+    json_array_foreach(json_object_get(plan, "checks"), i, x)
+    {
+        long long rows = json_integer_value(json_object_get(x, "rows"));
+        if (rows == 0)
+            continue;
+        char msg[256];
+        snprintf(msg, sizeof msg, "%s.%s: %lld existing row%s would fail (%s)", json_string_value(json_object_get(x, "form")),
+                 json_string_value(json_object_get(x, "field")) ? json_string_value(json_object_get(x, "field")) : "",
+                 rows, rows == 1 ? "" : "s", json_string_value(json_object_get(x, "problem")));
+        json_array_append_new(errors, json_pack("{s:s, s:s, s:s, s:I}", "path", "", "code",
+                                                json_string_value(json_object_get(x, "problem")), "message", msg,
+                                                "rows", (json_int_t)rows));
+    }
+    return errors;
+}
+
+json_t *design_publish(db *d, arena *a, const char *app, const char *note, bool allow_destructive,
+                       design_progress_fn progress, void *udata, json_t **out_errors, loom_err *e)
+{
+    pubstate s;
+    json_t *result = NULL, *plan = NULL;
+    if (!pubstate_load(d, a, app, &s, out_errors, e))
+        goto out;
+    if (s.pub && json_equal(s.pub, s.draft)) {
+        result = json_pack("{s:i, s:[], s:[]}", "version", atoi(s.published), "steps", "destructive");
+        goto out;
+    }
+    plan = plan_of(&s, allow_destructive);
+    if (run_checks(d, a, plan, e) < 0)
+        goto out;
+    bool unsupported;
+    json_t *problems = plan_problems(plan, &unsupported);
+    if (json_array_size(problems)) {
+        *out_errors = problems;
+        fail(e, unsupported ? LOOM_NOT_IMPLEMENTED : LOOM_VALIDATION_FAILED,
+             unsupported ? "the draft changes something publishing cannot change yet"
+                         : "existing records would fail the new definition",
+             NULL);
+        goto out;
+    }
+    json_decref(problems);
     json_t *steps = json_object_get(plan, "steps");
     size_t n = json_array_size(steps), i;
     json_t *step;
-    bool ok = true;
     json_array_foreach(steps, i, step)
     {
         if (progress)
             progress(udata, i + 1, n, step);
-        if (!db_exec(d, a, json_string_value(json_object_get(step, "sql")), e)) {
-            ok = false;
-            break;
-        }
+        if (!db_exec(d, a, json_string_value(json_object_get(step, "sql")), e))
+            goto out;
     }
-    if (ok) {
-        char *catalog = json_dumps(json_object_get(plan, "catalog"), JSON_COMPACT);
-        char *steps_text = json_dumps(steps, JSON_COMPACT);
-        const char *pv[] = {app, "1", text, catalog, steps_text, note};
-        const char *pn[] = {arena_printf(a, "%s:1", app)};
-        ok = db_query(d, a, &insert_version, 6, pv, e) && db_query(d, a, &set_published, 2, pv, e) &&
-             db_query(d, a, &notify_meta, 1, pn, e);
-        free(catalog);
-        free(steps_text);
-    }
+    int version = s.published ? atoi(s.published) + 1 : 1;
+    char *catalog = json_dumps(json_object_get(plan, "catalog"), JSON_COMPACT);
+    char *steps_text = json_dumps(steps, JSON_COMPACT);
+    const char *vtext = arena_printf(a, "%d", version);
+    const char *pv[] = {app, vtext, s.draft_text, catalog, steps_text, note};
+    const char *pn[] = {arena_printf(a, "%s:%d", app, version)};
+    bool ok = db_query(d, a, &insert_version, 6, pv, e) && db_query(d, a, &set_published, 2, pv, e) &&
+              db_query(d, a, &notify_meta, 1, pn, e);
+    free(catalog);
+    free(steps_text);
     if (ok)
-        result = json_pack("{s:i, s:O}", "version", 1, "steps", steps);
+        result = json_pack("{s:i, s:O, s:O}", "version", version, "steps", steps, "destructive",
+                           json_object_get(plan, "destructive"));
+out:
     json_decref(plan);
-    json_decref(bundle);
+    pubstate_free(&s);
     return result;
 }
 

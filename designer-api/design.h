@@ -27,15 +27,23 @@ bool design_save_draft(db *d, arena *a, json_t *bundle, bool create_only, bool *
 /* The draft of app as text (owned by a), or NULL (LOOM_NOT_FOUND). */
 const char *design_draft(db *d, arena *a, const char *app, loom_err *e);
 
-/* Publishes the draft of app. An invalid draft fails with
- * LOOM_INVALID_DEFINITION and its problems in *out_errors (new reference). A
- * draft equal to the published version publishes nothing and returns
- * {"version": n, "steps": []}. A first publish creates the app's schema; a
- * change to a published app fails with LOOM_NOT_IMPLEMENTED for now.
- * Returns {"version", "steps": [{"op", "form", "field"?, "sql"}]} (new
- * reference) and sends NOTIFY loom_meta "<app>:<version>". */
-json_t *design_publish(db *d, arena *a, const char *app, const char *note, design_progress_fn progress,
-                       void *udata, json_t **out_errors, loom_err *e);
+/* The migration from the published version to the draft (the whole schema
+ * when nothing is published): {"steps", "destructive", "checks": [{"form",
+ * "field", "problem", "rows"}], "unsupported"} with the checks run against
+ * the data. An invalid draft fails with LOOM_INVALID_DEFINITION and
+ * *out_errors. Returns a new reference. */
+json_t *design_plan(db *d, arena *a, const char *app, bool allow_destructive, json_t **out_errors, loom_err *e);
+
+/* Publishes the draft of app through its plan, all in the caller's
+ * transaction: an invalid draft fails with LOOM_INVALID_DEFINITION, rows that
+ * fail a new constraint with LOOM_VALIDATION_FAILED, a change the plan cannot
+ * make yet with LOOM_NOT_IMPLEMENTED (problems in *out_errors, a new
+ * reference). A draft equal to the published version publishes nothing and
+ * returns {"version": n, "steps": []}. Removed fields and forms are soft
+ * drops unless allow_destructive. Returns {"version", "steps",
+ * "destructive"} (new reference) and sends NOTIFY loom_meta "<app>:<version>". */
+json_t *design_publish(db *d, arena *a, const char *app, const char *note, bool allow_destructive,
+                       design_progress_fn progress, void *udata, json_t **out_errors, loom_err *e);
 
 /* The bundle text of a published version (version NULL: the latest), owned
  * by a; *out_version receives its number. NULL with LOOM_NOT_FOUND. */

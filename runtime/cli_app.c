@@ -144,8 +144,9 @@ static int app_import(int argc, char **argv)
     bool ok = design_save_draft(d, a, bundle, false, &created, &e);
     if (ok && publish) {
         json_t *errors = NULL;
-        json_t *res = design_publish(d, a, app, "imported", progress_cb, NULL, &errors, &e);
+        json_t *res = design_publish(d, a, app, "imported", false, progress_cb, NULL, &errors, &e);
         ok = res != NULL;
+        print_problems(errors);
         if (res && json_array_size(json_object_get(res, "steps")) == 0)
             printf("app %s: version %lld is already published with this definition; nothing to do\n", app,
                    (long long)json_integer_value(json_object_get(res, "version")));

@@ -174,7 +174,7 @@ static void save_bundle(ctx *c, json_t *bundle, bool create_only, bool publish)
     json_object_set_new(out, "created", json_boolean(created));
     if (publish) {
         json_t *errors = NULL;
-        json_t *res = design_publish(c->db, c->a, app, "imported", NULL, NULL, &errors, &e);
+        json_t *res = design_publish(c->db, c->a, app, "imported", false, NULL, NULL, &errors, &e);
         if (!res) {
             json_decref(out);
             fail(c, &e, errors);
@@ -291,17 +291,34 @@ void design_app_publish(void *cp)
     if (!may_design(c, c->params[0]))
         return;
     const char *note = NULL;
+    bool allow = false;
     if (c->req->body_len) {
         json_t *body = ctx_body_object(c);
         if (!body)
             return;
         note = json_string_value(json_object_get(body, "note"));
+        allow = json_is_true(json_object_get(body, "allow_destructive"));
     }
     json_t *errors = NULL;
     loom_err e = {0};
-    json_t *res = design_publish(c->db, c->a, c->params[0], note, NULL, NULL, &errors, &e);
+    json_t *res = design_publish(c->db, c->a, c->params[0], note, allow, NULL, NULL, &errors, &e);
     if (res)
         ctx_json(c, 200, res);
+    else
+        fail(c, &e, errors);
+}
+
+void design_app_plan(void *cp)
+{
+    ctx *c = cp;
+    if (!may_design(c, c->params[0]))
+        return;
+    const char *allow = query_param(c->a, c->req->query, "allow_destructive");
+    json_t *errors = NULL;
+    loom_err e = {0};
+    json_t *plan = design_plan(c->db, c->a, c->params[0], allow && !strcmp(allow, "true"), &errors, &e);
+    if (plan)
+        ctx_json(c, 200, plan);
     else
         fail(c, &e, errors);
 }
