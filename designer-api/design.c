@@ -273,6 +273,21 @@ out:
     return result;
 }
 
+json_t *design_rollback(db *d, arena *a, const char *app, int version, bool allow_destructive, json_t **out_errors,
+                        loom_err *e)
+{
+    *out_errors = NULL;
+    int v;
+    const char *text = design_version_text(d, a, app, arena_printf(a, "%d", version), &v, e);
+    if (!text)
+        return NULL;
+    const char *p[] = {app, text};
+    if (!db_query(d, a, &update_draft, 2, p, e))
+        return NULL;
+    return design_publish(d, a, app, arena_printf(a, "rollback to version %d", version), allow_destructive, NULL,
+                          NULL, out_errors, e);
+}
+
 static db_stmt versions = {.sql =
     "SELECT version, to_char(published_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), note, "
     "jsonb_array_length(steps) FROM loom.app_versions WHERE app = $1 ORDER BY version DESC"};

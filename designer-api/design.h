@@ -45,6 +45,11 @@ json_t *design_plan(db *d, arena *a, const char *app, bool allow_destructive, js
 json_t *design_publish(db *d, arena *a, const char *app, const char *note, bool allow_destructive,
                        design_progress_fn progress, void *udata, json_t **out_errors, loom_err *e);
 
+/* Publishes version `version` of app again, as a new version, through the
+ * same plan (its bundle becomes the draft first). Errors as design_publish. */
+json_t *design_rollback(db *d, arena *a, const char *app, int version, bool allow_destructive, json_t **out_errors,
+                        loom_err *e);
+
 /* The bundle text of a published version (version NULL: the latest), owned
  * by a; *out_version receives its number. NULL with LOOM_NOT_FOUND. */
 const char *design_version_text(db *d, arena *a, const char *app, const char *version, int *out_version,

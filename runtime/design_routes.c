@@ -323,6 +323,31 @@ void design_app_plan(void *cp)
         fail(c, &e, errors);
 }
 
+void design_app_rollback(void *cp)
+{
+    ctx *c = cp;
+    if (!may_design(c, c->params[0]))
+        return;
+    json_t *body = ctx_body_object(c);
+    if (!body)
+        return;
+    json_t *v = json_object_get(body, "version");
+    if (!json_is_integer(v) || json_integer_value(v) < 1) {
+        ctx_problem(c, LOOM_VALIDATION_FAILED, "version must be a published version number",
+                    json_pack("[{s:s, s:s, s:s}]", "path", "/version", "code", "type", "message",
+                              "must be a published version number"));
+        return;
+    }
+    json_t *errors = NULL;
+    loom_err e = {0};
+    json_t *res = design_rollback(c->db, c->a, c->params[0], (int)json_integer_value(v),
+                                  json_is_true(json_object_get(body, "allow_destructive")), &errors, &e);
+    if (res)
+        ctx_json(c, 200, res);
+    else
+        fail(c, &e, errors);
+}
+
 void design_app_versions(void *cp)
 {
     ctx *c = cp;

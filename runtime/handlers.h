@@ -53,6 +53,7 @@ void design_app_delete(void *c);
 void design_app_validate(void *c);
 void design_app_publish(void *c);
 void design_app_plan(void *c);
+void design_app_rollback(void *c);
 void design_app_versions(void *c);
 void design_app_version(void *c);
 void design_app_export(void *c);

@@ -49,6 +49,7 @@ static const route routes[] = {
     {"POST", "/api/design/apps/{app}/validate", design_app_validate, R_AUTH},
     {"POST", "/api/design/apps/{app}/publish", design_app_publish, R_AUTH | R_TX},
     {"GET", "/api/design/apps/{app}/plan", design_app_plan, R_AUTH},
+    {"POST", "/api/design/apps/{app}/rollback", design_app_rollback, R_AUTH | R_TX},
     {"GET", "/api/design/apps/{app}/versions", design_app_versions, R_AUTH},
     {"GET", "/api/design/apps/{app}/export", design_app_export, R_AUTH},
     {"GET", "/api/design/apps/{app}/versions/{n}", design_app_version, R_AUTH},

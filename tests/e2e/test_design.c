@@ -299,6 +299,27 @@ static void test_change_plans(void **state)
     r = send("GET", "/api/design/apps/shop/versions", dana, NULL);
     assert_int_equal(json_array_size(json_object_get(r.json, "items")), 6);
     h_resp_free(&r);
+
+    /* rollback to version 1 would narrow price back to money: refused, nothing changes */
+    r = send("POST", "/api/design/apps/shop/rollback", dana, "{\"version\": 1}");
+    assert_int_equal(r.status, 501);
+    h_resp_free(&r);
+    assert_int_equal(rows_of("SELECT published_version FROM loom.apps WHERE id = 'shop'"), 6);
+    /* rollback to version 5: a new version 7 with version 5's definition, and
+     * sku back as a fresh, empty column */
+    r = send("POST", "/api/design/apps/shop/rollback", dana, "{\"version\": 5}");
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "version")), 7);
+    h_resp_free(&r);
+    h_resp v5 = send("GET", "/api/design/apps/shop/versions/5", dana, NULL);
+    h_resp v7 = send("GET", "/api/design/apps/shop/versions/7", dana, NULL);
+    assert_string_equal(v5.body, v7.body);
+    h_resp_free(&v5);
+    h_resp_free(&v7);
+    assert_int_equal(rows_of("SELECT count(*) FROM app_shop.item WHERE sku IS NOT NULL"), 0);
+    r = send("POST", "/api/design/apps/shop/rollback", dana, "{\"version\": 99}");
+    assert_int_equal(r.status, 404);
+    h_resp_free(&r);
 }
 
 static void test_parts_of_a_draft(void **state)
