@@ -356,5 +356,7 @@ bool design_delete(db *d, arena *a, const char *app, loom_err *e)
     buf_puts(&sql, " CASCADE");
     bool ok = db_exec(d, a, sql.data, e) != NULL;
     buf_free(&sql);
-    return ok;
+    /* every server lets go of the app (version 0: none) */
+    const char *pn[] = {arena_printf(a, "%s:0", app)};
+    return ok && db_query(d, a, &notify_meta, 1, pn, e) != NULL;
 }

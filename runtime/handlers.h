@@ -63,6 +63,10 @@ void design_item_get(void *c);
 void design_item_put(void *c);
 void design_item_delete(void *c);
 
+/* app_routes.c: the runtime API's apps */
+void apps_list(void *c);
+void apps_get(void *c);
+
 /* admin.c */
 void admin_users_create(void *c);
 void admin_users_list(void *c);

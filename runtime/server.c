@@ -19,6 +19,7 @@
 
 #include "core/log.h"
 #include "handlers.h"
+#include "meta.h"
 #include "metrics.h"
 #include "pgembed.h"
 #include "pool.h"
@@ -39,6 +40,8 @@ static const route routes[] = {
     {"POST", "/api/admin/api-keys", admin_keys_create, R_ADMIN | R_TX},
     {"GET", "/api/admin/api-keys", admin_keys_list, R_ADMIN},
     {"DELETE", "/api/admin/api-keys/{id}", admin_keys_delete, R_ADMIN | R_TX},
+    {"GET", "/api/apps", apps_list, R_AUTH},
+    {"GET", "/api/apps/{app}", apps_get, R_AUTH},
     /* designer API: specific patterns before the generic {section} and {kind}/{id} */
     {"GET", "/api/design/apps", design_apps_list, R_AUTH},
     {"POST", "/api/design/apps", design_apps_create, R_AUTH | R_TX},
@@ -83,6 +86,12 @@ struct server {
     char conninfo[1024];
     atomic_int db_up;
     atomic_ullong batched_lookups;
+    meta *meta;                /* the published apps, as snapshots */
+    PGconn *listen;            /* LISTEN loom_meta (loop thread, non-blocking) */
+    uv_poll_t *listen_poll;    /* on its socket; NULL while there is none */
+    int listen_fd;
+    bool listen_connecting;    /* a PQconnectPoll is under way */
+    uv_timer_t listen_retry;
     int session_ttl;
 };
 
@@ -92,7 +101,11 @@ typedef struct worker {
     bool up;
 } worker;
 
+enum { JOB_HTTP, JOB_RELOAD };
+
 typedef struct job {
+    int kind;
+    char app[64];        /* JOB_RELOAD: the app to reload, "*" for all */
     http_exchange *ex;
     route_match m;
     bool prefetched;     /* lookup holds the authentication lookup */
@@ -194,6 +207,196 @@ int server_session_ttl(const server *s)
     return s->session_ttl;
 }
 
+meta *server_meta(server *s)
+{
+    return s->meta;
+}
+
+/* ---- published apps ---- */
+
+static db_stmt published_one = {.sql =
+    "SELECT a.id, v.version, v.bundle, v.catalog FROM loom.apps a "
+    "JOIN loom.app_versions v ON v.app = a.id AND v.version = a.published_version WHERE a.id = $1"};
+static db_stmt published_all = {.sql =
+    "SELECT a.id, v.version, v.bundle, v.catalog FROM loom.apps a "
+    "JOIN loom.app_versions v ON v.app = a.id AND v.version = a.published_version"};
+
+/* Loads the published version of app ("*": of every app) into the snapshots.
+ * Runs on a worker, or at start before serving. */
+static bool reload_apps(server *s, db *d, const char *app)
+{
+    arena *a = arena_new();
+    loom_err e = {0};
+    bool all = !strcmp(app, "*");
+    const char *p[] = {app};
+    PGresult *r = all ? db_query(d, a, &published_all, 0, NULL, &e) : db_query(d, a, &published_one, 1, p, &e);
+    if (r) {
+        json_t *seen = json_object();
+        for (int i = 0; i < PQntuples(r); i++) {
+            json_t *bundle = json_loads(PQgetvalue(r, i, 2), 0, NULL);
+            json_t *catalog = json_loads(PQgetvalue(r, i, 3), 0, NULL);
+            meta_put(s->meta, PQgetvalue(r, i, 0), atoi(PQgetvalue(r, i, 1)), bundle, catalog);
+            json_object_set_new(seen, PQgetvalue(r, i, 0), json_true());
+        }
+        /* gone or unpublished apps leave the server too */
+        json_t *ids = all ? meta_ids(s->meta) : json_pack("[s]", app);
+        size_t i;
+        json_t *id;
+        json_array_foreach(ids, i, id) if (!json_object_get(seen, json_string_value(id))) meta_remove(s->meta, json_string_value(id));
+        json_decref(ids);
+        json_decref(seen);
+        log_json(LOG_INFO, "apps reloaded", json_pack("{s:s}", "app", app));
+    }
+    arena_free(a);
+    return r != NULL;
+}
+
+static void submit_reload(server *s, const char *app)
+{
+    job *j = calloc(1, sizeof *j);
+    if (!j)
+        abort();
+    j->kind = JOB_RELOAD;
+    snprintf(j->app, sizeof j->app, "%s", app);
+    void *jp = j;
+    pool_submit(s->pool, &jp, 1);
+}
+
+/* The listener of NOTIFY loom_meta, on the loop thread. The first connect,
+ * before serving, is synchronous; after a loss, a non-blocking connect
+ * (PQconnectPoll) runs on the loop, so the loop never waits on the database.
+ * After a reconnect every app is reloaded: notifications may have been
+ * missed meanwhile. */
+static void listen_retry_cb(uv_timer_t *t);
+static void listen_poll_cb(uv_poll_t *h, int status, int events);
+
+static void poll_closed_cb(uv_handle_t *h)
+{
+    free(h);
+}
+
+static void listen_unwatch(server *s)
+{
+    if (s->listen_poll) {
+        uv_poll_stop(s->listen_poll);
+        uv_close((uv_handle_t *)s->listen_poll, poll_closed_cb);
+        s->listen_poll = NULL;
+    }
+}
+
+/* Waits for events on the listener's socket (which may change while connecting). */
+static void listen_watch(server *s, int events)
+{
+    int fd = PQsocket(s->listen);
+    if (s->listen_poll && fd != s->listen_fd)
+        listen_unwatch(s);
+    if (!s->listen_poll) {
+        s->listen_poll = malloc(sizeof *s->listen_poll);
+        if (!s->listen_poll)
+            abort();
+        uv_poll_init_socket(&s->loop, s->listen_poll, fd);
+        s->listen_poll->data = s;
+        s->listen_fd = fd;
+    }
+    uv_poll_start(s->listen_poll, events, listen_poll_cb);
+}
+
+static void listen_lost(server *s)
+{
+    listen_unwatch(s);
+    if (s->listen) {
+        PQfinish(s->listen);
+        s->listen = NULL;
+    }
+    s->listen_connecting = false;
+    uv_timer_start(&s->listen_retry, listen_retry_cb, 1000, 0);
+}
+
+static void listen_read(server *s)
+{
+    if (!PQconsumeInput(s->listen)) {
+        log_json(LOG_WARN, "lost the loom_meta listener; reconnecting", NULL);
+        listen_lost(s);
+        return;
+    }
+    PGresult *r;
+    while (!PQisBusy(s->listen) && (r = PQgetResult(s->listen)))
+        PQclear(r);   /* the answer to LISTEN */
+    PGnotify *n;
+    while ((n = PQnotifies(s->listen))) {
+        char app[64];   /* payload "<app>:<version>" */
+        snprintf(app, sizeof app, "%s", n->extra);
+        char *colon = strchr(app, ':');
+        if (colon)
+            *colon = '\0';
+        submit_reload(s, app);
+        PQfreemem(n);
+    }
+}
+
+static void listen_poll_cb(uv_poll_t *h, int status, int events)
+{
+    (void)events;
+    server *s = h->data;
+    if (status < 0) {
+        listen_lost(s);
+        return;
+    }
+    if (!s->listen_connecting) {
+        listen_read(s);
+        return;
+    }
+    switch (PQconnectPoll(s->listen)) {
+    case PGRES_POLLING_READING:
+        listen_watch(s, UV_READABLE);
+        return;
+    case PGRES_POLLING_WRITING:
+        listen_watch(s, UV_WRITABLE);
+        return;
+    case PGRES_POLLING_OK:
+        if (!PQsendQuery(s->listen, "LISTEN loom_meta")) {
+            listen_lost(s);
+            return;
+        }
+        s->listen_connecting = false;
+        listen_watch(s, UV_READABLE);
+        log_json(LOG_INFO, "loom_meta listener reconnected", NULL);
+        submit_reload(s, "*");
+        return;
+    default:
+        listen_lost(s);
+    }
+}
+
+static void listen_retry_cb(uv_timer_t *t)
+{
+    server *s = t->data;
+    const char *keys[] = {"dbname", "connect_timeout", "application_name", NULL};
+    const char *vals[] = {s->conninfo, "5", "loom-listen", NULL};
+    s->listen = PQconnectStartParams(keys, vals, 1);
+    if (!s->listen || PQstatus(s->listen) == CONNECTION_BAD || PQsetnonblocking(s->listen, 1) != 0) {
+        listen_lost(s);
+        return;
+    }
+    s->listen_connecting = true;
+    listen_watch(s, UV_WRITABLE);
+}
+
+/* The first connect, before serving (synchronous). */
+static bool listen_start(server *s)
+{
+    s->listen = db_connect_once(s->conninfo, NULL, 0);
+    PGresult *r = s->listen ? PQexec(s->listen, "LISTEN loom_meta") : NULL;
+    bool ok = r && PQresultStatus(r) == PGRES_COMMAND_OK && PQsetnonblocking(s->listen, 1) == 0;
+    PQclear(r);
+    if (!ok) {
+        listen_lost(s);
+        return false;
+    }
+    listen_watch(s, UV_READABLE);
+    return true;
+}
+
 /* ---- dispatch ---- */
 
 static void run_route(server *s, worker *w, job *j)
@@ -249,7 +452,7 @@ static void prefetch_auth(worker *w, job **jobs, int n)
             job *j = jobs[i];
             char hash[65];
             bool is_key;
-            if (!(routes[j->m.index].flags & (R_AUTH | R_ADMIN)) ||
+            if (j->kind != JOB_HTTP || !(routes[j->m.index].flags & (R_AUTH | R_ADMIN)) ||
                 !auth_bearer_hash(&j->ex->req, hash, &is_key) || is_key != (kind == 1))
                 continue;
             sel[m] = j;
@@ -282,6 +485,12 @@ static void worker_batch_cb(void *wp, void **jp, int n)
         prefetch_auth(w, jobs, n);
     for (int i = 0; i < n; i++) {
         job *j = jobs[i];
+        if (j->kind == JOB_RELOAD) {
+            if (db_ready(w->db))
+                reload_apps(w->srv, w->db, j->app);
+            free(j);
+            continue;
+        }
         run_route(w->srv, w, j);
         db_rollback(w->db);   /* a handler never leaves a transaction open */
         if (j->ex->res.status == 0)   /* a handler that answered nothing */
@@ -518,13 +727,27 @@ int server_run(const server_config *cfg)
         log_json(LOG_ERROR, "invalid --listen (want host:port)", json_pack("{s:s}", "listen", cfg->listen));
         goto stop_pg;
     }
+    s->meta = meta_new();
+    uv_loop_init(&s->loop);
+    uv_timer_init(&s->loop, &s->listen_retry);
+    s->listen_retry.data = s;
+    uv_unref((uv_handle_t *)&s->listen_retry);
+    listen_start(s);   /* LISTEN first, then load: nothing published in between is missed */
+    {
+        db *d = db_new(s->conninfo);
+        bool loaded = db_ready(d) && reload_apps(s, d, "*");
+        db_free(d);
+        if (!loaded) {
+            log_json(LOG_ERROR, "could not load the published apps", NULL);
+            goto free_loop;
+        }
+    }
     for (int i = 0; i < NROUTES; i++) {
         char name[128];
         snprintf(name, sizeof name, "%s %s", routes[i].method, routes[i].pattern);
         s->route_names[i] = strdup(name);
     }
     s->metrics = metrics_new(NROUTES, s->route_names);
-    uv_loop_init(&s->loop);
     http_config hc = {.host = host, .port = port, .max_body = cfg->max_body,
                       .header_timeout_ms = cfg->header_timeout_ms, .idle_timeout_ms = cfg->idle_timeout_ms,
                       .dispatch = dispatch_cb, .written = written_cb, .udata = s};
@@ -563,8 +786,14 @@ int server_run(const server_config *cfg)
     s->pool = NULL;
     status = 0;
 free_loop:
+    /* the listener first: the loop below runs until no handle is active */
+    listen_unwatch(s);
+    uv_timer_stop(&s->listen_retry);
+    uv_close((uv_handle_t *)&s->listen_retry, NULL);
     if (s->http)
         http_server_free(s->http);
+    if (s->listen)
+        PQfinish(s->listen);
     if (s->signals) {
         uv_close((uv_handle_t *)&s->sigint, NULL);
         uv_close((uv_handle_t *)&s->sigterm, NULL);
@@ -576,6 +805,7 @@ free_loop:
     uv_run(&s->loop, UV_RUN_NOWAIT);
     uv_loop_close(&s->loop);
     metrics_free(s->metrics);
+    meta_free(s->meta);
     for (int i = 0; i < NROUTES; i++)
         free((char *)s->route_names[i]);
 stop_pg:

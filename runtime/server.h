@@ -76,5 +76,7 @@ json_t *ctx_body_object(ctx *c);
 PGresult *ctx_query(ctx *c, db_stmt *st, int n, const char *const *params);
 /* Seconds a new session lasts (LOOM_SESSION_TTL, default 12 h). */
 int server_session_ttl(const server *s);
+/* The published apps this server serves. */
+struct meta *server_meta(server *s);
 
 #endif

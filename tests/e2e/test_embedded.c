@@ -186,6 +186,22 @@ static void test_outage_and_recovery(void **state)
     r = h_req(s.port, "GET", "/readyz", NULL, NULL);
     assert_int_equal(r.status, 200);
     h_resp_free(&r);
+
+    /* its loom_meta listener came back too: a publish made elsewhere (the
+     * command line) is served without a restart */
+    const char *imp[] = {h_loom_bin(), "app", "import", SOURCE_DIR "/tests/fixtures/model/valid_spec_examples/bundle.json",
+                         "--publish", "--db", db_url, NULL};
+    assert_int_equal(h_run(imp, NULL, out, sizeof out), 0);
+    end = h_now() + 10;
+    int status = 0;
+    while (status != 200 && h_now() < end) {
+        r = h_req(s.port, "GET", "/api/apps/fours", t, NULL);
+        status = r.status;
+        h_resp_free(&r);
+        if (status != 200)
+            usleep(100000);
+    }
+    assert_int_equal(status, 200);
     free(t);
     assert_int_equal(h_server_stop(&s), 0);
     assert_int_equal(loom_db("stop", out, sizeof out), 0);

@@ -1,0 +1,139 @@
+/* app_routes.c - the runtime API's app routes: the published apps the caller
+ * holds a role in, and one app's face for that caller (labels in the
+ * caller's language, menu, the forms its roles have permissions on). Served
+ * from the server's snapshots, so a publish on any server shows here at once.
+ * Records, reports and dashboards arrive with the records engine. */
+#include <string.h>
+#include <strings.h>
+
+#include "handlers.h"
+#include "meta.h"
+
+static void decref_cb(void *p)
+{
+    json_decref(p);
+}
+
+/* The caller's roles in app (a borrowed array, possibly empty). */
+static json_t *my_roles(ctx *c, const char *app)
+{
+    json_t *all = json_loads(PQgetvalue(c->user->row, 0, 7), 0, NULL);
+    arena_defer(c->a, decref_cb, all);
+    json_t *r = json_object_get(all, app);
+    return json_is_array(r) ? r : NULL;
+}
+
+static bool may_use(ctx *c, const char *app)
+{
+    return c->user->admin || json_array_size(my_roles(c, app)) > 0;
+}
+
+/* The locale to answer in: the first Accept-Language tag the app has, else
+ * the app's first locale. */
+static const char *pick_locale(ctx *c, json_t *locales)
+{
+    const char *al = http_request_header(c->req, "accept-language");
+    size_t i;
+    json_t *l;
+    for (const char *p = al; p && *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        size_t n = strcspn(p, ",;");
+        json_array_foreach(locales, i, l)
+        {
+            const char *s = json_string_value(l);
+            if (s && strlen(s) == n && !strncasecmp(s, p, n))
+                return s;
+        }
+        p += n;
+        p += strcspn(p, ",");
+    }
+    return json_string_value(json_array_get(locales, 0));
+}
+
+/* A label as text: the locale, else the app's first locale, else any, else fallback. */
+static json_t *label_text(json_t *label, const char *locale, json_t *locales, const char *fallback)
+{
+    if (json_is_string(label))
+        return json_incref(label);
+    json_t *v = locale ? json_object_get(label, locale) : NULL;
+    if (!v)
+        v = json_object_get(label, (json_string_value(json_array_get(locales, 0)) ? json_string_value(json_array_get(locales, 0)) : ""));
+    if (!v && json_object_size(label))
+        v = json_object_iter_value(json_object_iter(label));
+    return v ? json_incref(v) : json_string(fallback);
+}
+
+void apps_list(void *cp)
+{
+    ctx *c = cp;
+    meta *m = server_meta(c->srv);
+    json_t *ids = meta_ids(m), *items = json_array();
+    size_t i;
+    json_t *id;
+    json_array_foreach(ids, i, id)
+    {
+        const char *app = json_string_value(id);
+        if (!may_use(c, app))
+            continue;
+        app_snapshot *s = meta_get(m, app);
+        if (!s)
+            continue;
+        json_t *a = json_object_get(s->bundle, "app");
+        json_t *locales = json_object_get(a, "locales");
+        json_array_append_new(items, json_pack("{s:s, s:o, s:i}", "id", app, "label",
+                                               label_text(json_object_get(a, "label"), pick_locale(c, locales), locales, app),
+                                               "version", s->version));
+        snapshot_release(s);
+    }
+    json_decref(ids);
+    ctx_json(c, 200, json_pack("{s:o, s:n}", "items", items, "next_cursor"));
+}
+
+void apps_get(void *cp)
+{
+    ctx *c = cp;
+    const char *app = c->params[0];
+    app_snapshot *s = may_use(c, app) ? meta_get(server_meta(c->srv), app) : NULL;
+    if (!s) {
+        ctx_problem(c, LOOM_NOT_FOUND, "no such app", NULL);
+        return;
+    }
+    json_t *a = json_object_get(s->bundle, "app");
+    json_t *locales = json_object_get(a, "locales");
+    const char *loc = pick_locale(c, locales);
+    json_t *roles = my_roles(c, app);
+    bool app_admin = c->user->admin;
+    size_t i;
+    json_t *r;
+    json_array_foreach(roles, i, r) app_admin = app_admin || !strcmp((json_string_value(r) ? json_string_value(r) : ""), "admin");
+    /* a form is listed when one of my roles has a permission on it (or "*") */
+    json_t *perms = json_object_get(s->bundle, "permissions");
+    json_t *forms = json_array();
+    json_t *f;
+    json_array_foreach(json_object_get(s->bundle, "forms"), i, f)
+    {
+        const char *fid = json_string_value(json_object_get(f, "id"));
+        bool listed = app_admin;
+        size_t k;
+        json_array_foreach(roles, k, r)
+        {
+            const char *role = (json_string_value(r) ? json_string_value(r) : "");
+            listed = listed || json_object_get(json_object_get(perms, fid), role) ||
+                     json_object_get(json_object_get(perms, "*"), role);
+        }
+        if (listed)
+            json_array_append_new(forms, json_pack("{s:s, s:o}", "id", fid, "label",
+                                                   label_text(json_object_get(f, "label"), loc, locales, fid)));
+    }
+    json_t *menu = json_array();
+    json_t *g;
+    json_array_foreach(json_object_get(a, "menu"), i, g)
+        json_array_append_new(menu, json_pack("{s:o, s:O}", "label", label_text(json_object_get(g, "label"), loc, locales, ""),
+                                              "items", json_object_get(g, "items")));
+    ctx_json(c, 200, json_pack("{s:s, s:o, s:i, s:s?, s:o, s:o, s:o, s:o}", "id", app, "label",
+                               label_text(json_object_get(a, "label"), loc, locales, app), "version", s->version,
+                               "locale", loc, "roles", roles ? json_incref(roles) : json_array(), "menu", menu, "forms", forms,
+                               "timezone", (json_object_get(a, "timezone") ? json_incref(json_object_get(a, "timezone")) : json_string("UTC"))));
+    snapshot_release(s);
+}
