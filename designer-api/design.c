@@ -190,8 +190,13 @@ json_t *design_plan(db *d, arena *a, const char *app, bool allow_destructive, js
     return result;
 }
 
-/* Problems of a plan that cannot be published, as {path, code, message}. */
-static json_t *plan_problems(json_t *plan, bool *out_unsupported)
+/* Problems of a plan that cannot be published, as {path, code, message,
+ * rows?}, and the answer's code: changes not supported yet
+ * (LOOM_NOT_IMPLEMENTED); rows a new constraint rejects
+ * (LOOM_VALIDATION_FAILED; allow_destructive does not help); rows a
+ * destructive change would alter (LOOM_DESTRUCTIVE_CHANGE, unless
+ * allow_destructive). Empty when the plan can go ahead. */
+static json_t *plan_problems(json_t *plan, bool allow_destructive, loom_code *out_code)
 {
     json_t *errors = json_array();
     size_t i;
@@ -200,21 +205,24 @@ static json_t *plan_problems(json_t *plan, bool *out_unsupported)
         json_array_append_new(errors, json_pack("{s:s, s:s, s:s+++}", "path", "", "code", "not_implemented", "message",
                                                 json_string_value(json_object_get(x, "form")), ".",
                                                 json_string_value(json_object_get(x, "field")), ": not yet supported"));
-    *out_unsupported = json_array_size(errors) > 0;
-    if (*out_unsupported)
-        return errors;
-    json_array_foreach(json_object_get(plan, "checks"), i, x)
-    {
-        long long rows = json_integer_value(json_object_get(x, "rows"));
-        if (rows == 0)
-            continue;
-        char msg[256];
-        snprintf(msg, sizeof msg, "%s.%s: %lld existing row%s would fail (%s)", json_string_value(json_object_get(x, "form")),
-                 json_string_value(json_object_get(x, "field")) ? json_string_value(json_object_get(x, "field")) : "",
-                 rows, rows == 1 ? "" : "s", json_string_value(json_object_get(x, "problem")));
-        json_array_append_new(errors, json_pack("{s:s, s:s, s:s, s:I}", "path", "", "code",
-                                                json_string_value(json_object_get(x, "problem")), "message", msg,
-                                                "rows", (json_int_t)rows));
+    *out_code = LOOM_NOT_IMPLEMENTED;
+    for (int pass = 0; pass < 2 && !json_array_size(errors); pass++) {
+        *out_code = pass == 0 ? LOOM_VALIDATION_FAILED : LOOM_DESTRUCTIVE_CHANGE;
+        json_array_foreach(json_object_get(plan, "checks"), i, x)
+        {
+            long long rows = json_integer_value(json_object_get(x, "rows"));
+            const char *problem = json_string_value(json_object_get(x, "problem"));
+            bool destructive = !strcmp(problem, "destructive");
+            if (rows == 0 || destructive != (pass == 1) || (destructive && allow_destructive))
+                continue;
+            const char *field = json_string_value(json_object_get(x, "field"));
+            char msg[256];
+            snprintf(msg, sizeof msg, "%s.%s: %lld existing row%s %s (%s)", json_string_value(json_object_get(x, "form")),
+                     field ? field : "", rows, rows == 1 ? "" : "s", destructive ? "would change" : "would fail",
+                     problem);
+            json_array_append_new(errors, json_pack("{s:s, s:s, s:s, s:I}", "path", "", "code", problem, "message",
+                                                    msg, "rows", (json_int_t)rows));
+        }
     }
     return errors;
 }
@@ -233,13 +241,14 @@ json_t *design_publish(db *d, arena *a, const char *app, const char *note, bool 
     plan = plan_of(&s, allow_destructive);
     if (run_checks(d, a, plan, e) < 0)
         goto out;
-    bool unsupported;
-    json_t *problems = plan_problems(plan, &unsupported);
+    loom_code code;
+    json_t *problems = plan_problems(plan, allow_destructive, &code);
     if (json_array_size(problems)) {
         *out_errors = problems;
-        fail(e, unsupported ? LOOM_NOT_IMPLEMENTED : LOOM_VALIDATION_FAILED,
-             unsupported ? "the draft changes something publishing cannot change yet"
-                         : "existing records would fail the new definition",
+        fail(e, code,
+             code == LOOM_NOT_IMPLEMENTED      ? "the draft changes something publishing cannot change yet"
+             : code == LOOM_DESTRUCTIVE_CHANGE ? "the change would alter existing values: publish with allow_destructive"
+                                               : "existing records would fail the new definition",
              NULL);
         goto out;
     }

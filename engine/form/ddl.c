@@ -124,9 +124,14 @@ static void state_table(json_t *st, const char *schema, const char *form, const 
         const char *type = sv(json_object_get(f, "type"));
         if (!strcmp(type, "subform"))
             continue;
-        json_array_append_new(cols, json_pack("{s:s, s:s, s:s, s:b}", "name", id, "type", column_type(f, tmp),
-                                              "field_type", type, "required",
-                                              json_is_true(json_object_get(f, "required"))));
+        json_t *col = json_pack("{s:s, s:s, s:s, s:b}", "name", id, "type", column_type(f, tmp), "field_type", type,
+                                "required", json_is_true(json_object_get(f, "required")));
+        if (!strcmp(column_type(f, tmp), "text") && strcmp(type, "autonumber") != 0) {
+            json_t *ml = json_object_get(f, "max_length");
+            json_object_set_new(col, "max_length",
+                                json_integer(json_is_integer(ml) ? json_integer_value(ml) : !strcmp(type, "longtext") ? 100000 : 200));
+        }
+        json_array_append_new(cols, col);
         json_t *one = json_pack("[s]", id);
         if (!strcmp(type, "ref")) {
             const char *od = sv(json_object_get(f, "on_delete"));
@@ -404,6 +409,57 @@ static bool widens(const char *from, const char *to)
     return !strcmp(from, "date") && !strcmp(to, "timestamptz");
 }
 
+/* Digits before and after the point a numeric column type holds (bigint as
+ * 18 and 0, a safe bound), or false for a non-number type. */
+static bool numeric_shape(const char *type, int *out_int, int *out_scale)
+{
+    int prec, scale;
+    if (!strcmp(type, "bigint")) {
+        *out_int = 18;
+        *out_scale = 0;
+        return true;
+    }
+    if (sscanf(type, "numeric(%d,%d)", &prec, &scale) == 2) {
+        *out_int = prec - scale;
+        *out_scale = scale;
+        return true;
+    }
+    return false;
+}
+
+/* A narrowing between number types: the rows it would change are counted
+ * (a destructive check); the step rounds to the new scale and empties
+ * values too large for the new type (only run with allow_destructive when
+ * such rows exist). */
+static void narrow_number(plan *p, const char *table, const char *form, const char *col, const char *to, int ints,
+                          int scale)
+{
+    buf *s = &p->sql;
+    buf_puts(s, "SELECT count(*) FROM ");
+    qualified(s, p->schema, table);
+    buf_puts(s, " WHERE ");
+    ddl_quote(s, col);
+    buf_puts(s, " IS NOT NULL AND (");
+    ddl_quote(s, col);
+    buf_printf(s, "::numeric <> round(");
+    ddl_quote(s, col);
+    buf_printf(s, "::numeric, %d) OR abs(", scale);
+    ddl_quote(s, col);
+    buf_printf(s, "::numeric) >= 1e%d)", ints);
+    check(p, form, col, "destructive");
+    buf_puts(s, "ALTER TABLE ");
+    qualified(s, p->schema, table);
+    buf_puts(s, " ALTER COLUMN ");
+    ddl_quote(s, col);
+    buf_printf(s, " TYPE %s USING CASE WHEN abs(", to);
+    ddl_quote(s, col);
+    buf_printf(s, "::numeric) >= 1e%d THEN NULL ELSE round(", ints);
+    ddl_quote(s, col);
+    buf_printf(s, "::numeric, %d) END::%s", scale, to);
+    add_step(p, "narrow_column", form, col);
+    note_destructive(p, "narrow_column", form, col, "values are rounded to the new scale; values too large become empty");
+}
+
 static void diff(plan *p, json_t *old, json_t *new)
 {
     json_t *ot = json_object_get(old, "tables"), *nt = json_object_get(new, "tables");
@@ -517,6 +573,11 @@ static void diff(plan *p, json_t *old, json_t *new)
             }
             const char *from = sv(json_object_get(was, "type")), *to = sv(json_object_get(c, "type"));
             if (strcmp(from, to) != 0) {
+                int fi, fs, ti, ts;
+                if (!widens(from, to) && numeric_shape(from, &fi, &fs) && numeric_shape(to, &ti, &ts)) {
+                    narrow_number(p, name, form, col, to, ti, ts);
+                    continue;
+                }
                 if (!widens(from, to)) {
                     json_array_append_new(p->unsupported, json_pack("{s:s, s:s, s:s}", "form", form, "field", col,
                                                                     "change", "a type change that may not keep every value"));
@@ -530,6 +591,17 @@ static void diff(plan *p, json_t *old, json_t *new)
                 ddl_quote(s, col);
                 buf_printf(s, "::%s", to);
                 add_step(p, "widen_column", form, col);
+            }
+            json_t *ml_new = json_object_get(c, "max_length"), *ml_old = json_object_get(was, "max_length");
+            if (json_is_integer(ml_new) && json_is_integer(ml_old) && !strcmp(from, to) &&
+                json_integer_value(ml_new) < json_integer_value(ml_old)) {
+                buf_puts(s, "SELECT count(*) FROM ");
+                qualified(s, p->schema, name);
+                buf_puts(s, " WHERE char_length(");
+                ddl_quote(s, col);
+                buf_printf(s, ") > %lld", (long long)json_integer_value(ml_new));
+                check(p, form, col, "destructive");
+                note_destructive(p, "shorten_text", form, col, "longer values stay as they are but no longer pass validation");
             }
             if (json_is_true(json_object_get(c, "required")) && !json_is_true(json_object_get(was, "required"))) {
                 buf_puts(s, "SELECT count(*) FROM ");

@@ -260,16 +260,26 @@ static void test_change_plans(void **state)
     assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(r.json, "errors"), 0), "code")), "required");
     h_resp_free(&r);
 
-    /* narrowing money to integer may lose values: not yet */
-    r = send("PUT", "/api/design/apps/shop/forms/item", dana,
-             "{\"id\": \"item\", \"fields\": [{\"id\": \"name\", \"type\": \"text\"}, "
-             "{\"id\": \"price\", \"type\": \"integer\"}, {\"id\": \"sku\", \"type\": \"text\", \"unique\": true}]}");
+    /* narrowing money to integer would change 2.5: 409 with the count, nothing changed */
+    assert_true(h_sql(url, "UPDATE app_shop.item SET price = 2.5 WHERE price = 2"));
+    const char *as_integer = "{\"id\": \"item\", \"fields\": [{\"id\": \"name\", \"type\": \"text\"}, "
+                             "{\"id\": \"price\", \"type\": \"integer\"}, {\"id\": \"sku\", \"type\": \"text\", \"unique\": true}]}";
+    r = send("PUT", "/api/design/apps/shop/forms/item", dana, as_integer);
     h_resp_free(&r);
     r = publish(NULL);
-    assert_int_equal(r.status, 501);
+    assert_int_equal(r.status, 409);
+    assert_string_equal(h_code(&r), "destructive_change");
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(json_object_get(r.json, "errors"), 0), "rows")), 1);
     h_resp_free(&r);
+    assert_int_equal(rows_of("SELECT published_version FROM loom.apps WHERE id = 'shop'"), 4);
+    /* ... and with allow_destructive it rounds */
+    r = publish("{\"allow_destructive\": true}");
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "version")), 5);
+    h_resp_free(&r);
+    assert_int_equal(rows_of("SELECT sum(price) FROM app_shop.item"), 7);   /* 1 + 3 + 3 */
 
-    /* widening keeps every value */
+    /* a type that holds every value: no question asked */
     r = send("PUT", "/api/design/apps/shop/forms/item", dana,
              "{\"id\": \"item\", \"fields\": [{\"id\": \"name\", \"type\": \"text\"}, "
              "{\"id\": \"price\", \"type\": \"decimal\", \"precision\": 20, \"scale\": 4}, "
@@ -281,7 +291,7 @@ static void test_change_plans(void **state)
     assert_int_equal(rows_of("SELECT numeric_precision * 100 + numeric_scale FROM information_schema.columns "
                              "WHERE table_schema = 'app_shop' AND table_name = 'item' AND column_name = 'price'"),
                      2004);
-    assert_int_equal(rows_of("SELECT sum(price)::int FROM app_shop.item"), 6);
+    assert_int_equal(rows_of("SELECT sum(price)::int FROM app_shop.item"), 7);
 
     /* a removed field with allow_destructive is really dropped */
     r = send("PUT", "/api/design/apps/shop/forms/item", dana,
@@ -297,26 +307,41 @@ static void test_change_plans(void **state)
                              "AND table_name = 'item' AND column_name LIKE '%sku%'"),
                      0);
     r = send("GET", "/api/design/apps/shop/versions", dana, NULL);
-    assert_int_equal(json_array_size(json_object_get(r.json, "items")), 6);
+    assert_int_equal(json_array_size(json_object_get(r.json, "items")), 7);
     h_resp_free(&r);
 
-    /* rollback to version 1 would narrow price back to money: refused, nothing changes */
+    /* rollback to version 1: its name is required and a row has none: 422, like any publish */
     r = send("POST", "/api/design/apps/shop/rollback", dana, "{\"version\": 1}");
-    assert_int_equal(r.status, 501);
+    assert_int_equal(r.status, 422);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(r.json, "errors"), 0), "code")), "required");
     h_resp_free(&r);
-    assert_int_equal(rows_of("SELECT published_version FROM loom.apps WHERE id = 'shop'"), 6);
-    /* rollback to version 5: a new version 7 with version 5's definition, and
-     * sku back as a fresh, empty column */
-    r = send("POST", "/api/design/apps/shop/rollback", dana, "{\"version\": 5}");
+    /* with the data fixed: a new version 8 with version 1's definition; money
+     * again (no stored value changes), and "order" gets its qty back, empty */
+    assert_true(h_sql(url, "UPDATE app_shop.item SET name = 'c' WHERE name IS NULL"));
+    r = send("POST", "/api/design/apps/shop/rollback", dana, "{\"version\": 1}");
     assert_int_equal(r.status, 200);
-    assert_int_equal(json_integer_value(json_object_get(r.json, "version")), 7);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "version")), 8);
     h_resp_free(&r);
-    h_resp v5 = send("GET", "/api/design/apps/shop/versions/5", dana, NULL);
-    h_resp v7 = send("GET", "/api/design/apps/shop/versions/7", dana, NULL);
-    assert_string_equal(v5.body, v7.body);
-    h_resp_free(&v5);
-    h_resp_free(&v7);
-    assert_int_equal(rows_of("SELECT count(*) FROM app_shop.item WHERE sku IS NOT NULL"), 0);
+    h_resp v1 = send("GET", "/api/design/apps/shop/versions/1", dana, NULL);
+    h_resp v8 = send("GET", "/api/design/apps/shop/versions/8", dana, NULL);
+    assert_string_equal(v1.body, v8.body);
+    h_resp_free(&v1);
+    h_resp_free(&v8);
+    assert_int_equal(rows_of("SELECT numeric_precision * 100 + numeric_scale FROM information_schema.columns "
+                             "WHERE table_schema = 'app_shop' AND table_name = 'item' AND column_name = 'price'"),
+                     1802);
+    assert_int_equal(rows_of("SELECT count(*) FROM app_shop.\"order\" WHERE qty IS NOT NULL"), 0);
+    /* a shorter text length that existing values exceed: 409, nothing changed */
+    assert_true(h_sql(url, "INSERT INTO app_shop.item (name) VALUES ('a rather long name')"));
+    r = send("PUT", "/api/design/apps/shop/forms/item", dana,
+             "{\"id\": \"item\", \"fields\": [{\"id\": \"name\", \"type\": \"text\", \"max_length\": 5}, "
+             "{\"id\": \"price\", \"type\": \"money\"}]}");
+    h_resp_free(&r);
+    r = publish(NULL);
+    assert_int_equal(r.status, 409);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(json_object_get(r.json, "errors"), 0), "rows")), 1);
+    h_resp_free(&r);
+    assert_int_equal(rows_of("SELECT published_version FROM loom.apps WHERE id = 'shop'"), 8);
     r = send("POST", "/api/design/apps/shop/rollback", dana, "{\"version\": 99}");
     assert_int_equal(r.status, 404);
     h_resp_free(&r);
