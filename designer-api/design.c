@@ -158,6 +158,8 @@ static json_t *plan_of(pubstate *s, bool allow_destructive)
  * checks found rows, or -1 on a database error. */
 static int run_checks(db *d, arena *a, json_t *plan, loom_err *e)
 {
+    if (!db_exec(d, a, DDL_CAST_HELPER, e))   /* checks and steps of lossy conversions use it */
+        return -1;
     int failing = 0;
     size_t i;
     json_t *c;

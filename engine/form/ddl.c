@@ -39,6 +39,11 @@ void ddl_quote(buf *out, const char *name)
     buf_puts(out, "\"");
 }
 
+const char DDL_CAST_HELPER[] =
+    "CREATE OR REPLACE FUNCTION pg_temp.loom_cast_ok(v text, t text) RETURNS boolean LANGUAGE plpgsql AS $$ "
+    "BEGIN EXECUTE format('SELECT %L::%s', v, t); RETURN true; "
+    "EXCEPTION WHEN others THEN RETURN false; END $$";
+
 static const char *sv(json_t *v)
 {
     const char *s = json_string_value(v);
@@ -460,6 +465,42 @@ static void narrow_number(plan *p, const char *table, const char *form, const ch
     note_destructive(p, "narrow_column", form, col, "values are rounded to the new scale; values too large become empty");
 }
 
+/* Any other conversion between scalar types (text -> integer, datetime ->
+ * date, ...): rows whose value would not convert, or would change, are
+ * counted (a destructive check); the step converts what converts and empties
+ * the rest. Arrays and jsonb are not converted (false). */
+static bool convert_scalar(plan *p, const char *table, const char *form, const char *col, const char *from,
+                           const char *to)
+{
+    if (!strcmp(from, "text[]") || !strcmp(from, "jsonb") || !strcmp(to, "text[]") || !strcmp(to, "jsonb"))
+        return false;
+    buf *s = &p->sql;
+    buf_puts(s, "SELECT count(*) FROM ");
+    qualified(s, p->schema, table);
+    buf_puts(s, " WHERE ");
+    ddl_quote(s, col);
+    buf_puts(s, " IS NOT NULL AND CASE WHEN pg_temp.loom_cast_ok(");
+    ddl_quote(s, col);
+    buf_printf(s, "::text, '%s') THEN (", to);
+    ddl_quote(s, col);
+    buf_printf(s, "::text::%s)::%s IS DISTINCT FROM ", to, from);
+    ddl_quote(s, col);
+    buf_puts(s, " ELSE true END");
+    check(p, form, col, "destructive");
+    buf_puts(s, "ALTER TABLE ");
+    qualified(s, p->schema, table);
+    buf_puts(s, " ALTER COLUMN ");
+    ddl_quote(s, col);
+    buf_printf(s, " TYPE %s USING CASE WHEN pg_temp.loom_cast_ok(", to);
+    ddl_quote(s, col);
+    buf_printf(s, "::text, '%s') THEN ", to);
+    ddl_quote(s, col);
+    buf_printf(s, "::text::%s END", to);
+    add_step(p, "convert_column", form, col);
+    note_destructive(p, "convert_column", form, col, "values that do not convert become empty");
+    return true;
+}
+
 static void diff(plan *p, json_t *old, json_t *new)
 {
     json_t *ot = json_object_get(old, "tables"), *nt = json_object_get(new, "tables");
@@ -579,8 +620,9 @@ static void diff(plan *p, json_t *old, json_t *new)
                     continue;
                 }
                 if (!widens(from, to)) {
-                    json_array_append_new(p->unsupported, json_pack("{s:s, s:s, s:s}", "form", form, "field", col,
-                                                                    "change", "a type change that may not keep every value"));
+                    if (!convert_scalar(p, name, form, col, from, to))
+                        json_array_append_new(p->unsupported, json_pack("{s:s, s:s, s:s}", "form", form, "field", col,
+                                                                        "change", "a change to or from a list or file field"));
                     continue;
                 }
                 buf_puts(s, "ALTER TABLE ");

@@ -37,6 +37,11 @@ json_t *ddl_plan_create(json_t *bundle);
  * allow_destructive, which drops them; type changes that may lose values are
  * listed under "unsupported". */
 json_t *ddl_plan_change(json_t *published, json_t *catalog, json_t *draft, int version, bool allow_destructive);
+/* SQL that (re)creates pg_temp.loom_cast_ok(value text, type text): whether
+ * value converts to the type. Plans with lossy type changes use it in their
+ * checks and steps: run it in the session first. */
+extern const char DDL_CAST_HELPER[];
+
 /* A physical name for name: itself when it fits in 63 bytes, else its first
  * 54 bytes, "_" and 8 hex digits of its SHA-256. */
 void ddl_physical_name(const char *name, char out[DDL_NAME_MAX + 1]);

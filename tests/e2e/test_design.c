@@ -347,6 +347,87 @@ static void test_change_plans(void **state)
     h_resp_free(&r);
 }
 
+static void test_conversions_and_retargeted_refs(void **state)
+{
+    (void)state;
+    /* the draft still holds the refused shorter name: put item back as published */
+    h_resp r = send("PUT", "/api/design/apps/shop/forms/item", dana,
+                    "{\"id\": \"item\", \"fields\": [{\"id\": \"name\", \"type\": \"text\", \"required\": true}, "
+                    "{\"id\": \"price\", \"type\": \"money\"}]}");
+    h_resp_free(&r);
+    r = send("PUT", "/api/design/apps/shop/forms/gauge", dana,
+                    "{\"id\": \"gauge\", \"fields\": [{\"id\": \"reading\", \"type\": \"text\"}, "
+                    "{\"id\": \"at\", \"type\": \"datetime\"}]}");
+    assert_int_equal(r.status, 201);
+    h_resp_free(&r);
+    r = publish(NULL);
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    assert_true(h_sql(url, "INSERT INTO app_shop.gauge (reading, at) VALUES ('42', '2026-11-22 00:00:00+00'), "
+                           "('x', '2026-11-22 09:30:00+00'), (NULL, NULL)"));
+
+    /* text -> integer: 'x' does not convert: 409 with 1 row; then with allow_destructive it empties */
+    r = send("PUT", "/api/design/apps/shop/forms/gauge", dana,
+             "{\"id\": \"gauge\", \"fields\": [{\"id\": \"reading\", \"type\": \"integer\"}, "
+             "{\"id\": \"at\", \"type\": \"datetime\"}]}");
+    h_resp_free(&r);
+    r = send("GET", "/api/design/apps/shop/plan", dana, NULL);
+    json_t *c0 = json_array_get(json_object_get(r.json, "checks"), 0);
+    assert_string_equal(json_string_value(json_object_get(c0, "problem")), "destructive");
+    assert_int_equal(json_integer_value(json_object_get(c0, "rows")), 1);
+    h_resp_free(&r);
+    r = publish(NULL);
+    assert_int_equal(r.status, 409);
+    h_resp_free(&r);
+    r = publish("{\"allow_destructive\": true}");
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    assert_int_equal(rows_of("SELECT sum(reading) FROM app_shop.gauge"), 42);
+    assert_int_equal(rows_of("SELECT count(*) FROM app_shop.gauge WHERE reading IS NULL"), 2);
+
+    /* datetime -> date: 09:30 would be lost: 409 with 1 row (midnight loses nothing) */
+    r = send("PUT", "/api/design/apps/shop/forms/gauge", dana,
+             "{\"id\": \"gauge\", \"fields\": [{\"id\": \"reading\", \"type\": \"integer\"}, "
+             "{\"id\": \"at\", \"type\": \"date\"}]}");
+    h_resp_free(&r);
+    r = publish(NULL);
+    assert_int_equal(r.status, 409);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(json_object_get(r.json, "errors"), 0), "rows")), 1);
+    h_resp_free(&r);
+
+    /* a ref pointed at another form: values that do not exist there are counted: 422 */
+    r = send("PUT", "/api/design/apps/shop/forms/gauge", dana,
+             "{\"id\": \"gauge\", \"fields\": [{\"id\": \"reading\", \"type\": \"integer\"}, "
+             "{\"id\": \"at\", \"type\": \"datetime\"}]}");
+    h_resp_free(&r);
+    assert_true(h_sql(url, "INSERT INTO app_shop.item (id, name) VALUES (1000, 'far')"));
+    assert_true(h_sql(url, "INSERT INTO app_shop.\"order\" (item) VALUES (1000)"));
+    r = send("GET", "/api/design/apps/shop/forms/order", dana, NULL);
+    char *order = json_dumps(r.json, 0);
+    json_t *field = json_array_get(json_object_get(r.json, "fields"), 0);
+    assert_string_equal(json_string_value(json_object_get(field, "id")), "item");
+    json_object_set_new(field, "form", json_string("gauge"));
+    char *retarget = json_dumps(r.json, 0);
+    h_resp_free(&r);
+    r = send("PUT", "/api/design/apps/shop/forms/order", dana, retarget);
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    r = publish(NULL);
+    assert_int_equal(r.status, 422);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(r.json, "errors"), 0), "code")),
+                        "not_found");
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(json_object_get(r.json, "errors"), 0), "rows")), 1);
+    h_resp_free(&r);
+    /* put back as it was: publishable again */
+    r = send("PUT", "/api/design/apps/shop/forms/order", dana, order);
+    h_resp_free(&r);
+    r = publish(NULL);
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    free(order);
+    free(retarget);
+}
+
 static void test_parts_of_a_draft(void **state)
 {
     (void)state;
@@ -425,6 +506,7 @@ int main(void)
         cmocka_unit_test(test_who_may_design),
         cmocka_unit_test(test_draft_validate_publish),
         cmocka_unit_test(test_change_plans),
+        cmocka_unit_test(test_conversions_and_retargeted_refs),
         cmocka_unit_test(test_parts_of_a_draft),
         cmocka_unit_test(test_import_and_delete),
     };
