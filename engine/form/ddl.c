@@ -432,36 +432,51 @@ static bool numeric_shape(const char *type, int *out_int, int *out_scale)
     return false;
 }
 
+/* A quoted column name ("col"); ids never hold a quote, but quote anyway. */
+static void quoted(const char *col, char out[DDL_NAME_MAX * 2 + 3])
+{
+    buf b = {0};
+    ddl_quote(&b, col);
+    snprintf(out, DDL_NAME_MAX * 2 + 3, "%s", b.data);
+    buf_free(&b);
+}
+
+/* A destructive check: count the rows of table matching where (SQL over the column). */
+static void count_check(plan *p, const char *table, const char *form, const char *col, const char *where)
+{
+    buf_puts(&p->sql, "SELECT count(*) FROM ");
+    qualified(&p->sql, p->schema, table);
+    buf_printf(&p->sql, " WHERE %s", where);
+    check(p, form, col, "destructive");
+}
+
+/* ALTER COLUMN col TYPE to USING using (SQL over the column). */
+static void alter_type(plan *p, const char *table, const char *form, const char *col, const char *to,
+                       const char *using, const char *op)
+{
+    char q[DDL_NAME_MAX * 2 + 3];
+    quoted(col, q);
+    buf_puts(&p->sql, "ALTER TABLE ");
+    qualified(&p->sql, p->schema, table);
+    buf_printf(&p->sql, " ALTER COLUMN %s TYPE %s USING %s", q, to, using);
+    add_step(p, op, form, col);
+}
+
 /* A narrowing between number types: the rows it would change are counted
  * (a destructive check); the step rounds to the new scale and empties
- * values too large for the new type (only run with allow_destructive when
- * such rows exist). */
+ * values too large for the new type (run with allow_destructive when such
+ * rows exist). */
 static void narrow_number(plan *p, const char *table, const char *form, const char *col, const char *to, int ints,
                           int scale)
 {
-    buf *s = &p->sql;
-    buf_puts(s, "SELECT count(*) FROM ");
-    qualified(s, p->schema, table);
-    buf_puts(s, " WHERE ");
-    ddl_quote(s, col);
-    buf_puts(s, " IS NOT NULL AND (");
-    ddl_quote(s, col);
-    buf_printf(s, "::numeric <> round(");
-    ddl_quote(s, col);
-    buf_printf(s, "::numeric, %d) OR abs(", scale);
-    ddl_quote(s, col);
-    buf_printf(s, "::numeric) >= 1e%d)", ints);
-    check(p, form, col, "destructive");
-    buf_puts(s, "ALTER TABLE ");
-    qualified(s, p->schema, table);
-    buf_puts(s, " ALTER COLUMN ");
-    ddl_quote(s, col);
-    buf_printf(s, " TYPE %s USING CASE WHEN abs(", to);
-    ddl_quote(s, col);
-    buf_printf(s, "::numeric) >= 1e%d THEN NULL ELSE round(", ints);
-    ddl_quote(s, col);
-    buf_printf(s, "::numeric, %d) END::%s", scale, to);
-    add_step(p, "narrow_column", form, col);
+    char q[DDL_NAME_MAX * 2 + 3], sql[512];
+    quoted(col, q);
+    snprintf(sql, sizeof sql, "%s IS NOT NULL AND (%s::numeric <> round(%s::numeric, %d) OR abs(%s::numeric) >= 1e%d)",
+             q, q, q, scale, q, ints);
+    count_check(p, table, form, col, sql);
+    snprintf(sql, sizeof sql, "CASE WHEN abs(%s::numeric) >= 1e%d THEN NULL ELSE round(%s::numeric, %d) END::%s", q,
+             ints, q, scale, to);
+    alter_type(p, table, form, col, to, sql, "narrow_column");
     note_destructive(p, "narrow_column", form, col, "values are rounded to the new scale; values too large become empty");
 }
 
@@ -474,29 +489,15 @@ static bool convert_scalar(plan *p, const char *table, const char *form, const c
 {
     if (!strcmp(from, "text[]") || !strcmp(from, "jsonb") || !strcmp(to, "text[]") || !strcmp(to, "jsonb"))
         return false;
-    buf *s = &p->sql;
-    buf_puts(s, "SELECT count(*) FROM ");
-    qualified(s, p->schema, table);
-    buf_puts(s, " WHERE ");
-    ddl_quote(s, col);
-    buf_puts(s, " IS NOT NULL AND CASE WHEN pg_temp.loom_cast_ok(");
-    ddl_quote(s, col);
-    buf_printf(s, "::text, '%s') THEN (", to);
-    ddl_quote(s, col);
-    buf_printf(s, "::text::%s)::%s IS DISTINCT FROM ", to, from);
-    ddl_quote(s, col);
-    buf_puts(s, " ELSE true END");
-    check(p, form, col, "destructive");
-    buf_puts(s, "ALTER TABLE ");
-    qualified(s, p->schema, table);
-    buf_puts(s, " ALTER COLUMN ");
-    ddl_quote(s, col);
-    buf_printf(s, " TYPE %s USING CASE WHEN pg_temp.loom_cast_ok(", to);
-    ddl_quote(s, col);
-    buf_printf(s, "::text, '%s') THEN ", to);
-    ddl_quote(s, col);
-    buf_printf(s, "::text::%s END", to);
-    add_step(p, "convert_column", form, col);
+    char q[DDL_NAME_MAX * 2 + 3], sql[512];
+    quoted(col, q);
+    snprintf(sql, sizeof sql,
+             "%s IS NOT NULL AND CASE WHEN pg_temp.loom_cast_ok(%s::text, '%s') "
+             "THEN (%s::text::%s)::%s IS DISTINCT FROM %s ELSE true END",
+             q, q, to, q, to, from, q);
+    count_check(p, table, form, col, sql);
+    snprintf(sql, sizeof sql, "CASE WHEN pg_temp.loom_cast_ok(%s::text, '%s') THEN %s::text::%s END", q, to, q, to);
+    alter_type(p, table, form, col, to, sql, "convert_column");
     note_destructive(p, "convert_column", form, col, "values that do not convert become empty");
     return true;
 }
@@ -625,24 +626,18 @@ static void diff(plan *p, json_t *old, json_t *new)
                                                                         "change", "a change to or from a list or file field"));
                     continue;
                 }
-                buf_puts(s, "ALTER TABLE ");
-                qualified(s, p->schema, name);
-                buf_puts(s, " ALTER COLUMN ");
-                ddl_quote(s, col);
-                buf_printf(s, " TYPE %s USING ", to);
-                ddl_quote(s, col);
-                buf_printf(s, "::%s", to);
-                add_step(p, "widen_column", form, col);
+                char q[DDL_NAME_MAX * 2 + 3], using[200];
+                quoted(col, q);
+                snprintf(using, sizeof using, "%s::%s", q, to);
+                alter_type(p, name, form, col, to, using, "widen_column");
             }
             json_t *ml_new = json_object_get(c, "max_length"), *ml_old = json_object_get(was, "max_length");
             if (json_is_integer(ml_new) && json_is_integer(ml_old) && !strcmp(from, to) &&
                 json_integer_value(ml_new) < json_integer_value(ml_old)) {
-                buf_puts(s, "SELECT count(*) FROM ");
-                qualified(s, p->schema, name);
-                buf_puts(s, " WHERE char_length(");
-                ddl_quote(s, col);
-                buf_printf(s, ") > %lld", (long long)json_integer_value(ml_new));
-                check(p, form, col, "destructive");
+                char q[DDL_NAME_MAX * 2 + 3], where[200];
+                quoted(col, q);
+                snprintf(where, sizeof where, "char_length(%s) > %lld", q, (long long)json_integer_value(ml_new));
+                count_check(p, name, form, col, where);
                 note_destructive(p, "shorten_text", form, col, "longer values stay as they are but no longer pass validation");
             }
             if (json_is_true(json_object_get(c, "required")) && !json_is_true(json_object_get(was, "required"))) {
