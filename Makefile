@@ -30,6 +30,7 @@ build: deps $(BUILD_DIR)/CMakeCache.txt
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
 run: build
+	./$(BUILD_DIR)/loom app import apps/4s-template --publish --data-dir $(DATA_DIR)
 	@echo "loom: demo admin (created on first start of an empty database): $(DEMO_ADMIN) / $(DEMO_PASSWORD)"
 	LOOM_ADMIN_USER=$(DEMO_ADMIN) LOOM_ADMIN_PASSWORD=$(DEMO_PASSWORD) \
 	  ./$(BUILD_DIR)/loom serve --listen $(LISTEN) --data-dir $(DATA_DIR)

@@ -16,6 +16,9 @@ bool cli_db_option(int argc, char **argv, int *i, cli_db_opts *o);
 /* Resolves a connection string into out: --db, or the embedded database
  * (started when it is not running). Prints an error and returns false. */
 bool cli_db_connect_info(const cli_db_opts *o, char *out, size_t n);
+/* Stops the embedded database if cli_db_connect_info() started it: a
+ * command leaves the database as it found it. */
+void cli_db_finish(void);
 
 int cli_db(int argc, char **argv);     /* loom db start|stop|status|psql */
 int cli_user(int argc, char **argv);   /* loom user add ... */

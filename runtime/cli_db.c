@@ -24,6 +24,9 @@ bool cli_db_option(int argc, char **argv, int *i, cli_db_opts *o)
     return true;
 }
 
+static pgembed started_pg;   /* the embedded database this command started */
+static bool started;
+
 bool cli_db_connect_info(const cli_db_opts *o, char *out, size_t n)
 {
     const char *url = o->db_url ? o->db_url : getenv("LOOM_DATABASE_URL");
@@ -33,13 +36,26 @@ bool cli_db_connect_info(const cli_db_opts *o, char *out, size_t n)
     }
     pgembed pg;
     char err[2048];
+    int r = -1;
     if (!pgembed_init(&pg, o->data_dir ? o->data_dir : "./loom-data", err, sizeof err) ||
-        pgembed_start(&pg, err, sizeof err) < 0) {
+        (r = pgembed_start(&pg, err, sizeof err)) < 0) {
         fprintf(stderr, "loom: %s\n", err);
         return false;
     }
+    if (r == 1) {
+        started_pg = pg;
+        started = true;
+    }
     pgembed_conninfo(&pg, out, n);
     return true;
+}
+
+void cli_db_finish(void)
+{
+    char err[512];
+    if (started && !pgembed_stop(&started_pg, err, sizeof err))
+        fprintf(stderr, "loom: %s\n", err);
+    started = false;
 }
 
 static int usage(void)

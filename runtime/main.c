@@ -69,9 +69,13 @@ int main(int argc, char **argv)
         return cmd_serve(argc - 2, argv + 2);
     if (strcmp(cmd, "db") == 0)
         return cli_db(argc - 2, argv + 2);
+    int status;
     if (strcmp(cmd, "user") == 0)
-        return cli_user(argc - 2, argv + 2);
-    if (strcmp(cmd, "app") == 0)
-        return cli_app(argc - 2, argv + 2);
-    return usage();
+        status = cli_user(argc - 2, argv + 2);
+    else if (strcmp(cmd, "app") == 0)
+        status = cli_app(argc - 2, argv + 2);
+    else
+        return usage();
+    cli_db_finish();   /* leave the embedded database as it was found */
+    return status;
 }
