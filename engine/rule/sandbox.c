@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define HOOK_EVERY 1000
 #define REP_MAX (1u << 20)      /* string.rep result, bytes */
@@ -33,9 +34,11 @@ struct sandbox {
     lua_State *L;
     sandbox_limits lim;
     size_t used, run_base;
-    bool in_run, tripped, mem_hit;
+    bool in_run, tripped, mem_hit, rejected;
     long count;
     int nchunks;
+    char now[24], today[12];   /* "" = the system clock */
+    char reject_msg[256], reject_field[64];
 };
 
 static char limit_sentinel;     /* the error value of a budget overrun */
@@ -94,7 +97,7 @@ static void sb_hook(lua_State *L, lua_Debug *ar)
 /* True when the run must end whatever the script does. */
 static bool fatal(sandbox *sb)
 {
-    return sb->tripped || sb->mem_hit;
+    return sb->tripped || sb->mem_hit || sb->rejected;
 }
 
 /* ---- guarded functions ---- */
@@ -216,6 +219,160 @@ static int sb_pattern(lua_State *L)
     return lua_gettop(L);
 }
 
+/* ---- helpers ---- */
+
+static int sb_reject(lua_State *L)
+{
+    sandbox *sb = sb_of(L);
+    snprintf(sb->reject_msg, sizeof sb->reject_msg, "%s", luaL_optstring(L, 1, "rejected"));
+    snprintf(sb->reject_field, sizeof sb->reject_field, "%s", luaL_optstring(L, 2, ""));
+    sb->rejected = true;
+    return raise_limit(L);   /* the same uncatchable exit as a budget */
+}
+
+static void clock_now(sandbox *sb, char out[24], char today[12])
+{
+    if (sb->now[0]) {
+        snprintf(out, 24, "%s", sb->now);
+        snprintf(today, 12, "%s", sb->today[0] ? sb->today : sb->now);
+        today[10] = '\0';
+        return;
+    }
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, 24, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    strftime(today, 12, "%Y-%m-%d", &tm);
+}
+
+static int sb_now(lua_State *L)
+{
+    char now[24], today[12];
+    clock_now(sb_of(L), now, today);
+    lua_pushstring(L, now);
+    return 1;
+}
+
+static int sb_today(lua_State *L)
+{
+    char now[24], today[12];
+    clock_now(sb_of(L), now, today);
+    lua_pushstring(L, today);
+    return 1;
+}
+
+/* Parses "YYYY-MM-DD" or "YYYY-MM-DDTHH:MM:SSZ" into UTC seconds; *has_time
+ * tells which. */
+static bool parse_when(const char *s, time_t *out, bool *has_time)
+{
+    struct tm tm = {0};
+    int y, mo, d, h = 0, mi = 0, sec = 0;
+    if (!s || sscanf(s, "%4d-%2d-%2d", &y, &mo, &d) != 3 || strlen(s) < 10)
+        return false;
+    *has_time = strlen(s) > 10;
+    if (*has_time && sscanf(s + 11, "%2d:%2d:%2d", &h, &mi, &sec) != 3)
+        return false;
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = sec;
+    *out = timegm(&tm);
+    return true;
+}
+
+static time_t check_when(lua_State *L, int arg, bool *has_time)
+{
+    time_t t = 0;
+    if (!parse_when(luaL_checkstring(L, arg), &t, has_time))
+        luaL_argerror(L, arg, "a date YYYY-MM-DD or a datetime YYYY-MM-DDTHH:MM:SSZ");
+    return t;
+}
+
+static int sb_date_add(lua_State *L)
+{
+    bool has_time;
+    time_t t = check_when(L, 1, &has_time);
+    lua_Integer n = luaL_checkinteger(L, 2);
+    const char *unit = luaL_optstring(L, 3, "days");
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    if (!strncmp(unit, "day", 3) || !strcmp(unit, "d"))
+        tm.tm_mday += (int)n;
+    else if (!strncmp(unit, "week", 4) || !strcmp(unit, "w"))
+        tm.tm_mday += 7 * (int)n;
+    else if (!strncmp(unit, "month", 5)) {
+        int mday = tm.tm_mday;
+        tm.tm_mday = 1;
+        tm.tm_mon += (int)n;
+        time_t first = timegm(&tm);   /* clamp 31 Jan + 1 month to 28/29 Feb */
+        gmtime_r(&first, &tm);
+        static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+        int y = tm.tm_year + 1900, dim = days[tm.tm_mon] + (tm.tm_mon == 1 && ((y % 4 == 0 && y % 100) || y % 400 == 0));
+        tm.tm_mday = mday < dim ? mday : dim;
+    } else if (!strncmp(unit, "year", 4)) {
+        tm.tm_year += (int)n;
+        if (tm.tm_mon == 1 && tm.tm_mday == 29) {
+            int y = tm.tm_year + 1900;
+            if (!((y % 4 == 0 && y % 100) || y % 400 == 0))
+                tm.tm_mday = 28;
+        }
+    } else if (!strncmp(unit, "hour", 4) || !strcmp(unit, "h"))
+        tm.tm_hour += (int)n;
+    else if (!strncmp(unit, "minute", 6) || !strcmp(unit, "m"))
+        tm.tm_min += (int)n;
+    else
+        return luaL_argerror(L, 3, "days, weeks, months, years, hours or minutes");
+    time_t r = timegm(&tm);
+    gmtime_r(&r, &tm);
+    char out[24];
+    strftime(out, sizeof out, has_time ? "%Y-%m-%dT%H:%M:%SZ" : "%Y-%m-%d", &tm);
+    lua_pushstring(L, out);
+    return 1;
+}
+
+static int sb_days_between(lua_State *L)
+{
+    bool ta, tb;
+    time_t a = check_when(L, 1, &ta), b = check_when(L, 2, &tb);
+    lua_pushinteger(L, (lua_Integer)floor(difftime(b, a) / 86400.0));
+    return 1;
+}
+
+static int sb_hours_between(lua_State *L)
+{
+    bool ta, tb;
+    time_t a = check_when(L, 1, &ta), b = check_when(L, 2, &tb);
+    lua_pushnumber(L, difftime(b, a) / 3600.0);
+    return 1;
+}
+
+static int sb_sum_rows(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    const char *field = luaL_checkstring(L, 2);
+    lua_Integer n = (lua_Integer)lua_rawlen(L, 1);
+    lua_Number sum = 0;
+    bool all_int = true;
+    lua_Integer isum = 0;
+    for (lua_Integer i = 1; i <= n; i++) {
+        if (lua_rawgeti(L, 1, i) == LUA_TTABLE && lua_getfield(L, -1, field) == LUA_TNUMBER) {
+            if (lua_isinteger(L, -1))
+                isum += lua_tointeger(L, -1);
+            else
+                all_int = false;
+            sum += lua_tonumber(L, -1);
+        }
+        lua_settop(L, 2);
+    }
+    if (all_int)
+        lua_pushinteger(L, isum);
+    else
+        lua_pushnumber(L, sum);
+    return 1;
+}
+
 /* ---- construction ---- */
 
 static void mark_protected(lua_State *L, int idx)
@@ -284,6 +441,10 @@ static void build_base(lua_State *L)
     lua_setfield(L, -2, "rawset");
     lua_pushcfunction(L, sb_setmetatable);
     lua_setfield(L, -2, "setmetatable");
+    static const luaL_Reg helpers[] = {{"now", sb_now}, {"today", sb_today}, {"date_add", sb_date_add},
+                                       {"days_between", sb_days_between}, {"hours_between", sb_hours_between},
+                                       {"sum_rows", sb_sum_rows}, {"reject", sb_reject}, {NULL, NULL}};
+    luaL_setfuncs(L, helpers, 0);
     static const char *const libs[] = {"string", "table", "math", "utf8", NULL};
     for (const char *const *n = libs; *n; n++) {
         lua_getglobal(L, *n);
@@ -334,6 +495,17 @@ void sandbox_free(sandbox *sb)
         return;
     lua_close(sb->L);
     free(sb);
+}
+
+void sandbox_set_clock(sandbox *sb, const char *now, const char *today)
+{
+    snprintf(sb->now, sizeof sb->now, "%s", now ? now : "");
+    snprintf(sb->today, sizeof sb->today, "%s", today ? today : "");
+}
+
+const char *sandbox_rejected_field(const sandbox *sb)
+{
+    return sb->reject_field[0] ? sb->reject_field : NULL;
 }
 
 int sandbox_cached(const sandbox *sb)
@@ -520,7 +692,8 @@ loom_code sandbox_run(sandbox *sb, int chunk, json_t *vars, json_t **out, char *
     lua_setupvalue(L, 1, 1);
 
     sb->count = 0;
-    sb->tripped = sb->mem_hit = false;
+    sb->tripped = sb->mem_hit = sb->rejected = false;
+    sb->reject_msg[0] = sb->reject_field[0] = '\0';
     sb->run_base = sb->used;
     sb->in_run = true;
     lua_sethook(L, sb_hook, LUA_MASKCOUNT, HOOK_EVERY);
@@ -529,7 +702,10 @@ loom_code sandbox_run(sandbox *sb, int chunk, json_t *vars, json_t **out, char *
     sb->in_run = false;
 
     loom_code code = LOOM_OK;
-    if (fatal(sb)) {
+    if (sb->rejected) {
+        snprintf(err, errlen, "%s", sb->reject_msg);
+        code = LOOM_RULE_REJECTED;
+    } else if (fatal(sb)) {
         snprintf(err, errlen, "%s", sb->tripped ? "the rule ran past its instruction budget"
                                                 : "the rule ran past its memory budget");
         code = LOOM_RULE_LIMIT;

@@ -35,8 +35,22 @@ int sandbox_compile(sandbox *sb, const char *key, const char *code, size_t len, 
 /* Runs a chunk with vars (a JSON object, may be NULL) as variables of its
  * environment. On success *out is its first result as JSON (new reference;
  * null for nil) and the answer LOOM_OK; else LOOM_RULE_LIMIT (budget) or
- * LOOM_RULE_ERROR (an error, message with line in err). */
+ * LOOM_RULE_ERROR (an error, message with line in err), or
+ * LOOM_RULE_REJECTED (reject() was called; its message in err).
+ * Helpers every run sees: now(), today(), date_add(d, n, unit),
+ * days_between(a, b), hours_between(a, b), sum_rows(rows, field), and
+ * reject(message [, field]). */
 loom_code sandbox_run(sandbox *sb, int chunk, json_t *vars, json_t **out, char *err, size_t errlen);
+
+/* Sets what now() and today() answer in the runs that follow: now as
+ * "YYYY-MM-DDTHH:MM:SSZ" (UTC) and today as "YYYY-MM-DD" in the app's time
+ * zone (the caller knows it; PostgreSQL computes it). NULL: the system clock
+ * in UTC. */
+void sandbox_set_clock(sandbox *sb, const char *now, const char *today);
+
+/* reject(message [, field]) ends a run with LOOM_RULE_REJECTED; pcall cannot
+ * catch it. After such a run, the field it named (or NULL). */
+const char *sandbox_rejected_field(const sandbox *sb);
 
 /* Chunks cached; the cache is dropped whole past SANDBOX_MAX_CHUNKS. */
 int sandbox_cached(const sandbox *sb);

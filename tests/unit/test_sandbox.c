@@ -196,6 +196,61 @@ static void test_budgets(void **state)
     json_decref(out);
 }
 
+static void test_helpers(void **state)
+{
+    (void)state;
+    sandbox_set_clock(sb, "2026-11-22T09:30:00Z", "2026-11-22");
+    json_t *out;
+    char err[512];
+    struct {
+        const char *expr, *want;
+    } cases[] = {
+        {"now()", "2026-11-22T09:30:00Z"},
+        {"today()", "2026-11-22"},
+        {"date_add(today(), 10, 'days')", "2026-12-02"},
+        {"date_add('2026-01-31', 1, 'month')", "2026-02-28"},
+        {"date_add('2024-02-29', 1, 'year')", "2025-02-28"},
+        {"date_add(now(), 2, 'hours')", "2026-11-22T11:30:00Z"},
+        {"date_add('2026-12-30', 1, 'week')", "2027-01-06"},
+        {"tostring(days_between('2026-11-01', today()))", "21"},
+        {"tostring(hours_between('2026-11-22T07:00:00Z', now()))", "2.5"},
+        {"tostring(sum_rows({{qty = 2}, {qty = 3}, {}}, 'qty'))", "5"},
+        {"tostring(sum_rows({{amount = 1.5}, {amount = 2}}, 'amount'))", "3.5"},
+        {"insurance_expiry < date_add(today(), 30) and 'due' or 'ok'", "due"},
+    };
+    json_t *vars = json_pack("{s:s}", "insurance_expiry", "2026-12-01");
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        loom_code c = run(cases[i].expr, true, vars, &out, err);
+        if (c != LOOM_OK)
+            fail_msg("%s: %s", cases[i].expr, err);
+        if (strcmp(json_string_value(out), cases[i].want) != 0)
+            fail_msg("%s = %s, want %s", cases[i].expr, json_string_value(out), cases[i].want);
+        json_decref(out);
+    }
+    json_decref(vars);
+    assert_int_equal(run("date_add('not a date', 1)", true, NULL, &out, err), LOOM_RULE_ERROR);
+    sandbox_set_clock(sb, NULL, NULL);
+}
+
+static void test_reject_is_final(void **state)
+{
+    (void)state;
+    json_t *out = NULL;
+    char err[512];
+    assert_int_equal(run("reject('too expensive', 'price')", false, NULL, &out, err), LOOM_RULE_REJECTED);
+    assert_string_equal(err, "too expensive");
+    assert_string_equal(sandbox_rejected_field(sb), "price");
+    /* pcall cannot catch it: the script does not go on */
+    assert_int_equal(run("pcall(reject, 'no') return 'went on'", false, NULL, &out, err), LOOM_RULE_REJECTED);
+    assert_int_equal(run("xpcall(function() reject('no') end, function() return 1 end) return 'went on'", false,
+                         NULL, &out, err),
+                     LOOM_RULE_REJECTED);
+    assert_null(out);
+    assert_int_equal(run("return 1", false, NULL, &out, err), LOOM_OK);   /* and the next run is normal */
+    json_decref(out);
+    assert_pristine();
+}
+
 static void test_cache(void **state)
 {
     (void)state;
@@ -213,6 +268,8 @@ int main(void)
         cmocka_unit_test(test_globals_do_not_leak),
         cmocka_unit_test(test_escapes),
         cmocka_unit_test(test_budgets),
+        cmocka_unit_test(test_helpers),
+        cmocka_unit_test(test_reject_is_final),
         cmocka_unit_test(test_cache),
     };
     return cmocka_run_group_tests_name("unit_sandbox", tests, setup, teardown);
