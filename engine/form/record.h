@@ -1,0 +1,37 @@
+/* record.h - a record body checked against its form: every field type's
+ * coercion and validation, all problems at once.
+ *
+ * record_check() takes a request body (create or partial update) and gives
+ * back the values in their canonical JSON form (decimals as strings with the
+ * field's scale, datetimes in UTC "YYYY-MM-DDTHH:MM:SSZ", ...) and a list of
+ * {path, code, message} problems with the value codes of the contract:
+ * required, type, too_short, too_long, too_small, too_large, pattern,
+ * not_an_option, unknown_field, readonly, too_few_rows, too_many_rows.
+ * What needs the database (a ref's target exists, uniqueness), Lua
+ * (conditional required, checks, formulas) or the caller (defaults) is done
+ * elsewhere; system fields in a body are reported apart, since the API
+ * refuses them with 400 rather than 422. */
+#ifndef LOOM_RECORD_H
+#define LOOM_RECORD_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+typedef struct record_result {
+    json_t *values;    /* field id -> canonical value (new reference) */
+    json_t *errors;    /* [{path, code, message}] (new reference) */
+    json_t *system;    /* system field names found in the body (new reference) */
+} record_result;
+
+/* Checks body (a JSON object) against form. create: required fields must be
+ * present (non-null); otherwise only the fields given are checked. Fields
+ * computed by a formula, autonumbers and readonly fields may not be given.
+ * The caller frees the three members with record_result_free(). */
+void record_check(json_t *form, json_t *body, bool create, record_result *out);
+void record_result_free(record_result *r);
+
+/* The canonical form of one value for field, or NULL with *code and
+ * message set (both static). Exposed for filters and defaults. */
+json_t *field_coerce(json_t *field, json_t *value, const char **code, char *message, size_t n);
+
+#endif
