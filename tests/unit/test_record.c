@@ -213,9 +213,11 @@ static void test_records(void **state)
     record_result_free(&r);
     json_decref(body);
 
-    record_check(form, json_array(), true, &r);   /* not an object */
+    json_t *not_object = json_array();
+    record_check(form, not_object, true, &r);
     assert_int_equal(json_array_size(r.errors), 1);
     record_result_free(&r);
+    json_decref(not_object);
     json_decref(form);
 }
 
