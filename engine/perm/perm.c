@@ -1,0 +1,156 @@
+/* perm.c - see perm.h. */
+#include "perm/perm.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const char *const ops[] = {"read", "update", "delete"};
+
+static bool is_all(json_t *v)
+{
+    return json_is_true(v) || (json_is_string(v) && !strcmp(json_string_value(v), "all"));
+}
+
+bool perm_scope_all(json_t *scope)
+{
+    size_t i;
+    json_t *s;
+    json_array_foreach(scope, i, s) if (json_is_string(s) && !strcmp(json_string_value(s), "all")) return true;
+    return false;
+}
+
+/* Adds one role's scope for an operation to the union. */
+static void widen(json_t **scope, json_t *v)
+{
+    if (!v || json_is_false(v) || json_is_null(v))
+        return;
+    if (!*scope)
+        *scope = json_array();
+    if (perm_scope_all(*scope))
+        return;
+    if (is_all(v)) {
+        json_array_clear(*scope);
+        json_array_append_new(*scope, json_string("all"));
+        return;
+    }
+    size_t i;
+    json_t *s;
+    json_array_foreach(*scope, i, s) if (json_equal(s, v)) return;   /* once each */
+    json_array_append(*scope, v);
+}
+
+static perm_mode mode_of(const char *s)
+{
+    return !s ? FIELD_WRITE : !strcmp(s, "hidden") ? FIELD_HIDDEN : !strcmp(s, "read") ? FIELD_READ : FIELD_WRITE;
+}
+
+static const char *mode_name(perm_mode m)
+{
+    return m == FIELD_HIDDEN ? "hidden" : m == FIELD_READ ? "read" : "write";
+}
+
+/* Every field name of a form: "f" and, inside subforms, "sub.f". */
+static void field_names(json_t *form, json_t *out)
+{
+    size_t i, k;
+    json_t *f, *sf;
+    json_array_foreach(json_object_get(form, "fields"), i, f)
+    {
+        const char *id = json_string_value(json_object_get(f, "id"));
+        if (!id)
+            continue;
+        json_array_append_new(out, json_string(id));
+        json_array_foreach(json_object_get(f, "fields"), k, sf)
+        {
+            const char *sid = json_string_value(json_object_get(sf, "id"));
+            if (sid) {
+                char name[128];
+                snprintf(name, sizeof name, "%s.%s", id, sid);
+                json_array_append_new(out, json_string(name));
+            }
+        }
+    }
+}
+
+static json_t *find_form(json_t *bundle, const char *id)
+{
+    size_t i;
+    json_t *f;
+    json_array_foreach(json_object_get(bundle, "forms"), i, f)
+    {
+        const char *fid = json_string_value(json_object_get(f, "id"));
+        if (fid && !strcmp(fid, id))
+            return f;
+    }
+    return NULL;
+}
+
+void perm_decide(json_t *bundle, const char *form, json_t *roles, bool platform_admin, perm_decision *out)
+{
+    memset(out, 0, sizeof *out);
+    out->modes = json_object();
+    json_t *names = json_array();
+    field_names(find_form(bundle, form), names);
+    bool admin = platform_admin;
+    size_t i;
+    json_t *r;
+    json_array_foreach(roles, i, r) admin = admin || (json_is_string(r) && !strcmp(json_string_value(r), "admin"));
+    if (admin) {
+        out->create = true;
+        json_t **scopes[] = {&out->read, &out->update, &out->remove};
+        for (int k = 0; k < 3; k++)
+            *scopes[k] = json_pack("[s]", "all");
+        json_t *n;
+        json_array_foreach(names, i, n) json_object_set_new(out->modes, json_string_value(n), json_string("write"));
+        json_decref(names);
+        return;
+    }
+    json_t *perms = json_object_get(bundle, "permissions");
+    const char *where[] = {form, "*"};
+    bool any = false;
+    /* each field starts hidden; every role with an entry opens it to its mode */
+    perm_mode modes[2048];
+    size_t nn = json_array_size(names) < 2048 ? json_array_size(names) : 2048;
+    for (size_t k = 0; k < nn; k++)
+        modes[k] = FIELD_HIDDEN;
+    json_array_foreach(roles, i, r)
+    {
+        const char *role = json_string_value(r);
+        for (int w = 0; role && w < 2; w++) {
+            json_t *entry = json_object_get(json_object_get(perms, where[w]), role);
+            if (!json_is_object(entry))
+                continue;
+            any = true;
+            out->create = out->create || json_is_true(json_object_get(entry, "create"));
+            json_t **scopes[] = {&out->read, &out->update, &out->remove};
+            for (int k = 0; k < 3; k++)
+                widen(scopes[k], json_object_get(entry, ops[k]));
+            json_t *fm = json_object_get(entry, "fields");
+            for (size_t k = 0; k < nn; k++) {
+                const char *name = json_string_value(json_array_get(names, k));
+                perm_mode m = mode_of(json_string_value(json_object_get(fm, name)));
+                if (m > modes[k])
+                    modes[k] = m;
+            }
+        }
+    }
+    if (any)
+        for (size_t k = 0; k < nn; k++)
+            json_object_set_new(out->modes, json_string_value(json_array_get(names, k)), json_string(mode_name(modes[k])));
+    json_decref(names);
+}
+
+void perm_free(perm_decision *d)
+{
+    json_decref(d->read);
+    json_decref(d->update);
+    json_decref(d->remove);
+    json_decref(d->modes);
+    memset(d, 0, sizeof *d);
+}
+
+perm_mode perm_field(const perm_decision *d, const char *field)
+{
+    const char *m = json_string_value(json_object_get(d->modes, field));
+    return m ? mode_of(m) : FIELD_HIDDEN;
+}
