@@ -1,0 +1,351 @@
+/* test_filter.c - engine/store/filter against real tables: the spec's example
+ * app is published, rows are inserted, and filters run as the SQL they
+ * compile to. Counts for every operator and path kind; hidden fields and
+ * unreadable forms are unknown_field; an injection corpus yields only clean
+ * errors or valid queries, never a PostgreSQL syntax error. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "model/bundle.h"
+#include "perm/perm.h"
+#include "store/filter.h"
+
+#ifndef SOURCE_DIR
+#error SOURCE_DIR must name the repository
+#endif
+
+static char *url;
+static PGconn *pg;
+static json_t *bundle;
+
+static int setup(void **state)
+{
+    (void)state;
+    url = h_fresh_db("loomtest_filter");
+    char out[16384], err[256];
+    const char *path = SOURCE_DIR "/tests/fixtures/model/valid_spec_examples/bundle.json";
+    const char *argv[] = {h_loom_bin(), "app", "import", path, "--publish", "--db", url, NULL};
+    if (h_run(argv, NULL, out, sizeof out) != 0)
+        return -1;
+    bundle = bundle_load(path, err, sizeof err);
+    pg = PQconnectdb(url);
+    const char *rows =
+        "INSERT INTO loom.users (id, username) VALUES (100, 'ana'), (101, 'bo') ON CONFLICT DO NOTHING;"
+        "INSERT INTO app_fours.customer (id, name, level, tags) VALUES"
+        " (1, '张三', 'vip', '{fleet}'), (2, 'Li 50%_off', 'gold', '{retail,fleet}'), (3, 'Wang', 'normal', '{}'),"
+        " (4, 'O''Brien', NULL, NULL);"
+        "INSERT INTO app_fours.lead (id, name, source, budget, internal_note, _owner) VALUES"
+        " (1, 'a', 'campaign', 100, 'x', 100), (2, 'b', 'walk_in', 200, 'y', 101), (3, 'c', 'campaign', NULL, NULL, 100);"
+        "INSERT INTO app_fours.service_ticket (id, _state, customer, labor_hours, total, overdue, reopened, _created_at) VALUES"
+        " (1, 'pending', 1, 1.5, 100, true, false, now() - interval '1 hour'),"
+        " (2, 'closed', 2, 0, 50, false, true, now() - interval '40 days'),"
+        " (3, 'in_repair', NULL, NULL, NULL, false, false, now());"
+        "INSERT INTO app_fours.service_ticket__parts (_parent, part, unit_cost, amount) VALUES"
+        " (1, 'filter', 10, 20), (1, 'oil', 5, 5), (2, 'tyre', 80, 320);";
+    PGresult *r = PQexec(pg, rows);
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok)
+        fprintf(stderr, "%s", PQerrorMessage(pg));
+    PQclear(r);
+    return ok && bundle ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    PQfinish(pg);
+    json_decref(bundle);
+    free(url);
+    return 0;
+}
+
+/* Runs the condition as a count over form; -1 with sqlstate on a database error. */
+static long run_count(const char *form, buf *cond, json_t *args, char *sqlstate)
+{
+    buf sql = {0};
+    buf_printf(&sql, "SELECT count(*) FROM app_fours.\"%s\" AS t WHERE %s", form, cond->data);
+    size_t na = json_array_size(args);
+    const char *vals[na + 1];
+    for (size_t i = 0; i < na; i++)
+        vals[i] = json_string_value(json_array_get(args, i));
+    PGresult *r = PQexecParams(pg, sql.data, (int)na, NULL, vals, NULL, NULL, 0);
+    long n = -1;
+    sqlstate[0] = '\0';
+    if (PQresultStatus(r) == PGRES_TUPLES_OK)
+        n = atol(PQgetvalue(r, 0, 0));
+    else
+        snprintf(sqlstate, 8, "%s", PQresultErrorField(r, PG_DIAG_SQLSTATE));
+    PQclear(r);
+    buf_free(&sql);
+    return n;
+}
+
+/* Runs filter on form as ctx; returns the count, or -1 with e (a refused
+ * filter, e->code set) or sqlstate (a database error) set. */
+static long count(const filter_ctx *ctx, const char *form, const char *filter_json, filter_err *e, char *sqlstate)
+{
+    json_t *flt = json_loads(filter_json, 0, NULL);
+    if (!flt)
+        fail_msg("not JSON: %s", filter_json);
+    buf cond = {0};
+    json_t *args = json_array();
+    long n = -1;
+    *e = (filter_err){0};
+    sqlstate[0] = '\0';
+    if (filter_sql(ctx, form, "t", flt, &cond, args, e))
+        n = run_count(form, &cond, args, sqlstate);
+    buf_free(&cond);
+    json_decref(args);
+    json_decref(flt);
+    return n;
+}
+
+/* The rows of form a caller with roles may read, by filter_scope_sql. */
+static long scope_count(const char *form, const char *roles_json, long long me)
+{
+    json_t *roles = json_loads(roles_json, 0, NULL);
+    filter_ctx c = {.bundle = bundle, .schema = "app_fours", .roles = roles, .me = me, .timezone = "UTC"};
+    perm_decision d;
+    perm_decide(bundle, form, roles, false, &d);
+    buf cond = {0};
+    json_t *args = json_array();
+    filter_err e;
+    char st[8];
+    long n = -2;
+    if (filter_scope_sql(&c, form, "t", d.read, &cond, args, &e))
+        n = run_count(form, &cond, args, st);
+    buf_free(&cond);
+    json_decref(args);
+    perm_free(&d);
+    json_decref(roles);
+    return n;
+}
+
+static filter_ctx system_ctx(void)
+{
+    return (filter_ctx){.bundle = bundle, .schema = "app_fours", .system = true, .me = 100, .timezone = "Asia/Shanghai"};
+}
+
+static void test_operators_and_paths(void **state)
+{
+    (void)state;
+    filter_ctx c = system_ctx();
+    struct {
+        const char *form, *filter;
+        long want;
+    } cases[] = {
+        {"customer", "{}", 4},
+        {"customer", "{\"level\": \"vip\"}", 1},
+        {"customer", "{\"level\": {\"$ne\": \"vip\"}}", 3},                 /* $ne matches null too */
+        {"customer", "{\"level\": {\"$in\": [\"vip\", \"gold\"]}}", 2},
+        {"customer", "{\"level\": {\"$in\": []}}", 0},
+        {"customer", "{\"level\": {\"$nin\": [\"vip\"]}}", 3},
+        {"customer", "{\"level\": null}", 1},
+        {"customer", "{\"level\": {\"$null\": false}}", 3},
+        {"customer", "{\"name\": {\"$contains\": \"张\"}}", 1},
+        {"customer", "{\"name\": {\"$contains\": \"50%_\"}}", 1},         /* % and _ literally */
+        {"customer", "{\"name\": {\"$contains\": \"%\"}}", 1},
+        {"customer", "{\"name\": {\"$startswith\": \"o'b\"}}", 1},        /* case and quotes */
+        {"customer", "{\"tags\": {\"$has\": \"fleet\"}}", 2},
+        {"customer", "{\"tags\": {\"$hasany\": [\"retail\", \"fleet\"]}}", 2},
+        {"customer", "{\"$or\": [{\"level\": \"vip\"}, {\"name\": \"Wang\"}]}", 2},
+        {"customer", "{\"$not\": {\"level\": \"vip\"}}", 3},               /* the complement: no level is not vip */
+        {"customer", "{\"id\": {\"$between\": [2, 3]}}", 2},
+        {"service_ticket", "{\"labor_hours\": {\"$gt\": 0}}", 1},
+        {"service_ticket", "{\"labor_hours\": {\"$gte\": \"0\"}}", 2},
+        {"service_ticket", "{\"total\": {\"$lt\": 60.5}}", 1},
+        {"service_ticket", "{\"overdue\": true, \"reopened\": false}", 1},
+        {"service_ticket", "{\"_state\": {\"$in\": [\"pending\", \"in_repair\"]}}", 2},
+        {"service_ticket", "{\"customer.level\": \"gold\"}", 1},           /* through a ref */
+        {"service_ticket", "{\"customer.tags\": {\"$has\": \"fleet\"}}", 2},
+        {"service_ticket", "{\"parts.part\": \"oil\"}", 1},                /* through a subform */
+        {"service_ticket", "{\"parts.amount\": {\"$gte\": 100}}", 1},
+        {"service_ticket", "{\"parts.unit_cost\": {\"$lt\": 20}, \"customer.level\": \"vip\"}", 1},
+        {"service_ticket", "{\"_created_at\": {\"$gte\": {\"$now\": \"-2h\"}}}", 2},
+        {"service_ticket", "{\"_created_at\": {\"$lt\": {\"$today\": \"-30d\"}}}", 1},
+        {"lead", "{\"_owner\": {\"$me\": true}}", 2},
+        {"lead", "{\"budget\": {\"$between\": [\"50\", 150]}}", 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        filter_err e;
+        char st[8];
+        long n = count(&c, cases[i].form, cases[i].filter, &e, st);
+        if (n != cases[i].want)
+            fail_msg("case %zu %s %s: %ld rows, want %ld (%s at %s, sqlstate %s)", i, cases[i].form,
+                     cases[i].filter, n, cases[i].want, e.message, e.path, st);
+    }
+}
+
+static void test_errors_and_visibility(void **state)
+{
+    (void)state;
+    filter_ctx c = system_ctx();
+    struct {
+        const char *form, *filter;
+        loom_code code;
+        const char *path;
+    } cases[] = {
+        {"customer", "{\"colour\": 1}", LOOM_UNKNOWN_FIELD, "/colour"},
+        {"customer", "{\"level\": {\"$like\": \"v%\"}}", LOOM_BAD_FILTER, "/level/$like"},
+        {"customer", "{\"$xor\": []}", LOOM_BAD_FILTER, "/$xor"},
+        {"customer", "{\"level\": \"platinum\"}", LOOM_BAD_FILTER, "/level"},   /* not an option */
+        {"customer", "{\"name.first\": \"x\"}", LOOM_UNKNOWN_FIELD, "/name.first"},
+        {"service_ticket", "{\"labor_hours\": {\"$gt\": \"lots\"}}", LOOM_BAD_FILTER, "/labor_hours/$gt"},
+        {"service_ticket", "{\"parts\": 1}", LOOM_BAD_FILTER, "/parts"},
+        {"service_ticket", "{\"_created_at\": {\"$gt\": {\"$now\": \"yesterday\"}}}", LOOM_BAD_FILTER,
+         "/_created_at/$gt/$now"},
+        {"lead", "{\"$or\": [{\"a/b~c\": 1}]}", LOOM_UNKNOWN_FIELD, "/$or/0/a~1b~0c"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        filter_err e;
+        char st[8];
+        long n = count(&c, cases[i].form, cases[i].filter, &e, st);
+        if (n != -1 || e.code != cases[i].code || strcmp(e.path, cases[i].path) != 0 || !e.message[0])
+            fail_msg("case %zu %s: n %ld code %d path %s (want %d %s)", i, cases[i].filter, n, (int)e.code, e.path,
+                     (int)cases[i].code, cases[i].path);
+    }
+    /* as a sales user: internal_note is hidden, the same answer as no field at all */
+    json_t *sales = json_pack("[s]", "sales");
+    filter_ctx s = {.bundle = bundle, .schema = "app_fours", .roles = sales, .me = 100, .timezone = "UTC"};
+    filter_err e, none;
+    char st[8];
+    assert_int_equal(count(&s, "lead", "{\"internal_note\": \"x\"}", &e, st), -1);
+    assert_int_equal(count(&s, "lead", "{\"internal_notf\": \"x\"}", &none, st), -1);
+    assert_int_equal(e.code, LOOM_UNKNOWN_FIELD);
+    assert_int_equal(none.code, LOOM_UNKNOWN_FIELD);
+    assert_non_null(strstr(e.message, "internal_note"));   /* the messages differ only by the name */
+    assert_non_null(strstr(none.message, "internal_notf"));
+    assert_int_equal(strlen(e.message), strlen(none.message));
+    assert_int_equal(count(&s, "lead", "{\"budget\": {\"$gt\": 150}}", &e, st), 1);   /* read-only is readable */
+    /* a form the role may not read at all */
+    assert_int_equal(count(&s, "service_ticket", "{}", &e, st), -1);
+    assert_int_equal(e.code, LOOM_NOT_FOUND);
+    json_decref(sales);
+
+    /* a technician reads tickets but not customers: no path into customer;
+     * and parts.unit_cost is hidden from it */
+    json_t *tech = json_pack("[s]", "technician");
+    filter_ctx t = {.bundle = bundle, .schema = "app_fours", .roles = tech, .me = 100, .timezone = "UTC"};
+    assert_int_equal(count(&t, "service_ticket", "{\"customer.level\": \"vip\"}", &e, st), -1);
+    assert_int_equal(e.code, LOOM_UNKNOWN_FIELD);
+    assert_int_equal(count(&t, "service_ticket", "{\"parts.unit_cost\": {\"$lt\": 20}}", &e, st), -1);
+    assert_int_equal(e.code, LOOM_UNKNOWN_FIELD);
+    assert_string_equal(e.path, "/parts.unit_cost");
+    assert_int_equal(count(&t, "service_ticket", "{\"parts.part\": \"oil\"}", &e, st), 1);
+    json_decref(tech);
+}
+
+/* Read scopes as SQL, and paths through refs only see the rows the caller may read. */
+static void test_scopes(void **state)
+{
+    (void)state;
+    assert_int_equal(scope_count("lead", "[\"sales\"]", 100), 2);               /* own */
+    assert_int_equal(scope_count("lead", "[\"sales\"]", 101), 1);
+    assert_int_equal(scope_count("lead", "[\"marketing\"]", 101), 2);           /* {"filter": source campaign} */
+    assert_int_equal(scope_count("lead", "[\"sales\", \"marketing\"]", 101), 3);  /* the union */
+    assert_int_equal(scope_count("lead", "[\"sales_manager\"]", 101), 3);
+    assert_int_equal(scope_count("lead", "[\"auditor\"]", 101), 3);            /* "*" */
+    assert_int_equal(scope_count("lead", "[\"technician\"]", 101), 0);
+
+    /* "team": the records of my team, and mine without a team */
+    json_t *perms = json_object_get(bundle, "permissions");
+    json_t *saved = json_deep_copy(perms);
+    json_object_set_new(json_object_get(perms, "lead"), "team_lead", json_pack("{s:s}", "read", "team"));
+    assert_int_equal(scope_count("lead", "[\"team_lead\"]", 100), 2);
+    char *r = h_sql_value(url, "UPDATE loom.users SET team = 'north' WHERE id IN (100, 101) RETURNING 1");
+    free(r);
+    assert_int_equal(scope_count("lead", "[\"team_lead\"]", 100), 3);
+    r = h_sql_value(url, "UPDATE loom.users SET team = 'south' WHERE id = 101 RETURNING 1");
+    free(r);
+    assert_int_equal(scope_count("lead", "[\"team_lead\"]", 101), 1);
+
+    /* a role that reads every ticket but only vip customers: a filter through
+     * customer cannot find tickets by a customer it may not read */
+    json_object_set_new(perms, "service_ticket", json_pack("{s:{s:s}}", "desk", "read", "all"));
+    json_object_set_new(perms, "customer", json_pack("{s:{s:{s:{s:s}}}}", "desk", "read", "filter", "level", "vip"));
+    json_t *desk = json_pack("[s]", "desk");
+    filter_ctx d = {.bundle = bundle, .schema = "app_fours", .roles = desk, .me = 100, .timezone = "UTC"};
+    filter_err e;
+    char st[8];
+    assert_int_equal(count(&d, "service_ticket", "{\"customer.name\": {\"$contains\": \"li\"}}", &e, st), 0);
+    assert_int_equal(count(&d, "service_ticket", "{\"customer.name\": {\"$contains\": \"张\"}}", &e, st), 1);
+    assert_int_equal(count(&d, "service_ticket", "{\"customer.level\": {\"$ne\": \"normal\"}}", &e, st), 1);
+    json_decref(desk);
+    json_object_update(perms, saved);
+    json_object_del(perms, "customer");
+    json_decref(saved);
+}
+
+static void test_injection_corpus(void **state)
+{
+    (void)state;
+    filter_ctx c = system_ctx();
+    const char *hostile[] = {
+        "{\"name\": \"'; DROP TABLE app_fours.customer; --\"}",
+        "{\"name\": {\"$contains\": \"\\\\'; SELECT pg_sleep(10); --\"}}",
+        "{\"name\\\"; DROP TABLE x; --\": 1}",
+        "{\"name) OR (1=1\": 1}",
+        "{\"level\": {\"$in\": [\"vip'\", \"x\\\" OR 1=1 --\"]}}",
+        "{\"id\": \"1 OR 1=1\"}",
+        "{\"id\": {\"$gt\": \"0); DELETE FROM app_fours.customer; --\"}}",
+        "{\"tags\": {\"$has\": \"fleet'}\"}}",
+        "{\"customer.name\\\"--\": 1}",
+        "{\"$or\": [{\"name\": \"a\"}, {\"$and\": [{\"name\": {\"$ne\": \"b\"}}, {\"name\": {\"$startswith\": \"\\\\%\"}}]}]}",
+        "{\"_created_at\": {\"$gte\": \"2026-11-22T00:00:00Z' OR '1'='1\"}}",
+        "{\"_created_at\": {\"$gte\": {\"$now\": \"-1h; DROP TABLE x\"}}}",
+        "{\"name\": {\"$contains\": \"\\u0000\"}}",
+        "{\"name\": [\"a\", \"b\"]}",
+        "{\"name\": {\"$eq\": {\"$param\": \"x'\"}}}",
+        "{\"$not\": {\"$not\": {\"$not\": {\"$not\": {\"$not\": {\"$not\": {\"$not\": {\"$not\": {\"$not\": {\"name\": 1}}}}}}}}}}",
+        "{\"name\": {\"$between\": [\"a\", \"z\", \"zz\"]}}",
+        "{\"level\": {\"$in\": \"vip\"}}",
+        "{\"id\": 99999999999999999}",
+        "{\"name\": {\"$contains\": \"\\\\\\\\\"}}",
+    };
+    int syntax = 0, errors = 0, ran = 0;
+    for (size_t i = 0; i < sizeof hostile / sizeof hostile[0]; i++) {
+        json_t *check = json_loads(hostile[i], 0, NULL);
+        if (!check) {   /* not JSON at all: the API answers bad_json before any of this */
+            errors++;
+            continue;
+        }
+        json_decref(check);
+        filter_err e;
+        char st[8];
+        long n = count(&c, "customer", hostile[i], &e, st);
+        if (n >= 0)
+            ran++;
+        else if (e.code != LOOM_OK)
+            errors++;
+        else {
+            fprintf(stderr, "  corpus %zu: database error %s\n", i, st);
+            syntax += !strncmp(st, "42", 2);
+            fail_msg("corpus %zu %s: a database error %s", i, hostile[i], st);
+        }
+    }
+    printf("  injection corpus: %d ran as plain values, %d refused as bad filters, %d syntax errors\n", ran, errors, syntax);
+    assert_int_equal(syntax, 0);
+    /* the table is still there and whole */
+    char *n = h_sql_value(url, "SELECT count(*) FROM app_fours.customer");
+    assert_string_equal(n, "4");
+    free(n);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_operators_and_paths),
+        cmocka_unit_test(test_errors_and_visibility),
+        cmocka_unit_test(test_scopes),
+        cmocka_unit_test(test_injection_corpus),
+    };
+    return cmocka_run_group_tests_name("integration_filter", tests, setup, teardown);
+}
