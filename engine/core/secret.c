@@ -41,6 +41,27 @@ void secret_base64url(const unsigned char *in, size_t n, char *out)
     out[o] = '\0';
 }
 
+long secret_base64url_decode(const char *in, unsigned char *out)
+{
+    unsigned v = 0;
+    int bits = 0;
+    long o = 0;
+    for (const char *p = in; *p; p++) {
+        int d = *p >= 'A' && *p <= 'Z' ? *p - 'A' : *p >= 'a' && *p <= 'z' ? *p - 'a' + 26
+              : *p >= '0' && *p <= '9' ? *p - '0' + 52 : *p == '-' ? 62 : *p == '_' ? 63 : -1;
+        if (d < 0)
+            return -1;
+        v = v << 6 | (unsigned)d;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (unsigned char)(v >> bits);
+            v &= (1u << bits) - 1;
+        }
+    }
+    return bits >= 6 ? -1 : o;   /* one lone character is not a byte */
+}
+
 void secret_token_new(const char *prefix, char out[SECRET_TOKEN_LEN])
 {
     unsigned char raw[32];

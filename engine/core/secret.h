@@ -32,5 +32,8 @@ bool secret_password_hash(const char *password, char out[SECRET_PWHASH_LEN]);
 bool secret_password_verify(const char *hash, const char *password);
 /* Base64url without padding of n bytes; out needs 4*ceil(n/3)+1 bytes. */
 void secret_base64url(const unsigned char *in, size_t n, char *out);
+/* Decodes base64url without padding into out (room for 3*strlen(in)/4
+ * bytes). Returns the byte count, or -1 when in is not base64url. */
+long secret_base64url_decode(const char *in, unsigned char *out);
 
 #endif

@@ -393,3 +393,29 @@ bool bundle_write_dir(json_t *bundle, const char *dir, char *err, size_t errlen)
     }
     return ok;
 }
+
+json_t *bundle_item(json_t *list, const char *id)
+{
+    size_t i;
+    json_t *x;
+    json_array_foreach(list, i, x)
+    {
+        const char *xid = json_string_value(json_object_get(x, "id"));
+        if (xid && !strcmp(xid, id))
+            return x;
+    }
+    return NULL;
+}
+
+json_t *bundle_flow(json_t *bundle, const char *form)
+{
+    size_t i;
+    json_t *x;
+    json_array_foreach(json_object_get(bundle, "flows"), i, x)
+    {
+        const char *f = json_string_value(json_object_get(x, "form"));
+        if (f && !strcmp(f, form))
+            return x;
+    }
+    return NULL;
+}

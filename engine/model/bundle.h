@@ -32,4 +32,10 @@ json_t *bundle_load(const char *path, char *err, size_t errlen);
  * Returns false with "path: message" in err. */
 bool bundle_write_dir(json_t *bundle, const char *dir, char *err, size_t errlen);
 
+/* The item of a list of objects (forms, fields, flows...) whose "id" is id
+ * (borrowed), or NULL. */
+json_t *bundle_item(json_t *list, const char *id);
+/* The flow attached to form (borrowed), or NULL. */
+json_t *bundle_flow(json_t *bundle, const char *form);
+
 #endif

@@ -8,6 +8,7 @@
 
 #include "form/ddl.h"
 #include "form/record.h"
+#include "model/bundle.h"
 #include "perm/perm.h"
 
 #define MAX_DEPTH 8
@@ -38,14 +39,6 @@ static const char *sv(json_t *v)
 {
     const char *s = json_string_value(v);
     return s ? s : "";
-}
-
-static json_t *by_id(json_t *list, const char *id)
-{
-    size_t i;
-    json_t *x;
-    json_array_foreach(list, i, x) if (!strcmp(sv(json_object_get(x, "id")), id)) return x;
-    return NULL;
 }
 
 /* A JSON Pointer one step deeper. */
@@ -407,7 +400,7 @@ static bool scope(fx *f, const char *form, const char *alias, json_t *alts)
             sys.system = true;
             const filter_ctx *caller = f->c;
             f->c = &sys;
-            json_t *fdef = by_id(json_object_get(sys.bundle, "forms"), form);
+            json_t *fdef = bundle_item(json_object_get(sys.bundle, "forms"), form);
             bool ok = combine(f, form, json_object_get(fdef, "fields"), alias, json_object_get(alt, "filter"),
                               "/filter", 0);
             f->c = caller;
@@ -449,7 +442,7 @@ static bool path_condition(fx *f, const char *form, json_t *fields, const char *
     snprintf(head, sizeof head, "%.*s", (int)(dot ? dot - dotted : (long)strlen(dotted)), dotted);
     column col = {0};
     for (size_t i = 0; !prefix && i < sizeof system_columns / sizeof system_columns[0]; i++) {
-        if (strcmp(system_columns[i].name, head) != 0)
+        if (strcmp(system_columns[i].name, head) != 0 || (!strcmp(head, "_state") && !bundle_flow(f->c->bundle, form)))
             continue;
         if (dot)
             return fail(f, LOOM_UNKNOWN_FIELD, path, "\"%.64s\" leads nowhere", head);
@@ -461,7 +454,7 @@ static bool path_condition(fx *f, const char *form, json_t *fields, const char *
         column_free(&col);
         return ok;
     }
-    json_t *field = by_id(fields, head);
+    json_t *field = bundle_item(fields, head);
     char name[160];
     snprintf(name, sizeof name, "%s%s%s", prefix ? prefix : "", prefix ? "." : "", head);
     if (!field || !visible(f, form, name))
@@ -480,7 +473,7 @@ static bool path_condition(fx *f, const char *form, json_t *fields, const char *
     snprintf(sub_alias, sizeof sub_alias, "x%d", ++f->aliases);
     if (!strcmp(type, "ref")) {
         const char *target = sv(json_object_get(field, "form"));
-        json_t *tform = by_id(json_object_get(f->c->bundle, "forms"), target);
+        json_t *tform = bundle_item(json_object_get(f->c->bundle, "forms"), target);
         if (!tform || !may_read(f, target))   /* a path only goes into forms the caller may read */
             return fail(f, LOOM_UNKNOWN_FIELD, path, "no field \"%.64s\"", dotted);
         buf_puts(f->sql, "EXISTS (SELECT 1 FROM ");
@@ -568,7 +561,7 @@ bool filter_sql(const filter_ctx *c, const char *form, const char *alias, json_t
                 filter_err *err)
 {
     fx f = {.c = c, .sql = sql, .args = args, .err = err};
-    json_t *fdef = by_id(json_object_get(c->bundle, "forms"), form);
+    json_t *fdef = bundle_item(json_object_get(c->bundle, "forms"), form);
     if (!fdef || !may_read(&f, form))
         return fail(&f, LOOM_NOT_FOUND, "", "no such form");
     return combine(&f, form, json_object_get(fdef, "fields"), alias, filter, "", 0);

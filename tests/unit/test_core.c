@@ -117,6 +117,18 @@ static void test_sha256_and_base64url(void **state)
     assert_string_equal(out, "Zm9vYmFy");
     secret_base64url((const unsigned char *)"f", 1, out);
     assert_string_equal(out, "Zg");
+    /* and back */
+    unsigned char raw[16];
+    assert_int_equal(secret_base64url_decode("Zm9vYmFy", raw), 6);
+    assert_memory_equal(raw, "foobar", 6);
+    assert_int_equal(secret_base64url_decode("-_8", raw), 2);
+    assert_memory_equal(raw, "\xfb\xff", 2);
+    assert_int_equal(secret_base64url_decode("Zg", raw), 1);
+    assert_int_equal(raw[0], 'f');
+    assert_int_equal(secret_base64url_decode("", raw), 0);
+    assert_int_equal(secret_base64url_decode("Zm9v=", raw), -1);   /* padding is not base64url */
+    assert_int_equal(secret_base64url_decode("Z", raw), -1);
+    assert_int_equal(secret_base64url_decode("Zm+v", raw), -1);
 }
 
 static void test_tokens(void **state)

@@ -1,0 +1,493 @@
+/* query.c - see query.h. */
+#include "store/query.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/secret.h"
+#include "form/ddl.h"
+#include "model/bundle.h"
+#include "perm/perm.h"
+
+/* Decoders of a selected column's text into JSON. */
+enum { DEC_INT = 'i', DEC_STR = 's', DEC_BOOL = 'b', DEC_JSON = 'j' };
+
+static const struct {
+    const char *name, *type;
+} system_fields[] = {
+    {"id", "integer"},           {"_version", "integer"},       {"_state", "text"},
+    {"_owner", "user"},          {"_created_at", "datetime"},   {"_created_by", "user"},
+    {"_updated_at", "datetime"}, {"_updated_by", "user"},
+};
+
+static const char *sv(json_t *v)
+{
+    const char *s = json_string_value(v);
+    return s ? s : "";
+}
+
+static bool fail(filter_err *e, loom_code code, const char *path, const char *msg, const char *name)
+{
+    e->code = code;
+    snprintf(e->path, sizeof e->path, "%s", path);
+    snprintf(e->message, sizeof e->message, msg, name ? name : "");
+    return false;
+}
+
+/* The type of a system field of form, or NULL when form has no such one. */
+static const char *system_type(json_t *bundle, const char *form, const char *name)
+{
+    for (size_t i = 0; i < sizeof system_fields / sizeof system_fields[0]; i++)
+        if (!strcmp(system_fields[i].name, name))
+            return strcmp(name, "_state") || bundle_flow(bundle, form) ? system_fields[i].type : NULL;
+    return NULL;
+}
+
+/* Appends the SQL that renders column col (of alias) of a field of type as
+ * its JSON text form; returns the decoder for it. */
+static char render(buf *s, const char *alias, const char *col, const char *type)
+{
+    if (!strcmp(type, "integer") || !strcmp(type, "ref") || !strcmp(type, "user")) {
+        buf_printf(s, "%s.\"%s\"", alias, col);
+        return DEC_INT;
+    }
+    if (!strcmp(type, "boolean")) {
+        buf_printf(s, "%s.\"%s\"", alias, col);
+        return DEC_BOOL;
+    }
+    if (!strcmp(type, "date")) {
+        buf_printf(s, "to_char(%s.\"%s\", 'YYYY-MM-DD')", alias, col);
+        return DEC_STR;
+    }
+    if (!strcmp(type, "datetime")) {
+        buf_printf(s, "to_char(%s.\"%s\" AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')", alias, col);
+        return DEC_STR;
+    }
+    if (!strcmp(type, "multiselect")) {
+        buf_printf(s, "coalesce(array_to_json(%s.\"%s\"), '[]')", alias, col);
+        return DEC_JSON;
+    }
+    if (!strcmp(type, "file")) {
+        buf_printf(s, "%s.\"%s\"", alias, col);
+        return DEC_JSON;
+    }
+    buf_printf(s, "%s.\"%s\"::text", alias, col);   /* text kinds, decimals with their scale */
+    return DEC_STR;
+}
+
+/* A subform's rows as one JSON array (the fields the caller may read). */
+static void render_subform(buf *s, const filter_ctx *c, const perm_decision *d, const char *form, json_t *sub)
+{
+    char tmp[160], child[DDL_NAME_MAX + 1];
+    snprintf(tmp, sizeof tmp, "%s__%s", form, sv(json_object_get(sub, "id")));
+    ddl_physical_name(tmp, child);
+    buf_puts(s, "(SELECT coalesce(json_agg((jsonb_build_object('id', s.\"id\"");
+    int pairs = 1;
+    size_t i;
+    json_t *f;
+    json_array_foreach(json_object_get(sub, "fields"), i, f)
+    {
+        const char *id = sv(json_object_get(f, "id"));
+        snprintf(tmp, sizeof tmp, "%s.%s", sv(json_object_get(sub, "id")), id);
+        if (!c->system && perm_field(d, tmp) == FIELD_HIDDEN)
+            continue;
+        if (++pairs % 40 == 0)   /* a function takes at most 100 arguments */
+            buf_puts(s, ") || jsonb_build_object(");
+        else
+            buf_puts(s, ", ");
+        buf_printf(s, "'%s', ", id);   /* an id: [a-z0-9_] only */
+        render(s, "s", id, sv(json_object_get(f, "type")));   /* nests as JSON inside the row */
+    }
+    buf_puts(s, ")) ORDER BY s.\"id\"), '[]')::text FROM ");
+    ddl_quote(s, c->schema);
+    buf_puts(s, ".");
+    ddl_quote(s, child);
+    buf_puts(s, " AS s WHERE s.\"_parent\" = t.\"id\")");
+}
+
+/* The selected columns: projection (a comma list, or NULL for all the caller
+ * may read); id always. */
+static bool select_list(const filter_ctx *c, const perm_decision *d, const char *form, json_t *fdef,
+                        const char *projection, query *q, filter_err *err)
+{
+    json_t *wanted = NULL;
+    if (projection) {
+        wanted = json_object();
+        char name[128];
+        for (const char *p = projection; *p;) {
+            size_t n = strcspn(p, ",");
+            snprintf(name, sizeof name, "%.*s", (int)(n < 127 ? n : 127), p);
+            json_t *f = bundle_item(json_object_get(fdef, "fields"), name);
+            bool ok = n > 0 && n < 127 && (f ? c->system || perm_field(d, name) != FIELD_HIDDEN
+                                             : system_type(c->bundle, form, name) != NULL);
+            if (!ok) {
+                json_decref(wanted);
+                return fail(err, LOOM_UNKNOWN_FIELD, "/fields", "no field \"%.64s\"", name);
+            }
+            json_object_set_new(wanted, name, json_true());
+            p += n + (p[n] == ',');
+        }
+    }
+    bool first = true;
+    for (size_t i = 0; i < sizeof system_fields / sizeof system_fields[0]; i++) {
+        const char *name = system_fields[i].name;
+        if (!system_type(c->bundle, form, name) || (wanted && strcmp(name, "id") && !json_object_get(wanted, name)))
+            continue;
+        if (!first)
+            buf_puts(&q->sql, ", ");
+        first = false;
+        char dec = render(&q->sql, "t", name, system_fields[i].type);
+        json_array_append_new(q->out, json_pack("[s, s#]", name, &dec, (size_t)1));
+    }
+    size_t i;
+    json_t *f;
+    json_array_foreach(json_object_get(fdef, "fields"), i, f)
+    {
+        const char *name = sv(json_object_get(f, "id")), *type = sv(json_object_get(f, "type"));
+        if ((!c->system && perm_field(d, name) == FIELD_HIDDEN) || (wanted && !json_object_get(wanted, name)))
+            continue;
+        buf_puts(&q->sql, ", ");
+        char dec = DEC_JSON;
+        if (!strcmp(type, "subform"))
+            render_subform(&q->sql, c, d, form, f);
+        else
+            dec = render(&q->sql, "t", name, type);
+        json_array_append_new(q->out, json_pack("[s, s#]", name, &dec, (size_t)1));
+    }
+    json_decref(wanted);
+    return true;
+}
+
+/* The SQL type a sort key compares as; NULL when the field cannot be sorted. */
+static const char *sort_cast(const char *type)
+{
+    if (!strcmp(type, "integer") || !strcmp(type, "ref") || !strcmp(type, "user"))
+        return "bigint";
+    if (!strcmp(type, "decimal") || !strcmp(type, "money"))
+        return "numeric";
+    if (!strcmp(type, "boolean") || !strcmp(type, "date"))
+        return type;
+    if (!strcmp(type, "datetime"))
+        return "timestamptz";
+    if (!strcmp(type, "multiselect") || !strcmp(type, "file") || !strcmp(type, "subform"))
+        return NULL;
+    return "text";
+}
+
+/* Parses the sort into q->sort ([name, desc, cast] per key, id last). */
+static bool parse_sort(const filter_ctx *c, const perm_decision *d, const char *form, json_t *fdef, const char *sort,
+                       query *q, filter_err *err)
+{
+    if (!sort || !*sort)
+        sort = "-id";
+    bool has_id = false, desc = false;
+    char name[128];
+    for (const char *p = sort; *p && !has_id;) {
+        size_t n = strcspn(p, ",");
+        desc = *p == '-';
+        const char *k = p + (desc || *p == '+');
+        size_t kn = n - (size_t)(k - p);
+        snprintf(name, sizeof name, "%.*s", (int)(kn < 127 ? kn : 127), k);
+        json_t *f = bundle_item(json_object_get(fdef, "fields"), name);
+        const char *type = f && (c->system || perm_field(d, name) != FIELD_HIDDEN) ? sv(json_object_get(f, "type"))
+                           : !f ? system_type(c->bundle, form, name) : NULL;
+        if (!type || kn == 0 || kn >= 127)
+            return fail(err, LOOM_UNKNOWN_FIELD, "/sort", "no field \"%.64s\"", name);
+        if (!sort_cast(type))
+            return fail(err, LOOM_BAD_REQUEST, "/sort", "\"%.64s\" cannot be sorted", name);
+        if (json_array_size(q->sort) >= QUERY_MAX_SORT)
+            return fail(err, LOOM_BAD_REQUEST, "/sort", "at most 8 sort keys%s", NULL);
+        size_t j;
+        json_t *x;
+        json_array_foreach(q->sort, j, x) if (!strcmp(sv(json_array_get(x, 0)), name))
+            return fail(err, LOOM_BAD_REQUEST, "/sort", "\"%.64s\" is sorted on twice", name);
+        has_id = !strcmp(name, "id");
+        json_array_append_new(q->sort, json_pack("[s, b, s]", name, desc, sort_cast(type)));
+        p += n + (p[n] == ',');
+    }
+    if (!has_id)   /* the tiebreak that makes the order total, in the last key's direction */
+        json_array_append_new(q->sort, json_pack("[s, b, s]", "id", desc, "bigint"));
+    size_t j;
+    json_t *x;
+    size_t o = 0;
+    json_array_foreach(q->sort, j, x)
+        o += (size_t)snprintf(q->sort_text + o, o < sizeof q->sort_text ? sizeof q->sort_text - o : 0, "%s%s%s",
+                              j ? "," : "", json_is_true(json_array_get(x, 1)) ? "-" : "", sv(json_array_get(x, 0)));
+    return true;
+}
+
+/* A cursor value checked against its cast, as parameter text (NULL: SQL null). */
+static bool cursor_value(json_t *v, const char *cast, char *out, size_t n)
+{
+    if (json_is_null(v)) {
+        out[0] = '\0';
+        return true;
+    }
+    if (!strcmp(cast, "bigint") || !strcmp(cast, "timestamptz")) {
+        if (!json_is_integer(v))
+            return false;
+        snprintf(out, n, "%lld", (long long)json_integer_value(v));
+        return true;
+    }
+    if (!strcmp(cast, "boolean")) {
+        if (!json_is_boolean(v))
+            return false;
+        snprintf(out, n, "%s", json_is_true(v) ? "true" : "false");
+        return true;
+    }
+    const char *s = json_string_value(v);
+    if (!s || strlen(s) >= n)
+        return false;
+    if (!strcmp(cast, "numeric")) {
+        size_t digits = strspn(s + (*s == '-'), "0123456789");
+        const char *rest = s + (*s == '-') + digits;
+        if (*rest == '.')
+            rest += 1 + strspn(rest + 1, "0123456789");
+        if (!digits || *rest)
+            return false;
+    } else if (!strcmp(cast, "date")) {
+        int y, m, day;
+        char tail;
+        static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+        if (strlen(s) != 10 || sscanf(s, "%4d-%2d-%2d%c", &y, &m, &day, &tail) != 3 || m < 1 || m > 12 || day < 1 ||
+            day > mdays[m - 1] || (m == 2 && day == 29 && (y % 4 || (y % 100 == 0 && y % 400))))
+            return false;
+    }
+    snprintf(out, n, "%s", s);
+    return true;
+}
+
+static void param(query *q, const char *value, const char *cast)
+{
+    json_array_append_new(q->args, value ? json_string(value) : json_null());
+    if (!strcmp(cast, "timestamptz"))   /* epoch microseconds, exactly */
+        buf_printf(&q->sql, "('epoch'::timestamptz + $%zu::bigint * interval '1 microsecond')", json_array_size(q->args));
+    else
+        buf_printf(&q->sql, "$%zu::%s", json_array_size(q->args), cast);
+}
+
+/* " AND (<rows after the cursor>)" */
+static bool keyset(query *q, const char *cursor, filter_err *err)
+{
+    unsigned char raw[1024];
+    size_t len = strlen(cursor);
+    long n = len <= sizeof raw * 4 / 3 ? secret_base64url_decode(cursor, raw) : -1;
+    json_t *cur = n > 0 ? json_loadb((const char *)raw, (size_t)n, 0, NULL) : NULL;
+    json_t *vals = json_object_get(cur, "k");
+    bool ok = cur && !strcmp(sv(json_object_get(cur, "s")), q->sort_text) && json_is_array(vals) &&
+              json_array_size(vals) == json_array_size(q->sort);
+    char text[QUERY_MAX_SORT][256];
+    for (size_t i = 0; ok && i < json_array_size(vals); i++)
+        ok = cursor_value(json_array_get(vals, i), sv(json_array_get(json_array_get(q->sort, i), 2)), text[i],
+                          sizeof text[i]);
+    if (!ok) {
+        json_decref(cur);
+        return fail(err, LOOM_BAD_REQUEST, "/cursor", "not a cursor of this query%s", NULL);
+    }
+    /* key i is after, the keys before it equal: NULLS LAST ascending, NULLS FIRST descending */
+    buf_puts(&q->sql, " AND (");
+    bool any = false;
+    for (size_t i = 0; i < json_array_size(q->sort); i++) {
+        json_t *key = json_array_get(q->sort, i);
+        const char *name = sv(json_array_get(key, 0)), *cast = sv(json_array_get(key, 2));
+        bool desc = json_is_true(json_array_get(key, 1)), null = json_is_null(json_array_get(vals, i));
+        if (null && !desc)
+            continue;   /* nothing sorts after a null ascending but nulls, which the later keys order */
+        buf_puts(&q->sql, any ? " OR (" : "(");
+        any = true;
+        for (size_t j = 0; j < i; j++) {
+            const char *jn = sv(json_array_get(json_array_get(q->sort, j), 0));
+            if (json_is_null(json_array_get(vals, j))) {
+                buf_printf(&q->sql, "t.\"%s\" IS NULL AND ", jn);
+            } else {
+                buf_printf(&q->sql, "t.\"%s\" = ", jn);
+                param(q, text[j], sv(json_array_get(json_array_get(q->sort, j), 2)));
+                buf_puts(&q->sql, " AND ");
+            }
+        }
+        if (null) {
+            buf_printf(&q->sql, "t.\"%s\" IS NOT NULL)", name);
+        } else {
+            buf_printf(&q->sql, desc ? "t.\"%s\" < " : "(t.\"%s\" > ", name);
+            param(q, text[i], cast);
+            buf_printf(&q->sql, desc ? ")" : " OR t.\"%s\" IS NULL))", name);
+        }
+    }
+    if (!any)
+        buf_puts(&q->sql, "FALSE");
+    buf_puts(&q->sql, ")");
+    json_decref(cur);
+    return true;
+}
+
+static void query_init(query *q)
+{
+    memset(q, 0, sizeof *q);
+    q->args = json_array();
+    q->out = json_array();
+    q->sort = json_array();
+}
+
+/* "SELECT <columns> FROM schema.form AS t WHERE <read scope>" */
+static bool select_from(const filter_ctx *c, const char *form, const char *fields, query *q, perm_decision *d,
+                        json_t **fdef, filter_err *err)
+{
+    *fdef = bundle_item(json_object_get(c->bundle, "forms"), form);
+    perm_decide(c->bundle, form, c->roles, c->admin, d);
+    if (!*fdef || (!c->system && !d->read))
+        return fail(err, LOOM_NOT_FOUND, "", "no such form%s", NULL);
+    buf_puts(&q->sql, "SELECT ");
+    if (!select_list(c, d, form, *fdef, fields, q, err))
+        return false;
+    return true;
+}
+
+static void from_where(const filter_ctx *c, const char *form, buf *sql)
+{
+    buf_puts(sql, " FROM ");
+    ddl_quote(sql, c->schema);
+    buf_puts(sql, ".");
+    ddl_quote(sql, form);
+    buf_puts(sql, " AS t WHERE ");
+}
+
+bool query_list(const filter_ctx *c, const char *form, const query_spec *spec, query *q, filter_err *err)
+{
+    query_init(q);
+    perm_decision d = {0};
+    json_t *fdef;
+    bool ok = select_from(c, form, spec->fields, q, &d, &fdef, err) && parse_sort(c, &d, form, fdef, spec->sort, q, err);
+    q->limit = spec->limit ? spec->limit : QUERY_DEFAULT_LIMIT;
+    if (ok && (q->limit < 1 || q->limit > QUERY_MAX_LIMIT))
+        ok = fail(err, LOOM_BAD_REQUEST, "/limit", "limit is 1 to 1000%s", NULL);
+    /* the sort values of the last row, for its cursor */
+    size_t i;
+    json_t *key;
+    json_array_foreach(ok ? q->sort : NULL, i, key)
+    {
+        const char *name = sv(json_array_get(key, 0));
+        if (!strcmp(sv(json_array_get(key, 2)), "timestamptz"))
+            buf_printf(&q->sql, ", (extract(epoch FROM t.\"%s\") * 1000000)::bigint", name);
+        else
+            buf_printf(&q->sql, ", t.\"%s\"", name);
+    }
+    /* WHERE: the read scope and the filter, shared with the count */
+    buf where = {0};
+    if (ok && !c->system && !perm_scope_all(d.read)) {
+        ok = filter_scope_sql(c, form, "t", d.read, &where, q->args, err);
+        buf_puts(&where, " AND ");
+    }
+    json_t *everything = json_object();
+    if (ok)
+        ok = filter_sql(c, form, "t", spec->filter ? spec->filter : everything, &where, q->args, err);
+    json_decref(everything);
+    if (ok && spec->count) {
+        buf_puts(&q->count_sql, "SELECT count(*)");
+        from_where(c, form, &q->count_sql);
+        buf_puts(&q->count_sql, where.data);
+        q->count_args = json_deep_copy(q->args);
+    }
+    if (ok) {
+        from_where(c, form, &q->sql);
+        buf_puts(&q->sql, where.data);
+    }
+    if (ok && spec->cursor && *spec->cursor)
+        ok = keyset(q, spec->cursor, err);
+    if (ok) {
+        buf_puts(&q->sql, " ORDER BY ");
+        json_array_foreach(q->sort, i, key)
+        {
+            bool desc = json_is_true(json_array_get(key, 1));
+            buf_printf(&q->sql, "%st.\"%s\" %s", i ? ", " : "", sv(json_array_get(key, 0)),
+                       desc ? "DESC NULLS FIRST" : "ASC NULLS LAST");
+        }
+        buf_printf(&q->sql, " LIMIT %ld", q->limit + 1);
+    }
+    buf_free(&where);
+    perm_free(&d);
+    return ok;
+}
+
+bool query_get(const filter_ctx *c, const char *form, const char *id, query *q, filter_err *err)
+{
+    query_init(q);
+    perm_decision d = {0};
+    json_t *fdef;
+    bool ok = select_from(c, form, NULL, q, &d, &fdef, err);
+    if (ok) {
+        from_where(c, form, &q->sql);
+        buf_puts(&q->sql, "t.\"id\" = ");
+        param(q, id, "bigint");
+        if (!c->system && !perm_scope_all(d.read)) {
+            buf_puts(&q->sql, " AND ");
+            ok = filter_scope_sql(c, form, "t", d.read, &q->sql, q->args, err);
+        }
+    }
+    perm_free(&d);
+    return ok;
+}
+
+static json_t *decode(char dec, PGresult *r, int row, int col)
+{
+    if (PQgetisnull(r, row, col))
+        return json_null();
+    const char *v = PQgetvalue(r, row, col);
+    switch (dec) {
+    case DEC_INT: return json_integer(strtoll(v, NULL, 10));
+    case DEC_BOOL: return json_boolean(*v == 't');
+    case DEC_JSON: {
+        json_t *j = json_loads(v, JSON_DECODE_ANY, NULL);
+        return j ? j : json_null();
+    }
+    default: return json_string(v);
+    }
+}
+
+json_t *query_items(const query *q, PGresult *r, char **next)
+{
+    json_t *items = json_array();
+    int rows = PQntuples(r), ncols = (int)json_array_size(q->out);
+    bool more = next && rows > q->limit;
+    if (more)
+        rows = (int)q->limit;
+    for (int i = 0; i < rows; i++) {
+        json_t *rec = json_object();
+        for (int k = 0; k < ncols; k++) {
+            json_t *col = json_array_get(q->out, (size_t)k);
+            json_object_set_new(rec, sv(json_array_get(col, 0)), decode(*sv(json_array_get(col, 1)), r, i, k));
+        }
+        json_array_append_new(items, rec);
+    }
+    if (!next)
+        return items;
+    *next = NULL;
+    if (more) {
+        json_t *k = json_array();
+        for (size_t s = 0; s < json_array_size(q->sort); s++) {
+            json_t *key = json_array_get(q->sort, s);
+            const char *cast = sv(json_array_get(key, 2));
+            char dec = !strcmp(cast, "bigint") || !strcmp(cast, "timestamptz") ? DEC_INT
+                       : !strcmp(cast, "boolean")                             ? DEC_BOOL
+                                                                               : DEC_STR;
+            json_array_append_new(k, decode(dec, r, rows - 1, ncols + (int)s));
+        }
+        json_t *cur = json_pack("{s:s, s:o}", "s", q->sort_text, "k", k);
+        char *text = json_dumps(cur, JSON_COMPACT);
+        *next = malloc(strlen(text) * 4 / 3 + 4);
+        secret_base64url((const unsigned char *)text, strlen(text), *next);
+        free(text);
+        json_decref(cur);
+    }
+    return items;
+}
+
+void query_free(query *q)
+{
+    buf_free(&q->sql);
+    buf_free(&q->count_sql);
+    json_decref(q->args);
+    json_decref(q->count_args);
+    json_decref(q->out);
+    json_decref(q->sort);
+}

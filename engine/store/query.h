@@ -1,0 +1,53 @@
+/* query.h - reading records: a page of a form's records (filter, sort,
+ * keyset cursor, projection, count) or one record, as parameterised SQL over
+ * the rows and fields the caller may read, and the rows it returns as
+ * record JSON (definitions: Records).
+ *
+ * Pages are keyset-paginated: no OFFSET. The cursor carries the last row's
+ * sort values (datetimes as epoch microseconds, so nothing is lost) and its
+ * id, bound to the sort it was made for; every value in it is checked by type
+ * before it becomes a parameter, so a forged cursor is a clean bad_request. */
+#ifndef LOOM_QUERY_H
+#define LOOM_QUERY_H
+
+#include <libpq-fe.h>
+
+#include "store/filter.h"
+
+#define QUERY_MAX_LIMIT 1000
+#define QUERY_DEFAULT_LIMIT 50
+#define QUERY_MAX_SORT 8
+
+typedef struct query_spec {
+    json_t *filter;       /* or NULL */
+    const char *sort;     /* "-_created_at,name"; NULL or "": "-id" (newest first) */
+    const char *fields;   /* "name,level"; NULL: every field the caller may read */
+    const char *cursor;   /* a previous page's next_cursor, or NULL */
+    long limit;           /* 0: QUERY_DEFAULT_LIMIT */
+    bool count;           /* also count every match */
+} query_spec;
+
+typedef struct query {
+    buf sql;              /* the page (limit + 1 rows) or the record */
+    json_t *args;
+    buf count_sql;        /* with spec.count; empty otherwise */
+    json_t *count_args;
+    json_t *out;          /* per selected column: [key, decoder] */
+    json_t *sort;         /* per sort key: [name, desc, cast] (a cursor column each, after out) */
+    long limit;
+    char sort_text[256];  /* the normalised sort, which a cursor must match */
+} query;
+
+/* Builds the page query for form. False with err: LOOM_NOT_FOUND (a form the
+ * caller may not read), LOOM_BAD_FILTER, LOOM_UNKNOWN_FIELD, or
+ * LOOM_BAD_REQUEST (a bad limit or cursor). Free q with query_free(). */
+bool query_list(const filter_ctx *c, const char *form, const query_spec *spec, query *q, filter_err *err);
+/* Builds the query of one record by id (digits), inside the read scope. */
+bool query_get(const filter_ctx *c, const char *form, const char *id, query *q, filter_err *err);
+/* The rows of r as records (a new array). With next non-NULL: the rows past
+ * the page are left out, and *next is the next page's cursor (malloc'd) or
+ * NULL on the last page. */
+json_t *query_items(const query *q, PGresult *r, char **next);
+void query_free(query *q);
+
+#endif
