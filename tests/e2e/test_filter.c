@@ -17,6 +17,7 @@
 #include "model/bundle.h"
 #include "perm/perm.h"
 #include "store/filter.h"
+#include "store/query.h"
 
 #ifndef SOURCE_DIR
 #error SOURCE_DIR must name the repository
@@ -203,6 +204,7 @@ static void test_errors_and_visibility(void **state)
         {"service_ticket", "{\"_created_at\": {\"$gt\": {\"$now\": \"yesterday\"}}}", LOOM_BAD_FILTER,
          "/_created_at/$gt/$now"},
         {"lead", "{\"$or\": [{\"a/b~c\": 1}]}", LOOM_UNKNOWN_FIELD, "/$or/0/a~1b~0c"},
+        {"customer", "{\"_state\": \"open\"}", LOOM_UNKNOWN_FIELD, "/_state"},   /* no flow, no _state */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         filter_err e;
@@ -284,6 +286,250 @@ static void test_scopes(void **state)
     json_decref(saved);
 }
 
+
+/* ---- record queries ---- */
+
+/* Runs q's page (or record) query: the items, and the next cursor in next. */
+static json_t *run_query(query *q, char **next)
+{
+    size_t na = json_array_size(q->args);
+    const char *vals[na + 1];
+    for (size_t i = 0; i < na; i++)
+        vals[i] = json_string_value(json_array_get(q->args, i));
+    PGresult *r = PQexecParams(pg, q->sql.data, (int)na, NULL, vals, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        fail_msg("%s\n%s", PQresultErrorMessage(r), q->sql.data);
+    json_t *items = query_items(q, r, next);
+    PQclear(r);
+    return items;
+}
+
+/* Every page of a query, walked with limit, joined; and the page count. */
+static json_t *walk(const filter_ctx *c, const char *form, const char *sort, json_t *filter, long limit, int *pages)
+{
+    json_t *all = json_array();
+    char *cursor = NULL;
+    *pages = 0;
+    do {
+        query_spec spec = {.filter = filter, .sort = sort, .limit = limit, .cursor = cursor};
+        query q;
+        filter_err e;
+        if (!query_list(c, form, &spec, &q, &e))
+            fail_msg("%s %s: %s at %s", form, sort, e.message, e.path);
+        free(cursor);
+        json_t *items = run_query(&q, &cursor);
+        json_array_extend(all, items);
+        json_decref(items);
+        query_free(&q);
+        if (++*pages > 100)
+            fail_msg("the pages never end");
+    } while (cursor);
+    return all;
+}
+
+static void test_pages_walk_every_sort(void **state)
+{
+    (void)state;
+    filter_ctx c = system_ctx();
+    /* more rows with ties and nulls */
+    char *r = h_sql_value(url, "INSERT INTO app_fours.customer (id, name, level, _created_at) SELECT i + 4, 'c' || (i % 7), "
+                               "(ARRAY['vip','gold',NULL])[i % 3 + 1], now() - (i % 5) * interval '1.5 second' "
+                               "FROM generate_series(1, 40) i RETURNING 1");
+    free(r);
+    const char *sorts[] = {NULL, "name", "-name", "level", "-level", "level,-name", "-level,name,-id",
+                           "_created_at", "-_created_at,level", "id"};
+    for (size_t i = 0; i < sizeof sorts / sizeof sorts[0]; i++) {
+        int pages, one;
+        json_t *whole = walk(&c, "customer", sorts[i], NULL, 1000, &one);
+        assert_int_equal(one, 1);
+        assert_int_equal(json_array_size(whole), 44);
+        for (long limit = 1; limit <= 7; limit += 3) {
+            json_t *paged = walk(&c, "customer", sorts[i], NULL, limit, &pages);
+            if (!json_equal(paged, whole))
+                fail_msg("sort %s, limit %ld: the pages differ from one list", sorts[i] ? sorts[i] : "(default)", limit);
+            assert_int_equal(pages, (44 + limit - 1) / limit);   /* no empty last page */
+            json_decref(paged);
+        }
+        json_decref(whole);
+    }
+    /* the default is newest first, and a filter pages too */
+    int pages;
+    json_t *vip = walk(&c, "customer", NULL, json_pack("{s:s}", "level", "vip"), 4, &pages);
+    char *n = h_sql_value(url, "SELECT count(*) FROM app_fours.customer WHERE level = 'vip'");
+    assert_int_equal(json_array_size(vip), atoi(n));
+    free(n);
+    assert_true(json_integer_value(json_object_get(json_array_get(vip, 0), "id")) >
+                json_integer_value(json_object_get(json_array_get(vip, 1), "id")));
+    json_decref(vip);
+    r = h_sql_value(url, "DELETE FROM app_fours.customer WHERE id > 4 RETURNING 1");
+    free(r);
+}
+
+static void test_record_json(void **state)
+{
+    (void)state;
+    filter_ctx c = system_ctx();
+    query q;
+    filter_err e;
+    assert_true(query_get(&c, "service_ticket", "1", &q, &e));
+    json_t *items = run_query(&q, NULL);
+    query_free(&q);
+    assert_int_equal(json_array_size(items), 1);
+    json_t *t = json_array_get(items, 0);
+    assert_string_equal(json_string_value(json_object_get(t, "labor_hours")), "1.5");   /* the field's scale */
+    assert_string_equal(json_string_value(json_object_get(t, "total")), "100.00");
+    assert_true(json_is_null(json_object_get(t, "discount")));
+    assert_int_equal(json_integer_value(json_object_get(t, "customer")), 1);
+    assert_true(json_is_true(json_object_get(t, "overdue")));
+    assert_string_equal(json_string_value(json_object_get(t, "_state")), "pending");
+    const char *at = json_string_value(json_object_get(t, "_created_at"));
+    assert_non_null(at);
+    assert_int_equal(strlen(at), 20);
+    assert_int_equal(at[10], 'T');
+    assert_int_equal(at[19], 'Z');
+    json_t *parts = json_object_get(t, "parts");
+    assert_int_equal(json_array_size(parts), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(parts, 0), "part")), "filter");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(parts, 0), "unit_cost")), "10.00");
+    assert_true(json_is_integer(json_object_get(json_array_get(parts, 0), "id")));
+    json_decref(items);
+    /* an empty subform is [], a null multiselect [] */
+    assert_true(query_get(&c, "service_ticket", "3", &q, &e));
+    items = run_query(&q, NULL);
+    query_free(&q);
+    assert_int_equal(json_array_size(json_object_get(json_array_get(items, 0), "parts")), 0);
+    assert_true(json_is_array(json_object_get(json_array_get(items, 0), "parts")));
+    json_decref(items);
+    assert_true(query_get(&c, "customer", "4", &q, &e));
+    items = run_query(&q, NULL);
+    query_free(&q);
+    assert_true(json_is_array(json_object_get(json_array_get(items, 0), "tags")));
+    assert_null(json_object_get(json_array_get(items, 0), "_state"));   /* no flow */
+    json_decref(items);
+    /* no such record */
+    assert_true(query_get(&c, "customer", "999", &q, &e));
+    items = run_query(&q, NULL);
+    query_free(&q);
+    assert_int_equal(json_array_size(items), 0);
+    json_decref(items);
+}
+
+static void test_query_permissions(void **state)
+{
+    (void)state;
+    json_t *sales = json_pack("[s]", "sales");
+    filter_ctx s = {.bundle = bundle, .schema = "app_fours", .roles = sales, .me = 100, .timezone = "UTC"};
+    int pages;
+    json_t *mine = walk(&s, "lead", NULL, NULL, 1, &pages);
+    assert_int_equal(json_array_size(mine), 2);   /* read: own */
+    assert_int_equal(pages, 2);
+    size_t i;
+    json_t *x;
+    json_array_foreach(mine, i, x)
+    {
+        assert_null(json_object_get(x, "internal_note"));   /* hidden: not there at all */
+        assert_non_null(json_object_get(x, "budget"));
+        assert_int_equal(json_integer_value(json_object_get(x, "_owner")), 100);
+    }
+    json_decref(mine);
+    query q;
+    filter_err e;
+    /* outside the scope is the same as missing */
+    assert_true(query_get(&s, "lead", "2", &q, &e));
+    json_t *items = run_query(&q, NULL);
+    query_free(&q);
+    assert_int_equal(json_array_size(items), 0);
+    json_decref(items);
+    /* a hidden field in sort and fields is unknown_field, as in a filter */
+    query_spec spec = {.sort = "internal_note"};
+    assert_false(query_list(&s, "lead", &spec, &q, &e));
+    query_free(&q);
+    assert_int_equal(e.code, LOOM_UNKNOWN_FIELD);
+    assert_string_equal(e.path, "/sort");
+    spec = (query_spec){.fields = "name,internal_note"};
+    assert_false(query_list(&s, "lead", &spec, &q, &e));
+    query_free(&q);
+    assert_int_equal(e.code, LOOM_UNKNOWN_FIELD);
+    assert_string_equal(e.path, "/fields");
+    /* projection: id and the fields asked for */
+    spec = (query_spec){.fields = "name", .count = true};
+    assert_true(query_list(&s, "lead", &spec, &q, &e));
+    items = run_query(&q, NULL);
+    assert_int_equal(json_object_size(json_array_get(items, 0)), 2);
+    assert_non_null(json_object_get(json_array_get(items, 0), "id"));
+    json_decref(items);
+    /* the count sees the same rows */
+    size_t na = json_array_size(q.count_args);
+    const char *vals[na + 1];
+    for (size_t k = 0; k < na; k++)
+        vals[k] = json_string_value(json_array_get(q.count_args, k));
+    PGresult *r = PQexecParams(pg, q.count_sql.data, (int)na, NULL, vals, NULL, NULL, 0);
+    assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+    assert_string_equal(PQgetvalue(r, 0, 0), "2");
+    PQclear(r);
+    query_free(&q);
+    json_decref(sales);
+    /* a technician's subform rows lack the hidden unit_cost */
+    json_t *tech = json_pack("[s]", "technician");
+    filter_ctx t = {.bundle = bundle, .schema = "app_fours", .roles = tech, .me = 100, .timezone = "UTC"};
+    char *u = h_sql_value(url, "UPDATE app_fours.service_ticket SET _owner = 100 WHERE id = 1 RETURNING 1");
+    free(u);
+    assert_true(query_get(&t, "service_ticket", "1", &q, &e));
+    items = run_query(&q, NULL);
+    query_free(&q);
+    json_t *row = json_array_get(json_object_get(json_array_get(items, 0), "parts"), 0);
+    assert_non_null(json_object_get(row, "part"));
+    assert_null(json_object_get(row, "unit_cost"));
+    json_decref(items);
+    json_decref(tech);
+}
+
+static void test_bad_queries(void **state)
+{
+    (void)state;
+    filter_ctx c = system_ctx();
+    struct {
+        query_spec spec;
+        loom_code code;
+        const char *path;
+    } cases[] = {
+        {{.sort = "tags"}, LOOM_BAD_REQUEST, "/sort"},
+        {{.sort = "name,name"}, LOOM_BAD_REQUEST, "/sort"},
+        {{.sort = "name,"}, LOOM_OK, NULL},
+        {{.sort = ",name"}, LOOM_UNKNOWN_FIELD, "/sort"},
+        {{.sort = "nom"}, LOOM_UNKNOWN_FIELD, "/sort"},
+        {{.sort = "name\"; DROP TABLE x; --"}, LOOM_UNKNOWN_FIELD, "/sort"},
+        {{.limit = 1001}, LOOM_BAD_REQUEST, "/limit"},
+        {{.limit = -1}, LOOM_BAD_REQUEST, "/limit"},
+        {{.fields = "name,"}, LOOM_OK, NULL},
+        {{.fields = "name,,level"}, LOOM_UNKNOWN_FIELD, "/fields"},
+        {{.cursor = "!!!"}, LOOM_BAD_REQUEST, "/cursor"},
+        {{.cursor = "e30"}, LOOM_BAD_REQUEST, "/cursor"},   /* {} */
+        {{.filter = NULL, .sort = "name", .cursor = "eyJzIjoibmFtZSxpZCIsImsiOlsxLDJdfQ"}, LOOM_BAD_REQUEST, "/cursor"},
+        {{.sort = "name", .cursor = "eyJzIjoiLWlkIiwiayI6WzJdfQ"}, LOOM_BAD_REQUEST, "/cursor"},   /* -id's cursor */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        query q;
+        filter_err e = {0};
+        bool ok = query_list(&c, "customer", &cases[i].spec, &q, &e);
+        if (ok != (cases[i].code == LOOM_OK) || (!ok && (e.code != cases[i].code || strcmp(e.path, cases[i].path))))
+            fail_msg("case %zu: ok %d code %d path %s", i, ok, (int)e.code, e.path);
+        if (ok) {
+            json_t *items = run_query(&q, NULL);
+            json_decref(items);
+        }
+        query_free(&q);
+    }
+    /* a cursor with a forged value of the right shape runs as a plain value */
+    query_spec spec = {.sort = "name", .cursor = "eyJzIjoibmFtZSxpZCIsImsiOlsiJzsgRFJPUCIsMl19"};
+    query q;
+    filter_err e;
+    assert_true(query_list(&c, "customer", &spec, &q, &e));
+    json_t *items = run_query(&q, NULL);
+    json_decref(items);
+    query_free(&q);
+}
+
 static void test_injection_corpus(void **state)
 {
     (void)state;
@@ -345,6 +591,10 @@ int main(void)
         cmocka_unit_test(test_operators_and_paths),
         cmocka_unit_test(test_errors_and_visibility),
         cmocka_unit_test(test_scopes),
+        cmocka_unit_test(test_pages_walk_every_sort),
+        cmocka_unit_test(test_record_json),
+        cmocka_unit_test(test_query_permissions),
+        cmocka_unit_test(test_bad_queries),
         cmocka_unit_test(test_injection_corpus),
     };
     return cmocka_run_group_tests_name("integration_filter", tests, setup, teardown);
