@@ -180,17 +180,6 @@ static const char *param_text(arena *a, json_t *body, const char *key)
     return copy;
 }
 
-/* A positive id from a path parameter, or 0. */
-static long long path_id(const char *s)
-{
-    if (!s || !*s || strlen(s) > 18)
-        return 0;
-    for (const char *p = s; *p; p++)
-        if (*p < '0' || *p > '9')
-            return 0;
-    return atoll(s);
-}
-
 static bool reject_if_invalid(ctx *c, json_t *errors)
 {
     if (json_array_size(errors) == 0) {

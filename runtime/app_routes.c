@@ -14,8 +14,7 @@ static void decref_cb(void *p)
     json_decref(p);
 }
 
-/* The caller's roles in app (a borrowed array, possibly empty). */
-static json_t *my_roles(ctx *c, const char *app)
+json_t *app_caller_roles(ctx *c, const char *app)
 {
     json_t *all = json_loads(PQgetvalue(c->user->row, 0, 7), 0, NULL);
     arena_defer(c->a, decref_cb, all);
@@ -25,7 +24,7 @@ static json_t *my_roles(ctx *c, const char *app)
 
 static bool may_use(ctx *c, const char *app)
 {
-    return c->user->admin || json_array_size(my_roles(c, app)) > 0;
+    return c->user->admin || json_array_size(app_caller_roles(c, app)) > 0;
 }
 
 /* The locale to answer in: the first Accept-Language tag the app has, else
@@ -102,7 +101,7 @@ void apps_get(void *cp)
     json_t *a = json_object_get(s->bundle, "app");
     json_t *locales = json_object_get(a, "locales");
     const char *loc = pick_locale(c, locales);
-    json_t *roles = my_roles(c, app);
+    json_t *roles = app_caller_roles(c, app);
     bool app_admin = c->user->admin;
     size_t i;
     json_t *r;

@@ -1,6 +1,7 @@
 /* router.c - segment-wise matching of request paths against route patterns. */
 #include "router.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static int hexval(char c)
@@ -106,4 +107,14 @@ bool router_match(const route *routes, int n, const char *method, const char *pa
     }
     m->nparams = 0;
     return false;
+}
+
+long long path_id(const char *s)
+{
+    if (!s || !*s || strlen(s) > 18)
+        return 0;
+    for (const char *p = s; *p; p++)
+        if (*p < '0' || *p > '9')
+            return 0;
+    return atoll(s);
 }

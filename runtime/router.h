@@ -35,5 +35,7 @@ bool router_match(const route *routes, int n, const char *method, const char *pa
 char *url_decode(arena *a, const char *s, size_t n);
 /* The decoded value of a query parameter, or NULL when absent. */
 const char *query_param(arena *a, const char *query, const char *name);
+/* A positive id (digits only, at most 18) from a path parameter, or 0. */
+long long path_id(const char *s);
 
 #endif

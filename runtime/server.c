@@ -42,6 +42,9 @@ static const route routes[] = {
     {"DELETE", "/api/admin/api-keys/{id}", admin_keys_delete, R_ADMIN | R_TX},
     {"GET", "/api/apps", apps_list, R_AUTH},
     {"GET", "/api/apps/{app}", apps_get, R_AUTH},
+    {"GET", "/api/apps/{app}/forms/{form}/records", records_list, R_AUTH},
+    {"POST", "/api/apps/{app}/forms/{form}/records/query", records_query, R_AUTH},
+    {"GET", "/api/apps/{app}/forms/{form}/records/{id}", records_get, R_AUTH},
     /* designer API: specific patterns before the generic {section} and {kind}/{id} */
     {"GET", "/api/design/apps", design_apps_list, R_AUTH},
     {"POST", "/api/design/apps", design_apps_create, R_AUTH | R_TX},

@@ -172,6 +172,13 @@ PGresult *db_query(db *d, arena *a, db_stmt *st, int nparams, const char *const 
     return db_result(d, a, r, err);
 }
 
+PGresult *db_query_text(db *d, arena *a, const char *sql, int nparams, const char *const *params, loom_err *err)
+{
+    if (!db_check(d, err))
+        return NULL;
+    return db_result(d, a, PQexecParams(d->conn, sql, nparams, NULL, params, NULL, NULL, 0), err);
+}
+
 void db_query_many(db *d, arena *const *arenas, db_stmt *st, int nparams, int count,
                    const char *const *const *params, PGresult **out, loom_err *errs)
 {

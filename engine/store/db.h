@@ -47,6 +47,9 @@ PGresult *db_query(db *d, arena *a, db_stmt *st, int nparams, const char *const 
  * out[i] is the result (owned by arenas[i]) or NULL with errs[i] set. */
 void db_query_many(db *d, arena *const *arenas, db_stmt *st, int nparams, int count,
                    const char *const *const *params, PGresult **out, loom_err *errs);
+/* Runs SQL text built at run time (identifiers from the catalog only) with
+ * text parameters, like db_query. */
+PGresult *db_query_text(db *d, arena *a, const char *sql, int nparams, const char *const *params, loom_err *err);
 /* Runs SQL text without parameters (transaction control, DDL). */
 PGresult *db_exec(db *d, arena *a, const char *sql, loom_err *err);
 

@@ -379,8 +379,12 @@ bool query_list(const filter_ctx *c, const char *form, const query_spec *spec, q
         buf_puts(&where, " AND ");
     }
     json_t *everything = json_object();
-    if (ok)
-        ok = filter_sql(c, form, "t", spec->filter ? spec->filter : everything, &where, q->args, err);
+    if (ok && !filter_sql(c, form, "t", spec->filter ? spec->filter : everything, &where, q->args, err)) {
+        char inner[sizeof err->path];   /* a pointer into the request: under /filter */
+        snprintf(inner, sizeof inner, "%s", err->path);
+        snprintf(err->path, sizeof err->path, "/filter%s", inner);
+        ok = false;
+    }
     json_decref(everything);
     if (ok && spec->count) {
         buf_puts(&q->count_sql, "SELECT count(*)");

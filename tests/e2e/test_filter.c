@@ -354,7 +354,9 @@ static void test_pages_walk_every_sort(void **state)
     }
     /* the default is newest first, and a filter pages too */
     int pages;
-    json_t *vip = walk(&c, "customer", NULL, json_pack("{s:s}", "level", "vip"), 4, &pages);
+    json_t *only_vip = json_pack("{s:s}", "level", "vip");
+    json_t *vip = walk(&c, "customer", NULL, only_vip, 4, &pages);
+    json_decref(only_vip);
     char *n = h_sql_value(url, "SELECT count(*) FROM app_fours.customer WHERE level = 'vip'");
     assert_int_equal(json_array_size(vip), atoi(n));
     free(n);

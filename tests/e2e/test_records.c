@@ -1,0 +1,290 @@
+/* test_records.c - reading records over HTTP against a running server: the
+ * read scope and hidden fields per role, filters, sorts and projections in
+ * the query string and in POST .../records/query, keyset pages and counts,
+ * one record with its ETag, and hostile query parameters (never a 5xx). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+#ifndef SOURCE_DIR
+#error SOURCE_DIR must name the repository
+#endif
+
+static h_server srv;
+static char *url, *admin, *ana, *bo, *boss, *nobody;
+static long long ana_id, bo_id;
+
+static h_resp send(const char *method, const char *path, const char *token, const char *body)
+{
+    return h_req(srv.port, method, path, token, body);
+}
+
+/* Creates a user with roles in app fours (JSON array text, or NULL); returns its token. */
+static char *make_user(const char *name, const char *roles, long long *id)
+{
+    char body[256];
+    snprintf(body, sizeof body, "{\"username\":\"%s\",\"password\":\"%s-password\"%s%s%s}", name, name,
+             roles ? ",\"roles\":{\"fours\":" : "", roles ? roles : "", roles ? "}" : "");
+    h_resp r = send("POST", "/api/admin/users", admin, body);
+    if (r.status != 201)
+        return NULL;
+    if (id)
+        *id = json_integer_value(json_object_get(r.json, "id"));
+    h_resp_free(&r);
+    char pw[64];
+    snprintf(pw, sizeof pw, "%s-password", name);
+    return h_login(srv.port, name, pw);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    url = h_fresh_db("loomtest_records");
+    char out[16384];
+    const char *import[] = {h_loom_bin(), "app", "import",
+                            SOURCE_DIR "/tests/fixtures/model/valid_spec_examples/bundle.json", "--publish", "--db",
+                            url, NULL};
+    if (h_run(import, NULL, out, sizeof out) != 0)
+        return -1;
+    const char *args[] = {"--workers", "2", NULL};
+    if (!h_server_start(&srv, url, args, NULL))
+        return -1;
+    admin = h_login(srv.port, "admin", H_ADMIN_PASSWORD);
+    ana = make_user("ana", "[\"sales\"]", &ana_id);
+    bo = make_user("bo", "[\"sales\"]", &bo_id);
+    boss = make_user("boss", "[\"sales_manager\"]", NULL);
+    nobody = make_user("nobody", NULL, NULL);
+    char sql[1024];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO app_fours.lead (name, source, budget, internal_note, _owner) VALUES"
+             " ('a1', 'campaign', 100, 'secret a1', %lld), ('a2', 'walk_in', 250.5, NULL, %lld),"
+             " ('b1', 'campaign', 300, 'secret b1', %lld)",
+             ana_id, ana_id, bo_id);
+    return admin && ana && bo && boss && nobody && h_sql(url, sql) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    int st = h_server_stop(&srv);
+    free(admin);
+    free(ana);
+    free(bo);
+    free(boss);
+    free(nobody);
+    free(url);
+    return st == 0 ? 0 : -1;
+}
+
+/* GET .../forms/lead/records?<query> where query's values are percent-encoded here. */
+static h_resp list(const char *token, const char *form, const char *const *kv)
+{
+    buf path = {0};
+    buf_printf(&path, "/api/apps/fours/forms/%s/records", form);
+    for (int i = 0; kv && kv[i]; i += 2) {
+        buf_printf(&path, "%c%s=", i ? '&' : '?', kv[i]);
+        for (const unsigned char *p = (const unsigned char *)kv[i + 1]; *p; p++) {
+            if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || strchr("-_.", *p))
+                buf_printf(&path, "%c", *p);
+            else
+                buf_printf(&path, "%%%02X", *p);
+        }
+    }
+    h_resp r = send("GET", path.data, token, NULL);
+    buf_free(&path);
+    return r;
+}
+
+static const char *item_str(const h_resp *r, size_t i, const char *key)
+{
+    return json_string_value(json_object_get(json_array_get(json_object_get(r->json, "items"), i), key));
+}
+
+static void test_scope_and_hidden_fields(void **state)
+{
+    (void)state;
+    h_resp r = list(ana, "lead", (const char *[]){"sort", "name", NULL});
+    assert_int_equal(r.status, 200);
+    json_t *items = json_object_get(r.json, "items");
+    assert_int_equal(json_array_size(items), 2);   /* read: own */
+    assert_string_equal(item_str(&r, 0, "name"), "a1");
+    assert_string_equal(item_str(&r, 1, "budget"), "250.50");
+    assert_null(json_object_get(json_array_get(items, 0), "internal_note"));
+    assert_true(json_is_null(json_object_get(r.json, "next_cursor")));
+    h_resp_free(&r);
+    r = list(boss, "lead", (const char *[]){"sort", "name", NULL});
+    assert_int_equal(json_array_size(json_object_get(r.json, "items")), 3);
+    assert_string_equal(item_str(&r, 2, "internal_note"), "secret b1");
+    h_resp_free(&r);
+    r = list(nobody, "lead", NULL);   /* no role in the app: not there */
+    assert_int_equal(r.status, 404);
+    h_resp_free(&r);
+    r = list(ana, "service_ticket", NULL);   /* no permission on the form */
+    assert_int_equal(r.status, 404);
+    h_resp_free(&r);
+    r = list(admin, "lead", (const char *[]){"count", "true", NULL});
+    assert_int_equal(json_integer_value(json_object_get(r.json, "total")), 3);
+    h_resp_free(&r);
+}
+
+static void test_hidden_is_unknown(void **state)
+{
+    (void)state;
+    /* filter, sort and fields: a hidden field and a missing one answer alike */
+    const char *keys[][2] = {{"filter", "{\"internal_note\": \"secret a1\"}"}, {"sort", "internal_note"},
+                             {"fields", "internal_note"}};
+    const char *missing[][2] = {{"filter", "{\"internal_notx\": \"secret a1\"}"}, {"sort", "internal_notx"},
+                                {"fields", "internal_notx"}};
+    const char *paths[] = {"/filter/internal_note", "/sort", "/fields"};
+    for (int i = 0; i < 3; i++) {
+        h_resp h = list(ana, "lead", (const char *[]){keys[i][0], keys[i][1], NULL});
+        h_resp m = list(ana, "lead", (const char *[]){missing[i][0], missing[i][1], NULL});
+        assert_int_equal(h.status, 400);
+        assert_int_equal(m.status, 400);
+        assert_string_equal(h_code(&h), "unknown_field");
+        assert_string_equal(h_code(&m), "unknown_field");
+        json_t *e = json_array_get(json_object_get(h.json, "errors"), 0);
+        assert_string_equal(json_string_value(json_object_get(e, "path")), paths[i]);
+        assert_int_equal(h.body_len, m.body_len);   /* the same answer but the name */
+        h_resp_free(&h);
+        h_resp_free(&m);
+    }
+    /* the manager may use it */
+    h_resp r = list(boss, "lead", (const char *[]){"filter", "{\"internal_note\": {\"$contains\": \"B1\"}}", NULL});
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_array_size(json_object_get(r.json, "items")), 1);
+    h_resp_free(&r);
+}
+
+static void test_pages_and_query_body(void **state)
+{
+    (void)state;
+    /* limit 1 under "-budget": three pages, in order, the last without a cursor */
+    const char *want[] = {"b1", "a2", "a1"};
+    char cursor[512] = "";
+    for (int page = 0; page < 3; page++) {
+        h_resp r = page ? list(boss, "lead", (const char *[]){"sort", "-budget", "limit", "1", "cursor", cursor, NULL})
+                        : list(boss, "lead", (const char *[]){"sort", "-budget", "limit", "1", NULL});
+        assert_int_equal(r.status, 200);
+        assert_string_equal(item_str(&r, 0, "name"), want[page]);
+        json_t *next = json_object_get(r.json, "next_cursor");
+        assert_true(page < 2 ? json_is_string(next) : json_is_null(next));
+        snprintf(cursor, sizeof cursor, "%s", json_string_value(next) ? json_string_value(next) : "");
+        h_resp_free(&r);
+    }
+    /* the same in a body, with a filter and a projection */
+    h_resp r = send("POST", "/api/apps/fours/forms/lead/records/query", boss,
+                    "{\"filter\": {\"source\": \"campaign\"}, \"sort\": [\"-name\"], \"fields\": [\"name\"], "
+                    "\"count\": true, \"limit\": 1}");
+    assert_int_equal(r.status, 200);
+    assert_string_equal(item_str(&r, 0, "name"), "b1");
+    assert_int_equal(json_object_size(json_array_get(json_object_get(r.json, "items"), 0)), 2);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "total")), 2);
+    h_resp_free(&r);
+    struct {
+        const char *body, *code, *path;
+    } bad[] = {
+        {"{\"colour\": 1}", "bad_request", "/colour"},
+        {"{\"limit\": 0}", "bad_request", "/limit"},
+        {"{\"limit\": \"5\"}", "bad_request", "/limit"},
+        {"{\"count\": \"yes\"}", "bad_request", "/count"},
+        {"{\"sort\": [\"name,budget\"]}", "bad_request", "/sort"},
+        {"{\"filter\": {\"budget\": {\"$gt\": \"much\"}}}", "bad_filter", "/filter/budget/$gt"},
+        {"{\"cursor\": \"xyz\"}", "bad_request", "/cursor"},
+        {"{\"expand\": [\"owner_hint\"]}", "not_implemented", "/expand"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        r = send("POST", "/api/apps/fours/forms/lead/records/query", boss, bad[i].body);
+        const char *path = json_string_value(json_object_get(json_array_get(json_object_get(r.json, "errors"), 0), "path"));
+        if (strcmp(h_code(&r), bad[i].code) || !path || strcmp(path, bad[i].path))
+            fail_msg("%s: %d %s at %s", bad[i].body, r.status, h_code(&r), path ? path : "(none)");
+        h_resp_free(&r);
+    }
+    r = list(boss, "lead", (const char *[]){"limit", "1001", NULL});
+    assert_int_equal(r.status, 400);
+    h_resp_free(&r);
+    r = list(boss, "lead", (const char *[]){"filter", "{\"name\": ", NULL});
+    assert_int_equal(r.status, 400);
+    assert_string_equal(h_code(&r), "bad_filter");
+    h_resp_free(&r);
+}
+
+static void test_one_record(void **state)
+{
+    (void)state;
+    char *a1 = h_sql_value(url, "SELECT id FROM app_fours.lead WHERE name = 'a1'");
+    char *b1 = h_sql_value(url, "SELECT id FROM app_fours.lead WHERE name = 'b1'");
+    char path[128], etag[32];
+    snprintf(path, sizeof path, "/api/apps/fours/forms/lead/records/%s", a1);
+    h_resp r = send("GET", path, ana, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(json_string_value(json_object_get(r.json, "name")), "a1");
+    assert_int_equal(json_integer_value(json_object_get(r.json, "_version")), 1);
+    assert_true(h_resp_header(&r, "etag", etag, sizeof etag));
+    assert_string_equal(etag, "\"1\"");
+    assert_null(json_object_get(r.json, "internal_note"));
+    h_resp_free(&r);
+    /* bo's lead is outside ana's scope: the same 404 as a record that does not exist */
+    snprintf(path, sizeof path, "/api/apps/fours/forms/lead/records/%s", b1);
+    h_resp out = send("GET", path, ana, NULL);
+    h_resp none = send("GET", "/api/apps/fours/forms/lead/records/999999", ana, NULL);
+    assert_int_equal(out.status, 404);
+    assert_int_equal(none.status, 404);
+    assert_int_equal(out.body_len, none.body_len);
+    h_resp_free(&out);
+    h_resp_free(&none);
+    r = send("GET", "/api/apps/fours/forms/lead/records/1x", ana, NULL);
+    assert_int_equal(r.status, 404);
+    h_resp_free(&r);
+    free(a1);
+    free(b1);
+}
+
+/* Hostile field names, sort keys, filters and cursors: clean 4xx or 200, never a 5xx. */
+static void test_hostile_parameters(void **state)
+{
+    (void)state;
+    const char *hostile[][2] = {
+        {"sort", "name;DROP TABLE app_fours.lead"}, {"sort", "\"name\""}, {"sort", "-"}, {"sort", "name desc"},
+        {"sort", "(select 1)"}, {"sort", "-id,-id"}, {"sort", "a,b,c,d,e,f,g,h,i"},
+        {"fields", "name\" FROM app_fours.lead; --"}, {"fields", "*"}, {"fields", ""},
+        {"filter", "{\"name'\": 1}"}, {"filter", "[1]"}, {"filter", "\"x\""}, {"filter", "{\"$or\": {}}"},
+        {"filter", "{\"name\": {\"$in\": [\"a', 'b\"]}}"}, {"filter", "{\"budget\": {\"$gt\": \"1e400\"}}"},
+        {"filter", "{\"_owner\": {\"$me\": \"x\"}}"}, {"filter", "{\"name\": {\"$contains\": \"%' OR 1=1 --\"}}"},
+        {"cursor", "eyJzIjoiLWlkIiwiayI6WyIxOyBEUk9QIl19"}, {"cursor", "eyJzIjoiLWlkIiwiayI6WzEuNV19"},
+        {"cursor", "eyJzIjoiLWlkIiwiayI6W251bGxdfQ"}, {"limit", "1e3"}, {"limit", "-5"}, {"count", "1"},
+    };
+    int ok = 0, refused = 0;
+    for (size_t i = 0; i < sizeof hostile / sizeof hostile[0]; i++) {
+        h_resp r = list(boss, "lead", (const char *[]){hostile[i][0], hostile[i][1], NULL});
+        if (r.status >= 500 || r.status == 0)
+            fail_msg("%s=%s: %d %s", hostile[i][0], hostile[i][1], r.status, r.body ? r.body : "");
+        ok += r.status == 200;
+        refused += r.status == 400;
+        h_resp_free(&r);
+    }
+    printf("  hostile parameters: %d answered, %d refused with 400, 0 server errors\n", ok, refused);
+    char *n = h_sql_value(url, "SELECT count(*) FROM app_fours.lead");
+    assert_string_equal(n, "3");
+    free(n);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_scope_and_hidden_fields),
+        cmocka_unit_test(test_hidden_is_unknown),
+        cmocka_unit_test(test_pages_and_query_body),
+        cmocka_unit_test(test_one_record),
+        cmocka_unit_test(test_hostile_parameters),
+    };
+    return cmocka_run_group_tests_name("e2e_records", tests, setup, teardown);
+}
