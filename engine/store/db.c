@@ -8,6 +8,13 @@
 
 static atomic_int next_stmt_id = 1;
 
+/* A statement built at run time, prepared on this connection as "t<slot>". */
+typedef struct text_stmt {
+    unsigned long long hash;
+    char *sql;               /* NULL: the slot is free */
+    unsigned long long used; /* for least-recently-used eviction */
+} text_stmt;
+
 struct db {
     char *conninfo;
     PGconn *conn;
@@ -15,7 +22,17 @@ struct db {
     bool in_tx;
     long long last_try_ms;
     unsigned char prepared[DB_MAX_STMTS];
+    text_stmt texts[DB_TEXT_STMTS];
+    unsigned long long uses;
 };
+
+static void texts_forget(db *d)
+{
+    for (int i = 0; i < DB_TEXT_STMTS; i++) {
+        free(d->texts[i].sql);
+        d->texts[i].sql = NULL;
+    }
+}
 
 static long long now_ms(void)
 {
@@ -62,6 +79,7 @@ void db_free(db *d)
         return;
     if (d->conn)
         PQfinish(d->conn);
+    texts_forget(d);
     free(d->conninfo);
     free(d);
 }
@@ -82,6 +100,7 @@ bool db_ready(db *d)
         PQfinish(d->conn);
     d->conn = db_connect_once(d->conninfo, NULL, 0);
     memset(d->prepared, 0, sizeof d->prepared);
+    texts_forget(d);
     d->in_tx = false;
     d->up = d->conn != NULL;
     return d->up;
@@ -172,11 +191,65 @@ PGresult *db_query(db *d, arena *a, db_stmt *st, int nparams, const char *const 
     return db_result(d, a, r, err);
 }
 
+/* The slot of sql in the text statement cache, prepared; -1 with *err set. */
+static int text_slot(db *d, arena *a, const char *sql, int nparams, loom_err *err)
+{
+    unsigned long long h = 14695981039346656037ull;   /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)sql; *p; p++)
+        h = (h ^ *p) * 1099511628211ull;
+    int victim = 0;
+    for (int i = 0; i < DB_TEXT_STMTS; i++) {
+        text_stmt *t = &d->texts[i];
+        if (t->sql && t->hash == h && !strcmp(t->sql, sql)) {
+            t->used = ++d->uses;
+            return i;
+        }
+        if (!t->sql || (d->texts[victim].sql && t->used < d->texts[victim].used))
+            victim = i;
+    }
+    char name[16];
+    snprintf(name, sizeof name, "t%d", victim);
+    text_stmt *t = &d->texts[victim];
+    if (t->sql) {   /* evict the least recently used */
+        char dealloc[32];
+        snprintf(dealloc, sizeof dealloc, "DEALLOCATE %s", name);
+        if (!db_result(d, a, PQexec(d->conn, dealloc), err))
+            return -1;
+        free(t->sql);
+        t->sql = NULL;
+    }
+    if (!db_result(d, a, PQprepare(d->conn, name, sql, nparams, NULL), err))
+        return -1;
+    if (!(t->sql = strdup(sql)))
+        abort();
+    t->hash = h;
+    t->used = ++d->uses;
+    return victim;
+}
+
 PGresult *db_query_text(db *d, arena *a, const char *sql, int nparams, const char *const *params, loom_err *err)
 {
     if (!db_check(d, err))
         return NULL;
-    return db_result(d, a, PQexecParams(d->conn, sql, nparams, NULL, params, NULL, NULL, 0), err);
+    for (int attempt = 0;; attempt++) {
+        int slot = text_slot(d, a, sql, nparams, err);
+        if (slot < 0)
+            return NULL;
+        char name[16];
+        snprintf(name, sizeof name, "t%d", slot);
+        PGresult *r = PQexecPrepared(d->conn, name, nparams, params, NULL, NULL, 0);
+        const char *st = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+        /* a publish changed a column's type under the cached plan: prepare it again, once (not inside a
+         * transaction, which the error has aborted) */
+        if (attempt == 0 && !d->in_tx && st && !strcmp(st, "0A000")) {
+            PQclear(r);
+            PQclear(PQexec(d->conn, arena_printf(a, "DEALLOCATE %s", name)));
+            free(d->texts[slot].sql);
+            d->texts[slot].sql = NULL;
+            continue;
+        }
+        return db_result(d, a, r, err);
+    }
 }
 
 void db_query_many(db *d, arena *const *arenas, db_stmt *st, int nparams, int count,

@@ -17,6 +17,7 @@
 
 #define DB_RETRY_MS 200
 #define DB_MAX_STMTS 512
+#define DB_TEXT_STMTS 64   /* run-time statements kept prepared per connection */
 
 /* A statement of process lifetime: declare as `static db_stmt s = {.sql = SQL};`. */
 typedef struct db_stmt {
@@ -48,7 +49,8 @@ PGresult *db_query(db *d, arena *a, db_stmt *st, int nparams, const char *const 
 void db_query_many(db *d, arena *const *arenas, db_stmt *st, int nparams, int count,
                    const char *const *const *params, PGresult **out, loom_err *errs);
 /* Runs SQL text built at run time (identifiers from the catalog only) with
- * text parameters, like db_query. */
+ * text parameters, like db_query. The DB_TEXT_STMTS most recently used texts
+ * stay prepared on the connection, so a list asked again is only executed. */
 PGresult *db_query_text(db *d, arena *a, const char *sql, int nparams, const char *const *params, loom_err *err);
 /* Runs SQL text without parameters (transaction control, DDL). */
 PGresult *db_exec(db *d, arena *a, const char *sql, loom_err *err);

@@ -124,6 +124,48 @@ static void test_commit_of_failed_transaction(void **state)
     assert_non_null(db_exec(d, a, "SELECT 1", &e));
 }
 
+/* Run-time statements stay prepared (pg_prepared_statements shows them),
+ * the least recently used is evicted past DB_TEXT_STMTS, and a column type
+ * changed under a cached plan is prepared again instead of failing. */
+static void test_text_statements(void **state)
+{
+    fixture *f = *state;
+    db *d = f->d;
+    arena *a = f->a;
+    loom_err e = {0};
+    assert_non_null(db_exec(d, a, "DROP TABLE IF EXISTS text_stmt_t; CREATE TABLE text_stmt_t (x integer);"
+                                  "INSERT INTO text_stmt_t VALUES (41)", &e));
+    const char *sql = "SELECT x + $1::int FROM text_stmt_t";
+    const char *one[] = {"1"};
+    for (int i = 0; i < 3; i++) {
+        PGresult *r = db_query_text(d, a, sql, 1, one, &e);
+        assert_non_null(r);
+        assert_string_equal(PQgetvalue(r, 0, 0), "42");
+    }
+    PGresult *n = db_exec(d, a, "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE '%text_stmt_t%'", &e);
+    assert_string_equal(PQgetvalue(n, 0, 0), "1");   /* prepared once */
+    for (int i = 0; i < DB_TEXT_STMTS + 10; i++) {
+        char *other = arena_printf(a, "SELECT %d + $1::int", i);
+        PGresult *r = db_query_text(d, a, other, 1, one, &e);
+        assert_non_null(r);
+        assert_int_equal(atoi(PQgetvalue(r, 0, 0)), i + 1);
+    }
+    n = db_exec(d, a, "SELECT count(*) FROM pg_prepared_statements", &e);
+    assert_int_equal(atoi(PQgetvalue(n, 0, 0)), DB_TEXT_STMTS);
+    PGresult *r = db_query_text(d, a, sql, 1, one, &e);   /* evicted: prepared again */
+    assert_string_equal(PQgetvalue(r, 0, 0), "42");
+    assert_non_null(db_exec(d, a, "ALTER TABLE text_stmt_t ALTER COLUMN x TYPE numeric(10,2)", &e));
+    r = db_query_text(d, a, "SELECT x FROM text_stmt_t", 0, NULL, &e);
+    assert_string_equal(PQgetvalue(r, 0, 0), "41.00");
+    assert_non_null(db_exec(d, a, "ALTER TABLE text_stmt_t ALTER COLUMN x TYPE text", &e));
+    r = db_query_text(d, a, "SELECT x FROM text_stmt_t", 0, NULL, &e);
+    assert_non_null(r);
+    assert_string_equal(PQgetvalue(r, 0, 0), "41.00");
+    /* a bad statement is an error, not a cache entry */
+    assert_null(db_query_text(d, a, "SELECT nope FROM text_stmt_t", 0, NULL, &e));
+    assert_non_null(db_exec(d, a, "DROP TABLE text_stmt_t", &e));
+}
+
 static void test_reconnects_after_backend_killed(void **state)
 {
     fixture *f = *state;
@@ -168,6 +210,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_query_many_in_order, open_db, close_db),
         cmocka_unit_test_setup_teardown(test_query_many_failure_in_the_middle, open_db, close_db),
         cmocka_unit_test_setup_teardown(test_commit_of_failed_transaction, open_db, close_db),
+        cmocka_unit_test_setup_teardown(test_text_statements, open_db, close_db),
         cmocka_unit_test_setup_teardown(test_reconnects_after_backend_killed, open_db, close_db),
         cmocka_unit_test(test_migrations_idempotent),
     };
