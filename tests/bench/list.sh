@@ -1,0 +1,76 @@
+#!/bin/sh
+# Part of `make bench` (issue 4): a filtered, sorted page of 50 records from a
+# 1,000,000-row form through Loom (wrk) against the equivalent hand-written
+# SELECT in pgbench (-M prepared), in the same run, same client count; first
+# page and 1000th page (keyset cursor) side by side.
+# Usage: tests/bench/list.sh BUILD_DIR   (env: ROWS=1000000, CLIENTS=16, DURATION=10)
+set -eu
+BUILD=$(realpath "$1")
+LOOM=$BUILD/loom
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+ROWS=${ROWS:-1000000}
+CLIENTS=${CLIENTS:-16}
+DURATION=${DURATION:-10}
+PORT=${PORT:-18182}
+PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+
+dir=$(mktemp -d /tmp/loom-bench-list.XXXXXX)
+chmod 755 "$dir"
+server=""
+cleanup() {
+    [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
+    "$LOOM" db stop --data-dir "$dir/data" >/dev/null 2>&1 || true
+    rm -rf "$dir"
+}
+trap cleanup EXIT INT TERM
+url=$("$LOOM" db start --data-dir "$dir/data" | sed -n 's/^url: //p')
+run_as=""
+[ "$(id -u)" = 0 ] && run_as="runuser -u postgres --"
+psql() { $run_as "$PGBIN/psql" -q -X -v ON_ERROR_STOP=1 "$url" "$@"; }
+
+"$LOOM" app import "$ROOT/tests/bench/list-app.json" --publish --db "$url" >/dev/null
+psql -c "INSERT INTO app_bench.item (name, code, level, qty, price, weight, active, due, seen, note, email, city)
+  SELECT 'name ' || i, 'C' || i, (ARRAY['vip','gold','normal','new'])[i % 4 + 1], i % 1000, (i % 100000) / 100.0,
+         (i % 5000) / 10.0, i % 2 = 0, date '2026-01-01' + i % 365, now() - i * interval '1 second', 'note ' || i,
+         'u' || i || '@example.cn', (ARRAY['bj','sh','gz'])[i % 3 + 1]
+  FROM generate_series(1, $ROWS) i; ANALYZE app_bench.item;"
+
+LOOM_ADMIN_PASSWORD=bench-admin-pw "$LOOM" serve --db "$url" --listen 127.0.0.1:$PORT 2>/dev/null &
+server=$!
+for i in $(seq 1 100); do curl -sf http://127.0.0.1:$PORT/healthz >/dev/null && break; sleep 0.1; done
+token=$(curl -sf -X POST http://127.0.0.1:$PORT/api/auth/login \
+    -d '{"username":"admin","password":"bench-admin-pw"}' | sed 's/.*"token":"\([^"]*\)".*/\1/')
+auth="Authorization: Bearer $token"
+base="http://127.0.0.1:$PORT/api/apps/bench/forms/item/records?filter=%7B%22level%22%3A%22vip%22%7D&sort=-price&limit=50"
+
+# the cursor of page 1000, by walking there
+cursor=""
+i=1
+while [ $i -lt 1000 ]; do
+    cursor=$(curl -sf -H "$auth" "$base${cursor:+&cursor=$cursor}" | sed 's/.*"next_cursor":"\([^"]*\)".*/\1/')
+    i=$((i + 1))
+done
+last=$(echo "$cursor" | tr '_-' '/+' | awk '{n = length($0) % 4; s = $0; while (n > 0 && n < 4) {s = s "="; n++}; print s}' | base64 -d)
+price=$(echo "$last" | sed 's/.*"k":\["\([^"]*\)".*/\1/')
+id=$(echo "$last" | sed 's/.*,\([0-9]*\)\]}.*/\1/')
+
+cols="id, _version, _owner, _created_at, _created_by, _updated_at, _updated_by, name, code, level, qty, price, weight, active, due, seen, note, email, city"
+echo "SELECT $cols FROM app_bench.item WHERE level = 'vip' ORDER BY price DESC NULLS FIRST, id DESC LIMIT 51" > "$dir/first.sql"
+echo "SELECT $cols FROM app_bench.item WHERE level = 'vip' AND (price, id) < ($price, $id) ORDER BY price DESC NULLS FIRST, id DESC LIMIT 51" > "$dir/page1000.sql"
+chmod 644 "$dir"/*.sql
+
+echo "$ROWS rows, filter level = vip, sort -price, page of 50, $CLIENTS clients, ${DURATION}s each"
+echo "page | pgbench -M prepared (tps) | loom GET .../records (req/s) | ratio | loom p99"
+echo "---|---|---|---|---"
+for page in first page1000; do
+    pg=$($run_as "$PGBIN/pgbench" -n -M prepared -f "$dir/$page.sql" -c "$CLIENTS" -j 2 -T "$DURATION" "$url" 2>&1 \
+         | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
+    target=$base
+    [ "$page" = page1000 ] && target="$base&cursor=$cursor"
+    out=$(wrk -t2 -c"$CLIENTS" -d"${DURATION}s" --latency -H "$auth" "$target")
+    rps=$(echo "$out" | sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p')
+    p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
+    bad=$(echo "$out" | sed -n 's/^ *Non-2xx or 3xx responses: *//p')
+    [ -n "$bad" ] && echo "warning: $bad non-2xx answers"
+    echo "$page | $pg | $rps | $(echo "$rps $pg" | awk '{printf "%.0f%%", 100 * $1 / $2}') | $p99"
+done
