@@ -61,7 +61,7 @@ PGconn *db_connect_once(const char *conninfo, char *err, size_t errlen)
         return NULL;
     }
     PQsetNoticeProcessor(c, quiet_notice_cb, NULL);
-    PQclear(PQexec(c, "SET TIME ZONE 'UTC'"));
+    PQclear(PQexec(c, "SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, YMD'"));
     return c;
 }
 

@@ -11,7 +11,7 @@
 #include "perm/perm.h"
 
 /* Decoders of a selected column's text into JSON. */
-enum { DEC_INT = 'i', DEC_STR = 's', DEC_BOOL = 'b', DEC_JSON = 'j' };
+enum { DEC_INT = 'i', DEC_STR = 's', DEC_BOOL = 'b', DEC_JSON = 'j', DEC_TIME = 't' };
 
 static const struct {
     const char *name, *type;
@@ -45,8 +45,11 @@ static const char *system_type(json_t *bundle, const char *form, const char *nam
 }
 
 /* Appends the SQL that renders column col (of alias) of a field of type as
- * its JSON text form; returns the decoder for it. */
-static char render(buf *s, const char *alias, const char *col, const char *type)
+ * its JSON text form; returns the decoder for it. Top-level dates and
+ * datetimes come raw (the session is UTC with ISO dates) and are formatted
+ * in C, which is cheaper than to_char; inside a subform's JSON they are
+ * formatted by SQL. */
+static char render(buf *s, const char *alias, const char *col, const char *type, bool in_json)
 {
     if (!strcmp(type, "integer") || !strcmp(type, "ref") || !strcmp(type, "user")) {
         buf_printf(s, "%s.\"%s\"", alias, col);
@@ -55,6 +58,10 @@ static char render(buf *s, const char *alias, const char *col, const char *type)
     if (!strcmp(type, "boolean")) {
         buf_printf(s, "%s.\"%s\"", alias, col);
         return DEC_BOOL;
+    }
+    if (!in_json && (!strcmp(type, "date") || !strcmp(type, "datetime"))) {
+        buf_printf(s, "%s.\"%s\"", alias, col);
+        return !strcmp(type, "date") ? DEC_STR : DEC_TIME;
     }
     if (!strcmp(type, "date")) {
         buf_printf(s, "to_char(%s.\"%s\", 'YYYY-MM-DD')", alias, col);
@@ -97,7 +104,7 @@ static void render_subform(buf *s, const filter_ctx *c, const perm_decision *d, 
         else
             buf_puts(s, ", ");
         buf_printf(s, "'%s', ", id);   /* an id: [a-z0-9_] only */
-        render(s, "s", id, sv(json_object_get(f, "type")));   /* nests as JSON inside the row */
+        render(s, "s", id, sv(json_object_get(f, "type")), true);   /* nests as JSON inside the row */
     }
     buf_puts(s, ")) ORDER BY s.\"id\"), '[]')::text FROM ");
     ddl_quote(s, c->schema);
@@ -137,7 +144,7 @@ static bool select_list(const filter_ctx *c, const perm_decision *d, const char 
         if (!first)
             buf_puts(&q->sql, ", ");
         first = false;
-        char dec = render(&q->sql, "t", name, system_fields[i].type);
+        char dec = render(&q->sql, "t", name, system_fields[i].type, false);
         json_array_append_new(q->out, json_pack("[s, s#]", name, &dec, (size_t)1));
     }
     size_t i;
@@ -152,7 +159,7 @@ static bool select_list(const filter_ctx *c, const perm_decision *d, const char 
         if (!strcmp(type, "subform"))
             render_subform(&q->sql, c, d, form, f);
         else
-            dec = render(&q->sql, "t", name, type);
+            dec = render(&q->sql, "t", name, type, false);
         json_array_append_new(q->out, json_pack("[s, s#]", name, &dec, (size_t)1));
     }
     json_decref(wanted);
@@ -470,6 +477,17 @@ static json_t *decode(char dec, PGresult *r, int row, int col)
     switch (dec) {
     case DEC_INT: return json_integer(strtoll(v, NULL, 10));
     case DEC_BOOL: return json_boolean(*v == 't');
+    case DEC_TIME: {   /* "2026-11-22 10:00:00.123456+00" -> "2026-11-22T10:00:00Z" */
+        size_t n = strlen(v);
+        if (n < 22 || v[10] != ' ' || (v[19] != '.' && v[19] != '+') || strcmp(v + n - 3, "+00") != 0)
+            return json_string(v);   /* not a UTC session, or a year past 9999: as PostgreSQL wrote it */
+        char out[21];
+        memcpy(out, v, 19);
+        out[10] = 'T';
+        out[19] = 'Z';
+        out[20] = '\0';
+        return json_string(out);
+    }
     case DEC_JSON: {
         json_t *j = json_loads(v, JSON_DECODE_ANY, NULL);
         return j ? j : json_null();

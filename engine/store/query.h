@@ -6,7 +6,9 @@
  * Pages are keyset-paginated: no OFFSET. The cursor carries the last row's
  * sort values (datetimes as epoch microseconds, so nothing is lost) and its
  * id, bound to the sort it was made for; every value in it is checked by type
- * before it becomes a parameter, so a forged cursor is a clean bad_request. */
+ * before it becomes a parameter, so a forged cursor is a clean bad_request.
+ * Results are read as a session of db_connect_once() writes them (time zone
+ * UTC, ISO dates). */
 #ifndef LOOM_QUERY_H
 #define LOOM_QUERY_H
 

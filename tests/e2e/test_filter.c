@@ -16,6 +16,7 @@
 #include "harness.h"
 #include "model/bundle.h"
 #include "perm/perm.h"
+#include "store/db.h"
 #include "store/filter.h"
 #include "store/query.h"
 
@@ -37,7 +38,7 @@ static int setup(void **state)
     if (h_run(argv, NULL, out, sizeof out) != 0)
         return -1;
     bundle = bundle_load(path, err, sizeof err);
-    pg = PQconnectdb(url);
+    pg = db_connect_once(url, NULL, 0);   /* a session as the server's: UTC, ISO dates */
     const char *rows =
         "INSERT INTO loom.users (id, username) VALUES (100, 'ana'), (101, 'bo') ON CONFLICT DO NOTHING;"
         "INSERT INTO app_fours.customer (id, name, level, tags) VALUES"
