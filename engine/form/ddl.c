@@ -50,6 +50,21 @@ static const char *sv(json_t *v)
     return s ? s : "";
 }
 
+const char *ddl_compare_type(const char *t)
+{
+    if (!strcmp(t, "integer") || !strcmp(t, "ref") || !strcmp(t, "user"))
+        return "bigint";
+    if (!strcmp(t, "decimal") || !strcmp(t, "money"))
+        return "numeric";
+    if (!strcmp(t, "boolean") || !strcmp(t, "date"))
+        return t;
+    if (!strcmp(t, "datetime"))
+        return "timestamptz";
+    if (!strcmp(t, "multiselect") || !strcmp(t, "file") || !strcmp(t, "subform"))
+        return NULL;
+    return "text";
+}
+
 /* ---- the state of a bundle ---- */
 
 static const char *column_type(json_t *field, char tmp[64])

@@ -45,6 +45,10 @@ extern const char DDL_CAST_HELPER[];
 /* A physical name for name: itself when it fits in 63 bytes, else its first
  * 54 bytes, "_" and 8 hex digits of its SHA-256. */
 void ddl_physical_name(const char *name, char out[DDL_NAME_MAX + 1]);
+/* The SQL type a value of a field type is compared as ("bigint", "numeric",
+ * "boolean", "date", "timestamptz", "text"), or NULL for the types that are
+ * not compared by value (multiselect, file, subform). */
+const char *ddl_compare_type(const char *field_type);
 /* Appends name as a quoted SQL identifier. */
 void ddl_quote(buf *out, const char *name);
 

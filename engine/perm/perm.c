@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "model/bundle.h"
+
 static const char *const ops[] = {"read", "update", "delete"};
 
 static bool is_all(json_t *v)
@@ -72,25 +74,13 @@ static void field_names(json_t *form, json_t *out)
     }
 }
 
-static json_t *find_form(json_t *bundle, const char *id)
-{
-    size_t i;
-    json_t *f;
-    json_array_foreach(json_object_get(bundle, "forms"), i, f)
-    {
-        const char *fid = json_string_value(json_object_get(f, "id"));
-        if (fid && !strcmp(fid, id))
-            return f;
-    }
-    return NULL;
-}
 
 void perm_decide(json_t *bundle, const char *form, json_t *roles, bool platform_admin, perm_decision *out)
 {
     memset(out, 0, sizeof *out);
     out->modes = json_object();
     json_t *names = json_array();
-    field_names(find_form(bundle, form), names);
+    field_names(bundle_item(json_object_get(bundle, "forms"), form), names);
     bool admin = platform_admin;
     size_t i;
     json_t *r;

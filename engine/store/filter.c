@@ -98,24 +98,6 @@ static const struct {
     {"_created_at", "datetime", "timestamptz"}, {"_updated_at", "datetime", "timestamptz"},
 };
 
-static const char *cast_of(json_t *field)
-{
-    const char *t = sv(json_object_get(field, "type"));
-    if (!strcmp(t, "integer") || !strcmp(t, "ref") || !strcmp(t, "user"))
-        return "bigint";
-    if (!strcmp(t, "decimal") || !strcmp(t, "money"))
-        return "numeric";
-    if (!strcmp(t, "boolean"))
-        return "boolean";
-    if (!strcmp(t, "date"))
-        return "date";
-    if (!strcmp(t, "datetime"))
-        return "timestamptz";
-    if (!strcmp(t, "file") || !strcmp(t, "subform"))
-        return NULL;
-    return "text";
-}
-
 static void column_free(column *col)
 {
     if (col->owned)
@@ -243,7 +225,10 @@ static bool op(fx *f, column *col, const char *name, json_t *v, const char *path
     buf *s = f->sql;
     if (++f->terms > MAX_TERMS)
         return fail(f, LOOM_BAD_FILTER, path, "the filter has too many conditions");
-    if (!col->cast && strcmp(name, "$null") != 0)
+    bool set_op = !strcmp(name, "$has") || !strcmp(name, "$hasany") || !strcmp(name, "$null");
+    if (col->array && !set_op)
+        return fail(f, LOOM_BAD_FILTER, path, "a multiselect field is tested with $has, $hasany or $null");
+    if (!col->cast && !col->array && strcmp(name, "$null") != 0)
         return fail(f, LOOM_BAD_FILTER, path, "this field can only be tested with $null");
     if (!strcmp(name, "$eq") || !strcmp(name, "$ne")) {
         bool eq = !strcmp(name, "$eq");
@@ -464,7 +449,7 @@ static bool path_condition(fx *f, const char *form, json_t *fields, const char *
         if (!strcmp(type, "subform"))
             return fail(f, LOOM_BAD_FILTER, path, "filter on a field of the subform (%s.<field>)", head);
         snprintf(col.expr, sizeof col.expr, "%s.\"%s\"", alias, head);
-        col.cast = cast_of(field);
+        col.cast = ddl_compare_type(type);
         col.field = field;
         col.array = !strcmp(type, "multiselect");
         return condition(f, &col, v, path);

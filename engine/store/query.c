@@ -166,22 +166,6 @@ static bool select_list(const filter_ctx *c, const perm_decision *d, const char 
     return true;
 }
 
-/* The SQL type a sort key compares as; NULL when the field cannot be sorted. */
-static const char *sort_cast(const char *type)
-{
-    if (!strcmp(type, "integer") || !strcmp(type, "ref") || !strcmp(type, "user"))
-        return "bigint";
-    if (!strcmp(type, "decimal") || !strcmp(type, "money"))
-        return "numeric";
-    if (!strcmp(type, "boolean") || !strcmp(type, "date"))
-        return type;
-    if (!strcmp(type, "datetime"))
-        return "timestamptz";
-    if (!strcmp(type, "multiselect") || !strcmp(type, "file") || !strcmp(type, "subform"))
-        return NULL;
-    return "text";
-}
-
 /* Parses the sort into q->sort ([name, desc, cast] per key, id last). */
 static bool parse_sort(const filter_ctx *c, const perm_decision *d, const char *form, json_t *fdef, const char *sort,
                        query *q, filter_err *err)
@@ -201,7 +185,7 @@ static bool parse_sort(const filter_ctx *c, const perm_decision *d, const char *
                            : !f ? system_type(c->bundle, form, name) : NULL;
         if (!type || kn == 0 || kn >= 127)
             return fail(err, LOOM_UNKNOWN_FIELD, "/sort", "no field \"%.64s\"", name);
-        if (!sort_cast(type))
+        if (!ddl_compare_type(type))
             return fail(err, LOOM_BAD_REQUEST, "/sort", "\"%.64s\" cannot be sorted", name);
         if (json_array_size(q->sort) >= QUERY_MAX_SORT)
             return fail(err, LOOM_BAD_REQUEST, "/sort", "at most 8 sort keys%s", NULL);
@@ -210,7 +194,7 @@ static bool parse_sort(const filter_ctx *c, const perm_decision *d, const char *
         json_array_foreach(q->sort, j, x) if (!strcmp(sv(json_array_get(x, 0)), name))
             return fail(err, LOOM_BAD_REQUEST, "/sort", "\"%.64s\" is sorted on twice", name);
         has_id = !strcmp(name, "id");
-        json_array_append_new(q->sort, json_pack("[s, b, s]", name, desc, sort_cast(type)));
+        json_array_append_new(q->sort, json_pack("[s, b, s]", name, desc, ddl_compare_type(type)));
         p += n + (p[n] == ',');
     }
     if (!has_id)   /* the tiebreak that makes the order total, in the last key's direction */

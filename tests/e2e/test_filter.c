@@ -158,6 +158,7 @@ static void test_operators_and_paths(void **state)
         {"customer", "{\"name\": {\"$startswith\": \"o'b\"}}", 1},        /* case and quotes */
         {"customer", "{\"tags\": {\"$has\": \"fleet\"}}", 2},
         {"customer", "{\"tags\": {\"$hasany\": [\"retail\", \"fleet\"]}}", 2},
+        {"customer", "{\"tags\": {\"$null\": true}}", 1},
         {"customer", "{\"$or\": [{\"level\": \"vip\"}, {\"name\": \"Wang\"}]}", 2},
         {"customer", "{\"$not\": {\"level\": \"vip\"}}", 3},               /* the complement: no level is not vip */
         {"customer", "{\"id\": {\"$between\": [2, 3]}}", 2},
@@ -205,7 +206,9 @@ static void test_errors_and_visibility(void **state)
         {"service_ticket", "{\"_created_at\": {\"$gt\": {\"$now\": \"yesterday\"}}}", LOOM_BAD_FILTER,
          "/_created_at/$gt/$now"},
         {"lead", "{\"$or\": [{\"a/b~c\": 1}]}", LOOM_UNKNOWN_FIELD, "/$or/0/a~1b~0c"},
-        {"customer", "{\"_state\": \"open\"}", LOOM_UNKNOWN_FIELD, "/_state"},   /* no flow, no _state */
+        {"customer", "{\"_state\": \"open\"}", LOOM_UNKNOWN_FIELD, "/_state"},
+        {"customer", "{\"tags\": \"fleet\"}", LOOM_BAD_FILTER, "/tags"},   /* a set: $has */
+        {"customer", "{\"tags\": {\"$gt\": \"a\"}}", LOOM_BAD_FILTER, "/tags/$gt"},   /* no flow, no _state */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         filter_err e;
