@@ -139,6 +139,11 @@ static bool value(fx *f, column *col, json_t *v, const char *path)
         json_t *x = json_object_iter_value(json_object_iter(v));
         char p[512], tmp[64];
         child_path(p, sizeof p, path, k);
+        bool when = col->cast && (!strcmp(col->cast, "timestamptz") || !strcmp(col->cast, "date"));
+        if (!strcmp(k, "$me") && (!col->cast || strcmp(col->cast, "bigint")))
+            return fail(f, LOOM_BAD_FILTER, p, "$me is compared with user fields");
+        if ((!strcmp(k, "$now") || !strcmp(k, "$today")) && !when)
+            return fail(f, LOOM_BAD_FILTER, p, "%s is compared with date and datetime fields", k);
         if (!strcmp(k, "$me")) {
             if (!json_is_true(x))
                 return fail(f, LOOM_BAD_FILTER, p, "$me takes true");

@@ -208,6 +208,9 @@ static void test_errors_and_visibility(void **state)
         {"lead", "{\"$or\": [{\"a/b~c\": 1}]}", LOOM_UNKNOWN_FIELD, "/$or/0/a~1b~0c"},
         {"customer", "{\"_state\": \"open\"}", LOOM_UNKNOWN_FIELD, "/_state"},
         {"customer", "{\"tags\": \"fleet\"}", LOOM_BAD_FILTER, "/tags"},   /* a set: $has */
+        {"customer", "{\"name\": {\"$me\": true}}", LOOM_BAD_FILTER, "/name/$me"},
+        {"customer", "{\"name\": {\"$gt\": {\"$now\": \"-1h\"}}}", LOOM_BAD_FILTER, "/name/$gt/$now"},
+        {"customer", "{\"id\": {\"$in\": [{\"$today\": \"\"}]}}", LOOM_BAD_FILTER, "/id/$in/0/$today"},
         {"customer", "{\"tags\": {\"$gt\": \"a\"}}", LOOM_BAD_FILTER, "/tags/$gt"},   /* no flow, no _state */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -536,6 +539,63 @@ static void test_bad_queries(void **state)
     query_free(&q);
 }
 
+/* Every field of every form (subform fields through their path) under every
+ * operator with every kind of value: a clean refusal or a query that runs,
+ * never a database error. */
+static void test_type_matrix(void **state)
+{
+    (void)state;
+    filter_ctx c = system_ctx();
+    const char *ops[] = {"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$between",
+                         "$contains", "$startswith", "$null", "$has", "$hasany"};
+    const char *values[] = {"\"x\"", "\"12\"", "12", "1.5", "true", "null", "[]", "[\"vip\", 1]", "[1, 2]",
+                            "{\"$me\": true}", "{\"$now\": \"-1h\"}", "{\"$today\": \"+1d\"}",
+                            "\"2026-11-22\"", "\"2026-11-22T10:00:00Z\"", "[\"2026-01-01\", \"2026-12-31\"]",
+                            "\"vip\"", "[\"fleet\"]"};
+    const char *system[] = {"id", "_version", "_state", "_owner", "_created_at", "_updated_by"};
+    int ran = 0, refused = 0;
+    size_t i, k;
+    json_t *form, *field;
+    json_array_foreach(json_object_get(bundle, "forms"), i, form)
+    {
+        const char *fid = json_string_value(json_object_get(form, "id"));
+        json_t *paths = json_array();
+        for (size_t s = 0; s < sizeof system / sizeof system[0]; s++)
+            json_array_append_new(paths, json_string(system[s]));
+        json_array_foreach(json_object_get(form, "fields"), k, field)
+        {
+            const char *name = json_string_value(json_object_get(field, "id"));
+            json_array_append_new(paths, json_string(name));
+            size_t j;
+            json_t *sub;
+            json_array_foreach(json_object_get(field, "fields"), j, sub)
+                json_array_append_new(paths, json_sprintf("%s.%s", name, json_string_value(json_object_get(sub, "id"))));
+            if (!strcmp(json_string_value(json_object_get(field, "type")), "ref"))
+                json_array_append_new(paths, json_sprintf("%s.id", name));
+        }
+        json_t *path;
+        json_array_foreach(paths, k, path)
+        {
+            for (size_t o = 0; o < sizeof ops / sizeof ops[0]; o++) {
+                for (size_t v = 0; v < sizeof values / sizeof values[0]; v++) {
+                    char flt[512];
+                    snprintf(flt, sizeof flt, "{\"%s\": {\"%s\": %s}}", json_string_value(path), ops[o], values[v]);
+                    filter_err e;
+                    char st[8];
+                    long n = count(&c, fid, flt, &e, st);
+                    if (n < 0 && e.code == LOOM_OK)
+                        fail_msg("%s %s: database error %s", fid, flt, st);
+                    ran += n >= 0;
+                    refused += n < 0;
+                }
+            }
+        }
+        json_decref(paths);
+    }
+    printf("  type matrix: %d filters ran, %d refused cleanly, 0 database errors\n", ran, refused);
+    assert_true(ran > 100);
+}
+
 static void test_injection_corpus(void **state)
 {
     (void)state;
@@ -601,6 +661,7 @@ int main(void)
         cmocka_unit_test(test_record_json),
         cmocka_unit_test(test_query_permissions),
         cmocka_unit_test(test_bad_queries),
+        cmocka_unit_test(test_type_matrix),
         cmocka_unit_test(test_injection_corpus),
     };
     return cmocka_run_group_tests_name("integration_filter", tests, setup, teardown);
