@@ -2,12 +2,14 @@
  * holds a role in, and one app's face for that caller (labels in the
  * caller's language, menu, the forms its roles have permissions on). Served
  * from the server's snapshots, so a publish on any server shows here at once.
- * Records, reports and dashboards arrive with the records engine. */
+ * And a form's render schema or JSON Schema for the caller (engine/form/schema). */
 #include <string.h>
 #include <strings.h>
 
+#include "form/schema.h"
 #include "handlers.h"
 #include "meta.h"
+#include "model/bundle.h"
 
 static void decref_cb(void *p)
 {
@@ -50,19 +52,6 @@ static const char *pick_locale(ctx *c, json_t *locales)
     return json_string_value(json_array_get(locales, 0));
 }
 
-/* A label as text: the locale, else the app's first locale, else any, else fallback. */
-static json_t *label_text(json_t *label, const char *locale, json_t *locales, const char *fallback)
-{
-    if (json_is_string(label))
-        return json_incref(label);
-    json_t *v = locale ? json_object_get(label, locale) : NULL;
-    if (!v)
-        v = json_object_get(label, (json_string_value(json_array_get(locales, 0)) ? json_string_value(json_array_get(locales, 0)) : ""));
-    if (!v && json_object_size(label))
-        v = json_object_iter_value(json_object_iter(label));
-    return v ? json_incref(v) : json_string(fallback);
-}
-
 void apps_list(void *cp)
 {
     ctx *c = cp;
@@ -81,7 +70,7 @@ void apps_list(void *cp)
         json_t *a = json_object_get(s->bundle, "app");
         json_t *locales = json_object_get(a, "locales");
         json_array_append_new(items, json_pack("{s:s, s:o, s:i}", "id", app, "label",
-                                               label_text(json_object_get(a, "label"), pick_locale(c, locales), locales, app),
+                                               schema_label(json_object_get(a, "label"), pick_locale(c, locales), locales, app),
                                                "version", s->version));
         snapshot_release(s);
     }
@@ -123,16 +112,39 @@ void apps_get(void *cp)
         }
         if (listed)
             json_array_append_new(forms, json_pack("{s:s, s:o}", "id", fid, "label",
-                                                   label_text(json_object_get(f, "label"), loc, locales, fid)));
+                                                   schema_label(json_object_get(f, "label"), loc, locales, fid)));
     }
     json_t *menu = json_array();
     json_t *g;
     json_array_foreach(json_object_get(a, "menu"), i, g)
-        json_array_append_new(menu, json_pack("{s:o, s:O}", "label", label_text(json_object_get(g, "label"), loc, locales, ""),
+        json_array_append_new(menu, json_pack("{s:o, s:O}", "label", schema_label(json_object_get(g, "label"), loc, locales, ""),
                                               "items", json_object_get(g, "items")));
     ctx_json(c, 200, json_pack("{s:s, s:o, s:i, s:s?, s:o, s:o, s:o, s:o}", "id", app, "label",
-                               label_text(json_object_get(a, "label"), loc, locales, app), "version", s->version,
+                               schema_label(json_object_get(a, "label"), loc, locales, app), "version", s->version,
                                "locale", loc, "roles", roles ? json_incref(roles) : json_array(), "menu", menu, "forms", forms,
                                "timezone", (json_object_get(a, "timezone") ? json_incref(json_object_get(a, "timezone")) : json_string("UTC"))));
     snapshot_release(s);
+}
+
+void apps_form(void *cp)
+{
+    ctx *c = cp;
+    const char *app = c->params[0];
+    app_snapshot *s = may_use(c, app) ? meta_get(server_meta(c->srv), app) : NULL;
+    json_t *form = s ? bundle_item(json_object_get(s->bundle, "forms"), c->params[1]) : NULL;
+    perm_decision d = {0};
+    if (form)
+        perm_decide(s->bundle, c->params[1], app_caller_roles(c, app), c->user->admin, &d);
+    const char *format = query_param(c->a, c->req->query, "format");
+    if (!form || (!d.read && !d.create)) {   /* a form the caller may neither read nor fill is not there */
+        ctx_problem(c, LOOM_NOT_FOUND, "no such form", NULL);
+    } else if (format && strcmp(format, "jsonschema") != 0) {
+        ctx_problem(c, LOOM_BAD_REQUEST, "format is jsonschema or absent", NULL);
+    } else {
+        const char *loc = pick_locale(c, json_object_get(json_object_get(s->bundle, "app"), "locales"));
+        ctx_json(c, 200, format ? schema_json(s->bundle, form, &d, loc) : schema_render(s->bundle, form, &d, loc));
+    }
+    perm_free(&d);
+    if (s)
+        snapshot_release(s);
 }

@@ -66,6 +66,7 @@ void design_item_delete(void *c);
 /* app_routes.c: the runtime API's apps */
 void apps_list(void *c);
 void apps_get(void *c);
+void apps_form(void *c);
 /* The caller's roles in app (an array owned by the request), or NULL. */
 json_t *app_caller_roles(ctx *c, const char *app);
 

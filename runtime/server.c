@@ -42,6 +42,7 @@ static const route routes[] = {
     {"DELETE", "/api/admin/api-keys/{id}", admin_keys_delete, R_ADMIN | R_TX},
     {"GET", "/api/apps", apps_list, R_AUTH},
     {"GET", "/api/apps/{app}", apps_get, R_AUTH},
+    {"GET", "/api/apps/{app}/forms/{form}", apps_form, R_AUTH},
     {"GET", "/api/apps/{app}/forms/{form}/records", records_list, R_AUTH},
     {"POST", "/api/apps/{app}/forms/{form}/records/query", records_query, R_AUTH},
     {"GET", "/api/apps/{app}/forms/{form}/records/{id}", records_get, R_AUTH},

@@ -13,6 +13,8 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include "model/bundle.h"
+
 #define PATTERN_MATCH_LIMIT 100000
 
 static const char *const system_fields[] = {"id", "_version", "_state", "_created_at", "_created_by",
@@ -452,15 +454,7 @@ static void problem(json_t *errors, const char *path, const char *code, const ch
     json_array_append_new(errors, json_pack("{s:s, s:s, s:s}", "path", path, "code", code, "message", message));
 }
 
-static json_t *field_of(json_t *fields, const char *id)
-{
-    size_t i;
-    json_t *f;
-    json_array_foreach(fields, i, f) if (!strcmp(json_string_value(json_object_get(f, "id")) ? json_string_value(json_object_get(f, "id")) : "", id)) return f;
-    return NULL;
-}
-
-static bool not_writable(json_t *f)
+bool field_computed(json_t *f)
 {
     const char *t = json_string_value(json_object_get(f, "type"));
     return json_is_true(json_object_get(f, "readonly")) || json_object_get(f, "formula") || (t && !strcmp(t, "autonumber"));
@@ -532,7 +526,7 @@ static void check_fields(json_t *fields, json_t *body, bool create, const char *
             json_array_append_new(system, json_string(key));
             continue;
         }
-        json_t *f = field_of(fields, key);
+        json_t *f = bundle_item(fields, key);
         if (!f && !row && !strcmp(key, "_owner")) {   /* writable with update scope "all": permissions decide */
             if (!(json_is_integer(v) && json_integer_value(v) > 0))
                 problem(errors, path, "type", "must be a user id");
@@ -544,7 +538,7 @@ static void check_fields(json_t *fields, json_t *body, bool create, const char *
             problem(errors, path, "unknown_field", "no such field");
             continue;
         }
-        if (not_writable(f)) {
+        if (field_computed(f)) {
             problem(errors, path, "readonly", "this field cannot be set");
             continue;
         }
@@ -575,7 +569,7 @@ static void check_fields(json_t *fields, json_t *body, bool create, const char *
     json_array_foreach(fields, i, f)
     {
         const char *id = json_string_value(json_object_get(f, "id"));
-        if (!id || !json_is_true(json_object_get(f, "required")) || not_writable(f))
+        if (!id || !json_is_true(json_object_get(f, "required")) || field_computed(f))
             continue;
         json_t *given = json_object_get(body, id);
         if (!given) {

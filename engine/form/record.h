@@ -33,5 +33,7 @@ void record_result_free(record_result *r);
 /* The canonical form of one value for field, or NULL with *code and
  * message set (both static). Exposed for filters and defaults. */
 json_t *field_coerce(json_t *field, json_t *value, const char **code, char *message, size_t n);
+/* True when no caller writes the field: readonly, a formula, an autonumber. */
+bool field_computed(json_t *field);
 
 #endif

@@ -277,6 +277,74 @@ static void test_hostile_parameters(void **state)
     free(n);
 }
 
+/* The render schema and the JSON Schema per caller: hidden fields absent,
+ * read-only ones marked, the flow's states, localized labels. */
+static void test_form_schemas(void **state)
+{
+    (void)state;
+    h_resp r = send("GET", "/api/apps/fours/forms/lead", ana, NULL);
+    assert_int_equal(r.status, 200);
+    json_t *fields = json_object_get(r.json, "fields");
+    const char *modes[][2] = {{"name", "write"}, {"owner_hint", "write"}, {"source", "write"}, {"budget", "read"}};
+    assert_int_equal(json_array_size(fields), 4);   /* internal_note is hidden from sales */
+    for (size_t i = 0; i < 4; i++) {
+        json_t *f = json_array_get(fields, i);
+        assert_string_equal(json_string_value(json_object_get(f, "id")), modes[i][0]);
+        assert_string_equal(json_string_value(json_object_get(f, "mode")), modes[i][1]);
+    }
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(json_array_get(fields, 2), "options"), 0), "label")),
+                        "campaign");   /* an option without a label shows its value */
+    assert_true(json_is_true(json_object_get(r.json, "create")));
+    assert_null(json_object_get(r.json, "flow"));
+    h_resp_free(&r);
+    r = send("GET", "/api/apps/fours/forms/lead", boss, NULL);
+    assert_int_equal(json_array_size(json_object_get(r.json, "fields")), 5);
+    h_resp_free(&r);
+    r = send("GET", "/api/apps/fours/forms/lead?format=jsonschema", ana, NULL);
+    assert_int_equal(r.status, 200);
+    json_t *props = json_object_get(r.json, "properties");
+    assert_non_null(json_object_get(props, "name"));
+    assert_null(json_object_get(props, "budget"));          /* read-only for sales */
+    assert_null(json_object_get(props, "internal_note"));   /* hidden */
+    assert_null(json_object_get(props, "_owner"));          /* update scope is only own */
+    assert_true(json_is_false(json_object_get(r.json, "additionalProperties")));
+    assert_string_equal(json_string_value(json_object_get(r.json, "$schema")), "https://json-schema.org/draft/2020-12/schema");
+    json_t *src = json_object_get(props, "source");
+    assert_int_equal(json_array_size(json_object_get(src, "enum")), 2);
+    h_resp_free(&r);
+    r = send("GET", "/api/apps/fours/forms/lead?format=xml", ana, NULL);
+    assert_int_equal(r.status, 400);
+    h_resp_free(&r);
+    r = send("GET", "/api/apps/fours/forms/service_ticket", ana, NULL);   /* no permission on it */
+    assert_int_equal(r.status, 404);
+    h_resp_free(&r);
+    r = send("GET", "/api/apps/fours/forms/nope", admin, NULL);
+    assert_int_equal(r.status, 404);
+    h_resp_free(&r);
+    /* a form with a flow and a subform, for the admin */
+    r = send("GET", "/api/apps/fours/forms/service_ticket", admin, NULL);
+    assert_int_equal(r.status, 200);
+    json_t *flow = json_object_get(r.json, "flow");
+    assert_string_equal(json_string_value(json_object_get(flow, "initial")), "pending");
+    assert_true(json_array_size(json_object_get(flow, "states")) >= 2);
+    size_t i;
+    json_t *f, *parts = NULL;
+    json_array_foreach(json_object_get(r.json, "fields"), i, f) if (!strcmp(json_string_value(json_object_get(f, "id")), "parts"))
+        parts = f;
+    assert_non_null(parts);
+    assert_int_equal(json_array_size(json_object_get(parts, "fields")), 3);
+    json_array_foreach(json_object_get(r.json, "fields"), i, f) if (!strcmp(json_string_value(json_object_get(f, "id")), "number"))
+        assert_string_equal(json_string_value(json_object_get(f, "mode")), "read");   /* an autonumber */
+    h_resp_free(&r);
+    r = send("GET", "/api/apps/fours/forms/service_ticket?format=jsonschema", admin, NULL);
+    props = json_object_get(r.json, "properties");
+    assert_null(json_object_get(props, "number"));
+    json_t *rows = json_object_get(json_object_get(props, "parts"), "items");
+    assert_non_null(json_object_get(json_object_get(rows, "properties"), "unit_cost"));
+    assert_non_null(json_object_get(props, "_owner"));   /* update scope all */
+    h_resp_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -285,6 +353,7 @@ int main(void)
         cmocka_unit_test(test_pages_and_query_body),
         cmocka_unit_test(test_one_record),
         cmocka_unit_test(test_hostile_parameters),
+        cmocka_unit_test(test_form_schemas),
     };
     return cmocka_run_group_tests_name("e2e_records", tests, setup, teardown);
 }
