@@ -1,6 +1,7 @@
 /* query.c - see query.h. */
 #include "store/query.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,11 +28,17 @@ static const char *sv(json_t *v)
     return s ? s : "";
 }
 
-static bool fail(filter_err *e, loom_code code, const char *path, const char *msg, const char *name)
+static bool fail(filter_err *e, loom_code code, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static bool fail(filter_err *e, loom_code code, const char *path, const char *fmt, ...)
 {
     e->code = code;
     snprintf(e->path, sizeof e->path, "%s", path);
-    snprintf(e->message, sizeof e->message, msg, name ? name : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    va_end(ap);
     return false;
 }
 
@@ -188,7 +195,7 @@ static bool parse_sort(const filter_ctx *c, const perm_decision *d, const char *
         if (!ddl_compare_type(type))
             return fail(err, LOOM_BAD_REQUEST, "/sort", "\"%.64s\" cannot be sorted", name);
         if (json_array_size(q->sort) >= QUERY_MAX_SORT)
-            return fail(err, LOOM_BAD_REQUEST, "/sort", "at most 8 sort keys%s", NULL);
+            return fail(err, LOOM_BAD_REQUEST, "/sort", "at most 8 sort keys");
         size_t j;
         json_t *x;
         json_array_foreach(q->sort, j, x) if (!strcmp(sv(json_array_get(x, 0)), name))
@@ -274,7 +281,7 @@ static bool keyset(query *q, const char *cursor, filter_err *err)
                           sizeof text[i]);
     if (!ok) {
         json_decref(cur);
-        return fail(err, LOOM_BAD_REQUEST, "/cursor", "not a cursor of this query%s", NULL);
+        return fail(err, LOOM_BAD_REQUEST, "/cursor", "not a cursor of this query");
     }
     /* One row comparison when it means the same, which an index on the keys
      * serves directly (the 1000th page as fast as the first): every key
@@ -357,7 +364,7 @@ static bool select_from(const filter_ctx *c, const char *form, const char *field
     *fdef = bundle_item(json_object_get(c->bundle, "forms"), form);
     perm_decide(c->bundle, form, c->roles, c->admin, d);
     if (!*fdef || (!c->system && !d->read))
-        return fail(err, LOOM_NOT_FOUND, "", "no such form%s", NULL);
+        return fail(err, LOOM_NOT_FOUND, "", "no such form");
     buf_puts(&q->sql, "SELECT ");
     if (!select_list(c, d, form, *fdef, fields, q, err))
         return false;
@@ -381,7 +388,7 @@ bool query_list(const filter_ctx *c, const char *form, const query_spec *spec, q
     bool ok = select_from(c, form, spec->fields, q, &d, &fdef, err) && parse_sort(c, &d, form, fdef, spec->sort, q, err);
     q->limit = spec->limit ? spec->limit : QUERY_DEFAULT_LIMIT;
     if (ok && (q->limit < 1 || q->limit > QUERY_MAX_LIMIT))
-        ok = fail(err, LOOM_BAD_REQUEST, "/limit", "limit is 1 to 1000%s", NULL);
+        ok = fail(err, LOOM_BAD_REQUEST, "/limit", "limit is 1 to 1000");
     /* the sort values of the last row, for its cursor */
     size_t i;
     json_t *key;
