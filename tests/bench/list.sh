@@ -12,20 +12,8 @@ ROWS=${ROWS:-1000000}
 CLIENTS=${CLIENTS:-16}
 DURATION=${DURATION:-10}
 PORT=${PORT:-18182}
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 
-dir=$(mktemp -d /tmp/loom-bench-list.XXXXXX)
-chmod 755 "$dir"
-server=""
-cleanup() {
-    [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
-    "$LOOM" db stop --data-dir "$dir/data" >/dev/null 2>&1 || true
-    rm -rf "$dir"
-}
-trap cleanup EXIT INT TERM
-url=$("$LOOM" db start --data-dir "$dir/data" | sed -n 's/^url: //p')
-run_as=""
-[ "$(id -u)" = 0 ] && run_as="runuser -u postgres --"
+. "$(dirname "$0")/lib.sh"
 psql() { $run_as "$PGBIN/psql" -q -X -v ON_ERROR_STOP=1 "$url" "$@"; }
 
 "$LOOM" app import "$ROOT/tests/bench/list-app.json" --publish --db "$url" >/dev/null

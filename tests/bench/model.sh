@@ -7,14 +7,8 @@ BUILD=$(realpath "$1")
 LOOM=$BUILD/loom
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 RUNS=${RUNS:-50}
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 
-dir=$(mktemp -d /tmp/loom-bench-model.XXXXXX)
-chmod 755 "$dir"
-trap '"$LOOM" db stop --data-dir "$dir/data" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT INT TERM
-url=$("$LOOM" db start --data-dir "$dir/data" | sed -n 's/^url: //p')
-run_as=""
-[ "$(id -u)" = 0 ] && run_as="runuser -u postgres --"
+. "$(dirname "$0")/lib.sh"
 admin=$(echo "$url" | sed 's/dbname=loom/dbname=postgres/')
 
 now() { date +%s.%N; }

@@ -13,21 +13,8 @@ CLIENTS=${CLIENTS:-"4 16 64"}
 DURATION=${DURATION:-15}
 WORKERS=${WORKERS:-}
 PORT=${PORT:-18181}
-PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 
-dir=$(mktemp -d /tmp/loom-bench.XXXXXX)
-chmod 755 "$dir"
-server=""
-cleanup() {
-    [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
-    "$LOOM" db stop --data-dir "$dir/data" >/dev/null 2>&1 || true
-    rm -rf "$dir"
-}
-trap cleanup EXIT INT TERM
-
-url=$("$LOOM" db start --data-dir "$dir/data" | sed -n 's/^url: //p')
-run_as=""
-[ "$(id -u)" = 0 ] && run_as="runuser -u postgres --"
+. "$(dirname "$0")/lib.sh"
 $run_as "$PGBIN/psql" -q -X "$(echo "$url" | sed 's/dbname=loom/dbname=postgres/')" -c "CREATE DATABASE bench" >/dev/null
 bench_url=$(echo "$url" | sed 's/dbname=loom/dbname=bench/')
 $run_as "$PGBIN/pgbench" -q -i -s 10 "$bench_url" >/dev/null 2>&1

@@ -401,3 +401,22 @@ char *h_login(int port, const char *user, const char *password)
     h_resp_free(&r);
     return token;
 }
+
+char *h_user(int port, const char *admin_token, const char *name, json_t *extra, long long *out_id)
+{
+    char password[96];
+    snprintf(password, sizeof password, "%s-password", name);
+    json_t *b = json_pack("{s:s, s:s}", "username", name, "password", password);
+    if (extra)
+        json_object_update(b, extra);
+    json_decref(extra);
+    char *body = json_dumps(b, 0);
+    json_decref(b);
+    h_resp r = h_req(port, "POST", "/api/admin/users", admin_token, body);
+    free(body);
+    bool ok = r.status == 201;
+    if (ok && out_id)
+        *out_id = json_integer_value(json_object_get(r.json, "id"));
+    h_resp_free(&r);
+    return ok ? h_login(port, name, password) : NULL;
+}

@@ -78,6 +78,10 @@ const char *h_code(const h_resp *r);
 h_resp h_req(int port, const char *method, const char *path, const char *token, const char *body);
 /* Logs in; returns the token (malloc'd) or NULL. */
 char *h_login(int port, const char *user, const char *password);
+/* Creates user name (password "<name>-password") through the admin API, with
+ * the keys of extra (stolen, may be NULL) added to the body, and logs in:
+ * returns its token (malloc'd) and its id in *out_id (may be NULL), or NULL. */
+char *h_user(int port, const char *admin_token, const char *name, json_t *extra, long long *out_id);
 
 double h_now(void);
 

@@ -23,15 +23,7 @@ static h_resp send(const char *method, const char *path, const char *token, cons
 
 static char *make_user(const char *name, const char *role)
 {
-    char body[256];
-    snprintf(body, sizeof body, "{\"username\":\"%s\",\"password\":\"%s-password\"%s}", name, name,
-             role ? ",\"platform_roles\":[\"designer\"]" : "");
-    h_resp r = send("POST", "/api/admin/users", admin, body);
-    assert_int_equal(r.status, 201);
-    h_resp_free(&r);
-    char pw[64];
-    snprintf(pw, sizeof pw, "%s-password", name);
-    return h_login(srv.port, name, pw);
+    return h_user(srv.port, admin, name, role ? json_pack("{s:[s]}", "platform_roles", role) : NULL, NULL);
 }
 
 static int setup(void **state)

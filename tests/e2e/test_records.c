@@ -27,21 +27,11 @@ static h_resp send(const char *method, const char *path, const char *token, cons
     return h_req(srv.port, method, path, token, body);
 }
 
-/* Creates a user with roles in app fours (JSON array text, or NULL); returns its token. */
+/* A user with roles in app fours (or none); its token. */
 static char *make_user(const char *name, const char *roles, long long *id)
 {
-    char body[256];
-    snprintf(body, sizeof body, "{\"username\":\"%s\",\"password\":\"%s-password\"%s%s%s}", name, name,
-             roles ? ",\"roles\":{\"fours\":" : "", roles ? roles : "", roles ? "}" : "");
-    h_resp r = send("POST", "/api/admin/users", admin, body);
-    if (r.status != 201)
-        return NULL;
-    if (id)
-        *id = json_integer_value(json_object_get(r.json, "id"));
-    h_resp_free(&r);
-    char pw[64];
-    snprintf(pw, sizeof pw, "%s-password", name);
-    return h_login(srv.port, name, pw);
+    return h_user(srv.port, admin, name, roles ? json_pack("{s:{s:o}}", "roles", "fours", json_loads(roles, 0, NULL)) : NULL,
+                  id);
 }
 
 static int setup(void **state)
