@@ -79,6 +79,12 @@ static void respond_page(ctx *c, rec_req *r, const query_spec *spec)
         query_free(&q);
         return;
     }
+    loom_err be = {0};
+    if (spec->count && !db_begin_snapshot(c->db, c->a, &be)) {   /* the total and the page from one snapshot */
+        ctx_db_fail(c, &be);
+        query_free(&q);
+        return;
+    }
     PGresult *page = run(c, &q.sql, q.args);
     PGresult *count = page && spec->count ? run(c, &q.count_sql, q.count_args) : NULL;
     if (page && (!spec->count || count)) {

@@ -313,12 +313,22 @@ PGresult *db_exec(db *d, arena *a, const char *sql, loom_err *err)
     return db_result(d, a, PQexec(d->conn, sql), err);
 }
 
-bool db_begin(db *d, arena *a, loom_err *err)
+static bool begin(db *d, arena *a, const char *sql, loom_err *err)
 {
-    if (!db_exec(d, a, "BEGIN", err))
+    if (!db_exec(d, a, sql, err))
         return false;
     d->in_tx = true;
     return true;
+}
+
+bool db_begin(db *d, arena *a, loom_err *err)
+{
+    return begin(d, a, "BEGIN", err);
+}
+
+bool db_begin_snapshot(db *d, arena *a, loom_err *err)
+{
+    return begin(d, a, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err);
 }
 
 bool db_commit(db *d, arena *a, loom_err *err)

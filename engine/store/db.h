@@ -56,6 +56,8 @@ PGresult *db_query_text(db *d, arena *a, const char *sql, int nparams, const cha
 PGresult *db_exec(db *d, arena *a, const char *sql, loom_err *err);
 
 bool db_begin(db *d, arena *a, loom_err *err);
+/* Begins a read-only transaction whose statements all see one snapshot. */
+bool db_begin_snapshot(db *d, arena *a, loom_err *err);
 /* Commits; false (with *err) when the transaction had failed and PostgreSQL
  * rolled it back instead. */
 bool db_commit(db *d, arena *a, loom_err *err);
