@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/secret.h"
+#include "form/record.h"
 #include "model/validate.h"
 #include "handlers.h"
 
@@ -43,16 +44,6 @@ static bool is_email(const char *s)
     return dot && dot > at + 1 && dot[1] != '\0';
 }
 
-/* Length in Unicode characters of valid UTF-8 (jansson guarantees validity). */
-static size_t utf8_len(const char *s)
-{
-    size_t n = 0;
-    for (; *s; s++)
-        if (((unsigned char)*s & 0xC0) != 0x80)
-            n++;
-    return n;
-}
-
 static void check_text(json_t *errors, json_t *v, const char *path, size_t max, bool nullable)
 {
     if (nullable && json_is_null(v))
@@ -61,7 +52,7 @@ static void check_text(json_t *errors, json_t *v, const char *path, size_t max, 
         add_error(errors, path, "type", nullable ? "must be a string or null" : "must be a string");
         return;
     }
-    if (utf8_len(json_string_value(v)) > max) {
+    if (record_text_length(json_string_value(v)) > max) {
         char msg[64];
         snprintf(msg, sizeof msg, "must be at most %zu characters", max);
         add_error(errors, path, "too_long", msg);
@@ -101,7 +92,7 @@ json_t *admin_user_check(json_t *body, bool create)
     if ((v = json_object_get(body, "password"))) {
         if (!json_is_string(v))
             add_error(errors, "/password", "type", "must be a string");
-        else if (utf8_len(json_string_value(v)) < 8)
+        else if (record_text_length(json_string_value(v)) < 8)
             add_error(errors, "/password", "too_short", "must be at least 8 characters");
         else if (strlen(json_string_value(v)) > 1024)
             add_error(errors, "/password", "too_long", "must be at most 1024 bytes");

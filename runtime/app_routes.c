@@ -94,7 +94,7 @@ void apps_get(void *cp)
     bool app_admin = c->user->admin;
     size_t i;
     json_t *r;
-    json_array_foreach(roles, i, r) app_admin = app_admin || !strcmp((json_string_value(r) ? json_string_value(r) : ""), "admin");
+    json_array_foreach(roles, i, r) app_admin = app_admin || !strcmp(jstr(r), "admin");
     /* a form is listed when one of my roles has a permission on it (or "*") */
     json_t *perms = json_object_get(s->bundle, "permissions");
     json_t *forms = json_array();
@@ -106,7 +106,7 @@ void apps_get(void *cp)
         size_t k;
         json_array_foreach(roles, k, r)
         {
-            const char *role = (json_string_value(r) ? json_string_value(r) : "");
+            const char *role = jstr(r);
             listed = listed || json_object_get(json_object_get(perms, fid), role) ||
                      json_object_get(json_object_get(perms, "*"), role);
         }

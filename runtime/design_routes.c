@@ -20,12 +20,6 @@ static void decref_cb(void *p)
     json_decref(p);
 }
 
-static const char *str_or_empty(json_t *v)
-{
-    const char *s = json_string_value(v);
-    return s ? s : "";
-}
-
 /* The caller's app roles, {"app": ["role", ...]}, borrowed from the auth row. */
 static json_t *app_roles(ctx *c)
 {
@@ -517,7 +511,7 @@ static void section(ctx *c, bool put)
         ctx_problem(c, LOOM_BAD_JSON, arena_strdup(c->a, err), NULL);
         return;
     }
-    if (!strcmp(name, "settings") && strcmp(str_or_empty(json_object_get(v, "id")), c->params[0]) != 0) {
+    if (!strcmp(name, "settings") && strcmp(jstr(json_object_get(v, "id")), c->params[0]) != 0) {
         json_decref(v);
         ctx_problem(c, LOOM_VALIDATION_FAILED, "the app id cannot change",
                     json_pack("[{s:s, s:s, s:s}]", "path", "/id", "code", "bad_value", "message",

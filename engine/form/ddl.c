@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "core/secret.h"
+#include "model/bundle.h"
 
 void ddl_physical_name(const char *name, char out[DDL_NAME_MAX + 1])
 {
@@ -44,12 +45,6 @@ const char DDL_CAST_HELPER[] =
     "BEGIN EXECUTE format('SELECT %L::%s', v, t); RETURN true; "
     "EXCEPTION WHEN others THEN RETURN false; END $$";
 
-static const char *sv(json_t *v)
-{
-    const char *s = json_string_value(v);
-    return s ? s : "";
-}
-
 const char *ddl_compare_type(const char *t)
 {
     if (!strcmp(t, "integer") || !strcmp(t, "ref") || !strcmp(t, "user"))
@@ -69,7 +64,7 @@ const char *ddl_compare_type(const char *t)
 
 static const char *column_type(json_t *field, char tmp[64])
 {
-    const char *t = sv(json_object_get(field, "type"));
+    const char *t = jstr(json_object_get(field, "type"));
     if (!strcmp(t, "integer"))
         return "bigint";
     if (!strcmp(t, "decimal")) {
@@ -102,7 +97,7 @@ static void add_object(json_t *objects, const char *table, const char *kind, jso
     buf_printf(&key, "%s|%s|", table, kind);
     size_t i;
     json_t *c;
-    json_array_foreach(cols, i, c) buf_printf(&key, "%s%s", i ? "," : "", sv(c));
+    json_array_foreach(cols, i, c) buf_printf(&key, "%s%s", i ? "," : "", jstr(c));
     if (target)
         buf_printf(&key, "|%s|%s", target, on_delete);
     json_t *o = json_pack("{s:s, s:s, s:O, s:s}", "table", table, "kind", kind, "cols", cols, "form", form);
@@ -118,7 +113,7 @@ static bool leads_a_group(json_t *groups, const char *col)
 {
     size_t i;
     json_t *g;
-    json_array_foreach(groups, i, g) if (!strcmp(sv(json_array_get(g, 0)), col)) return true;
+    json_array_foreach(groups, i, g) if (!strcmp(jstr(json_array_get(g, 0)), col)) return true;
     return false;
 }
 
@@ -140,8 +135,8 @@ static void state_table(json_t *st, const char *schema, const char *form, const 
     char tmp[64];
     json_array_foreach(fields, i, f)
     {
-        const char *id = sv(json_object_get(f, "id"));
-        const char *type = sv(json_object_get(f, "type"));
+        const char *id = jstr(json_object_get(f, "id"));
+        const char *type = jstr(json_object_get(f, "type"));
         if (!strcmp(type, "subform"))
             continue;
         json_t *col = json_pack("{s:s, s:s, s:s, s:b}", "name", id, "type", column_type(f, tmp), "field_type", type,
@@ -154,8 +149,8 @@ static void state_table(json_t *st, const char *schema, const char *form, const 
         json_array_append_new(cols, col);
         json_t *one = json_pack("[s]", id);
         if (!strcmp(type, "ref")) {
-            const char *od = sv(json_object_get(f, "on_delete"));
-            add_object(objects, table, "fkey", one, form, sv(json_object_get(f, "form")),
+            const char *od = jstr(json_object_get(f, "on_delete"));
+            add_object(objects, table, "fkey", one, form, jstr(json_object_get(f, "form")),
                        !*od || !strcmp(od, "restrict") ? "RESTRICT" : !strcmp(od, "cascade") ? "CASCADE" : "SET NULL");
             /* PostgreSQL does not index a foreign key; deletes of the target need it */
             if (!leads_a_group(indexes, id) && !leads_a_group(uniques, id) &&
@@ -183,16 +178,16 @@ static void state_table(json_t *st, const char *schema, const char *form, const 
 static json_t *ddl_state(json_t *bundle)
 {
     char schema[DDL_NAME_MAX + 1], tmp[128];
-    snprintf(tmp, sizeof tmp, "app_%s", sv(json_object_get(json_object_get(bundle, "app"), "id")));
+    snprintf(tmp, sizeof tmp, "app_%s", jstr(json_object_get(json_object_get(bundle, "app"), "id")));
     ddl_physical_name(tmp, schema);
     json_t *st = json_pack("{s:s, s:{}, s:{}, s:{}}", "schema", schema, "tables", "objects", "flows");
     size_t i;
     json_t *x;
     json_array_foreach(json_object_get(bundle, "flows"), i, x)
-        json_object_set(json_object_get(st, "flows"), sv(json_object_get(x, "form")), json_object_get(x, "initial"));
+        json_object_set(json_object_get(st, "flows"), jstr(json_object_get(x, "form")), json_object_get(x, "initial"));
     json_array_foreach(json_object_get(bundle, "forms"), i, x)
     {
-        const char *id = sv(json_object_get(x, "id"));
+        const char *id = jstr(json_object_get(x, "id"));
         json_t *fields = json_object_get(x, "fields");
         state_table(st, schema, id, id, NULL, fields, json_object_get(x, "unique"), json_object_get(x, "indexes"),
                     json_object_get(json_object_get(st, "flows"), id) != NULL);
@@ -200,14 +195,14 @@ static json_t *ddl_state(json_t *bundle)
         json_t *f;
         json_array_foreach(fields, k, f)
         {
-            if (strcmp(sv(json_object_get(f, "type")), "subform") != 0)
+            if (strcmp(jstr(json_object_get(f, "type")), "subform") != 0)
                 continue;
             char child[DDL_NAME_MAX + 1];
-            snprintf(tmp, sizeof tmp, "%s__%s", id, sv(json_object_get(f, "id")));
+            snprintf(tmp, sizeof tmp, "%s__%s", id, jstr(json_object_get(f, "id")));
             ddl_physical_name(tmp, child);
             state_table(st, schema, id, child, id, json_object_get(f, "fields"), NULL, NULL, false);
             json_object_set_new(json_object_get(json_object_get(st, "tables"), child), "subform",
-                                json_string(sv(json_object_get(f, "id"))));
+                                json_string(jstr(json_object_get(f, "id"))));
         }
     }
     return st;
@@ -248,11 +243,11 @@ static void add_step(plan *p, const char *op, const char *form, const char *fiel
 static const char *name_object(plan *p, const char *key, json_t *o)
 {
     buf b = {0};
-    buf_puts(&b, sv(json_object_get(o, "table")));
+    buf_puts(&b, jstr(json_object_get(o, "table")));
     size_t i;
     json_t *c;
-    json_array_foreach(json_object_get(o, "cols"), i, c) buf_printf(&b, "_%s", sv(c));
-    const char *kind = sv(json_object_get(o, "kind"));
+    json_array_foreach(json_object_get(o, "cols"), i, c) buf_printf(&b, "_%s", jstr(c));
+    const char *kind = jstr(json_object_get(o, "kind"));
     buf_printf(&b, "_%s", !strcmp(kind, "key") ? "key" : !strcmp(kind, "idx") ? "idx" : "fkey");
     char out[DDL_NAME_MAX + 1];
     ddl_physical_name(b.data, out);
@@ -277,16 +272,16 @@ static void cols_list(buf *s, json_t *cols)
     {
         if (i)
             buf_puts(s, ", ");
-        ddl_quote(s, sv(c));
+        ddl_quote(s, jstr(c));
     }
 }
 
 static void create_object(plan *p, const char *key, json_t *o)
 {
-    const char *table = sv(json_object_get(o, "table")), *kind = sv(json_object_get(o, "kind"));
+    const char *table = jstr(json_object_get(o, "table")), *kind = jstr(json_object_get(o, "kind"));
     const char *name = name_object(p, key, o);
     json_t *cols = json_object_get(o, "cols");
-    const char *field = json_array_size(cols) == 1 ? sv(json_array_get(cols, 0)) : NULL;
+    const char *field = json_array_size(cols) == 1 ? jstr(json_array_get(cols, 0)) : NULL;
     buf *s = &p->sql;
     if (!strcmp(kind, "idx")) {
         buf_puts(s, "CREATE INDEX ");
@@ -296,7 +291,7 @@ static void create_object(plan *p, const char *key, json_t *o)
         buf_puts(s, " (");
         cols_list(s, cols);
         buf_puts(s, ")");
-        add_step(p, "create_index", sv(json_object_get(o, "form")), field);
+        add_step(p, "create_index", jstr(json_object_get(o, "form")), field);
         return;
     }
     buf_puts(s, "ALTER TABLE ");
@@ -307,47 +302,47 @@ static void create_object(plan *p, const char *key, json_t *o)
         buf_puts(s, " UNIQUE (");
         cols_list(s, cols);
         buf_puts(s, ")");
-        add_step(p, "add_unique", sv(json_object_get(o, "form")), field);
+        add_step(p, "add_unique", jstr(json_object_get(o, "form")), field);
     } else {
         buf_puts(s, " FOREIGN KEY (");
         cols_list(s, cols);
         buf_puts(s, ") REFERENCES ");
-        qualified(s, p->schema, sv(json_object_get(o, "target")));
+        qualified(s, p->schema, jstr(json_object_get(o, "target")));
         buf_puts(s, " (\"id\") ON DELETE ");
-        buf_puts(s, sv(json_object_get(o, "on_delete")));
-        add_step(p, "add_foreign_key", sv(json_object_get(o, "form")), field);
+        buf_puts(s, jstr(json_object_get(o, "on_delete")));
+        add_step(p, "add_foreign_key", jstr(json_object_get(o, "form")), field);
     }
 }
 
 static void drop_object(plan *p, const char *key, json_t *o)
 {
-    const char *name = sv(json_object_get(p->names, key));
+    const char *name = jstr(json_object_get(p->names, key));
     if (!*name)
         return;   /* never created (a catalog without names): nothing to drop */
-    const char *kind = sv(json_object_get(o, "kind"));
+    const char *kind = jstr(json_object_get(o, "kind"));
     json_t *cols = json_object_get(o, "cols");
-    const char *field = json_array_size(cols) == 1 ? sv(json_array_get(cols, 0)) : NULL;
+    const char *field = json_array_size(cols) == 1 ? jstr(json_array_get(cols, 0)) : NULL;
     buf *s = &p->sql;
     if (!strcmp(kind, "idx")) {
         buf_puts(s, "DROP INDEX ");
         qualified(s, p->schema, name);
     } else {
         buf_puts(s, "ALTER TABLE ");
-        qualified(s, p->schema, sv(json_object_get(o, "table")));
+        qualified(s, p->schema, jstr(json_object_get(o, "table")));
         buf_puts(s, " DROP CONSTRAINT ");
         ddl_quote(s, name);
     }
-    add_step(p, !strcmp(kind, "idx") ? "drop_index" : "drop_constraint", sv(json_object_get(o, "form")), field);
+    add_step(p, !strcmp(kind, "idx") ? "drop_index" : "drop_constraint", jstr(json_object_get(o, "form")), field);
     json_object_del(p->used, name);
     json_object_del(p->names, key);
 }
 
 static void column_def(buf *s, json_t *c)
 {
-    ddl_quote(s, sv(json_object_get(c, "name")));
+    ddl_quote(s, jstr(json_object_get(c, "name")));
     buf_puts(s, " ");
-    buf_puts(s, sv(json_object_get(c, "type")));
-    if (!strcmp(sv(json_object_get(c, "field_type")), "user"))
+    buf_puts(s, jstr(json_object_get(c, "type")));
+    if (!strcmp(jstr(json_object_get(c, "field_type")), "user"))
         buf_puts(s, " REFERENCES loom.users(id) ON DELETE SET NULL");
 }
 
@@ -380,7 +375,7 @@ static void create_table(plan *p, const char *table, json_t *t)
         column_def(s, c);
     }
     buf_puts(s, "\n)");
-    add_step(p, parent ? "create_child_table" : "create_table", sv(json_object_get(t, "form")),
+    add_step(p, parent ? "create_child_table" : "create_table", jstr(json_object_get(t, "form")),
              json_string_value(json_object_get(t, "subform")));
 }
 
@@ -388,7 +383,7 @@ static json_t *column_of(json_t *t, const char *name)
 {
     size_t i;
     json_t *c;
-    json_array_foreach(json_object_get(t, "columns"), i, c) if (!strcmp(sv(json_object_get(c, "name")), name)) return c;
+    json_array_foreach(json_object_get(t, "columns"), i, c) if (!strcmp(jstr(json_object_get(c, "name")), name)) return c;
     return NULL;
 }
 
@@ -530,11 +525,11 @@ static void diff(plan *p, json_t *old, json_t *new)
     {
         if (json_object_get(no, key))
             continue;
-        const char *table = sv(json_object_get(o, "table"));
+        const char *table = jstr(json_object_get(o, "table"));
         if (json_object_get(nt, table) || !p->allow_destructive) {
             drop_object(p, key, o);   /* a soft-dropped table keeps no names a new one could want */
         } else {                      /* DROP TABLE takes it along: just forget its name */
-            json_object_del(p->used, sv(json_object_get(p->names, key)));
+            json_object_del(p->used, jstr(json_object_get(p->names, key)));
             json_object_del(p->names, key);
         }
     }
@@ -548,10 +543,10 @@ static void diff(plan *p, json_t *old, json_t *new)
         json_t *c;
         json_array_foreach(json_object_get(t, "columns"), i, c)
         {
-            const char *col = sv(json_object_get(c, "name"));
+            const char *col = jstr(json_object_get(c, "name"));
             if (column_of(n, col))
                 continue;
-            const char *form = sv(json_object_get(t, "form"));
+            const char *form = jstr(json_object_get(t, "form"));
             buf *s = &p->sql;
             buf_puts(s, "ALTER TABLE ");
             qualified(s, p->schema, name);
@@ -577,7 +572,7 @@ static void diff(plan *p, json_t *old, json_t *new)
         {
             if (json_object_get(nt, name) || (json_object_get(t, "parent") != NULL) != children)
                 continue;
-            const char *form = sv(json_object_get(t, "form"));
+            const char *form = jstr(json_object_get(t, "form"));
             buf *s = &p->sql;
             if (p->allow_destructive) {
                 buf_puts(s, "DROP TABLE ");
@@ -612,12 +607,12 @@ static void diff(plan *p, json_t *old, json_t *new)
         json_t *o_t = json_object_get(ot, name);
         if (!o_t)
             continue;
-        const char *form = sv(json_object_get(t, "form"));
+        const char *form = jstr(json_object_get(t, "form"));
         size_t i;
         json_t *c;
         json_array_foreach(json_object_get(t, "columns"), i, c)
         {
-            const char *col = sv(json_object_get(c, "name"));
+            const char *col = jstr(json_object_get(c, "name"));
             json_t *was = column_of(o_t, col);
             buf *s = &p->sql;
             if (!was) {
@@ -628,7 +623,7 @@ static void diff(plan *p, json_t *old, json_t *new)
                 add_step(p, "add_column", form, col);
                 continue;
             }
-            const char *from = sv(json_object_get(was, "type")), *to = sv(json_object_get(c, "type"));
+            const char *from = jstr(json_object_get(was, "type")), *to = jstr(json_object_get(c, "type"));
             if (strcmp(from, to) != 0) {
                 int fi, fs, ti, ts;
                 if (!widens(from, to) && numeric_shape(from, &fi, &fs) && numeric_shape(to, &ti, &ts)) {
@@ -666,7 +661,7 @@ static void diff(plan *p, json_t *old, json_t *new)
         }
         bool had = json_is_true(json_object_get(o_t, "flow")), has = json_is_true(json_object_get(t, "flow"));
         if (has && !had) {
-            const char *initial = sv(json_object_get(json_object_get(new, "flows"), form));
+            const char *initial = jstr(json_object_get(json_object_get(new, "flows"), form));
             buf *s = &p->sql;
             buf_puts(s, "ALTER TABLE ");
             qualified(s, p->schema, name);
@@ -696,17 +691,17 @@ static void diff(plan *p, json_t *old, json_t *new)
     {
         if (json_object_get(oo, key))
             continue;
-        const char *table = sv(json_object_get(o, "table")), *kind = sv(json_object_get(o, "kind"));
+        const char *table = jstr(json_object_get(o, "table")), *kind = jstr(json_object_get(o, "kind"));
         json_t *o_t = json_object_get(ot, table);
         /* only columns that existed before hold rows to check */
         bool old_cols = o_t != NULL;
         size_t i;
         json_t *c;
         json_array_foreach(json_object_get(o, "cols"), i, c) old_cols =
-            old_cols && (column_of(o_t, sv(c)) || !strcmp(sv(c), "_parent"));
-        const char *form = sv(json_object_get(o, "form"));
+            old_cols && (column_of(o_t, jstr(c)) || !strcmp(jstr(c), "_parent"));
+        const char *form = jstr(json_object_get(o, "form"));
         json_t *cols = json_object_get(o, "cols");
-        const char *field = json_array_size(cols) == 1 ? sv(json_array_get(cols, 0)) : NULL;
+        const char *field = json_array_size(cols) == 1 ? jstr(json_array_get(cols, 0)) : NULL;
         buf *s = &p->sql;
         if (old_cols && !strcmp(kind, "key")) {
             buf_puts(s, "SELECT coalesce(sum(n), 0) FROM (SELECT count(*) AS n FROM ");
@@ -719,11 +714,11 @@ static void diff(plan *p, json_t *old, json_t *new)
             buf_puts(s, "SELECT count(*) FROM ");
             qualified(s, p->schema, table);
             buf_puts(s, " AS t WHERE t.");
-            ddl_quote(s, sv(json_array_get(cols, 0)));
+            ddl_quote(s, jstr(json_array_get(cols, 0)));
             buf_puts(s, " IS NOT NULL AND NOT EXISTS (SELECT 1 FROM ");
-            qualified(s, p->schema, sv(json_object_get(o, "target")));
+            qualified(s, p->schema, jstr(json_object_get(o, "target")));
             buf_puts(s, " AS r WHERE r.\"id\" = t.");
-            ddl_quote(s, sv(json_array_get(cols, 0)));
+            ddl_quote(s, jstr(json_array_get(cols, 0)));
             buf_puts(s, ")");
             check(p, form, field, "not_found");
         }
@@ -736,7 +731,7 @@ static void diff(plan *p, json_t *old, json_t *new)
 static json_t *run_plan(json_t *old_state, json_t *old_names, json_t *draft, int version, bool allow_destructive)
 {
     json_t *new_state = ddl_state(draft);
-    plan p = {.schema = sv(json_object_get(new_state, "schema")), .version = version,
+    plan p = {.schema = jstr(json_object_get(new_state, "schema")), .version = version,
               .allow_destructive = allow_destructive, .steps = json_array(), .destructive = json_array(),
               .checks = json_array(), .unsupported = json_array(), .names = json_object(), .used = json_object()};
     const char *k;
@@ -744,7 +739,7 @@ static json_t *run_plan(json_t *old_state, json_t *old_names, json_t *draft, int
     json_object_foreach(old_names, k, v)
     {
         json_object_set(p.names, k, v);
-        json_object_set_new(p.used, sv(v), json_true());
+        json_object_set_new(p.used, jstr(v), json_true());
     }
     if (!old_state) {
         buf_puts(&p.sql, "CREATE SCHEMA ");
@@ -760,12 +755,12 @@ static json_t *run_plan(json_t *old_state, json_t *old_names, json_t *draft, int
     json_t *t;
     json_object_foreach(json_object_get(new_state, "tables"), tname, t)
     {
-        const char *form = sv(json_object_get(t, "form"));
+        const char *form = jstr(json_object_get(t, "form"));
         json_t *cols = json_object();
         size_t i;
         json_t *c;
         json_array_foreach(json_object_get(t, "columns"), i, c)
-            json_object_set_new(cols, sv(json_object_get(c, "name")), json_string(sv(json_object_get(c, "name"))));
+            json_object_set_new(cols, jstr(json_object_get(c, "name")), json_string(jstr(json_object_get(c, "name"))));
         json_t *entry = json_object_get(forms, form);
         if (!entry) {
             entry = json_pack("{s:s?, s:o, s:{}}", "table", NULL, "columns", json_object(), "subforms");

@@ -41,7 +41,7 @@ static long long prop_int(json_t *field, const char *key, long long dflt)
     return json_is_integer(v) ? (long long)json_integer_value(v) : dflt;
 }
 
-static size_t utf8_len(const char *s)
+size_t record_text_length(const char *s)
 {
     size_t n = 0;
     for (; *s; s++)
@@ -75,7 +75,7 @@ static json_t *text_like(json_t *field, json_t *v, const char **code, char *msg,
     const char *s = json_string_value(v);
     if (!s)
         return bad(code, "type", msg, n, "must be text");
-    size_t len = utf8_len(s);
+    size_t len = record_text_length(s);
     long long mn = prop_int(field, "min_length", 0), mx = prop_int(field, "max_length", dflt_max);
     if ((long long)len < mn)
         return bad(code, "too_short", msg, n, "must be at least %lld characters", mn);

@@ -33,6 +33,8 @@ void record_result_free(record_result *r);
 /* The canonical form of one value for field, or NULL with *code and
  * message set (both static). Exposed for filters and defaults. */
 json_t *field_coerce(json_t *field, json_t *value, const char **code, char *message, size_t n);
+/* Length in Unicode characters of valid UTF-8 (what max_length counts). */
+size_t record_text_length(const char *s);
 /* True when no caller writes the field: readonly, a formula, an autonumber. */
 bool field_computed(json_t *field);
 

@@ -7,19 +7,13 @@
 #include "form/record.h"
 #include "model/bundle.h"
 
-static const char *sv(json_t *v)
-{
-    const char *s = json_string_value(v);
-    return s ? s : "";
-}
-
 json_t *schema_label(json_t *label, const char *locale, json_t *locales, const char *fallback)
 {
     if (json_is_string(label))
         return json_incref(label);
     json_t *v = locale ? json_object_get(label, locale) : NULL;
     if (!v)
-        v = json_object_get(label, sv(json_array_get(locales, 0)));
+        v = json_object_get(label, jstr(json_array_get(locales, 0)));
     if (!v && json_object_size(label))
         v = json_object_iter_value(json_object_iter(label));
     return v ? json_incref(v) : json_string(fallback);
@@ -51,7 +45,7 @@ static json_t *render_fields(const sctx *c, json_t *fields, const char *prefix)
     json_t *f;
     json_array_foreach(fields, i, f)
     {
-        const char *id = sv(json_object_get(f, "id"));
+        const char *id = jstr(json_object_get(f, "id"));
         perm_mode m = mode_of(c, prefix, id);
         if (m == FIELD_HIDDEN)
             continue;
@@ -71,13 +65,13 @@ static json_t *render_fields(const sctx *c, json_t *fields, const char *prefix)
             json_t *o;
             json_array_foreach(opts, j, o)
             {
-                const char *v = sv(json_object_get(o, "value"));
+                const char *v = jstr(json_object_get(o, "value"));
                 json_array_append_new(ro, json_pack("{s:s, s:o}", "value", v, "label",
                                                     schema_label(json_object_get(o, "label"), c->locale, c->locales, v)));
             }
             json_object_set_new(r, "options", ro);
         }
-        if (!strcmp(sv(json_object_get(f, "type")), "subform"))
+        if (!strcmp(jstr(json_object_get(f, "type")), "subform"))
             json_object_set_new(r, "fields", render_fields(c, json_object_get(f, "fields"), id));
         json_array_append_new(out, r);
     }
@@ -95,7 +89,7 @@ static json_t *render_layout(const sctx *c, json_t *layout)
         json_t *fields = json_array();
         size_t j;
         json_t *f;
-        json_array_foreach(json_object_get(sec, "fields"), j, f) if (mode_of(c, NULL, sv(f)) != FIELD_HIDDEN)
+        json_array_foreach(json_object_get(sec, "fields"), j, f) if (mode_of(c, NULL, jstr(f)) != FIELD_HIDDEN)
             json_array_append(fields, f);
         if (!json_array_size(fields)) {
             json_decref(fields);
@@ -113,7 +107,7 @@ static json_t *render_layout(const sctx *c, json_t *layout)
 json_t *schema_render(json_t *bundle, json_t *form, const perm_decision *d, const char *locale)
 {
     sctx c = {.locales = json_object_get(json_object_get(bundle, "app"), "locales"), .locale = locale, .d = d};
-    const char *id = sv(json_object_get(form, "id"));
+    const char *id = jstr(json_object_get(form, "id"));
     json_t *r = json_pack("{s:s, s:o, s:o, s:b}", "id", id, "label",
                           schema_label(json_object_get(form, "label"), locale, c.locales, id), "fields",
                           render_fields(&c, json_object_get(form, "fields"), NULL), "create", d->create);
@@ -129,7 +123,7 @@ json_t *schema_render(json_t *bundle, json_t *form, const perm_decision *d, cons
         json_t *s;
         json_array_foreach(json_object_get(flow, "states"), i, s)
         {
-            const char *sid = sv(json_object_get(s, "id"));
+            const char *sid = jstr(json_object_get(s, "id"));
             json_array_append_new(states, json_pack("{s:s, s:o, s:b}", "id", sid, "label",
                                                     schema_label(json_object_get(s, "label"), locale, c.locales, sid),
                                                     "final", json_is_true(json_object_get(s, "final"))));
@@ -145,7 +139,7 @@ static json_t *json_fields(const sctx *c, json_t *fields, const char *prefix, bo
 
 static json_t *value_schema(const sctx *c, json_t *f)
 {
-    const char *t = sv(json_object_get(f, "type"));
+    const char *t = jstr(json_object_get(f, "type"));
     json_t *s = json_object();
     if (!strcmp(t, "integer")) {
         json_object_set_new(s, "type", json_string("integer"));
@@ -182,7 +176,7 @@ static json_t *value_schema(const sctx *c, json_t *f)
                                                   "id", "type", "integer", "minimum", 1));
     } else if (!strcmp(t, "subform")) {
         json_object_set_new(s, "type", json_string("array"));
-        json_object_set_new(s, "items", json_fields(c, json_object_get(f, "fields"), sv(json_object_get(f, "id")), true));
+        json_object_set_new(s, "items", json_fields(c, json_object_get(f, "fields"), jstr(json_object_get(f, "id")), true));
         if (json_object_get(f, "min_rows"))
             json_object_set(s, "minItems", json_object_get(f, "min_rows"));
         if (json_object_get(f, "max_rows"))
@@ -221,7 +215,7 @@ static json_t *json_fields(const sctx *c, json_t *fields, const char *prefix, bo
     json_t *f;
     json_array_foreach(fields, i, f)
     {
-        const char *id = sv(json_object_get(f, "id"));
+        const char *id = jstr(json_object_get(f, "id"));
         if (mode_of(c, prefix, id) != FIELD_WRITE || field_computed(f))
             continue;
         json_t *s = value_schema(c, f);
@@ -238,7 +232,7 @@ json_t *schema_json(json_t *bundle, json_t *form, const perm_decision *d, const 
 {
     sctx c = {.locales = json_object_get(json_object_get(bundle, "app"), "locales"), .locale = locale, .d = d};
     json_t *s = json_fields(&c, json_object_get(form, "fields"), NULL, false);
-    const char *id = sv(json_object_get(form, "id"));
+    const char *id = jstr(json_object_get(form, "id"));
     json_object_set_new(s, "$schema", json_string("https://json-schema.org/draft/2020-12/schema"));
     json_object_set_new(s, "title", schema_label(json_object_get(form, "label"), locale, c.locales, id));
     if (d->update && perm_scope_all(d->update))   /* _owner is writable with update scope all */

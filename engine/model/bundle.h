@@ -32,6 +32,13 @@ json_t *bundle_load(const char *path, char *err, size_t errlen);
  * Returns false with "path: message" in err. */
 bool bundle_write_dir(json_t *bundle, const char *dir, char *err, size_t errlen);
 
+/* The text of a JSON string; "" for anything else (NULL included). */
+static inline const char *jstr(json_t *v)
+{
+    const char *s = json_string_value(v);
+    return s ? s : "";
+}
+
 /* The item of a list of objects (forms, fields, flows...) whose "id" is id
  * (borrowed), or NULL. */
 json_t *bundle_item(json_t *list, const char *id);

@@ -16,6 +16,9 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include "model/bundle.h"
+#include "rule/sandbox.h"
+
 #define PATH_LEN 512
 
 typedef struct vctx {
@@ -68,12 +71,6 @@ static void ptr_index(char out[PATH_LEN], const char *base, size_t i)
 /* ---- small checks ---- */
 
 /* The string value of x, or "" (never NULL). */
-static const char *sv(json_t *x)
-{
-    const char *s = json_string_value(x);
-    return s ? s : "";
-}
-
 bool model_is_id(const char *s)
 {
     size_t n = strlen(s);
@@ -264,18 +261,7 @@ static bool is_decimal(json_t *val)
 
 static void check_lua(vctx *v, const char *code, size_t len, const char *path, bool expression)
 {
-    luaL_Buffer b;
-    luaL_buffinit(v->L, &b);
-    if (expression)
-        luaL_addstring(&b, "return (");
-    luaL_addlstring(&b, code, len);
-    if (expression)
-        luaL_addstring(&b, "\n)");
-    luaL_pushresult(&b);
-    size_t n;
-    const char *text = lua_tolstring(v->L, -1, &n);
-    /* text mode only: a precompiled chunk is never accepted */
-    if (luaL_loadbufferx(v->L, text, n, "=expr", "t") != LUA_OK)
+    if (sandbox_load(v->L, code, len, expression) != LUA_OK)
         problem(v, path, expression ? "bad_expression" : "bad_script", "%s", lua_tostring(v->L, -1));
     lua_settop(v->L, 0);
 }
@@ -292,19 +278,6 @@ static void check_expr(vctx *v, json_t *val, const char *path)
 }
 
 /* ---- fields and paths ---- */
-
-static json_t *field_of(json_t *fields, const char *id)
-{
-    size_t i;
-    json_t *f;
-    json_array_foreach(fields, i, f)
-    {
-        const char *fid = json_string_value(json_object_get(f, "id"));
-        if (fid && strcmp(fid, id) == 0)
-            return f;
-    }
-    return NULL;
-}
 
 static const char *type_of(json_t *field)
 {
@@ -331,14 +304,14 @@ static json_t *resolve_path(vctx *v, json_t *fields, const char *path, bool *ok)
             *ok = true;
             return NULL;
         }
-        field = cur_fields ? field_of(cur_fields, seg) : NULL;
+        field = cur_fields ? bundle_item(cur_fields, seg) : NULL;
         if (!field)
             return NULL;
         if (!next)
             break;
         const char *t = type_of(field);
         if (strcmp(t, "ref") == 0) {
-            json_t *target = json_object_get(v->forms, sv(json_object_get(field, "form")));
+            json_t *target = json_object_get(v->forms, jstr(json_object_get(field, "form")));
             cur_fields = json_object_get(target, "fields");
         } else if (strcmp(t, "subform") == 0) {
             cur_fields = json_object_get(field, "fields");
@@ -369,7 +342,7 @@ static void check_field_list(vctx *v, json_t *list, const char *path, json_t *fi
         const char *s = json_string_value(f);
         if (!s)
             problem(v, p, "type", "must be a field id");
-        else if (!(allow_system && in_list(s, system_fields)) && !field_of(fields, s))
+        else if (!(allow_system && in_list(s, system_fields)) && !bundle_item(fields, s))
             problem(v, p, "unknown_field", "no field \"%.64s\" in this form", s);
     }
 }
@@ -386,7 +359,7 @@ static json_t *item_form(vctx *v, json_t *item, const char *path)
     if (!form) {
         char p[PATH_LEN];
         ptr_key(p, path, "form");
-        problem(v, p, "unknown_form", "no form \"%.64s\"", sv(f));
+        problem(v, p, "unknown_form", "no form \"%.64s\"", jstr(f));
     }
     return form;
 }
@@ -407,7 +380,7 @@ static void check_role_list(vctx *v, json_t *list, const char *path)
     {
         ptr_index(p, path, i);
         if (!json_is_string(r) || !json_object_get(v->roles, json_string_value(r)))
-            problem(v, p, "unknown_role", "no role \"%.64s\" in this app", sv(r));
+            problem(v, p, "unknown_role", "no role \"%.64s\" in this app", jstr(r));
     }
 }
 
@@ -733,7 +706,7 @@ static void check_field_type(vctx *v, json_t *field, const char *t, const char *
         if (!target)
             problem(v, p, "required", "a ref field names its form");
         else if (!json_is_string(target) || !json_object_get(v->forms, json_string_value(target)))
-            problem(v, p, "unknown_form", "no form \"%.64s\"", sv(target));
+            problem(v, p, "unknown_form", "no form \"%.64s\"", jstr(target));
         json_t *od = json_object_get(field, "on_delete");
         ptr_key(p, path, "on_delete");
         const char *ods = json_string_value(od);
@@ -745,7 +718,7 @@ static void check_field_type(vctx *v, json_t *field, const char *t, const char *
         json_t *flt = json_object_get(field, "filter");
         if (flt) {
             ptr_key(p, path, "filter");
-            check_filter(v, flt, p, json_object_get(json_object_get(v->forms, sv(target)), "fields"),
+            check_filter(v, flt, p, json_object_get(json_object_get(v->forms, jstr(target)), "fields"),
                          NULL, 0);
         }
     } else if (!strcmp(t, "user")) {
@@ -897,7 +870,7 @@ static bool formula_cycle(json_t *fields, const char *id, json_t *state)
     if (st == 2)
         return false;
     json_object_set_new(state, id, json_integer(1));
-    json_t *f = field_of(fields, id);
+    json_t *f = bundle_item(fields, id);
     const char *formula = json_string_value(json_object_get(f, "formula"));
     bool cycle = false;
     if (formula) {
@@ -906,7 +879,7 @@ static bool formula_cycle(json_t *fields, const char *id, json_t *state)
         json_t *x;
         json_object_foreach(names, n, x)
         {
-            json_t *dep = field_of(fields, n);
+            json_t *dep = bundle_item(fields, n);
             if (dep && json_object_get(dep, "formula") && formula_cycle(fields, n, state)) {
                 cycle = true;
                 break;
@@ -938,7 +911,7 @@ static void check_form(vctx *v, json_t *form, const char *path)
 
     json_t *title = json_object_get(form, "title");
     ptr_key(p, path, "title");
-    if (title && (!json_is_string(title) || !field_of(fields, json_string_value(title))))
+    if (title && (!json_is_string(title) || !bundle_item(fields, json_string_value(title))))
         problem(v, p, "unknown_field", "title names a field of this form");
 
     const char *lists[] = {"unique", "indexes"};
@@ -1043,7 +1016,7 @@ static void check_assignee(vctx *v, json_t *a, const char *path, json_t *fields)
     if ((x = json_object_get(a, "role"))) {
         ptr_key(p, path, "role");
         if (!json_is_string(x) || !json_object_get(v->roles, json_string_value(x)))
-            problem(v, p, "unknown_role", "no role \"%.64s\" in this app", sv(x));
+            problem(v, p, "unknown_role", "no role \"%.64s\" in this app", jstr(x));
     }
     const char *fk[] = {"field", "manager_of"};
     for (int k = 0; k < 2; k++) {
@@ -1051,7 +1024,7 @@ static void check_assignee(vctx *v, json_t *a, const char *path, json_t *fields)
             continue;
         ptr_key(p, path, fk[k]);
         const char *fid = json_string_value(x);
-        json_t *f = fid ? field_of(fields, fid) : NULL;
+        json_t *f = fid ? bundle_item(fields, fid) : NULL;
         bool owner = fid && !strcmp(fid, "_owner");
         if (!owner && !(f && !strcmp(type_of(f), "user")))
             problem(v, p, "unknown_field", "must name a user field of the form");
@@ -1182,7 +1155,7 @@ static void check_flow(vctx *v, json_t *flow, const char *path, json_t *seen_for
                         {
                             char z[PATH_LEN];
                             ptr_key(z, w, fk);
-                            if (!field_of(fields, fk))
+                            if (!bundle_item(fields, fk))
                                 problem(v, z, "unknown_field", "no field \"%.64s\" in this form", fk);
                         }
                     }
@@ -1190,7 +1163,7 @@ static void check_flow(vctx *v, json_t *flow, const char *path, json_t *seen_for
                     if (tr) {
                         ptr_key(w, u, "transition");
                         if (!json_is_string(tr) || !json_object_get(tids, json_string_value(tr)))
-                            problem(v, w, "unknown_transition", "no transition \"%.64s\"", sv(tr));
+                            problem(v, w, "unknown_transition", "no transition \"%.64s\"", jstr(tr));
                     }
                 }
             }
@@ -1205,7 +1178,7 @@ static void check_flow(vctx *v, json_t *flow, const char *path, json_t *seen_for
             json_t *tr = json_object_get(to, "transition");
             ptr_key(t, r, "transition");
             if (!json_is_string(tr) || !json_object_get(tids, json_string_value(tr)))
-                problem(v, t, "unknown_transition", "no transition \"%.64s\"", sv(tr));
+                problem(v, t, "unknown_transition", "no transition \"%.64s\"", jstr(tr));
         }
     }
 
@@ -1285,7 +1258,7 @@ static void check_flow(vctx *v, json_t *flow, const char *path, json_t *seen_for
             {
                 char t[PATH_LEN];
                 ptr_key(t, r, fk);
-                if (!field_of(fields, fk))
+                if (!bundle_item(fields, fk))
                     problem(v, t, "unknown_field", "no field \"%.64s\" in this form", fk);
             }
         }
@@ -1708,7 +1681,7 @@ static void check_dashboard(vctx *v, json_t *d, const char *path)
         json_t *rep = json_object_get(x, "report");
         ptr_key(r, q, "report");
         if (rep && !(json_is_string(rep) && json_object_get(v->reports, json_string_value(rep))))
-            problem(v, r, "unknown_report", "no report \"%.64s\"", sv(rep));
+            problem(v, r, "unknown_report", "no report \"%.64s\"", jstr(rep));
         ptr_key(r, q, "title");
         check_label(v, json_object_get(x, "title"), r);
         json_t *w = json_object_get(x, "width");
@@ -1803,7 +1776,7 @@ static void check_permissions(vctx *v, json_t *perms, const char *path)
                 else if (ok && strchr(fid, '.')) {
                     char head[128];
                     snprintf(head, sizeof head, "%.*s", (int)(strchr(fid, '.') - fid), fid);
-                    ok = !strcmp(type_of(field_of(fields, head)), "subform");
+                    ok = !strcmp(type_of(bundle_item(fields, head)), "subform");
                 }
                 if (!ok)
                     problem(v, t, "unknown_field", "no field \"%.64s\" in this form", fid);
@@ -2008,7 +1981,7 @@ json_t *model_validate(json_t *bundle)
     if (!check_object(&v, bundle, "", keys, req))
         goto out;
     json_t *fmt = json_object_get(bundle, "format");
-    if (fmt && strcmp(sv(fmt), "loom.app/1") != 0)
+    if (fmt && strcmp(jstr(fmt), "loom.app/1") != 0)
         problem(&v, "/format", "bad_format", "this server reads format \"loom.app/1\"");
     if (json_object_get(bundle, "app"))
         check_app(&v, json_object_get(bundle, "app"));

@@ -513,6 +513,24 @@ int sandbox_cached(const sandbox *sb)
     return sb->nchunks;
 }
 
+int sandbox_load(lua_State *L, const char *code, size_t len, bool expression)
+{
+    int top = lua_gettop(L);
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    if (expression)
+        luaL_addstring(&b, "return (");
+    luaL_addlstring(&b, code, len);
+    if (expression)
+        luaL_addstring(&b, "\n)");
+    luaL_pushresult(&b);
+    size_t n;
+    const char *text = lua_tolstring(L, -1, &n);
+    int st = luaL_loadbufferx(L, text, n, expression ? "=expr" : "=script", "t");
+    lua_remove(L, top + 1);   /* the source text */
+    return st;
+}
+
 int sandbox_compile(sandbox *sb, const char *key, const char *code, size_t len, bool expression, char *err,
                     size_t errlen)
 {
@@ -534,18 +552,7 @@ int sandbox_compile(sandbox *sb, const char *key, const char *code, size_t len, 
         lua_rawgetp(L, LUA_REGISTRYINDEX, &ids_key);
         sb->nchunks = 0;
     }
-    luaL_Buffer b;
-    luaL_buffinit(L, &b);
-    if (expression)
-        luaL_addstring(&b, "return (");
-    luaL_addlstring(&b, code, len);
-    if (expression)
-        luaL_addstring(&b, "\n)");
-    luaL_pushresult(&b);
-    size_t n;
-    const char *text = lua_tolstring(L, -1, &n);
-    /* text only: a binary chunk is never loaded */
-    if (luaL_loadbufferx(L, text, n, expression ? "=expr" : "=script", "t") != LUA_OK) {
+    if (sandbox_load(L, code, len, expression) != LUA_OK) {
         snprintf(err, errlen, "%s", lua_tostring(L, -1));
         lua_settop(L, 0);
         return -1;

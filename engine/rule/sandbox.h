@@ -32,6 +32,13 @@ void sandbox_free(sandbox *sb);
 int sandbox_compile(sandbox *sb, const char *key, const char *code, size_t len, bool expression, char *err,
                     size_t errlen);
 
+/* Pushes on L the function that code compiles to, text only (a binary chunk
+ * is never loaded); an expression is wrapped as `return (<code>)`. Returns
+ * LUA_OK, or an error status with the message pushed instead. The one way
+ * Loom turns Lua source into a function (the sandbox and bundle checks). */
+typedef struct lua_State lua_State;
+int sandbox_load(lua_State *L, const char *code, size_t len, bool expression);
+
 /* Runs a chunk with vars (a JSON object, may be NULL) as variables of its
  * environment. On success *out is its first result as JSON (new reference;
  * null for nil) and the answer LOOM_OK; else LOOM_RULE_LIMIT (budget) or

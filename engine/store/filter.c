@@ -35,12 +35,6 @@ static bool fail(fx *f, loom_code code, const char *path, const char *fmt, ...)
     return false;
 }
 
-static const char *sv(json_t *v)
-{
-    const char *s = json_string_value(v);
-    return s ? s : "";
-}
-
 /* A JSON Pointer one step deeper. */
 static void child_path(char *out, size_t n, const char *base, const char *key)
 {
@@ -152,15 +146,15 @@ static bool value(fx *f, column *col, json_t *v, const char *path)
             return true;
         }
         if (!strcmp(k, "$now")) {
-            if (!duration_text(sv(x), tmp, sizeof tmp) && *sv(x))
+            if (!duration_text(jstr(x), tmp, sizeof tmp) && *jstr(x))
                 return fail(f, LOOM_BAD_FILTER, p, "$now takes \"\" or ±<n>m|h|d|w");
             buf_puts(f->sql, "(now() + ");
-            param(f, *sv(x) ? tmp : "0 minutes", "interval");
+            param(f, *jstr(x) ? tmp : "0 minutes", "interval");
             buf_puts(f->sql, ")");
             return true;
         }
         if (!strcmp(k, "$today")) {
-            const char *s = sv(x);
+            const char *s = jstr(x);
             long days = 0;
             char *end = (char *)s;
             if (*s) {
@@ -177,9 +171,9 @@ static bool value(fx *f, column *col, json_t *v, const char *path)
             return true;
         }
         if (!strcmp(k, "$param")) {
-            json_t *pv = json_object_get(f->c->params, sv(x));
+            json_t *pv = json_object_get(f->c->params, jstr(x));
             if (!pv)
-                return fail(f, LOOM_BAD_FILTER, p, "no parameter \"%.64s\"", sv(x));
+                return fail(f, LOOM_BAD_FILTER, p, "no parameter \"%.64s\"", jstr(x));
             return value(f, col, pv, p);
         }
         if (!strcmp(k, "$field"))
@@ -449,7 +443,7 @@ static bool path_condition(fx *f, const char *form, json_t *fields, const char *
     snprintf(name, sizeof name, "%s%s%s", prefix ? prefix : "", prefix ? "." : "", head);
     if (!field || !visible(f, form, name))
         return fail(f, LOOM_UNKNOWN_FIELD, path, "no field \"%.64s\"", name);
-    const char *type = sv(json_object_get(field, "type"));
+    const char *type = jstr(json_object_get(field, "type"));
     if (!dot) {
         if (!strcmp(type, "subform"))
             return fail(f, LOOM_BAD_FILTER, path, "filter on a field of the subform (%s.<field>)", head);
@@ -462,7 +456,7 @@ static bool path_condition(fx *f, const char *form, json_t *fields, const char *
     char sub_alias[16], child[DDL_NAME_MAX + 1], tmp[160];
     snprintf(sub_alias, sizeof sub_alias, "x%d", ++f->aliases);
     if (!strcmp(type, "ref")) {
-        const char *target = sv(json_object_get(field, "form"));
+        const char *target = jstr(json_object_get(field, "form"));
         json_t *tform = bundle_item(json_object_get(f->c->bundle, "forms"), target);
         if (!tform || !may_read(f, target))   /* a path only goes into forms the caller may read */
             return fail(f, LOOM_UNKNOWN_FIELD, path, "no field \"%.64s\"", dotted);

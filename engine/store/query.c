@@ -22,12 +22,6 @@ static const struct {
     {"_updated_at", "datetime"}, {"_updated_by", "user"},
 };
 
-static const char *sv(json_t *v)
-{
-    const char *s = json_string_value(v);
-    return s ? s : "";
-}
-
 static bool fail(filter_err *e, loom_code code, const char *path, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
@@ -94,7 +88,7 @@ static char render(buf *s, const char *alias, const char *col, const char *type,
 static void render_subform(buf *s, const filter_ctx *c, const perm_decision *d, const char *form, json_t *sub)
 {
     char tmp[160], child[DDL_NAME_MAX + 1];
-    snprintf(tmp, sizeof tmp, "%s__%s", form, sv(json_object_get(sub, "id")));
+    snprintf(tmp, sizeof tmp, "%s__%s", form, jstr(json_object_get(sub, "id")));
     ddl_physical_name(tmp, child);
     buf_puts(s, "(SELECT coalesce(json_agg((jsonb_build_object('id', s.\"id\"");
     int pairs = 1;
@@ -102,8 +96,8 @@ static void render_subform(buf *s, const filter_ctx *c, const perm_decision *d, 
     json_t *f;
     json_array_foreach(json_object_get(sub, "fields"), i, f)
     {
-        const char *id = sv(json_object_get(f, "id"));
-        snprintf(tmp, sizeof tmp, "%s.%s", sv(json_object_get(sub, "id")), id);
+        const char *id = jstr(json_object_get(f, "id"));
+        snprintf(tmp, sizeof tmp, "%s.%s", jstr(json_object_get(sub, "id")), id);
         if (!c->system && perm_field(d, tmp) == FIELD_HIDDEN)
             continue;
         if (++pairs % 40 == 0)   /* a function takes at most 100 arguments */
@@ -111,7 +105,7 @@ static void render_subform(buf *s, const filter_ctx *c, const perm_decision *d, 
         else
             buf_puts(s, ", ");
         buf_printf(s, "'%s', ", id);   /* an id: [a-z0-9_] only */
-        render(s, "s", id, sv(json_object_get(f, "type")), true);   /* nests as JSON inside the row */
+        render(s, "s", id, jstr(json_object_get(f, "type")), true);   /* nests as JSON inside the row */
     }
     buf_puts(s, ")) ORDER BY s.\"id\"), '[]')::text FROM ");
     ddl_quote(s, c->schema);
@@ -158,7 +152,7 @@ static bool select_list(const filter_ctx *c, const perm_decision *d, const char 
     json_t *f;
     json_array_foreach(json_object_get(fdef, "fields"), i, f)
     {
-        const char *name = sv(json_object_get(f, "id")), *type = sv(json_object_get(f, "type"));
+        const char *name = jstr(json_object_get(f, "id")), *type = jstr(json_object_get(f, "type"));
         if ((!c->system && perm_field(d, name) == FIELD_HIDDEN) || (wanted && !json_object_get(wanted, name)))
             continue;
         buf_puts(&q->sql, ", ");
@@ -188,7 +182,7 @@ static bool parse_sort(const filter_ctx *c, const perm_decision *d, const char *
         size_t kn = n - (size_t)(k - p);
         snprintf(name, sizeof name, "%.*s", (int)(kn < 127 ? kn : 127), k);
         json_t *f = bundle_item(json_object_get(fdef, "fields"), name);
-        const char *type = f && (c->system || perm_field(d, name) != FIELD_HIDDEN) ? sv(json_object_get(f, "type"))
+        const char *type = f && (c->system || perm_field(d, name) != FIELD_HIDDEN) ? jstr(json_object_get(f, "type"))
                            : !f ? system_type(c->bundle, form, name) : NULL;
         if (!type || kn == 0 || kn >= 127)
             return fail(err, LOOM_UNKNOWN_FIELD, "/sort", "no field \"%.64s\"", name);
@@ -198,7 +192,7 @@ static bool parse_sort(const filter_ctx *c, const perm_decision *d, const char *
             return fail(err, LOOM_BAD_REQUEST, "/sort", "at most 8 sort keys");
         size_t j;
         json_t *x;
-        json_array_foreach(q->sort, j, x) if (!strcmp(sv(json_array_get(x, 0)), name))
+        json_array_foreach(q->sort, j, x) if (!strcmp(jstr(json_array_get(x, 0)), name))
             return fail(err, LOOM_BAD_REQUEST, "/sort", "\"%.64s\" is sorted on twice", name);
         has_id = !strcmp(name, "id");
         json_array_append_new(q->sort, json_pack("[s, b, s]", name, desc, ddl_compare_type(type)));
@@ -211,7 +205,7 @@ static bool parse_sort(const filter_ctx *c, const perm_decision *d, const char *
     size_t o = 0;
     json_array_foreach(q->sort, j, x)
         o += (size_t)snprintf(q->sort_text + o, o < sizeof q->sort_text ? sizeof q->sort_text - o : 0, "%s%s%s",
-                              j ? "," : "", json_is_true(json_array_get(x, 1)) ? "-" : "", sv(json_array_get(x, 0)));
+                              j ? "," : "", json_is_true(json_array_get(x, 1)) ? "-" : "", jstr(json_array_get(x, 0)));
     return true;
 }
 
@@ -273,11 +267,11 @@ static bool keyset(query *q, const char *cursor, filter_err *err)
     long n = len <= sizeof raw * 4 / 3 ? secret_base64url_decode(cursor, raw) : -1;
     json_t *cur = n > 0 ? json_loadb((const char *)raw, (size_t)n, 0, NULL) : NULL;
     json_t *vals = json_object_get(cur, "k");
-    bool ok = cur && !strcmp(sv(json_object_get(cur, "s")), q->sort_text) && json_is_array(vals) &&
+    bool ok = cur && !strcmp(jstr(json_object_get(cur, "s")), q->sort_text) && json_is_array(vals) &&
               json_array_size(vals) == json_array_size(q->sort);
     char text[QUERY_MAX_SORT][256];
     for (size_t i = 0; ok && i < json_array_size(vals); i++)
-        ok = cursor_value(json_array_get(vals, i), sv(json_array_get(json_array_get(q->sort, i), 2)), text[i],
+        ok = cursor_value(json_array_get(vals, i), jstr(json_array_get(json_array_get(q->sort, i), 2)), text[i],
                           sizeof text[i]);
     if (!ok) {
         json_decref(cur);
@@ -291,7 +285,7 @@ static bool keyset(query *q, const char *cursor, filter_err *err)
     bool all_desc = true, all_asc_not_null = true, null_value = false;
     for (size_t i = 0; i < nk; i++) {
         json_t *key = json_array_get(q->sort, i);
-        const char *name = sv(json_array_get(key, 0));
+        const char *name = jstr(json_array_get(key, 0));
         bool desc = json_is_true(json_array_get(key, 1));
         all_desc = all_desc && desc;
         all_asc_not_null = all_asc_not_null && !desc &&
@@ -302,12 +296,12 @@ static bool keyset(query *q, const char *cursor, filter_err *err)
     if (!null_value && (all_desc || all_asc_not_null)) {
         buf_puts(&q->sql, " AND (");
         for (size_t i = 0; i < nk; i++)
-            buf_printf(&q->sql, "%st.\"%s\"", i ? ", " : "", sv(json_array_get(json_array_get(q->sort, i), 0)));
+            buf_printf(&q->sql, "%st.\"%s\"", i ? ", " : "", jstr(json_array_get(json_array_get(q->sort, i), 0)));
         buf_puts(&q->sql, all_desc ? ") < (" : ") > (");
         for (size_t i = 0; i < nk; i++) {
             if (i)
                 buf_puts(&q->sql, ", ");
-            param(q, text[i], sv(json_array_get(json_array_get(q->sort, i), 2)));
+            param(q, text[i], jstr(json_array_get(json_array_get(q->sort, i), 2)));
         }
         buf_puts(&q->sql, ")");
         json_decref(cur);
@@ -318,19 +312,19 @@ static bool keyset(query *q, const char *cursor, filter_err *err)
     bool any = false;
     for (size_t i = 0; i < json_array_size(q->sort); i++) {
         json_t *key = json_array_get(q->sort, i);
-        const char *name = sv(json_array_get(key, 0)), *cast = sv(json_array_get(key, 2));
+        const char *name = jstr(json_array_get(key, 0)), *cast = jstr(json_array_get(key, 2));
         bool desc = json_is_true(json_array_get(key, 1)), null = json_is_null(json_array_get(vals, i));
         if (null && !desc)
             continue;   /* nothing sorts after a null ascending but nulls, which the later keys order */
         buf_puts(&q->sql, any ? " OR (" : "(");
         any = true;
         for (size_t j = 0; j < i; j++) {
-            const char *jn = sv(json_array_get(json_array_get(q->sort, j), 0));
+            const char *jn = jstr(json_array_get(json_array_get(q->sort, j), 0));
             if (json_is_null(json_array_get(vals, j))) {
                 buf_printf(&q->sql, "t.\"%s\" IS NULL AND ", jn);
             } else {
                 buf_printf(&q->sql, "t.\"%s\" = ", jn);
-                param(q, text[j], sv(json_array_get(json_array_get(q->sort, j), 2)));
+                param(q, text[j], jstr(json_array_get(json_array_get(q->sort, j), 2)));
                 buf_puts(&q->sql, " AND ");
             }
         }
@@ -394,8 +388,8 @@ bool query_list(const filter_ctx *c, const char *form, const query_spec *spec, q
     json_t *key;
     json_array_foreach(ok ? q->sort : NULL, i, key)
     {
-        const char *name = sv(json_array_get(key, 0));
-        if (!strcmp(sv(json_array_get(key, 2)), "timestamptz"))
+        const char *name = jstr(json_array_get(key, 0));
+        if (!strcmp(jstr(json_array_get(key, 2)), "timestamptz"))
             buf_printf(&q->sql, ", (extract(epoch FROM t.\"%s\") * 1000000)::bigint", name);
         else
             buf_printf(&q->sql, ", t.\"%s\"", name);
@@ -431,7 +425,7 @@ bool query_list(const filter_ctx *c, const char *form, const query_spec *spec, q
         json_array_foreach(q->sort, i, key)
         {
             bool desc = json_is_true(json_array_get(key, 1));
-            buf_printf(&q->sql, "%st.\"%s\" %s", i ? ", " : "", sv(json_array_get(key, 0)),
+            buf_printf(&q->sql, "%st.\"%s\" %s", i ? ", " : "", jstr(json_array_get(key, 0)),
                        desc ? "DESC NULLS FIRST" : "ASC NULLS LAST");
         }
         buf_printf(&q->sql, " LIMIT %ld", q->limit + 1);
@@ -498,7 +492,7 @@ json_t *query_items(const query *q, PGresult *r, char **next)
         json_t *rec = json_object();
         for (int k = 0; k < ncols; k++) {
             json_t *col = json_array_get(q->out, (size_t)k);
-            json_object_set_new(rec, sv(json_array_get(col, 0)), decode(*sv(json_array_get(col, 1)), r, i, k));
+            json_object_set_new(rec, jstr(json_array_get(col, 0)), decode(*jstr(json_array_get(col, 1)), r, i, k));
         }
         json_array_append_new(items, rec);
     }
@@ -509,7 +503,7 @@ json_t *query_items(const query *q, PGresult *r, char **next)
         json_t *k = json_array();
         for (size_t s = 0; s < json_array_size(q->sort); s++) {
             json_t *key = json_array_get(q->sort, s);
-            const char *cast = sv(json_array_get(key, 2));
+            const char *cast = jstr(json_array_get(key, 2));
             char dec = !strcmp(cast, "bigint") || !strcmp(cast, "timestamptz") ? DEC_INT
                        : !strcmp(cast, "boolean")                             ? DEC_BOOL
                                                                                : DEC_STR;
