@@ -14,12 +14,17 @@
 #define MAX_DEPTH 8
 #define MAX_TERMS 200
 
+#define DECISIONS 8   /* forms whose permission decision one compile keeps */
+
 typedef struct fx {
     const filter_ctx *c;
     buf *sql;
     json_t *args;
     filter_err *err;
     int aliases, terms;
+    const char *decided[DECISIONS];   /* form of each kept decision */
+    perm_decision decisions[DECISIONS];
+    int ndecided;
 } fx;
 
 static bool fail(fx *f, loom_code code, const char *path, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
@@ -52,26 +57,35 @@ static void child_path(char *out, size_t n, const char *base, const char *key)
 
 /* ---- what the caller may see ---- */
 
+/* The caller's permission decision on form, decided once per compile (the
+ * pointer is valid until the next call). */
+static const perm_decision *decision(fx *f, const char *form)
+{
+    for (int i = 0; i < f->ndecided && i < DECISIONS; i++)
+        if (!strcmp(f->decided[i], form))
+            return &f->decisions[i];
+    int slot = f->ndecided++ % DECISIONS;   /* past DECISIONS forms: reuse the oldest slot */
+    if (f->ndecided > DECISIONS)
+        perm_free(&f->decisions[slot]);
+    perm_decide(f->c->bundle, form, f->c->roles, f->c->admin, &f->decisions[slot]);
+    f->decided[slot] = form;
+    return &f->decisions[slot];
+}
+
+static void fx_done(fx *f)
+{
+    for (int i = 0; i < f->ndecided && i < DECISIONS; i++)
+        perm_free(&f->decisions[i]);
+}
+
 static bool may_read(fx *f, const char *form)
 {
-    if (f->c->system)
-        return true;
-    perm_decision d;
-    perm_decide(f->c->bundle, form, f->c->roles, f->c->admin, &d);
-    bool ok = d.read != NULL;
-    perm_free(&d);
-    return ok;
+    return f->c->system || decision(f, form)->read != NULL;
 }
 
 static bool visible(fx *f, const char *form, const char *name)
 {
-    if (f->c->system)
-        return true;
-    perm_decision d;
-    perm_decide(f->c->bundle, form, f->c->roles, f->c->admin, &d);
-    bool ok = perm_field(&d, name) != FIELD_HIDDEN;
-    perm_free(&d);
-    return ok;
+    return f->c->system || perm_field(decision(f, form), name) != FIELD_HIDDEN;
 }
 
 /* ---- columns ---- */
@@ -403,15 +417,11 @@ static bool read_scope(fx *f, const char *form, const char *alias)
 {
     if (f->c->system)
         return true;
-    perm_decision d;
-    perm_decide(f->c->bundle, form, f->c->roles, f->c->admin, &d);
-    bool ok = true;
-    if (!perm_scope_all(d.read)) {
-        buf_puts(f->sql, " AND ");
-        ok = scope(f, form, alias, d.read);
-    }
-    perm_free(&d);
-    return ok;
+    json_t *read = decision(f, form)->read;
+    if (perm_scope_all(read))
+        return true;
+    buf_puts(f->sql, " AND ");
+    return scope(f, form, alias, read);
 }
 
 /* ---- paths ---- */
@@ -546,14 +556,17 @@ bool filter_sql(const filter_ctx *c, const char *form, const char *alias, json_t
 {
     fx f = {.c = c, .sql = sql, .args = args, .err = err};
     json_t *fdef = bundle_item(json_object_get(c->bundle, "forms"), form);
-    if (!fdef || !may_read(&f, form))
-        return fail(&f, LOOM_NOT_FOUND, "", "no such form");
-    return combine(&f, form, json_object_get(fdef, "fields"), alias, filter, "", 0);
+    bool ok = fdef && may_read(&f, form) ? combine(&f, form, json_object_get(fdef, "fields"), alias, filter, "", 0)
+                                         : fail(&f, LOOM_NOT_FOUND, "", "no such form");
+    fx_done(&f);
+    return ok;
 }
 
 bool filter_scope_sql(const filter_ctx *c, const char *form, const char *alias, json_t *alts, buf *sql,
                       json_t *args, filter_err *err)
 {
     fx f = {.c = c, .sql = sql, .args = args, .err = err};
-    return scope(&f, form, alias, alts);
+    bool ok = scope(&f, form, alias, alts);
+    fx_done(&f);
+    return ok;
 }
