@@ -18,6 +18,7 @@
 
 #include "model/bundle.h"
 #include "rule/sandbox.h"
+#include "store/filter.h"
 
 #define PATH_LEN 512
 
@@ -27,6 +28,8 @@ typedef struct vctx {
     json_t *roles;     /* app role ids (and the reserved ones) -> true */
     json_t *flows;     /* form id -> flow (borrowed) */
     json_t *reports;   /* id -> report (borrowed) */
+    json_t *bundle;
+    const char *form_id;   /* the form whose fields are being checked */
     lua_State *L;
 } vctx;
 
@@ -496,6 +499,37 @@ static void check_filter(vctx *v, json_t *flt, const char *path, json_t *fields,
     }
 }
 
+/* A filter of the bundle over form: its shape (every problem at once), then,
+ * when the shape is sound, the compiler that serves it at run time, so
+ * publishing accepts exactly the filters that run (a select value that is
+ * not an option, $me on a text field, equality on a multiselect). source:
+ * the form {"$field": f} names fields of (ref filters), or NULL. */
+static void check_form_filter(vctx *v, json_t *flt, const char *path, const char *form, const char *source,
+                              json_t *params)
+{
+    size_t before = json_array_size(v->errors);
+    check_filter(v, flt, path, json_object_get(json_object_get(v->forms, form), "fields"), params, 0);
+    if (json_array_size(v->errors) != before || !json_object_get(v->forms, form))
+        return;
+    json_t *ids = json_object();
+    size_t i;
+    json_t *x;
+    json_array_foreach(params, i, x) json_object_set_new(ids, jstr(json_object_get(x, "id")), json_true());
+    filter_ctx c = {.bundle = v->bundle, .schema = "check", .system = true, .timezone = "UTC", .params = ids,
+                    .check = true, .field_form = source};
+    buf sql = {0};
+    json_t *args = json_array();
+    filter_err e;
+    if (!filter_sql(&c, form, "t", flt, &sql, args, &e)) {
+        char p[PATH_LEN];
+        snprintf(p, sizeof p, "%s%s", path, e.path);
+        problem(v, p, loom_code_name(e.code), "%s", e.message);
+    }
+    buf_free(&sql);
+    json_decref(args);
+    json_decref(ids);
+}
+
 /* ---- forms ---- */
 
 static const char *const field_common[] = {"id", "type", "label", "help", "required", "default", "readonly",
@@ -718,8 +752,10 @@ static void check_field_type(vctx *v, json_t *field, const char *t, const char *
         json_t *flt = json_object_get(field, "filter");
         if (flt) {
             ptr_key(p, path, "filter");
-            check_filter(v, flt, p, json_object_get(json_object_get(v->forms, jstr(target)), "fields"),
-                         NULL, 0);
+            if (in_subform)   /* {"$field": f} would name a field of the row */
+                check_filter(v, flt, p, json_object_get(json_object_get(v->forms, jstr(target)), "fields"), NULL, 0);
+            else
+                check_form_filter(v, flt, p, jstr(target), v->form_id, NULL);
         }
     } else if (!strcmp(t, "user")) {
         ptr_key(p, path, "roles");
@@ -905,6 +941,7 @@ static void check_form(vctx *v, json_t *form, const char *path)
     ptr_key(p, path, "fields");
     if (!fields)
         return;
+    v->form_id = jstr(json_object_get(form, "id"));
     check_fields(v, fields, p, false);
     if (!json_is_array(fields) || json_array_size(fields) > MODEL_MAX_FIELDS)
         return;
@@ -1485,7 +1522,7 @@ static void check_report(vctx *v, json_t *rep, const char *path, json_t *seen)
     json_decref(pseen);
     if (json_object_get(rep, "filter")) {
         ptr_key(p, path, "filter");
-        check_filter(v, json_object_get(rep, "filter"), p, fields, params, 0);
+        check_form_filter(v, json_object_get(rep, "filter"), p, form_id, NULL, params);
     }
     json_t *names = json_object();   /* every "as", for sort and chart */
     json_t *dims = json_object_get(rep, "dimensions");
@@ -1586,7 +1623,7 @@ static void check_report(vctx *v, json_t *rep, const char *path, json_t *seen)
                 problem(v, r, "bad_value", "unit is minutes, hours or days");
             if (json_object_get(x, "filter")) {
                 ptr_key(r, q, "filter");
-                check_filter(v, json_object_get(x, "filter"), r, fields, params, 0);
+                check_form_filter(v, json_object_get(x, "filter"), r, form_id, NULL, params);
             }
             const char *as = json_string_value(json_object_get(x, "as"));
             ptr_key(r, q, "as");
@@ -1695,7 +1732,7 @@ static void check_dashboard(vctx *v, json_t *d, const char *path)
 
 /* ---- permissions, webhooks, data ---- */
 
-static void check_scope(vctx *v, json_t *scope, const char *path, json_t *fields)
+static void check_scope(vctx *v, json_t *scope, const char *path, const char *form)
 {
     if (!scope || json_is_boolean(scope))
         return;
@@ -1705,8 +1742,8 @@ static void check_scope(vctx *v, json_t *scope, const char *path, json_t *fields
     if (json_is_object(scope) && json_object_size(scope) == 1 && json_object_get(scope, "filter")) {
         char p[PATH_LEN];
         ptr_key(p, path, "filter");
-        if (fields)
-            check_filter(v, json_object_get(scope, "filter"), p, fields, NULL, 0);
+        if (strcmp(form, "*") != 0)
+            check_form_filter(v, json_object_get(scope, "filter"), p, form, NULL, NULL);
         return;
     }
     problem(v, path, "bad_value", "a scope is false, true, \"all\", \"own\", \"team\" or {\"filter\": ...}");
@@ -1751,7 +1788,7 @@ static void check_permissions(vctx *v, json_t *perms, const char *path)
             const char *scopes[] = {"read", "update", "delete"};
             for (int k = 0; k < 3; k++) {
                 ptr_key(r, q, scopes[k]);
-                check_scope(v, json_object_get(perm, scopes[k]), r, fields);
+                check_scope(v, json_object_get(perm, scopes[k]), r, form_id);
             }
             json_t *fm = json_object_get(perm, "fields");
             ptr_key(r, q, "fields");
@@ -1969,7 +2006,7 @@ static json_t *kind_array(vctx *v, json_t *bundle, const char *kind, size_t max)
 
 json_t *model_validate(json_t *bundle)
 {
-    vctx v = {.errors = json_array(), .forms = json_object(), .roles = json_object(), .flows = json_object(),
+    vctx v = {.bundle = bundle, .errors = json_array(), .forms = json_object(), .roles = json_object(), .flows = json_object(),
               .reports = json_object(), .L = luaL_newstate()};
     if (!v.L)
         abort();

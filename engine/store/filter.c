@@ -188,10 +188,19 @@ static bool value(fx *f, column *col, json_t *v, const char *path)
             json_t *pv = json_object_get(f->c->params, jstr(x));
             if (!pv)
                 return fail(f, LOOM_BAD_FILTER, p, "no parameter \"%.64s\"", jstr(x));
-            return value(f, col, pv, p);
+            if (!f->c->check)
+                return value(f, col, pv, p);
+        } else if (!strcmp(k, "$field")) {
+            if (!f->c->field_form || !f->c->check)   /* the record's values are not served yet */
+                return fail(f, LOOM_BAD_FILTER, p, "$field is for ref filters");
+            json_t *form = bundle_item(json_object_get(f->c->bundle, "forms"), f->c->field_form);
+            if (!bundle_item(json_object_get(form, "fields"), jstr(x)) && strcmp(jstr(x), "id") != 0)
+                return fail(f, LOOM_UNKNOWN_FIELD, p, "no field \"%.64s\"", jstr(x));
         }
-        if (!strcmp(k, "$field"))
-            return fail(f, LOOM_BAD_FILTER, p, "$field is for ref filters");
+        if (!strcmp(k, "$param") || !strcmp(k, "$field")) {   /* checking: a value of the column's type */
+            param(f, NULL, col->cast ? col->cast : "text");
+            return true;
+        }
     }
     const char *code;
     char msg[200];

@@ -24,6 +24,9 @@ typedef struct filter_ctx {
     long long me;           /* the caller's user id, for {"$me": true} */
     const char *timezone;   /* the app's, for {"$today": ...} */
     json_t *params;         /* report parameters by id, for {"$param": id}, or NULL */
+    bool check;             /* only check the filter (publishing): parameters and {"$field": f} stand for
+                               values not known yet, so $param needs only the id in params */
+    const char *field_form; /* the form {"$field": f} names a field of (ref filters), or NULL */
 } filter_ctx;
 
 typedef struct filter_err {
