@@ -29,9 +29,7 @@ static bool may_use(ctx *c, const char *app)
     return c->user->admin || json_array_size(app_caller_roles(c, app)) > 0;
 }
 
-/* The locale to answer in: the first Accept-Language tag the app has, else
- * the app's first locale. */
-static const char *pick_locale(ctx *c, json_t *locales)
+const char *app_locale(ctx *c, json_t *locales)
 {
     const char *al = http_request_header(c->req, "accept-language");
     size_t i;
@@ -70,7 +68,7 @@ void apps_list(void *cp)
         json_t *a = json_object_get(s->bundle, "app");
         json_t *locales = json_object_get(a, "locales");
         json_array_append_new(items, json_pack("{s:s, s:o, s:i}", "id", app, "label",
-                                               schema_label(json_object_get(a, "label"), pick_locale(c, locales), locales, app),
+                                               schema_label(json_object_get(a, "label"), app_locale(c, locales), locales, app),
                                                "version", s->version));
         snapshot_release(s);
     }
@@ -89,7 +87,7 @@ void apps_get(void *cp)
     }
     json_t *a = json_object_get(s->bundle, "app");
     json_t *locales = json_object_get(a, "locales");
-    const char *loc = pick_locale(c, locales);
+    const char *loc = app_locale(c, locales);
     json_t *roles = app_caller_roles(c, app);
     bool app_admin = c->user->admin;
     size_t i;
@@ -141,7 +139,7 @@ void apps_form(void *cp)
     } else if (format && strcmp(format, "jsonschema") != 0) {
         ctx_problem(c, LOOM_BAD_REQUEST, "format is jsonschema or absent", NULL);
     } else {
-        const char *loc = pick_locale(c, json_object_get(json_object_get(s->bundle, "app"), "locales"));
+        const char *loc = app_locale(c, json_object_get(json_object_get(s->bundle, "app"), "locales"));
         ctx_json(c, 200, format ? schema_json(s->bundle, form, &d, loc) : schema_render(s->bundle, form, &d, loc));
     }
     perm_free(&d);

@@ -67,6 +67,9 @@ void design_item_delete(void *c);
 void apps_list(void *c);
 void apps_get(void *c);
 void apps_form(void *c);
+/* The locale to answer in: the first Accept-Language tag among locales, else
+ * the first of locales. */
+const char *app_locale(ctx *c, json_t *locales);
 /* The caller's roles in app (an array owned by the request), or NULL. */
 json_t *app_caller_roles(ctx *c, const char *app);
 
@@ -74,6 +77,10 @@ json_t *app_caller_roles(ctx *c, const char *app);
 void records_list(void *c);
 void records_query(void *c);
 void records_get(void *c);
+void records_create(void *c);
+void records_update(void *c);
+void records_delete(void *c);
+void records_history(void *c);
 
 /* admin.c */
 void admin_users_create(void *c);

@@ -5,10 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/secret.h"
 #include "handlers.h"
 #include "meta.h"
 #include "model/bundle.h"
+#include "perm/perm.h"
 #include "store/query.h"
+#include "store/write.h"
 
 /* What every record route needs: the app's snapshot and the caller as a
  * filter context. */
@@ -267,4 +270,336 @@ void records_get(void *cp)
         ctx_json(c, 200, rec);
     }
     query_free(&q);
+}
+
+/* ---- writes ---- */
+
+/* The write context of a request. */
+static write_ctx write_of(ctx *c, rec_req *r)
+{
+    json_t *app = json_object_get(r->snap->bundle, "app");
+    return (write_ctx){.fc = &r->fc,
+                       .catalog = r->snap->catalog,
+                       .db = c->db,
+                       .a = c->a,
+                       .sb = c->sb,
+                       .app = r->snap->id,
+                       .version = r->snap->version,
+                       .locale = app_locale(c, json_object_get(app, "locales"))};
+}
+
+static void write_failed(ctx *c, write_result *w)
+{
+    if (w->from_db)
+        ctx_db_fail(c, &w->db);
+    else
+        ctx_problem(c, w->code, w->message, json_incref(w->errors));
+    write_result_free(w);
+}
+
+/* If-Match: "<version>" (or W/"<version>", or bare digits); -1 when absent,
+ * -2 when malformed. */
+static long long if_match(ctx *c)
+{
+    const char *h = http_request_header(c->req, "if-match");
+    if (!h)
+        return -1;
+    if (!strncmp(h, "W/", 2))
+        h += 2;
+    char digits[24];
+    size_t n = strlen(h);
+    if (n >= 2 && h[0] == '"' && h[n - 1] == '"') {
+        h++;
+        n -= 2;
+    }
+    if (n == 0 || n >= sizeof digits || strspn(h, "0123456789") < n)
+        return -2;
+    memcpy(digits, h, n);
+    digits[n] = '\0';
+    return strtoll(digits, NULL, 10);
+}
+
+/* Responds with the record as the caller may read it now (inside the
+ * write's transaction), with its ETag; a record the caller may write but
+ * not read answers with its id and version only. */
+static void respond_record(ctx *c, rec_req *r, int status, long long id, long long version)
+{
+    char ids[24], etag[32];
+    snprintf(ids, sizeof ids, "%lld", id);
+    snprintf(etag, sizeof etag, "\"%lld\"", version);
+    query q;
+    filter_err e;
+    json_t *rec = NULL;
+    if (query_get(&r->fc, r->form, ids, &q, &e)) {
+        PGresult *res = run(c, &q.sql, q.args);
+        if (!res) {
+            query_free(&q);
+            return;
+        }
+        if (PQntuples(res) == 1) {
+            json_t *items = query_items(&q, res, NULL);
+            rec = json_incref(json_array_get(items, 0));
+            json_decref(items);
+        }
+    }
+    query_free(&q);
+    if (!rec)
+        rec = json_pack("{s:I, s:I}", "id", (json_int_t)id, "_version", (json_int_t)version);
+    http_response_header(c->res, "ETag", etag);
+    ctx_json(c, status, rec);
+}
+
+/* Idempotency-Key (api: scoped per user and route, kept 24 h). The key is
+ * claimed inside the request's transaction: a concurrent request with the
+ * same key waits on it, then replays the committed answer; a failed request
+ * rolls its claim back, so only successes are remembered. */
+static db_stmt idem_claim = {
+    .sql = "INSERT INTO loom.idempotency (user_id, route, key, body_hash) VALUES ($1, $2, $3, $4) "
+           "ON CONFLICT (user_id, route, key) DO UPDATE SET body_hash = EXCLUDED.body_hash, status = NULL, "
+           "etag = NULL, response = NULL, created_at = now() "
+           "WHERE loom.idempotency.created_at < now() - interval '24 hours' RETURNING 1"};
+static db_stmt idem_get = {.sql = "SELECT body_hash, status, etag, response FROM loom.idempotency "
+                                  "WHERE user_id = $1 AND route = $2 AND key = $3"};
+static db_stmt idem_save = {.sql = "UPDATE loom.idempotency SET status = $4, etag = $5, response = $6 "
+                                   "WHERE user_id = $1 AND route = $2 AND key = $3"};
+
+#define IDEM_KEY_MAX 255
+
+/* Returns true when the request should run (with *claimed set when a key
+ * was claimed); false after responding (a replay, a mismatch, an error). */
+static bool idempotency_begin(ctx *c, const char *key, const char *p[4], bool *claimed)
+{
+    *claimed = false;
+    if (!key)
+        return true;
+    size_t n = strlen(key);
+    if (n == 0 || n > IDEM_KEY_MAX) {
+        ctx_problem(c, LOOM_BAD_REQUEST, "an Idempotency-Key is 1 to 255 characters", NULL);
+        return false;
+    }
+    PGresult *r = ctx_query(c, &idem_claim, 4, p);
+    if (!r)
+        return false;
+    if (PQntuples(r) == 1) {
+        *claimed = true;
+        return true;
+    }
+    r = ctx_query(c, &idem_get, 3, p);
+    if (!r)
+        return false;
+    if (PQntuples(r) != 1 || PQgetisnull(r, 0, 1)) {   /* cannot happen: the claim was committed with its answer */
+        ctx_problem(c, LOOM_CONFLICT, "a request with this Idempotency-Key is in progress", NULL);
+        return false;
+    }
+    if (strcmp(PQgetvalue(r, 0, 0), p[3])) {
+        ctx_problem(c, LOOM_IDEMPOTENCY_MISMATCH, "this Idempotency-Key was used with another body", NULL);
+        return false;
+    }
+    c->res->status = atoi(PQgetvalue(r, 0, 1));
+    c->res->content_type = "application/json; charset=utf-8";
+    buf_reset(&c->res->body);
+    buf_puts(&c->res->body, PQgetvalue(r, 0, 3));
+    if (!PQgetisnull(r, 0, 2))
+        http_response_header(c->res, "ETag", PQgetvalue(r, 0, 2));
+    http_response_header(c->res, "Idempotent-Replayed", "true");
+    return false;
+}
+
+static void idempotency_end(ctx *c, const char *p[4], const char *etag)
+{
+    char status[8];
+    snprintf(status, sizeof status, "%d", c->res->status);
+    const char *q[] = {p[0], p[1], p[2], status, etag, c->res->body.data ? c->res->body.data : ""};
+    if (!ctx_query(c, &idem_save, 6, q))
+        return;   /* responded 5xx: the transaction rolls back */
+}
+
+void records_create(void *cp)
+{
+    ctx *c = cp;
+    rec_req r;
+    if (!rec_begin(c, &r))
+        return;
+    json_t *body = ctx_body_object(c);
+    if (!body)
+        return;
+    const char *key = http_request_header(c->req, "idempotency-key");
+    char user[24], hash[65];
+    snprintf(user, sizeof user, "%lld", c->user->id);
+    secret_sha256_hex(c->req->body, c->req->body_len, hash);
+    const char *route = arena_printf(c->a, "POST %s", c->req->path);
+    const char *p[4] = {user, route, key, hash};
+    bool claimed;
+    if (!idempotency_begin(c, key, p, &claimed))
+        return;
+    write_ctx w = write_of(c, &r);
+    write_result out;
+    if (!write_create(&w, r.form, body, &out)) {
+        write_failed(c, &out);
+        return;
+    }
+    write_result_free(&out);
+    respond_record(c, &r, 201, out.id, out.version);
+    if (claimed && c->res->status == 201) {
+        char etag[32];
+        snprintf(etag, sizeof etag, "\"%lld\"", out.version);
+        idempotency_end(c, p, etag);
+    }
+}
+
+void records_update(void *cp)
+{
+    ctx *c = cp;
+    rec_req r;
+    if (!rec_begin(c, &r))
+        return;
+    if (!path_id(c->params[2])) {
+        ctx_problem(c, LOOM_NOT_FOUND, "no such record", NULL);
+        return;
+    }
+    long long im = if_match(c);
+    if (im == -2) {
+        ctx_problem(c, LOOM_BAD_REQUEST, "If-Match is a record version, as its ETag gives it", NULL);
+        return;
+    }
+    json_t *body = ctx_body_object(c);
+    if (!body)
+        return;
+    write_ctx w = write_of(c, &r);
+    write_result out;
+    if (!write_update(&w, r.form, c->params[2], body, im, &out)) {
+        write_failed(c, &out);
+        return;
+    }
+    write_result_free(&out);
+    respond_record(c, &r, 200, out.id, out.version);
+}
+
+void records_delete(void *cp)
+{
+    ctx *c = cp;
+    rec_req r;
+    if (!rec_begin(c, &r))
+        return;
+    if (!path_id(c->params[2])) {
+        ctx_problem(c, LOOM_NOT_FOUND, "no such record", NULL);
+        return;
+    }
+    long long im = if_match(c);
+    if (im == -2) {
+        ctx_problem(c, LOOM_BAD_REQUEST, "If-Match is a record version, as its ETag gives it", NULL);
+        return;
+    }
+    write_ctx w = write_of(c, &r);
+    write_result out;
+    if (!write_delete(&w, r.form, c->params[2], im, &out)) {
+        write_failed(c, &out);
+        return;
+    }
+    write_result_free(&out);
+    c->res->status = 204;
+}
+
+/* ---- history ---- */
+
+/* A change's rows without the subform fields the caller may not see. */
+static void hide_row_fields(const perm_decision *d, const char *sub, json_t *rows)
+{
+    size_t i;
+    json_t *row;
+    json_array_foreach(rows, i, row)
+    {
+        const char *k;
+        void *tmp;
+        json_t *v;
+        json_object_foreach_safe(row, tmp, k, v)
+        {
+            char name[160];
+            snprintf(name, sizeof name, "%s.%s", sub, k);
+            if (strcmp(k, "id") && perm_field(d, name) == FIELD_HIDDEN)
+                json_object_del(row, k);
+        }
+    }
+}
+
+void records_history(void *cp)
+{
+    static db_stmt st = {
+        .sql = "SELECT h.id, to_char(h.at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), h.actor, "
+               "coalesce(u.display_name, u.username), h.action, h.changes, h.from_state, h.to_state, "
+               "h.transition, h.comment FROM loom.history h LEFT JOIN loom.users u ON u.id = h.actor "
+               "WHERE h.app = $1 AND h.form = $2 AND h.record = $3 AND h.id > $4 ORDER BY h.id LIMIT $5"};
+    ctx *c = cp;
+    rec_req r;
+    if (!rec_begin(c, &r))
+        return;
+    long limit;
+    const char *cursor = query_param(c->a, c->req->query, "cursor");
+    if (!parse_limit(c, query_param(c->a, c->req->query, "limit"), &limit))
+        return;
+    if (cursor && *cursor && !path_id(cursor)) {
+        bad(c, LOOM_BAD_REQUEST, "/cursor", "not a cursor of this list");
+        return;
+    }
+    if (!path_id(c->params[2])) {
+        ctx_problem(c, LOOM_NOT_FOUND, "no such record", NULL);
+        return;
+    }
+    /* the record must be one the caller may read */
+    query q;
+    filter_err e;
+    if (!query_get(&r.fc, r.form, c->params[2], &q, &e)) {
+        problem_at(c, &e);
+        query_free(&q);
+        return;
+    }
+    PGresult *res = run(c, &q.sql, q.args);
+    query_free(&q);
+    if (!res)
+        return;
+    if (PQntuples(res) == 0) {
+        ctx_problem(c, LOOM_NOT_FOUND, "no such record", NULL);
+        return;
+    }
+    char lim[24];
+    snprintf(lim, sizeof lim, "%ld", limit + 1);
+    const char *p[] = {r.snap->id, r.form, c->params[2], cursor && *cursor ? cursor : "0", lim};
+    PGresult *h = ctx_query(c, &st, 5, p);
+    if (!h)
+        return;
+    perm_decision d;
+    perm_decide(r.snap->bundle, r.form, r.fc.roles, r.fc.admin, &d);
+    json_t *fields = json_object_get(bundle_item(json_object_get(r.snap->bundle, "forms"), r.form), "fields");
+    json_t *items = json_array();
+    int n = PQntuples(h) > limit ? (int)limit : PQntuples(h);
+    for (int i = 0; i < n; i++) {
+        json_t *ch = json_loads(PQgetvalue(h, i, 5), 0, NULL);
+        const char *k;
+        void *tmp;
+        json_t *v;
+        json_object_foreach_safe(ch, tmp, k, v)
+        {
+            json_t *f = bundle_item(fields, k);
+            if (f && perm_field(&d, k) == FIELD_HIDDEN) {
+                json_object_del(ch, k);
+            } else if (f && !strcmp(jstr(json_object_get(f, "type")), "subform")) {
+                hide_row_fields(&d, k, json_array_get(v, 0));
+                hide_row_fields(&d, k, json_array_get(v, 1));
+            }
+        }
+        json_t *user = PQgetisnull(h, i, 2) ? json_null()
+                                            : json_pack("{s:I, s:s}", "id", (json_int_t)strtoll(PQgetvalue(h, i, 2), NULL, 10),
+                                                        "name", PQgetvalue(h, i, 3));
+        json_t *item = json_pack("{s:s, s:o, s:s, s:o}", "at", PQgetvalue(h, i, 1), "user", user, "action",
+                                 PQgetvalue(h, i, 4), "changes", ch ? ch : json_object());
+        static const char *const extra[] = {"from", "to", "transition", "comment"};
+        for (int k2 = 0; k2 < 4; k2++)
+            json_object_set_new(item, extra[k2], PQgetisnull(h, i, 6 + k2) ? json_null() : json_string(PQgetvalue(h, i, 6 + k2)));
+        json_array_append_new(items, item);
+    }
+    perm_free(&d);
+    json_t *body = json_pack("{s:o, s:n}", "items", items, "next_cursor");
+    if (PQntuples(h) > limit)
+        json_object_set_new(body, "next_cursor", json_string(PQgetvalue(h, (int)limit - 1, 0)));
+    ctx_json(c, 200, body);
 }

@@ -46,6 +46,10 @@ static const route routes[] = {
     {"GET", "/api/apps/{app}/forms/{form}/records", records_list, R_AUTH},
     {"POST", "/api/apps/{app}/forms/{form}/records/query", records_query, R_AUTH},
     {"GET", "/api/apps/{app}/forms/{form}/records/{id}", records_get, R_AUTH},
+    {"POST", "/api/apps/{app}/forms/{form}/records", records_create, R_AUTH | R_TX},
+    {"PATCH", "/api/apps/{app}/forms/{form}/records/{id}", records_update, R_AUTH | R_TX},
+    {"DELETE", "/api/apps/{app}/forms/{form}/records/{id}", records_delete, R_AUTH | R_TX},
+    {"GET", "/api/apps/{app}/forms/{form}/records/{id}/history", records_history, R_AUTH},
     /* designer API: specific patterns before the generic {section} and {kind}/{id} */
     {"GET", "/api/design/apps", design_apps_list, R_AUTH},
     {"POST", "/api/design/apps", design_apps_create, R_AUTH | R_TX},
@@ -102,6 +106,7 @@ struct server {
 typedef struct worker {
     server *srv;
     db *db;
+    sandbox *sb;
     bool up;
 } worker;
 
@@ -408,7 +413,7 @@ static void run_route(server *s, worker *w, job *j)
     http_exchange *ex = j->ex;
     const route *rt = &routes[j->m.index];
     ctx c = {.srv = s, .ex = ex, .req = &ex->req, .res = &ex->res, .a = ex->arena,
-             .db = w ? w->db : NULL, .params = j->m.params};
+             .db = w ? w->db : NULL, .sb = w ? w->sb : NULL, .params = j->m.params};
     if (rt->flags & R_LOOP) {
         rt->fn(&c);
         return;
@@ -525,6 +530,7 @@ static void *worker_init_cb(int index, void *arg)
         abort();
     w->srv = s;
     w->db = db_new(s->conninfo);
+    w->sb = sandbox_new(NULL);
     w->up = db_ready(w->db);
     if (w->up)
         atomic_fetch_add(&s->db_up, 1);
@@ -535,6 +541,7 @@ static void worker_fini_cb(void *wp)
 {
     worker *w = wp;
     db_free(w->db);
+    sandbox_free(w->sb);
     free(w);
 }
 

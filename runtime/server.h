@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "http.h"
 #include "router.h"
+#include "rule/sandbox.h"
 #include "store/db.h"
 
 typedef struct server_config {
@@ -51,6 +52,7 @@ typedef struct ctx {
     http_response *res;
     arena *a;
     db *db;                  /* NULL on the loop thread */
+    sandbox *sb;             /* the worker's Lua sandbox; NULL on the loop thread */
     const char *const *params;
     auth_user *user;
 } ctx;

@@ -62,7 +62,7 @@ const char *ddl_compare_type(const char *t)
 
 /* ---- the state of a bundle ---- */
 
-static const char *column_type(json_t *field, char tmp[64])
+const char *ddl_column_type(json_t *field, char tmp[64])
 {
     const char *t = jstr(json_object_get(field, "type"));
     if (!strcmp(t, "integer"))
@@ -139,9 +139,9 @@ static void state_table(json_t *st, const char *schema, const char *form, const 
         const char *type = jstr(json_object_get(f, "type"));
         if (!strcmp(type, "subform"))
             continue;
-        json_t *col = json_pack("{s:s, s:s, s:s, s:b}", "name", id, "type", column_type(f, tmp), "field_type", type,
+        json_t *col = json_pack("{s:s, s:s, s:s, s:b}", "name", id, "type", ddl_column_type(f, tmp), "field_type", type,
                                 "required", json_is_true(json_object_get(f, "required")));
-        if (!strcmp(column_type(f, tmp), "text") && strcmp(type, "autonumber") != 0) {
+        if (!strcmp(ddl_column_type(f, tmp), "text") && strcmp(type, "autonumber") != 0) {
             json_t *ml = json_object_get(f, "max_length");
             json_object_set_new(col, "max_length",
                                 json_integer(json_is_integer(ml) ? json_integer_value(ml) : !strcmp(type, "longtext") ? 100000 : 200));

@@ -49,6 +49,9 @@ void ddl_physical_name(const char *name, char out[DDL_NAME_MAX + 1]);
  * "boolean", "date", "timestamptz", "text"), or NULL for the types that are
  * not compared by value (multiselect, file, subform). */
 const char *ddl_compare_type(const char *field_type);
+/* The column type of a (non-subform) field: "bigint", "numeric(18,2)",
+ * "text[]", ... (tmp holds it when it is built). */
+const char *ddl_column_type(json_t *field, char tmp[64]);
 /* Appends name as a quoted SQL identifier. */
 void ddl_quote(buf *out, const char *name);
 

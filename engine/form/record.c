@@ -571,8 +571,7 @@ static void check_fields(json_t *fields, json_t *body, bool create, const char *
         const char *id = json_string_value(json_object_get(f, "id"));
         if (!id || !json_is_true(json_object_get(f, "required")) || field_computed(f))
             continue;
-        json_t *given = json_object_get(body, id);
-        if (!given) {
+        if (!json_object_get(body, id) && !json_object_get(f, "default")) {   /* a default fills it */
             snprintf(path, sizeof path, "%s/%s", base, id);
             problem(errors, path, "required", "a value is required");
         }

@@ -870,33 +870,6 @@ static void check_fields(vctx *v, json_t *fields, const char *path, bool in_subf
     json_decref(seen);
 }
 
-/* Identifiers a Lua expression mentions (outside strings), as a set. */
-static json_t *expr_names(const char *e)
-{
-    json_t *names = json_object();
-    for (const char *s = e; *s;) {
-        if (*s == '"' || *s == '\'') {
-            char q = *s++;
-            while (*s && *s != q)
-                s += (*s == '\\' && s[1]) ? 2 : 1;
-            if (*s)
-                s++;
-        } else if ((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || *s == '_') {
-            const char *start = s;
-            while ((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '_')
-                s++;
-            if (start == e || (start[-1] != '.' && start[-1] != ':')) {
-                char name[64];
-                snprintf(name, sizeof name, "%.*s", (int)(s - start), start);
-                json_object_set_new(names, name, json_true());
-            }
-        } else {
-            s++;
-        }
-    }
-    return names;
-}
-
 /* DFS over formula dependencies; state: 0 new, 1 on the stack, 2 done. */
 static bool formula_cycle(json_t *fields, const char *id, json_t *state)
 {
@@ -910,7 +883,7 @@ static bool formula_cycle(json_t *fields, const char *id, json_t *state)
     const char *formula = json_string_value(json_object_get(f, "formula"));
     bool cycle = false;
     if (formula) {
-        json_t *names = expr_names(formula);
+        json_t *names = bundle_expr_names(formula);
         const char *n;
         json_t *x;
         json_object_foreach(names, n, x)

@@ -350,6 +350,10 @@ static int sb_hours_between(lua_State *L)
 
 static int sb_sum_rows(lua_State *L)
 {
+    if (lua_isnil(L, 1)) {   /* no rows */
+        lua_pushinteger(L, 0);
+        return 1;
+    }
     luaL_checktype(L, 1, LUA_TTABLE);
     const char *field = luaL_checkstring(L, 2);
     lua_Integer n = (lua_Integer)lua_rawlen(L, 1);

@@ -107,7 +107,7 @@ static void render_subform(buf *s, const filter_ctx *c, const perm_decision *d, 
         buf_printf(s, "'%s', ", id);   /* an id: [a-z0-9_] only */
         render(s, "s", id, jstr(json_object_get(f, "type")), true);   /* nests as JSON inside the row */
     }
-    buf_puts(s, ")) ORDER BY s.\"id\"), '[]')::text FROM ");
+    buf_puts(s, ")) ORDER BY s.\"_pos\", s.\"id\"), '[]')::text FROM ");
     ddl_quote(s, c->schema);
     buf_puts(s, ".");
     ddl_quote(s, child);
@@ -449,6 +449,34 @@ bool query_get(const filter_ctx *c, const char *form, const char *id, query *q, 
             buf_puts(&q->sql, " AND ");
             ok = filter_scope_sql(c, form, "t", d.read, &q->sql, q->args, err);
         }
+    }
+    perm_free(&d);
+    return ok;
+}
+
+bool query_lock(const filter_ctx *c, const char *form, const char *id, query *q, filter_err *err)
+{
+    query_init(q);
+    filter_ctx sys = *c;
+    sys.system = true;
+    perm_decision d = {0};
+    json_t *fdef;
+    bool ok = select_from(&sys, form, NULL, q, &d, &fdef, err);
+    json_t *scopes[] = {d.read, d.update, d.remove};
+    for (int k = 0; ok && k < 3; k++) {
+        if (!scopes[k] || perm_scope_all(scopes[k])) {
+            buf_puts(&q->sql, scopes[k] ? ", TRUE" : ", FALSE");
+            continue;
+        }
+        buf_puts(&q->sql, ", (");
+        ok = filter_scope_sql(c, form, "t", scopes[k], &q->sql, q->args, err);
+        buf_puts(&q->sql, ")");
+    }
+    if (ok) {
+        from_where(&sys, form, &q->sql);
+        buf_puts(&q->sql, "t.\"id\" = ");
+        param(q, id, "bigint");
+        buf_puts(&q->sql, " FOR UPDATE OF t");
     }
     perm_free(&d);
     return ok;

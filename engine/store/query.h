@@ -46,6 +46,10 @@ typedef struct query {
 bool query_list(const filter_ctx *c, const char *form, const query_spec *spec, query *q, filter_err *err);
 /* Builds the query of one record by id (digits), inside the read scope. */
 bool query_get(const filter_ctx *c, const char *form, const char *id, query *q, filter_err *err);
+/* For a write: record id with every field (none hidden, no scope), locked
+ * FOR UPDATE, followed by three boolean columns: whether the caller's read,
+ * update and delete scopes admit it. */
+bool query_lock(const filter_ctx *c, const char *form, const char *id, query *q, filter_err *err);
 /* The rows of r as records (a new array). With next non-NULL: the rows past
  * the page are left out, and *next is the next page's cursor (malloc'd) or
  * NULL on the last page. */

@@ -370,6 +370,12 @@ const char *h_code(const h_resp *r)
 
 h_resp h_req(int port, const char *method, const char *path, const char *token, const char *body)
 {
+    return h_req_h(port, method, path, token, body, NULL);
+}
+
+h_resp h_req_h(int port, const char *method, const char *path, const char *token, const char *body,
+               const char *headers)
+{
     h_resp r = {0};
     h_conn c;
     if (!h_conn_open(&c, port))
@@ -378,6 +384,8 @@ h_resp h_req(int port, const char *method, const char *path, const char *token, 
     buf_printf(&req, "%s %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n", method, path);
     if (token)
         buf_printf(&req, "Authorization: Bearer %s\r\n", token);
+    if (headers)
+        buf_puts(&req, headers);
     if (body)
         buf_printf(&req, "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s", strlen(body), body);
     else

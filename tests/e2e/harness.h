@@ -76,6 +76,9 @@ const char *h_code(const h_resp *r);
 
 /* One request on a new connection (body may be NULL, token may be NULL). */
 h_resp h_req(int port, const char *method, const char *path, const char *token, const char *body);
+/* The same with extra header lines ("Name: value\r\n" each), or NULL. */
+h_resp h_req_h(int port, const char *method, const char *path, const char *token, const char *body,
+               const char *headers);
 /* Logs in; returns the token (malloc'd) or NULL. */
 char *h_login(int port, const char *user, const char *password);
 /* Creates user name (password "<name>-password") through the admin API, with

@@ -1,0 +1,1390 @@
+/* write.c - see write.h. */
+#include "store/write.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/buf.h"
+#include "form/ddl.h"
+#include "form/record.h"
+#include "form/schema.h"
+#include "model/bundle.h"
+#include "perm/perm.h"
+#include "store/query.h"
+
+/* One write in progress. */
+typedef struct wr {
+    const write_ctx *w;
+    const char *form;
+    json_t *fdef, *fields;
+    perm_decision d;
+    json_t *errors;          /* validation problems, reported together */
+    json_t *expr_errors;     /* expressions that failed at run time (formula_error) */
+    write_result *out;
+    bool have_clock;
+    char now[24], today[12];
+} wr;
+
+static bool is(json_t *field, const char *type)
+{
+    return !strcmp(jstr(json_object_get(field, "type")), type);
+}
+
+static bool fail(wr *x, loom_code code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static bool fail(wr *x, loom_code code, const char *fmt, ...)
+{
+    x->out->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(x->out->message, sizeof x->out->message, fmt, ap);
+    va_end(ap);
+    return false;
+}
+
+static void problem(json_t *errors, const char *path, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void problem(json_t *errors, const char *path, const char *code, const char *fmt, ...)
+{
+    char msg[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    json_array_append_new(errors, json_pack("{s:s, s:s, s:s}", "path", path, "code", code, "message", msg));
+}
+
+/* ---- the database ---- */
+
+static bool db_failed(wr *x, const loom_err *e)
+{
+    x->out->code = e->code;
+    x->out->db = *e;
+    x->out->from_db = true;
+    snprintf(x->out->message, sizeof x->out->message, "%s", e->message ? e->message : "database error");
+    return false;
+}
+
+static PGresult *run(wr *x, const char *sql, json_t *args, loom_err *e)
+{
+    size_t n = json_array_size(args);
+    const char **vals = arena_alloc(x->w->a, (n + 1) * sizeof *vals);
+    for (size_t i = 0; i < n; i++)
+        vals[i] = json_string_value(json_array_get(args, i));
+    return db_query_text(x->w->db, x->w->a, sql, (int)n, vals, e);
+}
+
+/* Runs sql; a failure ends the write as the database's. */
+static PGresult *must(wr *x, const char *sql, json_t *args)
+{
+    loom_err e = {0};
+    PGresult *r = run(x, sql, args, &e);
+    if (!r)
+        db_failed(x, &e);
+    return r;
+}
+
+static void arg(json_t *args, const char *v)
+{
+    json_array_append_new(args, v ? json_string(v) : json_null());
+}
+
+static void arg_int(json_t *args, long long v)
+{
+    char t[24];
+    snprintf(t, sizeof t, "%lld", v);
+    arg(args, t);
+}
+
+static void arg_json(json_t *args, json_t *v)
+{
+    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    arg(args, s);
+    free(s);
+}
+
+static void qualified(buf *s, const char *schema, const char *table)
+{
+    ddl_quote(s, schema);
+    buf_puts(s, ".");
+    ddl_quote(s, table);
+}
+
+static void child_table(const char *form, const char *sub, char out[DDL_NAME_MAX + 1])
+{
+    char tmp[160];
+    snprintf(tmp, sizeof tmp, "%s__%s", form, sub);
+    ddl_physical_name(tmp, out);
+}
+
+/* What now() and today() answer during this write: the transaction's time,
+ * today in the app's time zone. */
+static bool clock(wr *x)
+{
+    static db_stmt st = {.sql = "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
+                                "to_char(now() AT TIME ZONE $1, 'YYYY-MM-DD')"};
+    if (x->have_clock)
+        return true;
+    const char *p[] = {x->w->fc->timezone};
+    loom_err e = {0};
+    PGresult *r = db_query(x->w->db, x->w->a, &st, 1, p, &e);
+    if (!r)
+        return db_failed(x, &e);
+    snprintf(x->now, sizeof x->now, "%s", PQgetvalue(r, 0, 0));
+    snprintf(x->today, sizeof x->today, "%s", PQgetvalue(r, 0, 1));
+    sandbox_set_clock(x->w->sb, x->now, x->today);
+    x->have_clock = true;
+    return true;
+}
+
+/* ---- field modes ---- */
+
+static perm_mode mode(wr *x, const char *sub, const char *id)
+{
+    char name[160];
+    snprintf(name, sizeof name, "%s%s%s", sub ? sub : "", sub ? "." : "", id);
+    return perm_field(&x->d, name);
+}
+
+static json_t *row_by_id(json_t *rows, json_t *id, size_t *index)
+{
+    size_t i;
+    json_t *r;
+    json_array_foreach(rows, i, r) if (id && json_equal(json_object_get(r, "id"), id))
+    {
+        if (index)
+            *index = i;
+        return r;
+    }
+    return NULL;
+}
+
+/* A copy of a subform's rows without what the caller may not write. In an
+ * update, a row with an id is completed from the stored row (the fields the
+ * caller did not send, and may not see), and values equal to the stored ones
+ * are accepted for fields it may not write: rows are sent whole. */
+static json_t *strip_rows(wr *x, json_t *sub, json_t *rows, json_t *old_rows, const char *base)
+{
+    const char *sid = jstr(json_object_get(sub, "id"));
+    json_t *subfields = json_object_get(sub, "fields");
+    json_t *out = json_array();
+    size_t i;
+    json_t *r;
+    json_array_foreach(rows, i, r)
+    {
+        if (!json_is_object(r)) {
+            json_array_append(out, r);   /* record_check reports it */
+            continue;
+        }
+        json_t *id = json_object_get(r, "id");
+        json_t *old = old_rows ? row_by_id(old_rows, id, NULL) : NULL;
+        if (id && json_is_integer(id) && !old) {
+            char p[512];
+            snprintf(p, sizeof p, "%s/%zu/id", base, i);
+            problem(x->errors, p, "not_found", "no such row in this record");
+        }
+        json_t *copy = json_object();
+        const char *k;
+        json_t *v;
+        json_object_foreach(r, k, v)
+        {
+            json_t *f = bundle_item(subfields, k);
+            perm_mode m = f ? mode(x, sid, k) : FIELD_WRITE;
+            bool same = old && json_equal(json_object_get(old, k), v);
+            if (f && (m != FIELD_WRITE || field_computed(f)) && same)
+                continue;
+            if (f && m != FIELD_WRITE) {
+                char p[512];
+                snprintf(p, sizeof p, "%s/%zu/%s", base, i, k);
+                if (m == FIELD_HIDDEN)
+                    problem(x->errors, p, "unknown_field", "no such field");
+                else
+                    problem(x->errors, p, "readonly", "you may not change this field");
+                continue;
+            }
+            json_object_set(copy, k, v);
+        }
+        if (old) {   /* what was not sent stays as it is */
+            json_object_foreach(old, k, v)
+            {
+                json_t *f = bundle_item(subfields, k);
+                if (f && !field_computed(f) && !json_object_get(copy, k))
+                    json_object_set(copy, k, v);
+            }
+        }
+        json_array_append_new(out, copy);
+    }
+    return out;
+}
+
+/* A copy of body without the fields the caller may not write (each an
+ * error: hidden ones exactly like fields that do not exist). */
+static json_t *strip(wr *x, json_t *body, json_t *old)
+{
+    json_t *out = json_object();
+    const char *k;
+    json_t *v;
+    json_object_foreach(body, k, v)
+    {
+        json_t *f = bundle_item(x->fields, k);
+        char p[256];
+        snprintf(p, sizeof p, "/%.200s", k);
+        if (!f) {
+            if (!strcmp(k, "_owner") && !perm_scope_all(x->d.update))
+                problem(x->errors, p, "readonly", "only a caller who may update every record sets the owner");
+            else
+                json_object_set(out, k, v);   /* system fields and unknown ones: record_check reports them */
+            continue;
+        }
+        perm_mode m = mode(x, NULL, k);
+        if (m == FIELD_HIDDEN) {
+            problem(x->errors, p, "unknown_field", "no such field");
+        } else if (m == FIELD_READ) {
+            problem(x->errors, p, "readonly", "you may not change this field");
+        } else if (is(f, "subform") && json_is_array(v)) {
+            json_object_set_new(out, k, strip_rows(x, f, v, old ? json_object_get(old, k) : NULL, p));
+        } else {
+            json_object_set(out, k, v);
+        }
+    }
+    return out;
+}
+
+/* ---- defaults ---- */
+
+static json_t *default_value(wr *x, json_t *f)
+{
+    json_t *d = json_object_get(f, "default");
+    const char *s = json_string_value(d);
+    if (s && !strcmp(s, "me") && is(f, "user"))
+        return json_integer(x->w->fc->me);
+    if (s && (!strcmp(s, "now") || !strcmp(s, "today")) && (is(f, "date") || is(f, "datetime"))) {
+        if (!clock(x))
+            return NULL;
+        return json_string(is(f, "date") ? x->today : x->now);
+    }
+    const char *code;
+    char msg[256];
+    return field_coerce(f, d, &code, msg, sizeof msg);   /* publishing checked it */
+}
+
+/* Fills the defaults of the fields absent from given into values. */
+static bool defaults(wr *x, json_t *fields, json_t *given, json_t *values)
+{
+    size_t i;
+    json_t *f;
+    json_array_foreach(fields, i, f)
+    {
+        const char *id = jstr(json_object_get(f, "id"));
+        if (!json_object_get(f, "default") || json_object_get(given, id) || is(f, "subform"))
+            continue;
+        json_t *v = default_value(x, f);
+        if (!v)
+            return x->out->code == LOOM_OK ? fail(x, LOOM_INTERNAL, "bad default") : false;
+        json_object_set_new(values, id, v);
+    }
+    return true;
+}
+
+/* ---- expressions ---- */
+
+/* A value as Lua sees it: decimals and money as numbers. */
+static json_t *lua_value(json_t *f, json_t *v)
+{
+    if (f && (is(f, "decimal") || is(f, "money")) && json_is_string(v))
+        return json_real(strtod(json_string_value(v), NULL));
+    return json_incref(v);
+}
+
+/* The variables of an expression over rec (fields of fields): subform rows
+ * included unless rows is false. */
+static json_t *lua_view(json_t *fields, json_t *rec, bool rows)
+{
+    json_t *o = json_object();
+    const char *k;
+    json_t *v;
+    json_object_foreach(rec, k, v)
+    {
+        json_t *f = bundle_item(fields, k);
+        if (f && is(f, "subform")) {
+            if (!rows)
+                continue;
+            json_t *a = json_array();
+            size_t i;
+            json_t *r;
+            json_array_foreach(v, i, r) json_array_append_new(a, lua_view(json_object_get(f, "fields"), r, false));
+            json_object_set_new(o, k, a);
+        } else {
+            json_object_set_new(o, k, lua_value(f, v));
+        }
+    }
+    return o;
+}
+
+/* Runs expression code (cached under what) with vars; *out its value. */
+static loom_code eval(wr *x, const char *what, const char *code, json_t *vars, json_t **out, char *err, size_t n)
+{
+    char key[320];
+    snprintf(key, sizeof key, "%s/%d/%s/%s", x->w->app, x->w->version, x->form, what);
+    *out = NULL;
+    int chunk = sandbox_compile(x->w->sb, key, code, strlen(code), true, err, n);
+    if (chunk < 0)
+        return LOOM_RULE_ERROR;
+    return sandbox_run(x->w->sb, chunk, vars, out, err, n);
+}
+
+/* Evaluates a condition; false with the failure noted when it fails. */
+static bool condition(wr *x, const char *what, const char *code, json_t *vars, const char *path, bool *truth)
+{
+    json_t *v;
+    char err[256];
+    loom_code c = eval(x, what, code, vars, &v, err, sizeof err);
+    if (c != LOOM_OK) {
+        problem(x->expr_errors, path, c == LOOM_RULE_LIMIT ? "rule_limit" : "formula_error", "%s", err);
+        return false;
+    }
+    *truth = v && !json_is_null(v) && !json_is_false(v);
+    json_decref(v);
+    return true;
+}
+
+/* The formula fields of fields, each after the formulas it uses. */
+static json_t *formula_order(json_t *fields)
+{
+    json_t *order = json_array(), *done = json_object();
+    for (bool progress = true; progress;) {
+        progress = false;
+        size_t i;
+        json_t *f;
+        json_array_foreach(fields, i, f)
+        {
+            const char *id = jstr(json_object_get(f, "id")), *code = json_string_value(json_object_get(f, "formula"));
+            if (!code || json_object_get(done, id))
+                continue;
+            json_t *names = bundle_expr_names(code);
+            bool ready = true;
+            const char *n;
+            json_t *y;
+            json_object_foreach(names, n, y)
+            {
+                json_t *dep = bundle_item(fields, n);
+                ready = ready && !(dep && dep != f && json_object_get(dep, "formula") && !json_object_get(done, n));
+            }
+            json_decref(names);
+            if (ready) {
+                json_array_append(order, f);
+                json_object_set_new(done, id, json_true());
+                progress = true;
+            }
+        }
+    }
+    json_decref(done);
+    return order;
+}
+
+/* A formula's result as the field's canonical value: numbers rounded half
+ * away from zero to a decimal's scale, whole reals as integers, numbers as
+ * text for text fields. NULL with *code when it does not fit. */
+static json_t *formula_value(json_t *f, json_t *v, const char **code, char *msg, size_t n)
+{
+    if (!v || json_is_null(v))
+        return json_null();
+    json_t *conv = NULL;
+    if ((is(f, "decimal") || is(f, "money")) && json_is_number(v)) {
+        json_t *sc = json_object_get(f, "scale");
+        int scale = is(f, "money") ? 2 : json_is_integer(sc) ? (int)json_integer_value(sc) : 2;
+        double p = pow(10, scale), d = json_number_value(v);
+        d = round(d * p) / p;
+        char t[64];
+        snprintf(t, sizeof t, "%.*f", scale, d);
+        conv = json_string(t);
+    } else if (is(f, "integer") && json_is_real(v) && json_real_value(v) == floor(json_real_value(v)) &&
+               fabs(json_real_value(v)) < 9007199254740992.0) {
+        conv = json_integer((json_int_t)json_real_value(v));
+    } else if (json_is_number(v) && ddl_compare_type(jstr(json_object_get(f, "type"))) &&
+               !strcmp(ddl_compare_type(jstr(json_object_get(f, "type"))), "text")) {
+        char t[64];
+        if (json_is_integer(v))
+            snprintf(t, sizeof t, "%lld", (long long)json_integer_value(v));
+        else
+            snprintf(t, sizeof t, "%.15g", json_real_value(v));
+        conv = json_string(t);
+    }
+    json_t *out = field_coerce(f, conv ? conv : v, code, msg, n);
+    json_decref(conv);
+    return out;
+}
+
+/* Computes the formulas of fields over rec (its Lua view in view, kept up
+ * to date). what_prefix names the chunks; base is the JSON Pointer of rec. */
+static void formulas(wr *x, json_t *fields, const char *what_prefix, json_t *rec, json_t *view, const char *base)
+{
+    json_t *order = formula_order(fields);
+    size_t i;
+    json_t *f;
+    json_array_foreach(order, i, f)
+    {
+        const char *id = jstr(json_object_get(f, "id"));
+        char what[160], path[512], err[256];
+        snprintf(what, sizeof what, "%s%s/formula", what_prefix, id);
+        snprintf(path, sizeof path, "%s/%s", base, id);
+        json_t *v;
+        loom_code c = eval(x, what, jstr(json_object_get(f, "formula")), view, &v, err, sizeof err);
+        if (c != LOOM_OK) {
+            problem(x->expr_errors, path, c == LOOM_RULE_LIMIT ? "rule_limit" : "formula_error", "%s", err);
+            json_object_set_new(rec, id, json_null());
+            json_object_set_new(view, id, json_null());
+            continue;
+        }
+        const char *code;
+        json_t *canon = formula_value(f, v, &code, err, sizeof err);
+        json_decref(v);
+        if (!canon) {
+            problem(x->errors, path, code, "%s", err);
+            canon = json_null();
+        }
+        json_object_set_new(view, id, lua_value(f, canon));
+        json_object_set_new(rec, id, canon);
+    }
+    json_decref(order);
+}
+
+static bool empty(json_t *v)
+{
+    return !v || json_is_null(v) || (json_is_array(v) && json_array_size(v) == 0) ||
+           (json_is_string(v) && !*json_string_value(v));
+}
+
+/* Drops the "required" problem reported at path (a field that is hidden is
+ * never required). */
+static void unrequire(wr *x, const char *path)
+{
+    for (size_t i = json_array_size(x->errors); i-- > 0;) {
+        json_t *e = json_array_get(x->errors, i);
+        if (!strcmp(jstr(json_object_get(e, "path")), path) && !strcmp(jstr(json_object_get(e, "code")), "required"))
+            json_array_remove(x->errors, i);
+    }
+}
+
+/* visible_when and conditional required over the fields of rec. */
+static void requirements(wr *x, json_t *fields, const char *what_prefix, json_t *rec, json_t *view, const char *base)
+{
+    size_t i;
+    json_t *f;
+    json_array_foreach(fields, i, f)
+    {
+        const char *id = jstr(json_object_get(f, "id"));
+        const char *vis = json_string_value(json_object_get(f, "visible_when"));
+        const char *req = json_string_value(json_object_get(f, "required"));
+        if (!vis && !req)
+            continue;
+        char what[160], path[512];
+        snprintf(path, sizeof path, "%s/%s", base, id);
+        bool shown = true, needed = false;
+        if (vis) {
+            snprintf(what, sizeof what, "%s%s/visible_when", what_prefix, id);
+            if (!condition(x, what, vis, view, path, &shown))
+                continue;
+        }
+        if (!shown) {
+            unrequire(x, path);
+            continue;
+        }
+        if (req) {
+            snprintf(what, sizeof what, "%s%s/required", what_prefix, id);
+            if (condition(x, what, req, view, path, &needed) && needed && empty(json_object_get(rec, id)))
+                problem(x->errors, path, "required", "a value is required");
+        }
+    }
+}
+
+static bool has_expressions(json_t *fields)
+{
+    size_t i;
+    json_t *f;
+    json_array_foreach(fields, i, f)
+    {
+        if (json_object_get(f, "formula") || json_is_string(json_object_get(f, "required")) ||
+            json_object_get(f, "visible_when"))
+            return true;
+        if (is(f, "subform") && has_expressions(json_object_get(f, "fields")))
+            return true;
+    }
+    return false;
+}
+
+/* Formulas, then conditions and checks, over the whole record. */
+static bool expressions(wr *x, json_t *rec)
+{
+    json_t *checks = json_object_get(x->fdef, "checks");
+    if (!json_array_size(checks) && !has_expressions(x->fields))
+        return true;
+    if (!clock(x))
+        return false;
+    json_t *view = lua_view(x->fields, rec, true);
+    json_t *parent = lua_view(x->fields, rec, false);
+    size_t i;
+    json_t *f;
+    /* subform rows first: a record's formula may sum them */
+    json_array_foreach(x->fields, i, f)
+    {
+        json_t *rows = json_object_get(rec, jstr(json_object_get(f, "id")));
+        if (!is(f, "subform") || !has_expressions(json_object_get(f, "fields")) || !json_array_size(rows))
+            continue;
+        const char *sid = jstr(json_object_get(f, "id"));
+        json_t *subfields = json_object_get(f, "fields");
+        char prefix[80];
+        snprintf(prefix, sizeof prefix, "%s.", sid);
+        json_t *vrows = json_array();
+        size_t r;
+        json_t *row;
+        json_array_foreach(rows, r, row)
+        {
+            char base[160];
+            snprintf(base, sizeof base, "/%s/%zu", sid, r);
+            json_t *rv = lua_view(subfields, row, false);
+            json_object_set(rv, "parent", parent);
+            formulas(x, subfields, prefix, row, rv, base);
+            requirements(x, subfields, prefix, row, rv, base);
+            json_object_del(rv, "parent");
+            json_array_append_new(vrows, rv);
+        }
+        json_object_set_new(view, sid, vrows);
+    }
+    formulas(x, x->fields, "", rec, view, "");
+    requirements(x, x->fields, "", rec, view, "");
+    json_t *c;
+    json_array_foreach(checks, i, c)
+    {
+        char what[32], path[32];
+        snprintf(what, sizeof what, "check/%zu", i);
+        snprintf(path, sizeof path, "/checks/%zu", i);
+        bool ok;
+        if (!condition(x, what, jstr(json_object_get(c, "expr")), view, "", &ok) || ok)
+            continue;
+        json_t *app = json_object_get(x->w->fc->bundle, "app");
+        json_t *m = schema_label(json_object_get(c, "message"), x->w->locale, json_object_get(app, "locales"),
+                                 "the record fails a check");
+        problem(x->errors, "", "check_failed", "%s", jstr(m));
+        json_decref(m);
+    }
+    json_decref(view);
+    json_decref(parent);
+    return true;
+}
+
+/* ---- refs and users ---- */
+
+/* Appends "{1,2,3}" (an array literal of ids). */
+static void id_array(buf *s, json_t *ids)
+{
+    buf_puts(s, "{");
+    const char *k;
+    json_t *v;
+    int n = 0;
+    json_object_foreach(ids, k, v) buf_printf(s, "%s%s", n++ ? "," : "", k);
+    buf_puts(s, "}");
+}
+
+/* Notes the link value v of field f at path for checking: links is
+ * {group: {"field": f, "ids": {id: [paths]}}}. */
+static void note_link(json_t *links, json_t *f, const char *group, json_t *v, const char *path)
+{
+    if (!json_is_integer(v))
+        return;
+    json_t *g = json_object_get(links, group);
+    if (!g) {
+        g = json_pack("{s:O?, s:{}}", "field", f, "ids");
+        json_object_set_new(links, group, g);
+    }
+    char id[24];
+    snprintf(id, sizeof id, "%lld", (long long)json_integer_value(v));
+    json_t *paths = json_object_get(json_object_get(g, "ids"), id);
+    if (!paths) {
+        paths = json_array();
+        json_object_set_new(json_object_get(g, "ids"), id, paths);
+    }
+    json_array_append_new(paths, json_string(path));
+}
+
+static void collect_links(json_t *fields, const char *sub, json_t *rec, json_t *old, json_t *links, const char *base)
+{
+    size_t i;
+    json_t *f;
+    json_array_foreach(fields, i, f)
+    {
+        const char *id = jstr(json_object_get(f, "id"));
+        json_t *v = json_object_get(rec, id);
+        char path[512], group[160];
+        snprintf(path, sizeof path, "%s/%s", base, id);
+        if (old && json_equal(v, json_object_get(old, id)))
+            continue;   /* unchanged: it was checked when it was set */
+        if (is(f, "ref")) {
+            snprintf(group, sizeof group, "ref:%s", jstr(json_object_get(f, "form")));
+            note_link(links, f, group, v, path);
+        } else if (is(f, "user")) {
+            snprintf(group, sizeof group, "user:%s%s%s", sub ? sub : "", sub ? "." : "", id);
+            note_link(links, f, json_object_get(f, "roles") ? group : "user:", v, path);
+        } else if (is(f, "subform")) {
+            size_t r;
+            json_t *row;
+            json_array_foreach(v, r, row)
+            {
+                char rb[512];
+                snprintf(rb, sizeof rb, "%s/%zu", path, r);
+                json_t *orow = row_by_id(json_object_get(old, id), json_object_get(row, "id"), NULL);
+                collect_links(json_object_get(f, "fields"), id, row, orow, links, rb);
+            }
+        }
+    }
+}
+
+/* Every ref and user value that changed exists (refs: and the caller may
+ * read it; users: active, holding one of the field's roles), in one query. */
+static bool check_links(wr *x, json_t *rec, json_t *old)
+{
+    json_t *links = json_object();
+    collect_links(x->fields, NULL, rec, old, links, "");
+    json_t *owner = json_object_get(rec, "_owner");
+    if (owner && !(old && json_equal(owner, json_object_get(old, "_owner"))))
+        note_link(links, NULL, "user:", owner, "/_owner");
+    if (!json_object_size(links)) {
+        json_decref(links);
+        return true;
+    }
+    buf sql = {0};
+    json_t *args = json_array();
+    const char *group;
+    json_t *g;
+    int k = 0;
+    bool ok = true;
+    json_object_foreach(links, group, g)
+    {
+        buf ids = {0};
+        id_array(&ids, json_object_get(g, "ids"));
+        json_t *f = json_object_get(g, "field");
+        if (k)
+            buf_puts(&sql, " UNION ALL ");
+        if (!strncmp(group, "ref:", 4)) {
+            const char *target = group + 4;
+            perm_decision d;
+            perm_decide(x->w->fc->bundle, target, x->w->fc->roles, x->w->fc->admin, &d);
+            buf_printf(&sql, "SELECT %d, t.\"id\" FROM ", k);
+            qualified(&sql, x->w->fc->schema, target);
+            arg(args, ids.data);
+            buf_printf(&sql, " AS t WHERE t.\"id\" = ANY($%zu::bigint[])", json_array_size(args));
+            if (!d.read) {
+                buf_puts(&sql, " AND FALSE");
+            } else if (!perm_scope_all(d.read)) {
+                filter_err fe;
+                buf_puts(&sql, " AND ");
+                ok = ok && filter_scope_sql(x->w->fc, target, "t", d.read, &sql, args, &fe);
+            }
+            perm_free(&d);
+        } else {
+            arg(args, ids.data);
+            buf_printf(&sql, "SELECT %d, u.id FROM loom.users u WHERE u.id = ANY($%zu::bigint[]) AND u.active", k,
+                       json_array_size(args));
+            json_t *roles = json_object_get(f, "roles");
+            if (json_array_size(roles)) {
+                arg(args, x->w->app);
+                buf_printf(&sql, " AND (u.app_roles -> $%zu) ?| ", json_array_size(args));
+                arg_json(args, roles);
+                buf_printf(&sql, "ARRAY(SELECT jsonb_array_elements_text($%zu::jsonb))", json_array_size(args));
+            }
+        }
+        json_object_set_new(g, "k", json_integer(k++));
+        buf_free(&ids);
+    }
+    PGresult *r = ok ? must(x, sql.data, args) : NULL;
+    if (!ok)
+        fail(x, LOOM_INTERNAL, "a permission filter does not compile");
+    buf_free(&sql);
+    json_decref(args);
+    if (r) {
+        json_t *found = json_object();
+        for (int i = 0; i < PQntuples(r); i++) {
+            char key[48];
+            snprintf(key, sizeof key, "%s:%s", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1));
+            json_object_set_new(found, key, json_true());
+        }
+        json_object_foreach(links, group, g)
+        {
+            const char *id;
+            json_t *paths;
+            json_object_foreach(json_object_get(g, "ids"), id, paths)
+            {
+                char key[48];
+                snprintf(key, sizeof key, "%lld:%s", (long long)json_integer_value(json_object_get(g, "k")), id);
+                if (json_object_get(found, key))
+                    continue;
+                size_t i;
+                json_t *p;
+                json_array_foreach(paths, i, p) problem(x->errors, jstr(p), "not_found",
+                                                        !strncmp(group, "ref:", 4) ? "no such record"
+                                                                                   : "no such user here");
+            }
+        }
+        json_decref(found);
+    }
+    json_decref(links);
+    return r != NULL;
+}
+
+/* ---- autonumbers ---- */
+
+/* Renders pattern with the date parts of today; the {seq[:N]} part becomes
+ * seq (zero-padded to N), or "#" when seq < 0 (the counter's name). */
+static void render_number(const char *pattern, const char *today, long long seq, buf *out)
+{
+    for (const char *p = pattern; *p;) {
+        if (*p == '{') {
+            const char *end = strchr(p, '}');
+            if (end) {
+                size_t n = (size_t)(end - p - 1);
+                const char *t = p + 1;
+                if (n == 4 && !strncmp(t, "yyyy", 4))
+                    buf_append(out, today, 4);
+                else if (n == 2 && !strncmp(t, "yy", 2))
+                    buf_append(out, today + 2, 2);
+                else if (n == 2 && !strncmp(t, "MM", 2))
+                    buf_append(out, today + 5, 2);
+                else if (n == 2 && !strncmp(t, "dd", 2))
+                    buf_append(out, today + 8, 2);
+                else if (n >= 3 && !strncmp(t, "seq", 3)) {
+                    int width = t[3] == ':' ? atoi(t + 4) : 0;
+                    if (seq < 0)
+                        buf_puts(out, "#");
+                    else
+                        buf_printf(out, "%0*lld", width > 0 && width < 20 ? width : 1, seq);
+                } else
+                    buf_append(out, p, n + 2);
+                p = end + 1;
+                continue;
+            }
+        }
+        buf_append(out, p++, 1);
+    }
+}
+
+/* Assigns each autonumber of rec: a counter per form, field and period
+ * (the pattern with its date parts filled in), taken with a row lock, so
+ * parallel creates never share a number and none is skipped. */
+static bool autonumbers(wr *x, json_t *rec)
+{
+    static db_stmt next = {.sql = "INSERT INTO loom.counters (app, name, value) VALUES ($1, $2, 1) "
+                                  "ON CONFLICT (app, name) DO UPDATE SET value = loom.counters.value + 1 "
+                                  "RETURNING value"};
+    size_t i;
+    json_t *f;
+    json_array_foreach(x->fields, i, f)
+    {
+        if (!is(f, "autonumber"))
+            continue;
+        if (!clock(x))
+            return false;
+        const char *id = jstr(json_object_get(f, "id"));
+        const char *pattern = json_string_value(json_object_get(f, "pattern"));
+        if (!pattern)
+            pattern = "{seq}";
+        buf name = {0};
+        buf_printf(&name, "%s.%s:", x->form, id);
+        render_number(pattern, x->today, -1, &name);
+        const char *p[] = {x->w->app, name.data};
+        loom_err e = {0};
+        PGresult *r = db_query(x->w->db, x->w->a, &next, 2, p, &e);
+        buf_free(&name);
+        if (!r)
+            return db_failed(x, &e);
+        buf v = {0};
+        render_number(pattern, x->today, strtoll(PQgetvalue(r, 0, 0), NULL, 10), &v);
+        json_object_set_new(rec, id, json_string(v.data));
+        buf_free(&v);
+    }
+    return true;
+}
+
+/* ---- statements ---- */
+
+/* Appends the column list of fields (not subforms) as "x"."a", ... and, in
+ * def, the record type x("a" text, ...) jsonb_to_record reads them with. */
+static int columns(json_t *fields, const char *alias, buf *cols, buf *def, bool leading_comma)
+{
+    int n = 0;
+    size_t i;
+    json_t *f;
+    json_array_foreach(fields, i, f)
+    {
+        if (is(f, "subform"))
+            continue;
+        const char *id = jstr(json_object_get(f, "id"));
+        char tmp[64];
+        if (n || leading_comma)
+            buf_puts(cols, ", ");
+        if (alias)
+            buf_printf(cols, "%s.", alias);
+        ddl_quote(cols, id);
+        buf_puts(def, n ? ", " : "");
+        ddl_quote(def, id);
+        buf_printf(def, " %s", ddl_column_type(f, tmp));
+        n++;
+    }
+    return n;
+}
+
+/* The values of the columns of rec, as jsonb_to_record reads them. */
+static json_t *column_values(json_t *fields, json_t *rec)
+{
+    json_t *o = json_object();
+    size_t i;
+    json_t *f;
+    json_array_foreach(fields, i, f)
+    {
+        const char *id = jstr(json_object_get(f, "id"));
+        json_t *v = json_object_get(rec, id);
+        if (!is(f, "subform") && v)
+            json_object_set(o, id, v);
+    }
+    return o;
+}
+
+/* The constraint a unique violation names, as the paths of its fields. */
+static bool not_unique(wr *x, const loom_err *e)
+{
+    const char *name = e->path ? e->path : "";
+    json_t *errors = json_array();
+    /* the catalog maps "table|key|a,b" to the constraint's name; find it */
+    const char *key;
+    json_t *v;
+    json_object_foreach(json_object_get(x->w->catalog, "objects"), key, v)
+    {
+        if (strcmp(jstr(v), name))
+            continue;
+        const char *cols = strstr(key, "|key|");
+        char table[160];
+        snprintf(table, sizeof table, "%.*s", (int)(strchr(key, '|') - key), key);
+        const char *sub = strstr(table, "__");
+        for (const char *c = cols ? cols + 5 : ""; *c;) {
+            size_t n = strcspn(c, ",");
+            char p[320];
+            if (sub)
+                snprintf(p, sizeof p, "/%s/%.*s", sub + 2, (int)n, c);
+            else
+                snprintf(p, sizeof p, "/%.*s", (int)n, c);
+            problem(errors, p, "not_unique", "another record has this value");
+            c += n + (c[n] == ',');
+        }
+        break;
+    }
+    x->out->errors = errors;
+    return fail(x, LOOM_NOT_UNIQUE, "another record has the same value");
+}
+
+/* Runs a statement that writes; unique clashes become not_unique. */
+static PGresult *write_sql(wr *x, const char *sql, json_t *args)
+{
+    loom_err e = {0};
+    PGresult *r = run(x, sql, args, &e);
+    if (!r && e.code == LOOM_NOT_UNIQUE)
+        not_unique(x, &e);
+    else if (!r)
+        db_failed(x, &e);
+    return r;
+}
+
+/* Inserts, updates and deletes the rows of each subform of rec that
+ * differ from old (NULL on create). */
+static bool write_rows(wr *x, long long id, json_t *rec, json_t *old)
+{
+    size_t i;
+    json_t *f;
+    json_array_foreach(x->fields, i, f)
+    {
+        if (!is(f, "subform"))
+            continue;
+        const char *sid = jstr(json_object_get(f, "id"));
+        json_t *rows = json_object_get(rec, sid), *orows = old ? json_object_get(old, sid) : NULL;
+        if (old && json_equal(rows, orows))
+            continue;
+        json_t *subfields = json_object_get(f, "fields");
+        char child[DDL_NAME_MAX + 1];
+        child_table(x->form, sid, child);
+        json_t *ins = json_array(), *upd = json_array(), *keep = json_object();
+        size_t r;
+        json_t *row;
+        json_array_foreach(rows, r, row)
+        {
+            json_t *v = column_values(subfields, row);
+            json_object_set_new(v, "_pos", json_integer((json_int_t)r));
+            json_t *rid = json_object_get(row, "id");
+            size_t at;
+            json_t *orow = rid ? row_by_id(orows, rid, &at) : NULL;
+            if (orow) {
+                char k[24];
+                snprintf(k, sizeof k, "%lld", (long long)json_integer_value(rid));
+                json_object_set_new(keep, k, json_true());
+                if (json_equal(orow, row) && at == r) {
+                    json_decref(v);
+                    continue;
+                }
+                json_object_set(v, "id", rid);
+                json_array_append_new(upd, v);
+            } else {
+                json_array_append_new(ins, v);
+            }
+        }
+        bool ok = true;
+        buf cols = {0}, def = {0}, sql = {0};
+        columns(subfields, NULL, &cols, &def, true);
+        buf xcols = {0}, xdef = {0};
+        columns(subfields, "x", &xcols, &xdef, true);
+        if (orows && json_array_size(orows) > json_object_size(keep)) {
+            json_t *args = json_array();
+            buf ids = {0};
+            id_array(&ids, keep);
+            arg_int(args, id);
+            arg(args, ids.data);
+            buf_puts(&sql, "DELETE FROM ");
+            qualified(&sql, x->w->fc->schema, child);
+            buf_puts(&sql, " WHERE \"_parent\" = $1 AND \"id\" <> ALL($2::bigint[])");
+            ok = must(x, sql.data, args) != NULL;
+            buf_free(&ids);
+            json_decref(args);
+        }
+        if (ok && json_array_size(upd)) {
+            json_t *args = json_array();
+            arg_int(args, id);
+            arg_json(args, upd);
+            buf_reset(&sql);
+            buf_puts(&sql, "UPDATE ");
+            qualified(&sql, x->w->fc->schema, child);
+            buf_puts(&sql, " AS s SET \"_pos\" = x.\"_pos\"");
+            size_t k;
+            json_t *sf;
+            json_array_foreach(subfields, k, sf)
+            {
+                const char *fid = jstr(json_object_get(sf, "id"));
+                buf_puts(&sql, ", ");
+                ddl_quote(&sql, fid);
+                buf_puts(&sql, " = x.");
+                ddl_quote(&sql, fid);
+            }
+            buf_printf(&sql, " FROM jsonb_to_recordset($2::jsonb) AS x(\"id\" bigint, \"_pos\" integer%s%s) "
+                             "WHERE s.\"id\" = x.\"id\" AND s.\"_parent\" = $1",
+                       def.len ? ", " : "", def.data ? def.data : "");
+            ok = write_sql(x, sql.data, args) != NULL;
+            json_decref(args);
+        }
+        if (ok && json_array_size(ins)) {
+            json_t *args = json_array();
+            arg_int(args, id);
+            arg_json(args, ins);
+            buf_reset(&sql);
+            buf_puts(&sql, "INSERT INTO ");
+            qualified(&sql, x->w->fc->schema, child);
+            buf_printf(&sql, " (\"_parent\", \"_pos\"%s) SELECT $1, x.\"_pos\"%s FROM jsonb_to_recordset($2::jsonb) "
+                             "AS x(\"_pos\" integer%s%s)",
+                       cols.data ? cols.data : "", xcols.data ? xcols.data : "", def.len ? ", " : "",
+                       def.data ? def.data : "");
+            ok = write_sql(x, sql.data, args) != NULL;
+            json_decref(args);
+        }
+        buf_free(&cols);
+        buf_free(&def);
+        buf_free(&xcols);
+        buf_free(&xdef);
+        buf_free(&sql);
+        json_decref(ins);
+        json_decref(upd);
+        json_decref(keep);
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+/* The history entry's changes: {field: [old, new]} for every field whose
+ * value differs (old NULL: created; rec NULL: deleted). */
+static json_t *changes(wr *x, json_t *old, json_t *rec)
+{
+    json_t *ch = json_object();
+    size_t i;
+    json_t *f;
+    json_array_foreach(x->fields, i, f)
+    {
+        const char *id = jstr(json_object_get(f, "id"));
+        json_t *a = old ? json_object_get(old, id) : NULL, *b = rec ? json_object_get(rec, id) : NULL;
+        if (empty(a) && empty(b))
+            continue;
+        if (!a || !b || !json_equal(a, b))
+            json_object_set_new(ch, id, json_pack("[O?, O?]", a, b));
+    }
+    json_t *a = old ? json_object_get(old, "_owner") : NULL, *b = rec ? json_object_get(rec, "_owner") : NULL;
+    if (old && rec && !json_equal(a, b))
+        json_object_set_new(ch, "_owner", json_pack("[O?, O?]", a, b));
+    return ch;
+}
+
+/* ---- the three writes ---- */
+
+static bool begin(wr *x, const write_ctx *w, const char *form, write_result *out)
+{
+    memset(out, 0, sizeof *out);
+    memset(x, 0, sizeof *x);
+    x->w = w;
+    x->form = form;
+    x->out = out;
+    x->errors = json_array();
+    x->expr_errors = json_array();
+    x->fdef = bundle_item(json_object_get(w->fc->bundle, "forms"), form);
+    x->fields = json_object_get(x->fdef, "fields");
+    perm_decide(w->fc->bundle, form, w->fc->roles, w->fc->admin, &x->d);
+    if (!x->fdef || (!x->d.read && !x->d.create))
+        return fail(x, LOOM_NOT_FOUND, "no such form");
+    return true;
+}
+
+/* Ends a write: the problems found, if any, become its answer. */
+static bool finish(wr *x, bool ok)
+{
+    /* bad input first: an expression over it failing says nothing more */
+    if (ok && json_array_size(x->errors)) {
+        x->out->errors = json_incref(x->errors);
+        ok = fail(x, LOOM_VALIDATION_FAILED, "%zu problem%s in the record", json_array_size(x->errors),
+                  json_array_size(x->errors) == 1 ? "" : "s");
+    } else if (ok && json_array_size(x->expr_errors)) {
+        x->out->errors = json_incref(x->expr_errors);
+        ok = fail(x, LOOM_FORMULA_ERROR, "an expression failed");
+    }
+    json_decref(x->errors);
+    json_decref(x->expr_errors);
+    perm_free(&x->d);
+    return ok;
+}
+
+/* Checks body: modes, system fields, coercion. The checked values go to
+ * *values; false after a 400 (system fields). */
+static bool check_body(wr *x, json_t *body, json_t *old, json_t **values)
+{
+    if (!json_is_object(body)) {
+        *values = NULL;
+        return fail(x, LOOM_BAD_REQUEST, "a record is a JSON object");
+    }
+    json_t *given = strip(x, body, old);
+    record_result rr;
+    record_check(x->fdef, given, old == NULL, &rr);
+    json_decref(given);
+    json_array_extend(x->errors, rr.errors);
+    *values = json_incref(rr.values);
+    bool ok = true;
+    if (json_array_size(rr.system)) {
+        json_t *errors = json_array();
+        size_t i;
+        json_t *s;
+        json_array_foreach(rr.system, i, s)
+        {
+            char p[64];
+            snprintf(p, sizeof p, "/%s", jstr(s));
+            problem(errors, p, "readonly", "system fields are set by Loom");
+        }
+        x->out->errors = errors;
+        ok = fail(x, LOOM_BAD_REQUEST, "system fields cannot be written");
+    }
+    record_result_free(&rr);
+    return ok;
+}
+
+/* Defaults of absent fields, in the record and in new subform rows. */
+static bool fill_defaults(wr *x, json_t *body, json_t *rec, bool create)
+{
+    if (create && !defaults(x, x->fields, body, rec))
+        return false;
+    size_t i;
+    json_t *f;
+    json_array_foreach(x->fields, i, f)
+    {
+        const char *sid = jstr(json_object_get(f, "id"));
+        if (create && is(f, "subform") && !json_is_array(json_object_get(rec, sid)))
+            json_object_set_new(rec, sid, json_array());   /* no rows, as a record shows it */
+        json_t *given = json_object_get(body, sid);
+        if (!is(f, "subform") || !json_is_array(given))
+            continue;
+        size_t r;
+        json_t *row;
+        json_array_foreach(json_object_get(rec, sid), r, row)
+        {
+            json_t *grow = json_array_get(given, r);
+            if (!json_object_get(row, "id") && !defaults(x, json_object_get(f, "fields"), grow, row))
+                return false;
+        }
+    }
+    return true;
+}
+
+bool write_create(const write_ctx *w, const char *form, json_t *body, write_result *out)
+{
+    wr x;
+    if (!begin(&x, w, form, out))
+        return finish(&x, false);
+    if (!x.d.create)
+        return finish(&x, fail(&x, LOOM_FORBIDDEN, "you may not create %s records", form));
+    json_t *rec;
+    bool ok = check_body(&x, body, NULL, &rec) && fill_defaults(&x, body, rec, true) && expressions(&x, rec) &&
+              check_links(&x, rec, NULL);
+    if (ok && (json_array_size(x.errors) || json_array_size(x.expr_errors))) {
+        json_decref(rec);
+        return finish(&x, true);
+    }
+    ok = ok && autonumbers(&x, rec);
+    if (ok) {
+        buf sql = {0}, cols = {0}, def = {0}, xcols = {0}, xdef = {0};
+        int n = columns(x.fields, NULL, &cols, &def, true);
+        columns(x.fields, "x", &xcols, &xdef, true);
+        json_t *flow = bundle_flow(w->fc->bundle, form);
+        json_t *args = json_array();
+        json_t *vals = column_values(x.fields, rec);
+        json_t *ch = changes(&x, NULL, rec);
+        json_t *owner = json_object_get(rec, "_owner");
+        arg_json(args, vals);
+        arg_int(args, json_is_integer(owner) ? json_integer_value(owner) : w->fc->me);
+        arg_int(args, w->fc->me);
+        arg(args, w->app);
+        arg(args, form);
+        arg_json(args, ch);
+        if (flow)
+            arg(args, jstr(json_object_get(flow, "initial")));
+        buf_puts(&sql, "WITH r AS (INSERT INTO ");
+        qualified(&sql, w->fc->schema, form);
+        buf_printf(&sql, " (\"_owner\", \"_created_by\", \"_updated_by\"%s%s) SELECT $2, $3, $3%s%s FROM ",
+                   flow ? ", \"_state\"" : "", cols.data ? cols.data : "", flow ? ", $7" : "",
+                   xcols.data ? xcols.data : "");
+        if (n)
+            buf_printf(&sql, "jsonb_to_record($1::jsonb) AS x(%s)", def.data);
+        else
+            buf_puts(&sql, "(SELECT $1::jsonb) AS x");
+        buf_puts(&sql, " RETURNING \"id\"), h AS (INSERT INTO loom.history (app, form, record, actor, action, "
+                       "changes) SELECT $4, $5, r.\"id\", $3, 'create', $6::jsonb FROM r) SELECT \"id\" FROM r");
+        PGresult *r = write_sql(&x, sql.data, args);
+        if (r) {
+            out->id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+            out->version = 1;
+        }
+        ok = r && write_rows(&x, out->id, rec, NULL);
+        buf_free(&sql);
+        buf_free(&cols);
+        buf_free(&def);
+        buf_free(&xcols);
+        buf_free(&xdef);
+        json_decref(args);
+        json_decref(vals);
+        json_decref(ch);
+    }
+    json_decref(rec);
+    return finish(&x, ok);
+}
+
+/* Locks record id and reads it whole; *old the record, *scopes its read,
+ * update, delete admissions. False after a 404. */
+static bool lock(wr *x, const char *id, json_t **old, bool scopes[3])
+{
+    *old = NULL;
+    if (!x->d.read)
+        return fail(x, LOOM_NOT_FOUND, "no such record");
+    query q;
+    filter_err fe;
+    bool ok = query_lock(x->w->fc, x->form, id, &q, &fe);
+    PGresult *r = ok ? must(x, q.sql.data, q.args) : NULL;
+    if (!ok)
+        fail(x, LOOM_INTERNAL, "a permission filter does not compile");
+    if (r && PQntuples(r) == 1) {
+        json_t *items = query_items(&q, r, NULL);
+        *old = json_incref(json_array_get(items, 0));
+        json_decref(items);
+        int n = (int)json_array_size(q.out);
+        for (int k = 0; k < 3; k++)
+            scopes[k] = *PQgetvalue(r, 0, n + k) == 't';
+    }
+    query_free(&q);
+    if (!r)
+        return false;
+    if (!*old || !scopes[0])
+        return fail(x, LOOM_NOT_FOUND, "no such record");
+    return true;
+}
+
+static bool version_ok(wr *x, json_t *old, long long if_match)
+{
+    long long v = json_integer_value(json_object_get(old, "_version"));
+    if (if_match >= 0 && if_match != v)
+        return fail(x, LOOM_VERSION_MISMATCH, "the record is at version %lld, not %lld", v, if_match);
+    return true;
+}
+
+/* The update scope must still admit the record after the change. */
+static bool still_in_scope(wr *x, const char *id)
+{
+    if (perm_scope_all(x->d.update))
+        return true;
+    buf sql = {0};
+    json_t *args = json_array();
+    filter_err fe;
+    buf_puts(&sql, "SELECT 1 FROM ");
+    qualified(&sql, x->w->fc->schema, x->form);
+    arg(args, id);
+    buf_puts(&sql, " AS t WHERE t.\"id\" = $1::bigint AND ");
+    bool ok = filter_scope_sql(x->w->fc, x->form, "t", x->d.update, &sql, args, &fe);
+    PGresult *r = ok ? must(x, sql.data, args) : NULL;
+    buf_free(&sql);
+    json_decref(args);
+    if (!r)
+        return ok ? false : fail(x, LOOM_INTERNAL, "a permission filter does not compile");
+    if (PQntuples(r) == 0)
+        return fail(x, LOOM_FORBIDDEN, "the change would take the record out of what you may update");
+    return true;
+}
+
+bool write_update(const write_ctx *w, const char *form, const char *id, json_t *body, long long if_match,
+                  write_result *out)
+{
+    wr x;
+    json_t *old = NULL, *values = NULL, *rec = NULL;
+    bool scopes[3];
+    bool ok = begin(&x, w, form, out) && lock(&x, id, &old, scopes);
+    if (ok && !scopes[1])
+        ok = fail(&x, LOOM_FORBIDDEN, "you may not update this record");
+    ok = ok && version_ok(&x, old, if_match) && check_body(&x, body, old, &values);
+    if (ok) {
+        rec = json_copy(old);
+        json_object_update(rec, values);
+        /* rows keep what the caller cannot set (autonumbers, readonly) */
+        size_t i;
+        json_t *f;
+        json_array_foreach(x.fields, i, f)
+        {
+            if (!is(f, "subform") || !json_object_get(values, jstr(json_object_get(f, "id"))))
+                continue;
+            json_t *orows = json_object_get(old, jstr(json_object_get(f, "id")));
+            size_t r;
+            json_t *row;
+            json_array_foreach(json_object_get(rec, jstr(json_object_get(f, "id"))), r, row)
+            {
+                json_t *orow = row_by_id(orows, json_object_get(row, "id"), NULL);
+                const char *k;
+                json_t *v;
+                json_object_foreach(orow, k, v) if (!json_object_get(row, k)) json_object_set(row, k, v);
+            }
+        }
+        ok = fill_defaults(&x, body, rec, false) && expressions(&x, rec) && check_links(&x, rec, old);
+    }
+    if (ok && (json_array_size(x.errors) || json_array_size(x.expr_errors))) {
+        json_decref(old);
+        json_decref(values);
+        json_decref(rec);
+        return finish(&x, true);
+    }
+    json_t *ch = ok ? changes(&x, old, rec) : NULL;
+    out->id = strtoll(id, NULL, 10);
+    out->version = json_integer_value(json_object_get(old, "_version"));
+    if (ok && json_object_size(ch)) {
+        buf sql = {0}, cols = {0}, def = {0}, xcols = {0}, xdef = {0};
+        int n = columns(x.fields, NULL, &cols, &def, false);
+        columns(x.fields, "x", &xcols, &xdef, false);
+        json_t *args = json_array(), *vals = column_values(x.fields, rec);
+        json_t *owner = json_object_get(rec, "_owner");
+        arg(args, id);
+        arg_json(args, vals);
+        arg_int(args, w->fc->me);
+        arg(args, w->app);
+        arg(args, form);
+        arg_json(args, ch);
+        if (json_is_integer(owner))
+            arg_int(args, json_integer_value(owner));
+        else
+            arg(args, NULL);
+        buf_puts(&sql, "WITH u AS (UPDATE ");
+        qualified(&sql, w->fc->schema, form);
+        buf_puts(&sql, " AS t SET \"_version\" = t.\"_version\" + 1, \"_updated_at\" = now(), "
+                       "\"_updated_by\" = $3, \"_owner\" = $7::bigint");
+        size_t i;
+        json_t *f;
+        json_array_foreach(x.fields, i, f)
+        {
+            if (is(f, "subform"))
+                continue;
+            buf_puts(&sql, ", ");
+            ddl_quote(&sql, jstr(json_object_get(f, "id")));
+            buf_puts(&sql, " = x.");
+            ddl_quote(&sql, jstr(json_object_get(f, "id")));
+        }
+        if (n)
+            buf_printf(&sql, " FROM jsonb_to_record($2::jsonb) AS x(%s)", def.data);
+        else
+            buf_puts(&sql, " FROM (SELECT $2::jsonb) AS x");
+        buf_puts(&sql, " WHERE t.\"id\" = $1::bigint RETURNING t.\"id\", t.\"_version\"), "
+                       "h AS (INSERT INTO loom.history (app, form, record, actor, action, changes) "
+                       "SELECT $4, $5, u.\"id\", $3, 'update', $6::jsonb FROM u) SELECT \"_version\" FROM u");
+        PGresult *r = write_sql(&x, sql.data, args);
+        if (r)
+            out->version = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        ok = r && write_rows(&x, out->id, rec, old) && still_in_scope(&x, id);
+        buf_free(&sql);
+        buf_free(&cols);
+        buf_free(&def);
+        buf_free(&xcols);
+        buf_free(&xdef);
+        json_decref(args);
+        json_decref(vals);
+    }
+    json_decref(ch);
+    json_decref(old);
+    json_decref(values);
+    json_decref(rec);
+    return finish(&x, ok);
+}
+
+bool write_delete(const write_ctx *w, const char *form, const char *id, long long if_match, write_result *out)
+{
+    wr x;
+    json_t *old = NULL;
+    bool scopes[3];
+    bool ok = begin(&x, w, form, out) && lock(&x, id, &old, scopes);
+    if (ok && !scopes[2])
+        ok = fail(&x, LOOM_FORBIDDEN, "you may not delete this record");
+    ok = ok && version_ok(&x, old, if_match);
+    if (ok) {
+        json_t *ch = changes(&x, old, NULL), *args = json_array();
+        arg(args, id);
+        arg(args, w->app);
+        arg(args, form);
+        arg_int(args, w->fc->me);
+        arg_json(args, ch);
+        buf sql = {0};
+        buf_puts(&sql, "WITH d AS (DELETE FROM ");
+        qualified(&sql, w->fc->schema, form);
+        buf_puts(&sql, " WHERE \"id\" = $1::bigint RETURNING \"id\") "
+                       "INSERT INTO loom.history (app, form, record, actor, action, changes) "
+                       "SELECT $2, $3, d.\"id\", $4, 'delete', $5::jsonb FROM d");
+        loom_err e = {0};
+        ok = run(&x, sql.data, args, &e) != NULL;
+        if (!ok && e.code == LOOM_CONFLICT)
+            fail(&x, LOOM_CONFLICT, "other records refer to this one");
+        else if (!ok)
+            db_failed(&x, &e);
+        out->id = strtoll(id, NULL, 10);
+        buf_free(&sql);
+        json_decref(args);
+        json_decref(ch);
+    }
+    json_decref(old);
+    return finish(&x, ok);
+}
+
+void write_result_free(write_result *r)
+{
+    json_decref(r->errors);
+    r->errors = NULL;
+}

@@ -1,0 +1,59 @@
+/* write.h - writing one record of a published form: create, update, delete,
+ * inside the caller's transaction, with everything the contract asks of a
+ * write (definitions: Forms, "order of work"):
+ *
+ *   field modes and system fields -> coercion and validation (every problem
+ *   at once) -> defaults -> formulas (subform rows, then the record, in
+ *   dependency order) -> conditional required, visible_when, checks -> refs
+ *   and users checked in the database (a ref the caller cannot read is
+ *   not_found) -> autonumbers -> the row, its child rows and the history
+ *   entry.
+ *
+ * An update locks the row, answers 412 for a stale If-Match, merges the
+ * changed fields into the stored record (subform rows: with an id updated,
+ * without inserted, missing deleted) and must leave the record inside the
+ * caller's update scope. A change that changes nothing writes nothing.
+ * Before/after rules join this order with the rule engine. */
+#ifndef LOOM_WRITE_H
+#define LOOM_WRITE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "core/arena.h"
+#include "core/error.h"
+#include "rule/sandbox.h"
+#include "store/db.h"
+#include "store/filter.h"
+
+typedef struct write_ctx {
+    const filter_ctx *fc;   /* the caller: bundle, schema, roles, admin, me, timezone */
+    json_t *catalog;        /* the published catalog (constraint names) */
+    db *db;
+    arena *a;
+    sandbox *sb;            /* the thread's sandbox */
+    const char *app;        /* the app's id */
+    int version;            /* its published version: compiled expressions are cached under it */
+    const char *locale;     /* the language of check messages */
+} write_ctx;
+
+typedef struct write_result {
+    loom_code code;         /* LOOM_OK, else the failure */
+    char message[256];      /* its detail */
+    json_t *errors;         /* [{path, code, message}] (owned; write_result_free) or NULL */
+    bool from_db;           /* the failure is db's, a statement that failed unexpectedly */
+    loom_err db;
+    long long id, version;  /* the record and its _version after the write */
+} write_result;
+
+/* Creates a record of form from body (a JSON object). */
+bool write_create(const write_ctx *w, const char *form, json_t *body, write_result *out);
+/* Updates record id (digits) with the fields of body; if_match < 0: no
+ * If-Match was sent. */
+bool write_update(const write_ctx *w, const char *form, const char *id, json_t *body, long long if_match,
+                  write_result *out);
+/* Deletes record id. */
+bool write_delete(const write_ctx *w, const char *form, const char *id, long long if_match, write_result *out);
+void write_result_free(write_result *r);
+
+#endif
