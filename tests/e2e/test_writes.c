@@ -1,0 +1,677 @@
+/* test_writes.c - writing records over HTTP against a running server and a
+ * real PostgreSQL (tests/fixtures/writes: an app "shop" with customers,
+ * orders with line items, formulas, checks, conditional fields, refs with
+ * each on_delete, and roles clerk / viewer / manager):
+ * create with defaults, formulas, autonumbers and every problem at once;
+ * field modes and mass assignment; refs and users checked; updates with
+ * If-Match and subform rows; the update scope before and after; deletes and
+ * on_delete; history without hidden fields; Idempotency-Key, sequential and
+ * concurrent; parallel autonumbers and parallel PATCHes of one version. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+#ifndef SOURCE_DIR
+#error SOURCE_DIR must name the repository
+#endif
+
+static h_server srv;
+static char *url, *admin, *clerk, *clerk2, *viewer, *manager;
+static long long clerk_id, clerk2_id, viewer_id, manager_id;
+
+static char *make_user(const char *name, const char *roles, long long *id)
+{
+    return h_user(srv.port, admin, name, json_pack("{s:{s:o}}", "roles", "shop", json_loads(roles, 0, NULL)), id);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    url = h_fresh_db("loomtest_writes");
+    char out[16384];
+    const char *import[] = {h_loom_bin(), "app", "import", SOURCE_DIR "/tests/fixtures/writes/bundle.json",
+                            "--publish", "--db", url, NULL};
+    if (h_run(import, NULL, out, sizeof out) != 0)
+        return -1;
+    const char *args[] = {"--workers", "4", NULL};
+    if (!h_server_start(&srv, url, args, NULL))
+        return -1;
+    admin = h_login(srv.port, "admin", H_ADMIN_PASSWORD);
+    clerk = make_user("clerk", "[\"clerk\"]", &clerk_id);
+    clerk2 = make_user("clerk2", "[\"clerk\"]", &clerk2_id);
+    viewer = make_user("viewer", "[\"viewer\"]", &viewer_id);
+    manager = make_user("manager", "[\"manager\"]", &manager_id);
+    return admin && clerk && clerk2 && viewer && manager ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    int st = h_server_stop(&srv);
+    free(admin);
+    free(clerk);
+    free(clerk2);
+    free(viewer);
+    free(manager);
+    free(url);
+    return st == 0 ? 0 : -1;
+}
+
+static h_resp req(const char *method, const char *token, const char *headers, const char *body, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+static h_resp req(const char *method, const char *token, const char *headers, const char *body, const char *fmt, ...)
+{
+    char path[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(path, sizeof path, fmt, ap);
+    va_end(ap);
+    return h_req_h(srv.port, method, path, token, body, headers);
+}
+
+static h_resp create(const char *token, const char *form, const char *body)
+{
+    return req("POST", token, NULL, body, "/api/apps/shop/forms/%s/records", form);
+}
+
+static long long create_id(const char *token, const char *form, const char *body)
+{
+    h_resp r = create(token, form, body);
+    if (r.status != 201)
+        fprintf(stderr, "create %s: %d %s\n", form, r.status, r.body ? r.body : "");
+    assert_int_equal(r.status, 201);
+    long long id = json_integer_value(json_object_get(r.json, "id"));
+    h_resp_free(&r);
+    return id;
+}
+
+static const char *str(const h_resp *r, const char *key)
+{
+    return json_string_value(json_object_get(r->json, key));
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The error list of a problem as "path code" lines, sorted, one string. */
+static char *errors_of(const h_resp *r)
+{
+    json_t *errs = json_object_get(r->json, "errors");
+    size_t n = json_array_size(errs);
+    char **lines = calloc(n + 1, sizeof *lines);
+    for (size_t i = 0; i < n; i++) {
+        json_t *e = json_array_get(errs, i);
+        buf b = {0};
+        buf_printf(&b, "%s %s", json_string_value(json_object_get(e, "path")), json_string_value(json_object_get(e, "code")));
+        lines[i] = strdup(b.data);
+        buf_free(&b);
+    }
+    qsort(lines, n, sizeof *lines, cmp_str);
+    buf all = {0};
+    buf_puts(&all, "");
+    for (size_t i = 0; i < n; i++) {
+        buf_printf(&all, "%s%s", i ? "; " : "", lines[i]);
+        free(lines[i]);
+    }
+    free(lines);
+    return all.data;
+}
+
+static void expect_errors(h_resp *r, int status, const char *code, const char *errors)
+{
+    if (r->status != status)
+        fprintf(stderr, "got %d %s\n", r->status, r->body ? r->body : "");
+    assert_int_equal(r->status, status);
+    assert_string_equal(h_code(r), code);
+    if (errors) {
+        char *got = errors_of(r);
+        /* sort the expectation the same way */
+        char *copy = strdup(errors), *parts[64];
+        int n = 0;
+        for (char *t = copy; t && n < 64;) {
+            parts[n++] = t;
+            t = strstr(t, "; ");
+            if (t) {
+                *t = '\0';
+                t += 2;
+            }
+        }
+        qsort(parts, (size_t)n, sizeof *parts, cmp_str);
+        buf want = {0};
+        buf_puts(&want, "");
+        for (int i = 0; i < n; i++)
+            buf_printf(&want, "%s%s", i ? "; " : "", parts[i]);
+        assert_string_equal(got, want.data);
+        free(got);
+        free(copy);
+        buf_free(&want);
+    }
+    h_resp_free(r);
+}
+
+static long long sql_int(const char *sql)
+{
+    char *v = h_sql_value(url, sql);
+    assert_non_null(v);
+    long long n = strtoll(v, NULL, 10);
+    free(v);
+    return n;
+}
+
+/* ---- create ---- */
+
+static void test_create_defaults_formulas_autonumber(void **state)
+{
+    (void)state;
+    h_resp r = create(clerk, "customer", "{\"name\": \"Defaults Ltd\", \"tags\": [\"fleet\", \"o'hara \\\"q\\\"\"]}");
+    assert_int_equal(r.status, 201);
+    char etag[32];
+    assert_true(h_resp_header(&r, "ETag", etag, sizeof etag));
+    assert_string_equal(etag, "\"1\"");
+    assert_string_equal(str(&r, "level"), "normal");              /* literal default */
+    assert_string_equal(str(&r, "code"), "C");                    /* a readonly field's default */
+    char *today = h_sql_value(url, "SELECT to_char(now() AT TIME ZONE 'Asia/Shanghai', 'YYYY-MM-DD')");
+    assert_string_equal(str(&r, "since"), today);                 /* today in the app's time zone */
+    assert_int_equal(json_integer_value(json_object_get(r.json, "_owner")), clerk_id);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "_created_by")), clerk_id);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "_version")), 1);
+    assert_null(json_object_get(r.json, "owner_note"));            /* hidden from a clerk */
+    assert_string_equal(json_string_value(json_array_get(json_object_get(r.json, "tags"), 1)), "o'hara \"q\"");
+    long long cust = json_integer_value(json_object_get(r.json, "id"));
+    h_resp_free(&r);
+
+    char body[512];
+    snprintf(body, sizeof body,
+             "{\"customer\": %lld, \"discount\": 10, \"lines\": [{\"product\": \"A\", \"qty\": 2, \"price\": \"10.00\"},"
+             " {\"product\": \"B\"}]}",
+             cust);
+    r = create(manager, "order", body);
+    assert_int_equal(r.status, 201);
+    char want[32];
+    snprintf(want, sizeof want, "SO-%.4s-", today);
+    assert_memory_equal(str(&r, "number"), want, strlen(want));     /* SO-<year>-NNNN */
+    assert_int_equal(strlen(str(&r, "number")), strlen(want) + 4);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "taker")), manager_id);   /* default "me" */
+    assert_non_null(str(&r, "placed_at"));                          /* default "now" */
+    json_t *lines = json_object_get(r.json, "lines");
+    assert_int_equal(json_array_size(lines), 2);
+    json_t *l0 = json_array_get(lines, 0), *l1 = json_array_get(lines, 1);
+    assert_string_equal(json_string_value(json_object_get(l0, "amount")), "18.00");   /* 2 x 10 x 0.9 */
+    assert_int_equal(json_integer_value(json_object_get(l1, "qty")), 1);             /* a row's default */
+    assert_string_equal(json_string_value(json_object_get(l1, "amount")), "0.00");
+    assert_true(json_integer_value(json_object_get(l0, "id")) > 0);
+    assert_string_equal(str(&r, "total"), "18.00");                 /* sum_rows over the computed rows */
+    assert_string_equal(str(&r, "discount"), "10.0");               /* the field's scale */
+    h_resp_free(&r);
+
+    /* an order without lines: [] and a total of zero */
+    snprintf(body, sizeof body, "{\"customer\": %lld}", cust);
+    r = create(manager, "order", body);
+    assert_int_equal(r.status, 201);
+    assert_int_equal(json_array_size(json_object_get(r.json, "lines")), 0);
+    assert_string_equal(str(&r, "total"), "0.00");
+    h_resp_free(&r);
+    free(today);
+}
+
+static void test_create_reports_every_problem(void **state)
+{
+    (void)state;
+    /* coercion, range, options, rows, unknown, required, conditional required, ref: all at once */
+    h_resp r = create(manager, "order",
+                      "{\"customer\": 999999, \"discount\": 200, \"urgent\": true, \"zzz\": 1,"
+                      " \"lines\": [{\"qty\": 0, \"price\": \"1.234\"}, 7]}");
+    expect_errors(&r, 422, "validation_failed",
+                  "/customer not_found; /discount too_large; /lines/0/price type; /lines/0/product required; "
+                  "/lines/0/qty too_small; /lines/1 type; /note required; /reason required; /zzz unknown_field");
+    /* visible_when false: note is hidden, so not required */
+    long long cust = create_id(manager, "customer", "{\"name\": \"Problems Inc\"}");
+    char body[256];
+    snprintf(body, sizeof body, "{\"customer\": %lld, \"urgent\": false}", cust);
+    r = create(manager, "order", body);
+    assert_int_equal(r.status, 201);
+    h_resp_free(&r);
+    /* a check */
+    snprintf(body, sizeof body, "{\"customer\": %lld, \"lines\": [{\"product\": \"gold\", \"qty\": 1000, \"price\": \"1000\"}]}",
+             cust);
+    r = create(manager, "order", body);
+    expect_errors(&r, 422, "validation_failed", " check_failed");   /* path "": the record */
+    r = create(manager, "order", "{}");
+    expect_errors(&r, 422, "validation_failed", "/customer required");
+    /* a formula that fails at run time */
+    snprintf(body, sizeof body, "{\"customer\": %lld, \"urgent\": true, \"reason\": \"r\", \"note\": \"explode\"}", cust);
+    r = create(manager, "order", body);
+    assert_int_equal(r.status, 422);
+    assert_string_equal(h_code(&r), "formula_error");
+    assert_non_null(strstr(r.body, "kaboom"));
+    expect_errors(&r, 422, "formula_error", "/boom formula_error");
+    /* not an object */
+    r = create(manager, "order", "[1]");
+    assert_int_equal(r.status, 400);
+    h_resp_free(&r);
+    assert_int_equal(sql_int("SELECT count(*) FROM app_shop.\"order\" WHERE customer = (SELECT id FROM app_shop.customer "
+                             "WHERE name = 'Problems Inc')"),
+                     1);
+}
+
+static void test_modes_and_mass_assignment(void **state)
+{
+    (void)state;
+    /* system fields: 400, listed */
+    h_resp r = create(clerk, "customer", "{\"name\": \"Mass\", \"id\": 5, \"_version\": 9, \"_created_by\": 1}");
+    expect_errors(&r, 400, "bad_request", "/_created_by readonly; /_version readonly; /id readonly");
+    /* a hidden field is exactly an unknown one; a read-only one is readonly */
+    r = create(clerk, "customer", "{\"name\": \"Mass\", \"owner_note\": \"x\"}");
+    h_resp r2 = create(clerk, "customer", "{\"name\": \"Mass\", \"no_such\": \"x\"}");
+    assert_int_equal(r.status, 422);
+    json_t *e1 = json_array_get(json_object_get(r.json, "errors"), 0), *e2 = json_array_get(json_object_get(r2.json, "errors"), 0);
+    assert_string_equal(json_string_value(json_object_get(e1, "code")), json_string_value(json_object_get(e2, "code")));
+    assert_string_equal(json_string_value(json_object_get(e1, "message")), json_string_value(json_object_get(e2, "message")));
+    h_resp_free(&r);
+    h_resp_free(&r2);
+    r = create(clerk, "customer", "{\"name\": \"Mass\", \"credit\": 5, \"code\": \"X\"}");
+    expect_errors(&r, 422, "validation_failed", "/code readonly; /credit readonly");
+    /* _owner: only with update scope all */
+    char body[128];
+    snprintf(body, sizeof body, "{\"name\": \"Mass\", \"_owner\": %lld}", clerk2_id);
+    r = create(clerk, "customer", body);
+    expect_errors(&r, 422, "validation_failed", "/_owner readonly");
+    r = create(manager, "customer", body);
+    assert_int_equal(r.status, 201);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "_owner")), clerk2_id);
+    h_resp_free(&r);
+    /* no create permission: 403; no permission on the form at all: 404 */
+    r = create(clerk, "vehicle", "{\"vin\": \"V\"}");
+    assert_int_equal(r.status, 404);
+    h_resp_free(&r);
+    r = create(viewer, "customer", "{\"name\": \"V\"}");
+    expect_errors(&r, 403, "forbidden", NULL);
+    assert_int_equal(sql_int("SELECT count(*) FROM app_shop.customer WHERE name IN ('Mass', 'V')"), 1);
+}
+
+static void test_refs_and_users(void **state)
+{
+    (void)state;
+    long long vip = create_id(manager, "customer", "{\"name\": \"Vip Co\", \"level\": \"vip\"}");
+    long long plain = create_id(manager, "customer", "{\"name\": \"Plain Co\"}");
+    char body[256];
+    /* the viewer reads vip customers only: a ref to another is not_found, like one that does not exist */
+    snprintf(body, sizeof body, "{\"customer\": %lld}", plain);
+    h_resp r = create(viewer, "order", body);
+    expect_errors(&r, 422, "validation_failed", "/customer not_found");
+    snprintf(body, sizeof body, "{\"customer\": %lld}", vip);
+    r = create(viewer, "order", body);
+    assert_int_equal(r.status, 201);
+    h_resp_free(&r);
+    /* a user field with roles: only users holding one; inactive users never */
+    snprintf(body, sizeof body, "{\"name\": \"Rep A\", \"rep\": %lld}", viewer_id);
+    r = create(manager, "customer", body);
+    expect_errors(&r, 422, "validation_failed", "/rep not_found");
+    snprintf(body, sizeof body, "{\"name\": \"Rep A\", \"rep\": %lld}", clerk2_id);
+    r = create(manager, "customer", body);
+    assert_int_equal(r.status, 201);
+    h_resp_free(&r);
+    long long temp_id;
+    char *temp = make_user("temp_clerk", "[\"clerk\"]", &temp_id);
+    free(temp);
+    char sql[128];
+    snprintf(sql, sizeof sql, "UPDATE loom.users SET active = false WHERE id = %lld", temp_id);
+    assert_true(h_sql(url, sql));
+    snprintf(body, sizeof body, "{\"name\": \"Rep B\", \"rep\": %lld}", temp_id);
+    r = create(manager, "customer", body);
+    expect_errors(&r, 422, "validation_failed", "/rep not_found");
+    /* a unique clash: 409 not_unique at the field */
+    r = create(manager, "customer", "{\"name\": \"Vip Co\"}");
+    expect_errors(&r, 409, "not_unique", "/name not_unique");
+}
+
+/* ---- update ---- */
+
+static void test_update_if_match_and_rows(void **state)
+{
+    (void)state;
+    long long cust = create_id(manager, "customer", "{\"name\": \"Rows Ltd\"}");
+    char body[512];
+    snprintf(body, sizeof body,
+             "{\"customer\": %lld, \"lines\": [{\"product\": \"A\", \"price\": \"1.00\"}, {\"product\": \"B\", \"price\": \"2.00\"},"
+             " {\"product\": \"C\", \"price\": \"3.00\"}]}",
+             cust);
+    h_resp r = create(manager, "order", body);
+    assert_int_equal(r.status, 201);
+    long long id = json_integer_value(json_object_get(r.json, "id"));
+    json_t *lines = json_object_get(r.json, "lines");
+    long long a = json_integer_value(json_object_get(json_array_get(lines, 0), "id"));
+    long long c = json_integer_value(json_object_get(json_array_get(lines, 2), "id"));
+    h_resp_free(&r);
+
+    /* C first and changed, A kept, B deleted, D inserted */
+    snprintf(body, sizeof body, "{\"lines\": [{\"id\": %lld, \"qty\": 3}, {\"id\": %lld}, {\"product\": \"D\", \"price\": \"4.00\"}]}",
+             c, a);
+    r = req("PATCH", manager, "If-Match: \"1\"\r\n", body, "/api/apps/shop/forms/order/records/%lld", id);
+    assert_int_equal(r.status, 200);
+    char etag[32];
+    assert_true(h_resp_header(&r, "ETag", etag, sizeof etag));
+    assert_string_equal(etag, "\"2\"");
+    lines = json_object_get(r.json, "lines");
+    assert_int_equal(json_array_size(lines), 3);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(lines, 0), "id")), c);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(lines, 0), "product")), "C");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(lines, 0), "amount")), "9.00");
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(lines, 1), "id")), a);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(lines, 2), "product")), "D");
+    assert_string_equal(str(&r, "total"), "14.00");
+    h_resp_free(&r);
+    snprintf(body, sizeof body, "SELECT count(*) FROM app_shop.order__lines WHERE _parent = %lld", id);
+    assert_int_equal(sql_int(body), 3);
+
+    /* stale If-Match: 412, nothing changes */
+    r = req("PATCH", manager, "If-Match: \"1\"\r\n", "{\"discount\": 5}", "/api/apps/shop/forms/order/records/%lld", id);
+    expect_errors(&r, 412, "version_mismatch", NULL);
+    r = req("PATCH", manager, "If-Match: soon\r\n", "{\"discount\": 5}", "/api/apps/shop/forms/order/records/%lld", id);
+    expect_errors(&r, 400, "bad_request", NULL);
+    /* a change that changes nothing keeps the version */
+    r = req("PATCH", manager, "If-Match: \"2\"\r\n", "{\"lines\": null}", "/api/apps/shop/forms/order/records/%lld", id);
+    assert_int_equal(r.status, 200);   /* null rows: no rows */
+    assert_int_equal(json_integer_value(json_object_get(r.json, "_version")), 3);
+    assert_int_equal(json_array_size(json_object_get(r.json, "lines")), 0);
+    h_resp_free(&r);
+    r = req("PATCH", manager, NULL, "{\"discount\": null}", "/api/apps/shop/forms/order/records/%lld", id);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "_version")), 3);
+    h_resp_free(&r);
+    /* a row id of another record */
+    long long other = create_id(manager, "order", "{\"customer\": 1, \"lines\": [{\"product\": \"Z\"}]}");
+    snprintf(body, sizeof body, "SELECT id FROM app_shop.order__lines WHERE _parent = %lld", other);
+    long long zrow = sql_int(body);
+    snprintf(body, sizeof body, "{\"lines\": [{\"id\": %lld, \"product\": \"stolen\"}]}", zrow);
+    r = req("PATCH", manager, NULL, body, "/api/apps/shop/forms/order/records/%lld", id);
+    expect_errors(&r, 422, "validation_failed", "/lines/0/id not_found");
+    /* a record that does not exist, an id that is not one */
+    r = req("PATCH", manager, NULL, "{}", "/api/apps/shop/forms/order/records/999999");
+    expect_errors(&r, 404, "not_found", NULL);
+    r = req("PATCH", manager, NULL, "{}", "/api/apps/shop/forms/order/records/1x");
+    expect_errors(&r, 404, "not_found", NULL);
+}
+
+static void test_update_modes_and_scope(void **state)
+{
+    (void)state;
+    long long cust = create_id(manager, "customer", "{\"name\": \"Scope Ltd\"}");
+    char body[512];
+    snprintf(body, sizeof body, "{\"customer\": %lld, \"lines\": [{\"product\": \"A\"}]}", cust);
+    h_resp r = create(clerk, "order", body);
+    assert_int_equal(r.status, 201);
+    long long id = json_integer_value(json_object_get(r.json, "id"));
+    json_t *row = json_array_get(json_object_get(r.json, "lines"), 0);
+    long long rid = json_integer_value(json_object_get(row, "id"));
+    h_resp_free(&r);
+    /* rows are sent whole: unchanged values of fields the clerk cannot write are accepted */
+    snprintf(body, sizeof body,
+             "{\"lines\": [{\"id\": %lld, \"product\": \"A2\", \"qty\": 1, \"price\": null, \"amount\": \"0.00\"}]}", rid);
+    r = req("PATCH", clerk, NULL, body, "/api/apps/shop/forms/order/records/%lld", id);
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    snprintf(body, sizeof body, "{\"lines\": [{\"id\": %lld, \"price\": \"5.00\"}, {\"product\": \"B\", \"price\": \"1.00\"}]}", rid);
+    r = req("PATCH", clerk, NULL, body, "/api/apps/shop/forms/order/records/%lld", id);
+    expect_errors(&r, 422, "validation_failed", "/lines/0/price readonly; /lines/1/price readonly");
+    /* another clerk cannot see it: 404 */
+    r = req("PATCH", clerk2, NULL, "{\"discount\": 1}", "/api/apps/shop/forms/order/records/%lld", id);
+    expect_errors(&r, 404, "not_found", NULL);
+    /* the clerk's update scope is non-urgent orders: a change that leaves it is refused, and not written */
+    r = req("PATCH", clerk, NULL, "{\"urgent\": true, \"reason\": \"rush\", \"note\": \"n\"}",
+            "/api/apps/shop/forms/order/records/%lld", id);
+    expect_errors(&r, 403, "forbidden", NULL);
+    snprintf(body, sizeof body, "SELECT count(*) FROM app_shop.\"order\" WHERE id = %lld AND urgent IS NULL AND _version = 2", id);
+    assert_int_equal(sql_int(body), 1);
+    /* ... and a record outside it cannot be updated though it can be read: 403 */
+    r = req("PATCH", manager, NULL, "{\"urgent\": true, \"reason\": \"rush\", \"note\": \"n\"}",
+            "/api/apps/shop/forms/order/records/%lld", id);
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    r = req("PATCH", clerk, NULL, "{\"discount\": 1}", "/api/apps/shop/forms/order/records/%lld", id);
+    expect_errors(&r, 403, "forbidden", NULL);
+    r = req("GET", clerk, NULL, NULL, "/api/apps/shop/forms/order/records/%lld", id);
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+}
+
+/* ---- delete ---- */
+
+static void test_delete_and_on_delete(void **state)
+{
+    (void)state;
+    long long cust = create_id(manager, "customer", "{\"name\": \"Gone Soon\"}");
+    char body[256];
+    snprintf(body, sizeof body, "{\"vin\": \"V1\", \"customer\": %lld}", cust);
+    long long veh = create_id(manager, "vehicle", body);
+    snprintf(body, sizeof body, "{\"customer\": %lld, \"at\": \"2026-01-02\"}", cust);
+    long long visit = create_id(manager, "visit", body);
+    snprintf(body, sizeof body, "{\"customer\": %lld}", cust);
+    long long order = create_id(manager, "order", body);
+    /* restrict: the order blocks it */
+    h_resp r = req("DELETE", manager, NULL, NULL, "/api/apps/shop/forms/customer/records/%lld", cust);
+    expect_errors(&r, 409, "conflict", NULL);
+    /* a clerk may delete no customer; an order of someone else is not there */
+    r = req("DELETE", clerk, NULL, NULL, "/api/apps/shop/forms/customer/records/%lld", cust);
+    expect_errors(&r, 403, "forbidden", NULL);
+    r = req("DELETE", clerk, NULL, NULL, "/api/apps/shop/forms/order/records/%lld", order);
+    expect_errors(&r, 404, "not_found", NULL);
+    r = req("DELETE", manager, "If-Match: \"7\"\r\n", NULL, "/api/apps/shop/forms/order/records/%lld", order);
+    expect_errors(&r, 412, "version_mismatch", NULL);
+    r = req("DELETE", manager, "If-Match: \"1\"\r\n", NULL, "/api/apps/shop/forms/order/records/%lld", order);
+    assert_int_equal(r.status, 204);
+    h_resp_free(&r);
+    r = req("DELETE", manager, NULL, NULL, "/api/apps/shop/forms/customer/records/%lld", cust);
+    assert_int_equal(r.status, 204);
+    h_resp_free(&r);
+    r = req("GET", manager, NULL, NULL, "/api/apps/shop/forms/customer/records/%lld", cust);
+    assert_int_equal(r.status, 404);
+    h_resp_free(&r);
+    snprintf(body, sizeof body, "SELECT count(*) FROM app_shop.vehicle WHERE id = %lld", veh);
+    assert_int_equal(sql_int(body), 0);   /* cascade */
+    snprintf(body, sizeof body, "SELECT count(*) FROM app_shop.visit WHERE id = %lld AND customer IS NULL", visit);
+    assert_int_equal(sql_int(body), 1);   /* set_null */
+    snprintf(body, sizeof body,
+             "SELECT count(*) FROM loom.history WHERE form = 'customer' AND record = %lld AND action = 'delete' "
+             "AND changes->'name' = '[\"Gone Soon\", null]'",
+             cust);
+    assert_int_equal(sql_int(body), 1);
+}
+
+/* ---- history ---- */
+
+static void test_history_hides_fields(void **state)
+{
+    (void)state;
+    long long id = create_id(manager, "customer", "{\"name\": \"History Co\", \"owner_note\": \"secret\"}");
+    char body[128];
+    h_resp r = req("PATCH", manager, NULL, "{\"owner_note\": \"more secret\", \"email\": \"a@b.cn\"}",
+                   "/api/apps/shop/forms/customer/records/%lld", id);
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    r = req("GET", manager, NULL, NULL, "/api/apps/shop/forms/customer/records/%lld/history", id);
+    assert_int_equal(r.status, 200);
+    json_t *items = json_object_get(r.json, "items");
+    assert_int_equal(json_array_size(items), 2);
+    json_t *up = json_array_get(items, 1);
+    assert_string_equal(json_string_value(json_object_get(up, "action")), "update");
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(up, "user"), "id")), manager_id);
+    json_t *ch = json_object_get(up, "changes");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(ch, "owner_note"), 0)), "secret");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(ch, "owner_note"), 1)), "more secret");
+    assert_true(json_is_null(json_array_get(json_object_get(ch, "email"), 0)));
+    assert_null(json_object_get(ch, "name"));   /* unchanged */
+    h_resp_free(&r);
+    /* the clerk sees the same entries without the hidden field */
+    r = req("GET", clerk, NULL, NULL, "/api/apps/shop/forms/customer/records/%lld/history", id);
+    assert_int_equal(r.status, 200);
+    assert_null(strstr(r.body, "secret"));
+    assert_non_null(json_object_get(json_object_get(json_array_get(json_object_get(r.json, "items"), 1), "changes"), "email"));
+    h_resp_free(&r);
+    /* pages */
+    r = req("GET", manager, NULL, NULL, "/api/apps/shop/forms/customer/records/%lld/history?limit=1", id);
+    assert_int_equal(json_array_size(json_object_get(r.json, "items")), 1);
+    snprintf(body, sizeof body, "/api/apps/shop/forms/customer/records/%lld/history?limit=1&cursor=%s", id,
+             str(&r, "next_cursor"));
+    h_resp_free(&r);
+    r = req("GET", manager, NULL, NULL, "%s", body);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(r.json, "items"), 0), "action")),
+                        "update");
+    assert_true(json_is_null(json_object_get(r.json, "next_cursor")));
+    h_resp_free(&r);
+    /* not readable: 404 (the viewer reads vip customers only) */
+    r = req("GET", viewer, NULL, NULL, "/api/apps/shop/forms/customer/records/%lld/history", id);
+    expect_errors(&r, 404, "not_found", NULL);
+}
+
+/* ---- idempotency and concurrency ---- */
+
+typedef struct shot {
+    const char *method, *token, *headers, *body;
+    char path[160];
+    h_resp r;
+} shot;
+
+static void *fire(void *p)
+{
+    shot *s = p;
+    s->r = h_req_h(srv.port, s->method, s->path, s->token, s->body, s->headers);
+    return NULL;
+}
+
+/* Sends n requests at once, each on its own connection. */
+static void volley(shot *s, int n)
+{
+    pthread_t t[64];
+    for (int i = 0; i < n; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, fire, &s[i]), 0);
+    for (int i = 0; i < n; i++)
+        pthread_join(t[i], NULL);
+}
+
+static void test_idempotency_key(void **state)
+{
+    (void)state;
+    const char *path = "/api/apps/shop/forms/customer/records";
+    h_resp a = h_req_h(srv.port, "POST", path, clerk, "{\"name\": \"Idem One\"}", "Idempotency-Key: k-1\r\n");
+    h_resp b = h_req_h(srv.port, "POST", path, clerk, "{\"name\": \"Idem One\"}", "Idempotency-Key: k-1\r\n");
+    assert_int_equal(a.status, 201);
+    assert_int_equal(b.status, 201);
+    assert_string_equal(a.body, b.body);
+    char etag[32];
+    assert_true(h_resp_header(&b, "ETag", etag, sizeof etag));
+    h_resp_free(&a);
+    h_resp_free(&b);
+    assert_int_equal(sql_int("SELECT count(*) FROM app_shop.customer WHERE name = 'Idem One'"), 1);
+    /* same key, other body */
+    a = h_req_h(srv.port, "POST", path, clerk, "{\"name\": \"Idem Two\"}", "Idempotency-Key: k-1\r\n");
+    expect_errors(&a, 422, "idempotency_mismatch", NULL);
+    /* scoped per user: another user's same key is its own */
+    a = h_req_h(srv.port, "POST", path, clerk2, "{\"name\": \"Idem Three\"}", "Idempotency-Key: k-1\r\n");
+    assert_int_equal(a.status, 201);
+    h_resp_free(&a);
+    /* a failure is not remembered: the corrected retry with the same body runs */
+    a = h_req_h(srv.port, "POST", path, clerk, "{\"name\": \"Idem One\"}", "Idempotency-Key: k-2\r\n");
+    expect_errors(&a, 409, "not_unique", NULL);
+    assert_true(h_sql(url, "UPDATE app_shop.customer SET name = 'Idem One (old)' WHERE name = 'Idem One'"));
+    a = h_req_h(srv.port, "POST", path, clerk, "{\"name\": \"Idem One\"}", "Idempotency-Key: k-2\r\n");
+    assert_int_equal(a.status, 201);
+    h_resp_free(&a);
+    /* concurrent requests with one key: one record, one answer */
+    shot s[12];
+    for (int i = 0; i < 12; i++) {
+        s[i] = (shot){.method = "POST", .token = clerk, .headers = "Idempotency-Key: k-par\r\n", .body = "{\"name\": \"Idem Par\"}"};
+        snprintf(s[i].path, sizeof s[i].path, "%s", path);
+    }
+    volley(s, 12);
+    for (int i = 0; i < 12; i++) {
+        assert_int_equal(s[i].r.status, 201);
+        assert_string_equal(s[i].r.body, s[0].r.body);
+    }
+    for (int i = 0; i < 12; i++)
+        h_resp_free(&s[i].r);
+    assert_int_equal(sql_int("SELECT count(*) FROM app_shop.customer WHERE name = 'Idem Par'"), 1);
+}
+
+static void test_parallel_autonumbers(void **state)
+{
+    (void)state;
+    long long before = sql_int("SELECT coalesce(max(id), 0) FROM app_shop.\"order\"");
+    enum { N = 40 };
+    shot s[N];
+    for (int i = 0; i < N; i++) {
+        s[i] = (shot){.method = "POST", .token = manager, .body = "{\"customer\": 1, \"lines\": [{\"product\": \"p\"}]}"};
+        snprintf(s[i].path, sizeof s[i].path, "/api/apps/shop/forms/order/records");
+    }
+    volley(s, N);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(s[i].r.status, 201);
+        h_resp_free(&s[i].r);
+    }
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT count(DISTINCT number) FROM app_shop.\"order\" WHERE id > %lld", before);
+    assert_int_equal(sql_int(sql), N);
+    /* and no gaps: N numbers in a row */
+    snprintf(sql, sizeof sql,
+             "SELECT max(right(number, 4)::int) - min(right(number, 4)::int) + 1 FROM app_shop.\"order\" WHERE id > %lld",
+             before);
+    assert_int_equal(sql_int(sql), N);
+}
+
+static void test_parallel_patch_same_version(void **state)
+{
+    (void)state;
+    long long id = create_id(manager, "customer", "{\"name\": \"Race Ltd\"}");
+    enum { N = 10 };
+    shot s[N];
+    char bodies[N][64];
+    for (int i = 0; i < N; i++) {
+        snprintf(bodies[i], sizeof bodies[i], "{\"email\": \"r%d@race.cn\"}", i);
+        s[i] = (shot){.method = "PATCH", .token = manager, .headers = "If-Match: \"1\"\r\n", .body = bodies[i]};
+        snprintf(s[i].path, sizeof s[i].path, "/api/apps/shop/forms/customer/records/%lld", id);
+    }
+    volley(s, N);
+    int ok = 0, stale = 0;
+    for (int i = 0; i < N; i++) {
+        ok += s[i].r.status == 200;
+        stale += s[i].r.status == 412;
+        h_resp_free(&s[i].r);
+    }
+    assert_int_equal(ok, 1);
+    assert_int_equal(stale, N - 1);
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT _version FROM app_shop.customer WHERE id = %lld", id);
+    assert_int_equal(sql_int(sql), 2);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM loom.history WHERE form = 'customer' AND record = %lld", id);
+    assert_int_equal(sql_int(sql), 2);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_create_defaults_formulas_autonumber),
+        cmocka_unit_test(test_create_reports_every_problem),
+        cmocka_unit_test(test_modes_and_mass_assignment),
+        cmocka_unit_test(test_refs_and_users),
+        cmocka_unit_test(test_update_if_match_and_rows),
+        cmocka_unit_test(test_update_modes_and_scope),
+        cmocka_unit_test(test_delete_and_on_delete),
+        cmocka_unit_test(test_history_hides_fields),
+        cmocka_unit_test(test_idempotency_key),
+        cmocka_unit_test(test_parallel_autonumbers),
+        cmocka_unit_test(test_parallel_patch_same_version),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
