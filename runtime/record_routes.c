@@ -134,13 +134,10 @@ void records_list(void *cp)
     const char *filter = query_param(c->a, query, "filter"), *count = query_param(c->a, query, "count");
     query_spec spec = {.sort = query_param(c->a, query, "sort"),
                        .fields = query_param(c->a, query, "fields"),
-                       .cursor = query_param(c->a, query, "cursor")};
+                       .cursor = query_param(c->a, query, "cursor"),
+                       .expand = query_param(c->a, query, "expand")};
     if (!parse_limit(c, query_param(c->a, query, "limit"), &spec.limit))
         return;
-    if (query_param(c->a, query, "expand")) {
-        bad(c, LOOM_NOT_IMPLEMENTED, "/expand", "expand is not served yet");
-        return;
-    }
     if (count && strcmp(count, "true") && strcmp(count, "false")) {
         bad(c, LOOM_BAD_REQUEST, "/count", "count is true or false");
         return;
@@ -198,11 +195,7 @@ void records_query(void *cp)
     json_t *body = ctx_body_object(c);
     if (!body)
         return;
-    if (json_object_get(body, "expand")) {
-        bad(c, LOOM_NOT_IMPLEMENTED, "/expand", "expand is not served yet");
-        return;
-    }
-    static const char *const known[] = {"filter", "sort", "limit", "cursor", "fields", "count"};
+    static const char *const known[] = {"filter", "sort", "limit", "cursor", "fields", "count", "expand"};
     const char *k;
     json_t *v;
     json_object_foreach(body, k, v)
@@ -235,7 +228,8 @@ void records_query(void *cp)
     spec.limit = limit ? (long)json_integer_value(limit) : QUERY_DEFAULT_LIMIT;
     spec.count = json_is_true(count);
     spec.cursor = json_string_value(cursor);
-    if (!names(c, body, "sort", &spec.sort) || !names(c, body, "fields", &spec.fields))
+    if (!names(c, body, "sort", &spec.sort) || !names(c, body, "fields", &spec.fields) ||
+        !names(c, body, "expand", &spec.expand))
         return;
     respond_page(c, &r, &spec);
 }
@@ -252,7 +246,7 @@ void records_get(void *cp)
     }
     query q;
     filter_err e;
-    if (!query_get(&r.fc, r.form, c->params[2], &q, &e)) {
+    if (!query_get(&r.fc, r.form, c->params[2], query_param(c->a, c->req->query, "expand"), &q, &e)) {
         problem_at(c, &e);
         query_free(&q);
         return;
@@ -330,7 +324,9 @@ static void respond_record(ctx *c, rec_req *r, int status, long long id, long lo
     query q;
     filter_err e;
     json_t *rec = NULL;
-    if (query_get(&r->fc, r->form, ids, &q, &e)) {
+    if (!query_get(&r->fc, r->form, ids, query_param(c->a, c->req->query, "expand"), &q, &e)) {
+        problem_at(c, &e);   /* a bad expand: the write rolls back with it */
+    } else {
         PGresult *res = run(c, &q.sql, q.args);
         if (!res) {
             query_free(&q);
@@ -343,6 +339,8 @@ static void respond_record(ctx *c, rec_req *r, int status, long long id, long lo
         }
     }
     query_free(&q);
+    if (c->res->status >= 400)
+        return;
     if (!rec)
         rec = json_pack("{s:I, s:I}", "id", (json_int_t)id, "_version", (json_int_t)version);
     http_response_header(c->res, "ETag", etag);
@@ -548,7 +546,7 @@ void records_history(void *cp)
     /* the record must be one the caller may read */
     query q;
     filter_err e;
-    if (!query_get(&r.fc, r.form, c->params[2], &q, &e)) {
+    if (!query_get(&r.fc, r.form, c->params[2], NULL, &q, &e)) {
         problem_at(c, &e);
         query_free(&q);
         return;

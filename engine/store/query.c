@@ -114,11 +114,88 @@ static void render_subform(buf *s, const filter_ctx *c, const perm_decision *d, 
     buf_puts(s, " AS s WHERE s.\"_parent\" = t.\"id\")");
 }
 
-/* The selected columns: projection (a comma list, or NULL for all the caller
- * may read); id always. */
-static bool select_list(const filter_ctx *c, const perm_decision *d, const char *form, json_t *fdef,
-                        const char *projection, query *q, filter_err *err)
+/* A ref or user column as {"id", "title"}: a user's title is its name; a
+ * record's is its title field, "#<id>" without one (or when that field is
+ * hidden), and absent when the caller may not read the record. */
+static void render_expanded(const filter_ctx *c, const char *name, json_t *f, query *q, filter_err *err)
 {
+    buf *s = &q->sql;
+    buf_printf(s, "CASE WHEN t.\"%s\" IS NULL THEN NULL ELSE jsonb_strip_nulls(jsonb_build_object('id', t.\"%s\", "
+                  "'title', ", name, name);
+    if (!f || !strcmp(jstr(json_object_get(f, "type")), "user")) {
+        buf_printf(s, "(SELECT coalesce(u.display_name, u.username) FROM loom.users u WHERE u.id = t.\"%s\")", name);
+    } else {
+        const char *target = jstr(json_object_get(f, "form"));
+        json_t *tdef = bundle_item(json_object_get(c->bundle, "forms"), target);
+        const char *title = jstr(json_object_get(tdef, "title"));
+        perm_decision td;
+        perm_decide(c->bundle, target, c->roles, c->admin, &td);
+        if (!c->system && !td.read) {
+            buf_puts(s, "NULL");
+        } else {
+            buf_puts(s, "(SELECT ");
+            if (*title && bundle_item(json_object_get(tdef, "fields"), title) &&
+                (c->system || perm_field(&td, title) != FIELD_HIDDEN))
+                buf_printf(s, "e.\"%s\"::text", title);
+            else
+                buf_puts(s, "'#' || e.\"id\"");
+            buf_puts(s, " FROM ");
+            ddl_quote(s, c->schema);
+            buf_puts(s, ".");
+            ddl_quote(s, target);
+            buf_printf(s, " AS e WHERE e.\"id\" = t.\"%s\"", name);
+            if (!c->system && !perm_scope_all(td.read)) {
+                buf_puts(s, " AND ");
+                filter_scope_sql(c, target, "e", td.read, s, q->args, err);
+            }
+            buf_puts(s, ")");
+        }
+        perm_free(&td);
+    }
+    buf_puts(s, "))::text END");
+}
+
+/* The set of fields to expand (a comma list): refs and users the caller
+ * may see, and the system user fields. NULL (and *ok) when there are none. */
+static json_t *parse_expand(const filter_ctx *c, const perm_decision *d, const char *form, json_t *fdef,
+                            const char *expand, filter_err *err, bool *ok)
+{
+    *ok = true;
+    if (!expand || !*expand)
+        return NULL;
+    json_t *set = json_object();
+    char name[128];
+    for (const char *p = expand; *p;) {
+        size_t n = strcspn(p, ",");
+        snprintf(name, sizeof name, "%.*s", (int)(n < 127 ? n : 127), p);
+        json_t *f = bundle_item(json_object_get(fdef, "fields"), name);
+        const char *type = f ? jstr(json_object_get(f, "type")) : system_type(c->bundle, form, name);
+        bool visible = f ? c->system || perm_field(d, name) != FIELD_HIDDEN : type != NULL;
+        if (n == 0 || n >= 127 || !visible) {
+            json_decref(set);
+            *ok = fail(err, LOOM_UNKNOWN_FIELD, "/expand", "no field \"%.64s\"", name);
+            return NULL;
+        }
+        if (strcmp(type, "ref") && strcmp(type, "user")) {
+            json_decref(set);
+            *ok = fail(err, LOOM_BAD_REQUEST, "/expand", "\"%.64s\" is not a ref or user field", name);
+            return NULL;
+        }
+        json_object_set_new(set, name, json_true());
+        p += n + (p[n] == ',');
+    }
+    return set;
+}
+
+/* The selected columns: projection (a comma list, or NULL for all the caller
+ * may read), with the refs and users of expand expanded; id always. */
+static bool select_list(const filter_ctx *c, const perm_decision *d, const char *form, json_t *fdef,
+                        const char *projection, const char *expand, query *q, filter_err *err)
+{
+    bool ok;
+    json_t *expanded = parse_expand(c, d, form, fdef, expand, err, &ok);
+    if (!ok)
+        return false;
     json_t *wanted = NULL;
     if (projection) {
         wanted = json_object();
@@ -131,6 +208,7 @@ static bool select_list(const filter_ctx *c, const perm_decision *d, const char 
                                              : system_type(c->bundle, form, name) != NULL);
             if (!ok) {
                 json_decref(wanted);
+                json_decref(expanded);
                 return fail(err, LOOM_UNKNOWN_FIELD, "/fields", "no field \"%.64s\"", name);
             }
             json_object_set_new(wanted, name, json_true());
@@ -145,7 +223,11 @@ static bool select_list(const filter_ctx *c, const perm_decision *d, const char 
         if (!first)
             buf_puts(&q->sql, ", ");
         first = false;
-        char dec = render(&q->sql, "t", name, system_fields[i].type, false);
+        char dec = DEC_JSON;
+        if (json_object_get(expanded, name))
+            render_expanded(c, name, NULL, q, err);
+        else
+            dec = render(&q->sql, "t", name, system_fields[i].type, false);
         json_array_append_new(q->out, json_pack("[s, s#]", name, &dec, (size_t)1));
     }
     size_t i;
@@ -159,11 +241,14 @@ static bool select_list(const filter_ctx *c, const perm_decision *d, const char 
         char dec = DEC_JSON;
         if (!strcmp(type, "subform"))
             render_subform(&q->sql, c, d, form, f);
+        else if (json_object_get(expanded, name))
+            render_expanded(c, name, f, q, err);
         else
             dec = render(&q->sql, "t", name, type, false);
         json_array_append_new(q->out, json_pack("[s, s#]", name, &dec, (size_t)1));
     }
     json_decref(wanted);
+    json_decref(expanded);
     return true;
 }
 
@@ -352,15 +437,15 @@ static void query_init(query *q)
 }
 
 /* "SELECT <columns> FROM schema.form AS t WHERE <read scope>" */
-static bool select_from(const filter_ctx *c, const char *form, const char *fields, query *q, perm_decision *d,
-                        json_t **fdef, filter_err *err)
+static bool select_from(const filter_ctx *c, const char *form, const char *fields, const char *expand, query *q,
+                        perm_decision *d, json_t **fdef, filter_err *err)
 {
     *fdef = bundle_item(json_object_get(c->bundle, "forms"), form);
     perm_decide(c->bundle, form, c->roles, c->admin, d);
     if (!*fdef || (!c->system && !d->read))
         return fail(err, LOOM_NOT_FOUND, "", "no such form");
     buf_puts(&q->sql, "SELECT ");
-    if (!select_list(c, d, form, *fdef, fields, q, err))
+    if (!select_list(c, d, form, *fdef, fields, expand, q, err))
         return false;
     return true;
 }
@@ -379,7 +464,7 @@ bool query_list(const filter_ctx *c, const char *form, const query_spec *spec, q
     query_init(q);
     perm_decision d = {0};
     json_t *fdef;
-    bool ok = select_from(c, form, spec->fields, q, &d, &fdef, err) && parse_sort(c, &d, form, fdef, spec->sort, q, err);
+    bool ok = select_from(c, form, spec->fields, spec->expand, q, &d, &fdef, err) && parse_sort(c, &d, form, fdef, spec->sort, q, err);
     q->limit = spec->limit ? spec->limit : QUERY_DEFAULT_LIMIT;
     if (ok && (q->limit < 1 || q->limit > QUERY_MAX_LIMIT))
         ok = fail(err, LOOM_BAD_REQUEST, "/limit", "limit is 1 to 1000");
@@ -435,12 +520,12 @@ bool query_list(const filter_ctx *c, const char *form, const query_spec *spec, q
     return ok;
 }
 
-bool query_get(const filter_ctx *c, const char *form, const char *id, query *q, filter_err *err)
+bool query_get(const filter_ctx *c, const char *form, const char *id, const char *expand, query *q, filter_err *err)
 {
     query_init(q);
     perm_decision d = {0};
     json_t *fdef;
-    bool ok = select_from(c, form, NULL, q, &d, &fdef, err);
+    bool ok = select_from(c, form, NULL, expand, q, &d, &fdef, err);
     if (ok) {
         from_where(c, form, &q->sql);
         buf_puts(&q->sql, "t.\"id\" = ");
@@ -461,7 +546,7 @@ bool query_lock(const filter_ctx *c, const char *form, const char *id, query *q,
     sys.system = true;
     perm_decision d = {0};
     json_t *fdef;
-    bool ok = select_from(&sys, form, NULL, q, &d, &fdef, err);
+    bool ok = select_from(&sys, form, NULL, NULL, q, &d, &fdef, err);
     json_t *scopes[] = {d.read, d.update, d.remove};
     for (int k = 0; ok && k < 3; k++) {
         if (!scopes[k] || perm_scope_all(scopes[k])) {

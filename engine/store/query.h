@@ -25,6 +25,7 @@ typedef struct query_spec {
     const char *sort;     /* "-_created_at,name"; NULL or "": "-id" (newest first) */
     const char *fields;   /* "name,level"; NULL: every field the caller may read */
     const char *cursor;   /* a previous page's next_cursor, or NULL */
+    const char *expand;   /* "customer,_owner": refs and users as {"id", "title"}; NULL: none */
     long limit;           /* 0: QUERY_DEFAULT_LIMIT */
     bool count;           /* also count every match */
 } query_spec;
@@ -44,8 +45,9 @@ typedef struct query {
  * caller may not read), LOOM_BAD_FILTER, LOOM_UNKNOWN_FIELD, or
  * LOOM_BAD_REQUEST (a bad limit or cursor). Free q with query_free(). */
 bool query_list(const filter_ctx *c, const char *form, const query_spec *spec, query *q, filter_err *err);
-/* Builds the query of one record by id (digits), inside the read scope. */
-bool query_get(const filter_ctx *c, const char *form, const char *id, query *q, filter_err *err);
+/* Builds the query of one record by id (digits), inside the read scope,
+ * with the fields of expand (or NULL) expanded. */
+bool query_get(const filter_ctx *c, const char *form, const char *id, const char *expand, query *q, filter_err *err);
 /* For a write: record id with every field (none hidden, no scope), locked
  * FOR UPDATE, followed by three boolean columns: whether the caller's read,
  * update and delete scopes admit it. */

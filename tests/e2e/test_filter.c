@@ -380,7 +380,7 @@ static void test_record_json(void **state)
     filter_ctx c = system_ctx();
     query q;
     filter_err e;
-    assert_true(query_get(&c, "service_ticket", "1", &q, &e));
+    assert_true(query_get(&c, "service_ticket", "1", NULL, &q, &e));
     json_t *items = run_query(&q, NULL);
     query_free(&q);
     assert_int_equal(json_array_size(items), 1);
@@ -403,20 +403,20 @@ static void test_record_json(void **state)
     assert_true(json_is_integer(json_object_get(json_array_get(parts, 0), "id")));
     json_decref(items);
     /* an empty subform is [], a null multiselect [] */
-    assert_true(query_get(&c, "service_ticket", "3", &q, &e));
+    assert_true(query_get(&c, "service_ticket", "3", NULL, &q, &e));
     items = run_query(&q, NULL);
     query_free(&q);
     assert_int_equal(json_array_size(json_object_get(json_array_get(items, 0), "parts")), 0);
     assert_true(json_is_array(json_object_get(json_array_get(items, 0), "parts")));
     json_decref(items);
-    assert_true(query_get(&c, "customer", "4", &q, &e));
+    assert_true(query_get(&c, "customer", "4", NULL, &q, &e));
     items = run_query(&q, NULL);
     query_free(&q);
     assert_true(json_is_array(json_object_get(json_array_get(items, 0), "tags")));
     assert_null(json_object_get(json_array_get(items, 0), "_state"));   /* no flow */
     json_decref(items);
     /* no such record */
-    assert_true(query_get(&c, "customer", "999", &q, &e));
+    assert_true(query_get(&c, "customer", "999", NULL, &q, &e));
     items = run_query(&q, NULL);
     query_free(&q);
     assert_int_equal(json_array_size(items), 0);
@@ -444,7 +444,7 @@ static void test_query_permissions(void **state)
     query q;
     filter_err e;
     /* outside the scope is the same as missing */
-    assert_true(query_get(&s, "lead", "2", &q, &e));
+    assert_true(query_get(&s, "lead", "2", NULL, &q, &e));
     json_t *items = run_query(&q, NULL);
     query_free(&q);
     assert_int_equal(json_array_size(items), 0);
@@ -483,7 +483,7 @@ static void test_query_permissions(void **state)
     filter_ctx t = {.bundle = bundle, .schema = "app_fours", .roles = tech, .me = 100, .timezone = "UTC"};
     char *u = h_sql_value(url, "UPDATE app_fours.service_ticket SET _owner = 100 WHERE id = 1 RETURNING 1");
     free(u);
-    assert_true(query_get(&t, "service_ticket", "1", &q, &e));
+    assert_true(query_get(&t, "service_ticket", "1", NULL, &q, &e));
     items = run_query(&q, NULL);
     query_free(&q);
     json_t *row = json_array_get(json_object_get(json_array_get(items, 0), "parts"), 0);

@@ -189,7 +189,8 @@ static void test_pages_and_query_body(void **state)
         {"{\"sort\": [\"name,budget\"]}", "bad_request", "/sort"},
         {"{\"filter\": {\"budget\": {\"$gt\": \"much\"}}}", "bad_filter", "/filter/budget/$gt"},
         {"{\"cursor\": \"xyz\"}", "bad_request", "/cursor"},
-        {"{\"expand\": [\"owner_hint\"]}", "not_implemented", "/expand"},
+        {"{\"expand\": [\"budget\"]}", "bad_request", "/expand"},
+        {"{\"expand\": [\"nope\"]}", "unknown_field", "/expand"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         r = send("POST", "/api/apps/fours/forms/lead/records/query", boss, bad[i].body);

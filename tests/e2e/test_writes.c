@@ -536,6 +536,66 @@ static void test_history_hides_fields(void **state)
     expect_errors(&r, 404, "not_found", NULL);
 }
 
+/* ---- expand ---- */
+
+static void test_expand(void **state)
+{
+    (void)state;
+    long long vip = create_id(manager, "customer", "{\"name\": \"Expand Vip\", \"level\": \"vip\"}");
+    long long plain = create_id(manager, "customer", "{\"name\": \"Expand Plain\"}");
+    char body[256];
+    snprintf(body, sizeof body, "{\"customer\": %lld, \"_owner\": %lld}", plain, viewer_id);
+    long long o1 = create_id(manager, "order", body);
+    snprintf(body, sizeof body, "{\"customer\": %lld, \"_owner\": %lld}", vip, viewer_id);
+    long long o2 = create_id(manager, "order", body);
+    h_resp r = req("GET", manager, NULL, NULL, "/api/apps/shop/forms/order/records/%lld?expand=customer,taker,_owner", o1);
+    assert_int_equal(r.status, 200);
+    json_t *cust = json_object_get(r.json, "customer"), *taker = json_object_get(r.json, "taker");
+    assert_int_equal(json_integer_value(json_object_get(cust, "id")), plain);
+    assert_string_equal(json_string_value(json_object_get(cust, "title")), "Expand Plain");
+    assert_int_equal(json_integer_value(json_object_get(taker, "id")), manager_id);
+    assert_string_equal(json_string_value(json_object_get(taker, "title")), "manager");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(r.json, "_owner"), "title")), "viewer");
+    h_resp_free(&r);
+    /* the viewer may read only vip customers: the other title stays out */
+    r = req("GET", viewer, NULL, NULL, "/api/apps/shop/forms/order/records?expand=customer&sort=id");
+    assert_int_equal(r.status, 200);
+    json_t *items = json_object_get(r.json, "items");
+    size_t n = json_array_size(items);
+    assert_true(n >= 2);
+    bool seen1 = false, seen2 = false;
+    for (size_t i = 0; i < n; i++) {
+        json_t *it = json_array_get(items, i), *c = json_object_get(it, "customer");
+        long long id = json_integer_value(json_object_get(it, "id"));
+        if (id == o1) {
+            seen1 = true;
+            assert_int_equal(json_integer_value(json_object_get(c, "id")), plain);
+            assert_null(json_object_get(c, "title"));
+        } else if (id == o2) {
+            seen2 = true;
+            assert_string_equal(json_string_value(json_object_get(c, "title")), "Expand Vip");
+        }
+    }
+    assert_true(seen1 && seen2);
+    h_resp_free(&r);
+    r = req("POST", viewer, NULL, "{\"expand\": [\"customer\"], \"limit\": 1}", "/api/apps/shop/forms/order/records/query");
+    assert_int_equal(r.status, 200);
+    assert_true(json_is_object(json_object_get(json_array_get(json_object_get(r.json, "items"), 0), "customer")));
+    h_resp_free(&r);
+    /* not a ref; a hidden field; nothing written when a create's expand is bad */
+    r = req("GET", manager, NULL, NULL, "/api/apps/shop/forms/order/records/%lld?expand=discount", o1);
+    expect_errors(&r, 400, "bad_request", "/expand bad_request");
+    r = req("GET", clerk, NULL, NULL, "/api/apps/shop/forms/customer/records?expand=owner_note");
+    expect_errors(&r, 400, "unknown_field", "/expand unknown_field");
+    r = req("POST", manager, NULL, "{\"name\": \"Expand Never\"}", "/api/apps/shop/forms/customer/records?expand=nope");
+    expect_errors(&r, 400, "unknown_field", NULL);
+    assert_int_equal(sql_int("SELECT count(*) FROM app_shop.customer WHERE name = 'Expand Never'"), 0);
+    r = req("POST", manager, NULL, "{\"name\": \"Expand Rep\"}", "/api/apps/shop/forms/customer/records?expand=_created_by");
+    assert_int_equal(r.status, 201);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(r.json, "_created_by"), "title")), "manager");
+    h_resp_free(&r);
+}
+
 /* ---- idempotency and concurrency ---- */
 
 typedef struct shot {
@@ -669,6 +729,7 @@ int main(void)
         cmocka_unit_test(test_update_modes_and_scope),
         cmocka_unit_test(test_delete_and_on_delete),
         cmocka_unit_test(test_history_hides_fields),
+        cmocka_unit_test(test_expand),
         cmocka_unit_test(test_idempotency_key),
         cmocka_unit_test(test_parallel_autonumbers),
         cmocka_unit_test(test_parallel_patch_same_version),
