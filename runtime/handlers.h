@@ -82,6 +82,10 @@ void records_update(void *c);
 void records_delete(void *c);
 void records_history(void *c);
 
+/* file_routes.c: uploaded files */
+void files_upload(void *c);
+void files_download(void *c);
+
 /* admin.c */
 void admin_users_create(void *c);
 void admin_users_list(void *c);

@@ -50,6 +50,8 @@ static const route routes[] = {
     {"PATCH", "/api/apps/{app}/forms/{form}/records/{id}", records_update, R_AUTH | R_TX},
     {"DELETE", "/api/apps/{app}/forms/{form}/records/{id}", records_delete, R_AUTH | R_TX},
     {"GET", "/api/apps/{app}/forms/{form}/records/{id}/history", records_history, R_AUTH},
+    {"POST", "/api/files", files_upload, R_AUTH | R_TX},
+    {"GET", "/api/files/{id}", files_download, R_AUTH},
     /* designer API: specific patterns before the generic {section} and {kind}/{id} */
     {"GET", "/api/design/apps", design_apps_list, R_AUTH},
     {"POST", "/api/design/apps", design_apps_create, R_AUTH | R_TX},

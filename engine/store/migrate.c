@@ -101,7 +101,8 @@ static const struct {
      "  app text NOT NULL REFERENCES loom.apps(id) ON DELETE CASCADE,"
      "  form text NOT NULL,"
      "  record bigint NOT NULL,"
-     "  PRIMARY KEY (file, app, form, record));"
+     "  field text NOT NULL,"   /* "doc", or "lines.doc" in a subform row */
+     "  PRIMARY KEY (file, app, form, record, field));"
      "CREATE INDEX file_links_record_idx ON loom.file_links (app, form, record);"},
 };
 

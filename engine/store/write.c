@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/buf.h"
 #include "form/ddl.h"
@@ -735,6 +736,220 @@ static bool check_links(wr *x, json_t *rec, json_t *old)
     return r != NULL;
 }
 
+/* ---- files ---- */
+
+/* Notes every file id of field f's value v under "field" (sub.id in rows):
+ * files is {file id: [[field path, pointer], ...]}. */
+static void note_files(json_t *files, const char *field, json_t *v, const char *path)
+{
+    json_t *list = json_is_array(v) ? v : NULL;
+    size_t n = list ? json_array_size(list) : (json_is_object(v) ? 1 : 0);
+    for (size_t i = 0; i < n; i++) {
+        json_t *one = list ? json_array_get(list, i) : v;
+        const char *id = json_string_value(json_object_get(one, "id"));
+        if (!id)
+            continue;
+        char p[512];
+        if (list)
+            snprintf(p, sizeof p, "%s/%zu", path, i);
+        else
+            snprintf(p, sizeof p, "%s", path);
+        json_t *uses = json_object_get(files, id);
+        if (!uses) {
+            uses = json_array();
+            json_object_set_new(files, id, uses);
+        }
+        json_array_append_new(uses, json_pack("[s, s]", field, p));
+    }
+}
+
+/* The files rec holds: {file id: [[field, pointer], ...]}. */
+static json_t *files_of(wr *x, json_t *rec)
+{
+    json_t *files = json_object();
+    size_t i;
+    json_t *f;
+    json_array_foreach(x->fields, i, f)
+    {
+        const char *id = jstr(json_object_get(f, "id"));
+        char path[256];
+        snprintf(path, sizeof path, "/%s", id);
+        if (is(f, "file")) {
+            note_files(files, id, json_object_get(rec, id), path);
+        } else if (is(f, "subform")) {
+            size_t r, k;
+            json_t *row, *sf;
+            json_array_foreach(json_object_get(rec, id), r, row) json_array_foreach(json_object_get(f, "fields"), k, sf)
+            {
+                if (!is(sf, "file"))
+                    continue;
+                char name[160], rp[512];
+                snprintf(name, sizeof name, "%s.%s", id, jstr(json_object_get(sf, "id")));
+                snprintf(rp, sizeof rp, "%s/%zu/%s", path, r, jstr(json_object_get(sf, "id")));
+                note_files(files, name, json_object_get(row, jstr(json_object_get(sf, "id"))), rp);
+            }
+        }
+    }
+    return files;
+}
+
+/* The field definition a file field name ("doc" or "lines.doc") names. */
+static json_t *file_field(wr *x, const char *name)
+{
+    const char *dot = strchr(name, '.');
+    if (!dot)
+        return bundle_item(x->fields, name);
+    char sub[80];
+    snprintf(sub, sizeof sub, "%.*s", (int)(dot - name), name);
+    return bundle_item(json_object_get(bundle_item(x->fields, sub), "fields"), dot + 1);
+}
+
+/* Replaces the JSON at pointer (a field or an item of a list) in rec. */
+static void put_at(json_t *rec, const char *pointer, json_t *v)
+{
+    json_t *at = rec, *parent = NULL;
+    char key[128];
+    const char *p = pointer;
+    while (*p == '/') {
+        p++;
+        size_t n = strcspn(p, "/");
+        snprintf(key, sizeof key, "%.*s", (int)n, p);
+        parent = at;
+        p += n;
+        at = json_is_array(parent) ? json_array_get(parent, strtoul(key, NULL, 10)) : json_object_get(parent, key);
+        if (!at)
+            return;
+    }
+    if (json_is_array(parent))
+        json_array_set(parent, strtoul(key, NULL, 10), v);
+    else if (parent)
+        json_object_set(parent, key, v);
+}
+
+/* Every file the record holds exists; a file new to the record was
+ * uploaded by the caller; sizes and content types are the stored ones and
+ * within the field's limits. */
+static bool check_files(wr *x, json_t *rec, json_t *old)
+{
+    static db_stmt st = {.sql = "SELECT id, name, size, content_type, uploaded_by FROM loom.files "
+                                "WHERE id IN (SELECT jsonb_object_keys($1::jsonb))"};
+    json_t *files = files_of(x, rec);
+    if (!json_object_size(files)) {
+        json_decref(files);
+        return true;
+    }
+    json_t *had = old ? files_of(x, old) : json_object();
+    char *ids = json_dumps(files, JSON_COMPACT);   /* its keys are the ids */
+    const char *p[] = {ids};
+    loom_err e = {0};
+    PGresult *r = db_query(x->w->db, x->w->a, &st, 1, p, &e);
+    free(ids);
+    const char *id;
+    json_t *uses;
+    if (!r) {
+        json_decref(files);
+        json_decref(had);
+        return db_failed(x, &e);
+    }
+    json_object_foreach(files, id, uses)
+    {
+        int row = -1;
+        for (int i = 0; i < PQntuples(r) && row < 0; i++)
+            if (!strcmp(PQgetvalue(r, i, 0), id))
+                row = i;
+        bool mine = row >= 0 && !PQgetisnull(r, row, 4) && strtoll(PQgetvalue(r, row, 4), NULL, 10) == x->w->fc->me;
+        size_t k;
+        json_t *use;
+        json_array_foreach(uses, k, use)
+        {
+            const char *field = jstr(json_array_get(use, 0)), *ptr = jstr(json_array_get(use, 1));
+            bool kept = false;   /* already in this field of the record */
+            size_t j;
+            json_t *u;
+            json_array_foreach(json_object_get(had, id), j, u) kept = kept || !strcmp(jstr(json_array_get(u, 0)), field);
+            if (row < 0 || (!mine && !kept)) {
+                problem(x->errors, ptr, "not_found", "no such uploaded file");
+                continue;
+            }
+            json_t *f = file_field(x, field);
+            long long size = strtoll(PQgetvalue(r, row, 2), NULL, 10);
+            const char *ct = PQgetvalue(r, row, 3);
+            json_t *max = json_object_get(f, "max_size"), *types = json_object_get(f, "content_types");
+            if (json_is_integer(max) && size > json_integer_value(max))
+                problem(x->errors, ptr, "too_large", "files may be at most %lld bytes", (long long)json_integer_value(max));
+            bool type_ok = !json_array_size(types);
+            json_t *t;
+            json_array_foreach(types, j, t)
+            {
+                const char *want = jstr(t);
+                size_t wl = strlen(want);
+                /* "image/..." with a star admits every image type */
+                type_ok = type_ok || !strcasecmp(want, ct) ||
+                          (wl > 2 && !strcmp(want + wl - 2, "/*") && !strncasecmp(want, ct, wl - 1));
+            }
+            if (!type_ok)
+                problem(x->errors, ptr, "type", "files of type %s are not accepted here", ct);
+            json_t *meta = json_pack("{s:s, s:s, s:I, s:s}", "id", id, "name", PQgetvalue(r, row, 1), "size",
+                                     (json_int_t)size, "content_type", ct);
+            put_at(rec, ptr, meta);
+            json_decref(meta);
+        }
+    }
+    json_decref(files);
+    json_decref(had);
+    return true;
+}
+
+/* Keeps loom.file_links (which records hold which files, for downloads)
+ * equal to what rec holds (NULL: the record is gone). */
+static bool link_files(wr *x, long long id, json_t *rec, json_t *old)
+{
+    static db_stmt del = {.sql = "DELETE FROM loom.file_links WHERE app = $1 AND form = $2 AND record = $3"};
+    /* the files and their fields as two JSON arrays of one length */
+    static db_stmt ins = {
+        .sql = "INSERT INTO loom.file_links (file, app, form, record, field) "
+               "SELECT f, $1, $2, $3, fld FROM jsonb_array_elements_text($4::jsonb) WITH ORDINALITY AS a(f, i) "
+               "JOIN jsonb_array_elements_text($5::jsonb) WITH ORDINALITY AS b(fld, j) ON i = j "
+               "ON CONFLICT DO NOTHING"};
+    json_t *now = rec ? files_of(x, rec) : json_object(), *before = old ? files_of(x, old) : json_object();
+    bool same = json_equal(now, before), ok = true;
+    if (!same) {
+        char rid[24];
+        snprintf(rid, sizeof rid, "%lld", id);
+        loom_err e = {0};
+        const char *p[5] = {x->w->app, x->form, rid, NULL, NULL};
+        if (old && !db_query(x->w->db, x->w->a, &del, 3, p, &e))
+            ok = db_failed(x, &e);
+        json_t *files = json_array(), *fields = json_array();
+        const char *fid;
+        json_t *uses;
+        json_object_foreach(now, fid, uses)
+        {
+            size_t k;
+            json_t *u;
+            json_array_foreach(uses, k, u)
+            {
+                json_array_append_new(files, json_string(fid));
+                json_array_append(fields, json_array_get(u, 0));
+            }
+        }
+        if (ok && json_array_size(files)) {
+            char *a = json_dumps(files, JSON_COMPACT), *b = json_dumps(fields, JSON_COMPACT);
+            p[3] = a;
+            p[4] = b;
+            if (!db_query(x->w->db, x->w->a, &ins, 5, p, &e))
+                ok = db_failed(x, &e);
+            free(a);
+            free(b);
+        }
+        json_decref(files);
+        json_decref(fields);
+    }
+    json_decref(now);
+    json_decref(before);
+    return ok;
+}
+
 /* ---- autonumbers ---- */
 
 /* Renders pattern with the date parts of today; the {seq[:N]} part becomes
@@ -1133,8 +1348,8 @@ bool write_create(const write_ctx *w, const char *form, json_t *body, write_resu
     if (!x.d.create)
         return finish(&x, fail(&x, LOOM_FORBIDDEN, "you may not create %s records", form));
     json_t *rec;
-    bool ok = check_body(&x, body, NULL, &rec) && fill_defaults(&x, body, rec, true) && expressions(&x, rec) &&
-              check_links(&x, rec, NULL);
+    bool ok = check_body(&x, body, NULL, &rec) && fill_defaults(&x, body, rec, true) && check_files(&x, rec, NULL) &&
+              expressions(&x, rec) && check_links(&x, rec, NULL);
     if (ok && (json_array_size(x.errors) || json_array_size(x.expr_errors))) {
         json_decref(rec);
         return finish(&x, true);
@@ -1173,7 +1388,7 @@ bool write_create(const write_ctx *w, const char *form, json_t *body, write_resu
             out->id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
             out->version = 1;
         }
-        ok = r && write_rows(&x, out->id, rec, NULL);
+        ok = r && write_rows(&x, out->id, rec, NULL) && link_files(&x, out->id, rec, NULL);
         buf_free(&sql);
         buf_free(&cols);
         buf_free(&def);
@@ -1278,7 +1493,8 @@ bool write_update(const write_ctx *w, const char *form, const char *id, json_t *
                 json_object_foreach(orow, k, v) if (!json_object_get(row, k)) json_object_set(row, k, v);
             }
         }
-        ok = fill_defaults(&x, body, rec, false) && expressions(&x, rec) && check_links(&x, rec, old);
+        ok = fill_defaults(&x, body, rec, false) && check_files(&x, rec, old) && expressions(&x, rec) &&
+             check_links(&x, rec, old);
     }
     if (ok && (json_array_size(x.errors) || json_array_size(x.expr_errors))) {
         json_decref(old);
@@ -1330,7 +1546,7 @@ bool write_update(const write_ctx *w, const char *form, const char *id, json_t *
         PGresult *r = write_sql(&x, sql.data, args);
         if (r)
             out->version = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-        ok = r && write_rows(&x, out->id, rec, old) && still_in_scope(&x, id);
+        ok = r && write_rows(&x, out->id, rec, old) && link_files(&x, out->id, rec, old) && still_in_scope(&x, id);
         buf_free(&sql);
         buf_free(&cols);
         buf_free(&def);
@@ -1375,6 +1591,7 @@ bool write_delete(const write_ctx *w, const char *form, const char *id, long lon
         else if (!ok)
             db_failed(&x, &e);
         out->id = strtoll(id, NULL, 10);
+        ok = ok && link_files(&x, out->id, NULL, old);
         buf_free(&sql);
         json_decref(args);
         json_decref(ch);

@@ -329,7 +329,9 @@ bool h_conn_read(h_conn *c, h_resp *r, int timeout_ms)
             if (c->in.len >= head_len + body_len) {
                 r->head = tmp.head;
                 r->status = atoi(c->in.data + 9);
-                r->body = strndup(c->in.data + head_len, body_len);
+                r->body = malloc(body_len + 1);   /* binary-safe: a body may hold NULs */
+                memcpy(r->body, c->in.data + head_len, body_len);
+                r->body[body_len] = '\0';
                 r->body_len = body_len;
                 r->json = json_loadb(r->body, body_len, 0, NULL);
                 buf_consume(&c->in, head_len + body_len);

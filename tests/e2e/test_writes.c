@@ -596,6 +596,146 @@ static void test_expand(void **state)
     h_resp_free(&r);
 }
 
+/* ---- files ---- */
+
+/* POST /api/files?name=<name> with a binary body. */
+static h_resp upload(const char *token, const char *name, const char *type, const void *data, size_t n)
+{
+    h_resp r = {0};
+    h_conn c;
+    if (!h_conn_open(&c, srv.port))
+        return r;
+    buf req = {0};
+    buf_printf(&req, "POST /api/files?name=%s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer %s\r\n"
+                     "Content-Type: %s\r\nContent-Length: %zu\r\n\r\n",
+               name, token, type, n);
+    buf_append(&req, data, n);
+    if (h_conn_send(&c, req.data, req.len))
+        h_conn_read(&c, &r, 30000);
+    buf_free(&req);
+    h_conn_close(&c);
+    return r;
+}
+
+static char *upload_id(const char *token, const char *name, const char *type, size_t n)
+{
+    unsigned char data[4096];
+    for (size_t i = 0; i < n && i < sizeof data; i++)
+        data[i] = (unsigned char)(i * 7);
+    h_resp r = upload(token, name, type, data, n);
+    assert_int_equal(r.status, 201);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "size")), (json_int_t)n);
+    char *id = strdup(str(&r, "id"));
+    h_resp_free(&r);
+    return id;
+}
+
+static void test_files(void **state)
+{
+    (void)state;
+    unsigned char data[300];
+    for (size_t i = 0; i < sizeof data; i++)
+        data[i] = (unsigned char)(i * 7);   /* NULs and high bytes included */
+    h_resp r = upload(clerk, "%E5%90%88%E5%90%8C.pdf", "application/PDF; x=1", data, sizeof data);
+    assert_int_equal(r.status, 201);
+    assert_string_equal(str(&r, "name"), "合同.pdf");
+    assert_string_equal(str(&r, "content_type"), "application/pdf");
+    char fid[64];
+    snprintf(fid, sizeof fid, "%s", str(&r, "id"));
+    assert_true(strlen(fid) >= 22);   /* 128 random bits and more */
+    h_resp_free(&r);
+    /* the record keeps the stored facts, whatever the client claims */
+    char body[512];
+    snprintf(body, sizeof body, "{\"name\": \"Files Co\", \"level\": \"vip\", \"contract\": {\"id\": \"%s\", \"size\": 1, \"name\": \"x.exe\"}}",
+             fid);
+    r = create(clerk, "customer", body);
+    assert_int_equal(r.status, 201);
+    json_t *contract = json_object_get(r.json, "contract");
+    assert_int_equal(json_integer_value(json_object_get(contract, "size")), 300);
+    assert_string_equal(json_string_value(json_object_get(contract, "name")), "合同.pdf");
+    long long cust = json_integer_value(json_object_get(r.json, "id"));
+    h_resp_free(&r);
+    /* downloads: the uploader, a reader of the record; not one the field is hidden from, nor a stranger */
+    const char *who[] = {clerk, clerk2, manager, viewer};
+    int want[] = {200, 200, 200, 404};
+    for (int i = 0; i < 4; i++) {
+        r = req("GET", who[i], NULL, NULL, "/api/files/%s", fid);
+        assert_int_equal(r.status, want[i]);
+        if (want[i] == 200) {
+            assert_int_equal(r.body_len, sizeof data);
+            assert_memory_equal(r.body, data, sizeof data);
+            char h[256];
+            assert_true(h_resp_header(&r, "X-Content-Type-Options", h, sizeof h));
+            assert_string_equal(h, "nosniff");
+            assert_true(h_resp_header(&r, "Content-Disposition", h, sizeof h));
+            assert_non_null(strstr(h, "attachment"));
+            assert_non_null(strstr(h, "filename*=UTF-8''%E5%90%88%E5%90%8C.pdf"));
+        }
+        h_resp_free(&r);
+    }
+    r = req("GET", clerk, NULL, NULL, "/api/files/nope");
+    expect_errors(&r, 404, "not_found", NULL);
+    /* someone else's upload cannot be attached; nor a file that does not exist */
+    snprintf(body, sizeof body, "{\"name\": \"Files Two\", \"contract\": {\"id\": \"%s\"}}", fid);
+    r = create(manager, "customer", body);
+    expect_errors(&r, 422, "validation_failed", "/contract not_found");
+    r = create(manager, "customer", "{\"name\": \"Files Two\", \"contract\": {\"id\": \"missing\"}}");
+    expect_errors(&r, 422, "validation_failed", "/contract not_found");
+    /* limits: content types and size */
+    char *txt = upload_id(manager, "a.txt", "text/plain", 10), *big = upload_id(manager, "b.pdf", "application/pdf", 2000),
+         *png = upload_id(manager, "c.png", "image/png", 10);
+    snprintf(body, sizeof body, "{\"name\": \"Files Two\", \"contract\": {\"id\": \"%s\"}}", txt);
+    r = create(manager, "customer", body);
+    expect_errors(&r, 422, "validation_failed", "/contract type");
+    snprintf(body, sizeof body, "{\"name\": \"Files Two\", \"contract\": {\"id\": \"%s\"}}", big);
+    r = create(manager, "customer", body);
+    expect_errors(&r, 422, "validation_failed", "/contract too_large");
+    snprintf(body, sizeof body, "{\"name\": \"Files Two\", \"contract\": {\"id\": \"%s\"}}", png);
+    r = create(manager, "customer", body);
+    assert_int_equal(r.status, 201);   /* image/<any> */
+    h_resp_free(&r);
+    /* an update that keeps the file needs no ownership of it */
+    r = req("PATCH", manager, NULL, "{\"email\": \"f@files.cn\"}", "/api/apps/shop/forms/customer/records/%lld", cust);
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    /* multiple files in a subform row */
+    char *p1 = upload_id(clerk, "p1.jpg", "image/jpeg", 5), *p2 = upload_id(clerk, "p2.jpg", "image/jpeg", 6);
+    snprintf(body, sizeof body, "{\"customer\": %lld, \"lines\": [{\"product\": \"F\", \"photos\": [{\"id\": \"%s\"}, {\"id\": \"%s\"}]}]}",
+             cust, p1, p2);
+    r = create(clerk, "order", body);
+    assert_int_equal(r.status, 201);
+    json_t *photos = json_object_get(json_array_get(json_object_get(r.json, "lines"), 0), "photos");
+    assert_int_equal(json_array_size(photos), 2);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(photos, 1), "size")), 6);
+    long long order = json_integer_value(json_object_get(r.json, "id"));
+    h_resp_free(&r);
+    /* the manager reads the order: may download; clerk2 cannot read it: 404 */
+    r = req("GET", manager, NULL, NULL, "/api/files/%s", p2);
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    r = req("GET", clerk2, NULL, NULL, "/api/files/%s", p2);
+    assert_int_equal(r.status, 404);
+    h_resp_free(&r);
+    /* deleting the order drops the link: only the uploader may still get it */
+    r = req("DELETE", manager, NULL, NULL, "/api/apps/shop/forms/order/records/%lld", order);
+    assert_int_equal(r.status, 204);
+    h_resp_free(&r);
+    r = req("GET", manager, NULL, NULL, "/api/files/%s", p2);
+    assert_int_equal(r.status, 404);
+    h_resp_free(&r);
+    r = req("GET", clerk, NULL, NULL, "/api/files/%s", p2);
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    r = upload(clerk, "", "text/plain", "x", 1);
+    assert_int_equal(r.status, 400);
+    h_resp_free(&r);
+    free(txt);
+    free(big);
+    free(png);
+    free(p1);
+    free(p2);
+}
+
 /* ---- idempotency and concurrency ---- */
 
 typedef struct shot {
@@ -730,6 +870,7 @@ int main(void)
         cmocka_unit_test(test_delete_and_on_delete),
         cmocka_unit_test(test_history_hides_fields),
         cmocka_unit_test(test_expand),
+        cmocka_unit_test(test_files),
         cmocka_unit_test(test_idempotency_key),
         cmocka_unit_test(test_parallel_autonumbers),
         cmocka_unit_test(test_parallel_patch_same_version),
