@@ -82,6 +82,10 @@ void records_update(void *c);
 void records_delete(void *c);
 void records_history(void *c);
 
+/* io_routes.c: CSV import, CSV and XLSX export */
+void records_import(void *c);
+void records_export(void *c);
+
 /* file_routes.c: uploaded files */
 void files_upload(void *c);
 void files_download(void *c);

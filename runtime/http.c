@@ -57,6 +57,7 @@ typedef struct conn {
     struct conn *prev, *next;
     http_parser parser;
     buf in;                 /* bytes read but not yet parsed */
+    size_t body_limit;      /* of the message being parsed */
     http_exchange *cur;     /* message being parsed */
     http_exchange *busy;    /* message being handled or written */
     uv_write_t wreq;
@@ -415,15 +416,17 @@ static int on_headers_complete(http_parser *p)
     /* request smuggling: one framing only, and only the one we understand */
     if (c->n_content_length > 1 || (c->has_te && c->n_content_length > 0) || (c->has_te && !c->te_chunked))
         return refuse(c, LOOM_BAD_REQUEST);
-    if (c->n_content_length && p->content_length > c->srv->cfg.max_body)
-        return refuse(c, LOOM_PAYLOAD_TOO_LARGE);
-
     http_request *r = &c->cur->req;
     arena *a = c->cur->arena;
     r->method = http_method_str(p->method);
     const char *url = c->url.data ? c->url.data : "/";
     const char *q = strchr(url, '?');
     r->path = q ? arena_strndup(a, url, (size_t)(q - url)) : arena_strdup(a, url);
+    c->body_limit = c->srv->cfg.body_limit ? c->srv->cfg.body_limit(c->srv->cfg.udata, r->method, r->path)
+                                           : c->srv->cfg.max_body;
+    if (c->n_content_length && p->content_length > c->body_limit)
+        return refuse(c, LOOM_PAYLOAD_TOO_LARGE);
+
     r->query = q ? arena_strdup(a, q + 1) : "";
     r->headers = arena_alloc(a, sizeof(http_header) * (size_t)(c->nheaders ? c->nheaders : 1));
     memcpy(r->headers, c->headers, sizeof(http_header) * (size_t)c->nheaders);
@@ -441,7 +444,7 @@ static int on_headers_complete(http_parser *p)
 static int on_body(http_parser *p, const char *at, size_t n)
 {
     conn *c = pconn(p);
-    if (c->body.len + n > c->srv->cfg.max_body)
+    if (c->body.len + n > c->body_limit)
         return refuse(c, LOOM_PAYLOAD_TOO_LARGE);
     buf_append(&c->body, at, n);
     conn_timer(c, c->srv->cfg.idle_timeout_ms);   /* a body may stream slowly, but not stall */

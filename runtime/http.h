@@ -82,6 +82,8 @@ typedef struct http_config {
     size_t max_header;      /* default 8 KiB */
     int header_timeout_ms;  /* default 10 s */
     int idle_timeout_ms;    /* default 60 s */
+    /* The body limit of a request (by method and path), when not max_body; NULL: max_body for all. */
+    size_t (*body_limit)(void *udata, const char *method, const char *path);
     http_dispatch_cb dispatch;
     http_written_cb written;
     void *udata;

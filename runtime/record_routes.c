@@ -12,14 +12,7 @@
 #include "perm/perm.h"
 #include "store/query.h"
 #include "store/write.h"
-
-/* What every record route needs: the app's snapshot and the caller as a
- * filter context. */
-typedef struct rec_req {
-    app_snapshot *snap;
-    filter_ctx fc;
-    const char *form;
-} rec_req;
+#include "records.h"
 
 static void snapshot_release_cb(void *p)
 {
@@ -31,8 +24,7 @@ static void decref_cb(void *p)
     json_decref(p);
 }
 
-/* Resolves {app}/{form} for the caller; false after responding 404. */
-static bool rec_begin(ctx *c, rec_req *r)
+bool rec_begin(ctx *c, rec_req *r)
 {
     const char *app = c->params[0];
     json_t *roles = app_caller_roles(c, app);
@@ -53,13 +45,13 @@ static bool rec_begin(ctx *c, rec_req *r)
     return true;
 }
 
-static void problem_at(ctx *c, const filter_err *e)
+void rec_problem(ctx *c, const filter_err *e)
 {
     ctx_problem(c, e->code, e->message,
                 json_pack("[{s:s, s:s, s:s}]", "path", e->path, "code", loom_code_name(e->code), "message", e->message));
 }
 
-static PGresult *run(ctx *c, const buf *sql, json_t *args)
+PGresult *rec_run(ctx *c, const buf *sql, json_t *args)
 {
     size_t n = json_array_size(args);
     const char **vals = arena_alloc(c->a, (n + 1) * sizeof *vals);
@@ -78,7 +70,7 @@ static void respond_page(ctx *c, rec_req *r, const query_spec *spec)
     query q;
     filter_err e;
     if (!query_list(&r->fc, r->form, spec, &q, &e)) {
-        problem_at(c, &e);
+        rec_problem(c, &e);
         query_free(&q);
         return;
     }
@@ -88,8 +80,8 @@ static void respond_page(ctx *c, rec_req *r, const query_spec *spec)
         query_free(&q);
         return;
     }
-    PGresult *page = run(c, &q.sql, q.args);
-    PGresult *count = page && spec->count ? run(c, &q.count_sql, q.count_args) : NULL;
+    PGresult *page = rec_run(c, &q.sql, q.args);
+    PGresult *count = page && spec->count ? rec_run(c, &q.count_sql, q.count_args) : NULL;
     if (page && (!spec->count || count)) {
         char *next;
         json_t *items = query_items(&q, page, &next);
@@ -109,7 +101,7 @@ static bool bad(ctx *c, loom_code code, const char *path, const char *message)
     filter_err e = {.code = code};
     snprintf(e.path, sizeof e.path, "%s", path);
     snprintf(e.message, sizeof e.message, "%s", message);
-    problem_at(c, &e);
+    rec_problem(c, &e);
     return false;
 }
 
@@ -247,11 +239,11 @@ void records_get(void *cp)
     query q;
     filter_err e;
     if (!query_get(&r.fc, r.form, c->params[2], query_param(c->a, c->req->query, "expand"), &q, &e)) {
-        problem_at(c, &e);
+        rec_problem(c, &e);
         query_free(&q);
         return;
     }
-    PGresult *res = run(c, &q.sql, q.args);
+    PGresult *res = rec_run(c, &q.sql, q.args);
     if (res && PQntuples(res) == 0) {
         ctx_problem(c, LOOM_NOT_FOUND, "no such record", NULL);
     } else if (res) {
@@ -268,8 +260,7 @@ void records_get(void *cp)
 
 /* ---- writes ---- */
 
-/* The write context of a request. */
-static write_ctx write_of(ctx *c, rec_req *r)
+write_ctx rec_write_ctx(ctx *c, rec_req *r)
 {
     json_t *app = json_object_get(r->snap->bundle, "app");
     return (write_ctx){.fc = &r->fc,
@@ -325,9 +316,9 @@ static void respond_record(ctx *c, rec_req *r, int status, long long id, long lo
     filter_err e;
     json_t *rec = NULL;
     if (!query_get(&r->fc, r->form, ids, query_param(c->a, c->req->query, "expand"), &q, &e)) {
-        problem_at(c, &e);   /* a bad expand: the write rolls back with it */
+        rec_problem(c, &e);   /* a bad expand: the write rolls back with it */
     } else {
-        PGresult *res = run(c, &q.sql, q.args);
+        PGresult *res = rec_run(c, &q.sql, q.args);
         if (!res) {
             query_free(&q);
             return;
@@ -430,7 +421,7 @@ void records_create(void *cp)
     bool claimed;
     if (!idempotency_begin(c, key, p, &claimed))
         return;
-    write_ctx w = write_of(c, &r);
+    write_ctx w = rec_write_ctx(c, &r);
     write_result out;
     if (!write_create(&w, r.form, body, &out)) {
         write_failed(c, &out);
@@ -463,7 +454,7 @@ void records_update(void *cp)
     json_t *body = ctx_body_object(c);
     if (!body)
         return;
-    write_ctx w = write_of(c, &r);
+    write_ctx w = rec_write_ctx(c, &r);
     write_result out;
     if (!write_update(&w, r.form, c->params[2], body, im, &out)) {
         write_failed(c, &out);
@@ -488,7 +479,7 @@ void records_delete(void *cp)
         ctx_problem(c, LOOM_BAD_REQUEST, "If-Match is a record version, as its ETag gives it", NULL);
         return;
     }
-    write_ctx w = write_of(c, &r);
+    write_ctx w = rec_write_ctx(c, &r);
     write_result out;
     if (!write_delete(&w, r.form, c->params[2], im, &out)) {
         write_failed(c, &out);
@@ -547,11 +538,11 @@ void records_history(void *cp)
     query q;
     filter_err e;
     if (!query_get(&r.fc, r.form, c->params[2], NULL, &q, &e)) {
-        problem_at(c, &e);
+        rec_problem(c, &e);
         query_free(&q);
         return;
     }
-    PGresult *res = run(c, &q.sql, q.args);
+    PGresult *res = rec_run(c, &q.sql, q.args);
     query_free(&q);
     if (!res)
         return;

@@ -50,6 +50,8 @@ static const route routes[] = {
     {"PATCH", "/api/apps/{app}/forms/{form}/records/{id}", records_update, R_AUTH | R_TX},
     {"DELETE", "/api/apps/{app}/forms/{form}/records/{id}", records_delete, R_AUTH | R_TX},
     {"GET", "/api/apps/{app}/forms/{form}/records/{id}/history", records_history, R_AUTH},
+    {"POST", "/api/apps/{app}/forms/{form}/import", records_import, R_AUTH | R_TX | R_BULK},
+    {"GET", "/api/apps/{app}/forms/{form}/export", records_export, R_AUTH},
     {"POST", "/api/files", files_upload, R_AUTH | R_TX},
     {"GET", "/api/files/{id}", files_download, R_AUTH},
     /* designer API: specific patterns before the generic {section} and {kind}/{id} */
@@ -547,6 +549,22 @@ static void worker_fini_cb(void *wp)
     free(w);
 }
 
+/* Imports (R_BULK routes) take bodies up to the bulk limit. */
+static size_t body_limit_cb(void *ud, const char *method, const char *path)
+{
+    server *s = ud;
+    size_t n = strlen(path);
+    if (!strcmp(method, "POST") && n > 7 && !strcmp(path + n - 7, "/import")) {
+        arena *a = arena_new();
+        route_match m;
+        bool bulk = router_match(routes, NROUTES, method, path, a, &m) && (routes[m.index].flags & R_BULK);
+        arena_free(a);
+        if (bulk)
+            return s->cfg.max_bulk_body ? s->cfg.max_bulk_body : (size_t)1 << 30;
+    }
+    return s->cfg.max_body ? s->cfg.max_body : (size_t)8 << 20;
+}
+
 static void dispatch_cb(void *ud, http_exchange *ex)
 {
     server *s = ud;
@@ -763,7 +781,7 @@ int server_run(const server_config *cfg)
     s->metrics = metrics_new(NROUTES, s->route_names);
     http_config hc = {.host = host, .port = port, .max_body = cfg->max_body,
                       .header_timeout_ms = cfg->header_timeout_ms, .idle_timeout_ms = cfg->idle_timeout_ms,
-                      .dispatch = dispatch_cb, .written = written_cb, .udata = s};
+                      .body_limit = body_limit_cb, .dispatch = dispatch_cb, .written = written_cb, .udata = s};
     char err[256];
     s->http = http_server_start(&s->loop, &hc, err, sizeof err);
     if (!s->http) {

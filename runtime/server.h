@@ -21,6 +21,7 @@ typedef struct server_config {
     const char *data_dir;
     int workers;              /* 0: 2 x cores */
     size_t max_body;
+    size_t max_bulk_body;     /* R_BULK routes (imports); 0: 1 GiB */
     int header_timeout_ms, idle_timeout_ms;
 } server_config;
 
@@ -31,6 +32,7 @@ enum {
     R_AUTH = 4,    /* any authenticated user */
     R_ADMIN = 8,   /* platform admins only */
     R_TX = 16,     /* one transaction: committed when the response is < 400 */
+    R_BULK = 32,   /* bodies up to the bulk limit (imports), not max_body */
 };
 
 /* The authenticated caller; lives on the request arena. */

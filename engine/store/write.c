@@ -644,15 +644,22 @@ static void collect_links(json_t *fields, const char *sub, json_t *rec, json_t *
     }
 }
 
-/* Every ref and user value that changed exists (refs: and the caller may
- * read it; users: active, holding one of the field's roles), in one query. */
-static bool check_links(wr *x, json_t *rec, json_t *old)
+/* Notes the links of rec that changed from old, under base. */
+static void links_of(wr *x, json_t *rec, json_t *old, json_t *links, const char *base)
 {
-    json_t *links = json_object();
-    collect_links(x->fields, NULL, rec, old, links, "");
+    collect_links(x->fields, NULL, rec, old, links, base);
     json_t *owner = json_object_get(rec, "_owner");
+    char path[64];
+    snprintf(path, sizeof path, "%s/_owner", base);
     if (owner && !(old && json_equal(owner, json_object_get(old, "_owner"))))
-        note_link(links, NULL, "user:", owner, "/_owner");
+        note_link(links, NULL, "user:", owner, path);
+}
+
+/* Every link noted exists (refs: and the caller may read the record;
+ * users: active, holding one of the field's roles), in one query; the
+ * others are not_found problems at their paths. Consumes links. */
+static bool verify_links(wr *x, json_t *links)
+{
     if (!json_object_size(links)) {
         json_decref(links);
         return true;
@@ -734,6 +741,13 @@ static bool check_links(wr *x, json_t *rec, json_t *old)
     }
     json_decref(links);
     return r != NULL;
+}
+
+static bool check_links(wr *x, json_t *rec, json_t *old)
+{
+    json_t *links = json_object();
+    links_of(x, rec, old, links, "");
+    return verify_links(x, links);
 }
 
 /* ---- files ---- */
@@ -1604,4 +1618,449 @@ void write_result_free(write_result *r)
 {
     json_decref(r->errors);
     r->errors = NULL;
+}
+
+/* ---- imports ---- */
+
+/* Appends v as a COPY text value of a field of type (NULL: a system
+ * column): \N for null, lists as array literals, files as JSON. */
+static void copy_value(buf *out, json_t *f, json_t *v)
+{
+    if (!v || json_is_null(v)) {
+        buf_puts(out, "\\N");
+        return;
+    }
+    buf tmp = {0};
+    const char *t;
+    char num[32];
+    if (f && is(f, "multiselect") && json_is_array(v)) {
+        buf_puts(&tmp, "{");
+        size_t i;
+        json_t *x;
+        json_array_foreach(v, i, x)
+        {
+            buf_puts(&tmp, i ? ",\"" : "\"");
+            for (const char *c = jstr(x); *c; c++) {
+                if (*c == '"' || *c == '\\')
+                    buf_append(&tmp, "\\", 1);
+                buf_append(&tmp, c, 1);
+            }
+            buf_puts(&tmp, "\"");
+        }
+        buf_puts(&tmp, "}");
+        t = tmp.data;
+    } else if (json_is_string(v)) {
+        t = json_string_value(v);
+    } else if (json_is_integer(v)) {
+        snprintf(num, sizeof num, "%lld", (long long)json_integer_value(v));
+        t = num;
+    } else if (json_is_boolean(v)) {
+        t = json_is_true(v) ? "t" : "f";
+    } else {
+        char *j = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        buf_puts(&tmp, j);
+        free(j);
+        t = tmp.data;
+    }
+    for (const char *c = t; *c; c++) {
+        switch (*c) {
+        case '\\': buf_append(out, "\\\\", 2); break;
+        case '\n': buf_append(out, "\\n", 2); break;
+        case '\r': buf_append(out, "\\r", 2); break;
+        case '\t': buf_append(out, "\\t", 2); break;
+        default: buf_append(out, c, 1);
+        }
+    }
+    buf_free(&tmp);
+}
+
+/* COPY table (columns) FROM STDIN with the rows in data. */
+static bool copy_in(wr *x, const char *table_sql, const buf *data)
+{
+    PGconn *conn = db_conn(x->w->db);
+    loom_err e = {0};
+    buf sql = {0};
+    buf_printf(&sql, "COPY %s FROM STDIN", table_sql);
+    PGresult *r = PQexec(conn, sql.data);
+    buf_free(&sql);
+    bool ok = PQresultStatus(r) == PGRES_COPY_IN;
+    PQclear(r);
+    if (ok) {
+        size_t off = 0;
+        while (ok && off < data->len) {
+            size_t n = data->len - off > (1u << 20) ? (1u << 20) : data->len - off;
+            ok = PQputCopyData(conn, data->data + off, (int)n) == 1;
+            off += n;
+        }
+        ok = PQputCopyEnd(conn, ok ? NULL : "could not send the rows") == 1 && ok;
+    }
+    bool done = ok;
+    while ((r = PQgetResult(conn))) {
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            done = false;
+            const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE), *cn = PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME);
+            const char *detail = PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL);
+            e.code = loom_code_from_sqlstate(st);
+            e.message = arena_strdup(x->w->a, detail ? detail : PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY)
+                                                                 ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY)
+                                                                 : "COPY failed");
+            e.path = cn ? arena_strdup(x->w->a, cn) : NULL;
+        }
+        PQclear(r);
+    }
+    if (done)
+        return true;
+    if (!e.code)
+        e = (loom_err){.code = LOOM_UNAVAILABLE, .message = "the database connection broke"};
+    if (e.code == LOOM_NOT_UNIQUE)
+        return not_unique(x, &e);
+    return db_failed(x, &e);
+}
+
+/* Inserts the checked records recs (all valid) with COPY: ids and
+ * autonumbers reserved up front, the rows, their subform rows and their
+ * history entries. */
+static bool bulk_insert(wr *x, json_t *recs)
+{
+    size_t n = json_array_size(recs);
+    char count[24], table[160];
+    snprintf(count, sizeof count, "%zu", n);
+    buf qt = {0};
+    qualified(&qt, x->w->fc->schema, x->form);
+    snprintf(table, sizeof table, "%s", qt.data);
+    buf_free(&qt);
+    json_t *args = json_pack("[s, s]", table, count);
+    PGresult *ids = must(x, "SELECT nextval(pg_get_serial_sequence($1, 'id')) FROM generate_series(1, $2::int)", args);
+    json_decref(args);
+    if (!ids)
+        return false;
+    /* autonumbers: one counter step of n per field */
+    static db_stmt step = {.sql = "INSERT INTO loom.counters (app, name, value) VALUES ($1, $2, $3) "
+                                  "ON CONFLICT (app, name) DO UPDATE SET value = loom.counters.value + $3 "
+                                  "RETURNING value"};
+    size_t i;
+    json_t *f;
+    json_array_foreach(x->fields, i, f)
+    {
+        if (!is(f, "autonumber"))
+            continue;
+        if (!clock(x))
+            return false;
+        const char *pattern = json_string_value(json_object_get(f, "pattern"));
+        if (!pattern)
+            pattern = "{seq}";
+        buf name = {0};
+        buf_printf(&name, "%s.%s:", x->form, jstr(json_object_get(f, "id")));
+        render_number(pattern, x->today, -1, &name);
+        const char *p[] = {x->w->app, name.data, count};
+        loom_err e = {0};
+        PGresult *r = db_query(x->w->db, x->w->a, &step, 3, p, &e);
+        buf_free(&name);
+        if (!r)
+            return db_failed(x, &e);
+        long long last = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        for (size_t k = 0; k < n; k++) {
+            buf v = {0};
+            render_number(pattern, x->today, last - (long long)n + 1 + (long long)k, &v);
+            json_object_set_new(json_array_get(recs, k), jstr(json_object_get(f, "id")), json_string(v.data));
+            buf_free(&v);
+        }
+    }
+    json_t *flow = bundle_flow(x->w->fc->bundle, x->form);
+    char me[24];
+    snprintf(me, sizeof me, "%lld", x->w->fc->me);
+    buf rows = {0}, hist = {0}, cols = {0}, def = {0};
+    columns(x->fields, NULL, &cols, &def, true);
+    buf_free(&def);
+    json_t *children = json_object();   /* subform id -> buf of its rows (as a JSON string) */
+    bool ok = true;
+    json_t *rec;
+    json_array_foreach(recs, i, rec)
+    {
+        const char *id = PQgetvalue(ids, (int)i, 0);
+        json_t *owner = json_object_get(rec, "_owner");
+        buf_printf(&rows, "%s\t", id);
+        if (json_is_integer(owner))
+            buf_printf(&rows, "%lld", (long long)json_integer_value(owner));
+        else
+            buf_puts(&rows, me);
+        buf_printf(&rows, "\t%s\t%s", me, me);
+        if (flow) {
+            buf_puts(&rows, "\t");
+            copy_value(&rows, NULL, json_object_get(flow, "initial"));
+        }
+        size_t k;
+        json_array_foreach(x->fields, k, f)
+        {
+            const char *fid = jstr(json_object_get(f, "id"));
+            if (!is(f, "subform")) {
+                buf_puts(&rows, "\t");
+                copy_value(&rows, f, json_object_get(rec, fid));
+                continue;
+            }
+            json_t *crows = json_object_get(children, fid);
+            if (!crows) {
+                crows = json_string("");
+                json_object_set_new(children, fid, crows);
+            }
+            buf cb = {0};
+            buf_puts(&cb, json_string_value(crows));
+            size_t r;
+            json_t *row;
+            json_array_foreach(json_object_get(rec, fid), r, row)
+            {
+                buf_printf(&cb, "%s\t%zu", id, r);
+                size_t m;
+                json_t *sf;
+                json_array_foreach(json_object_get(f, "fields"), m, sf)
+                {
+                    buf_puts(&cb, "\t");
+                    copy_value(&cb, sf, json_object_get(row, jstr(json_object_get(sf, "id"))));
+                }
+                buf_puts(&cb, "\n");
+            }
+            json_string_setn(crows, cb.data ? cb.data : "", cb.len);
+            buf_free(&cb);
+        }
+        buf_puts(&rows, "\n");
+        json_t *ch = changes(x, NULL, rec);
+        buf_printf(&hist, "%s\t%s\t%s\t%s\tcreate\t", x->w->app, x->form, id, me);
+        copy_value(&hist, NULL, ch);
+        buf_puts(&hist, "\n");
+        json_decref(ch);
+    }
+    buf target = {0};
+    buf_printf(&target, "%s (\"id\", \"_owner\", \"_created_by\", \"_updated_by\"%s%s)", table, flow ? ", \"_state\"" : "",
+               cols.data ? cols.data : "");
+    ok = copy_in(x, target.data, &rows);
+    const char *sid;
+    json_t *crows;
+    json_object_foreach(children, sid, crows)
+    {
+        if (!ok || !json_string_length(crows))
+            continue;
+        json_t *sub = bundle_item(x->fields, sid);
+        char child[DDL_NAME_MAX + 1];
+        child_table(x->form, sid, child);
+        buf_reset(&target);
+        qualified(&target, x->w->fc->schema, child);
+        buf sc = {0}, sd = {0};
+        columns(json_object_get(sub, "fields"), NULL, &sc, &sd, true);
+        buf_printf(&target, " (\"_parent\", \"_pos\"%s)", sc.data ? sc.data : "");
+        buf data = {0};
+        buf_append(&data, json_string_value(crows), json_string_length(crows));
+        ok = copy_in(x, target.data, &data);
+        buf_free(&sc);
+        buf_free(&sd);
+        buf_free(&data);
+    }
+    ok = ok && copy_in(x, "loom.history (app, form, record, actor, action, changes)", &hist);
+    buf_free(&target);
+    buf_free(&rows);
+    buf_free(&hist);
+    buf_free(&cols);
+    json_decref(children);
+    return ok;
+}
+
+/* The problems of row (1-based) as import errors {row, field, code, message}. */
+static void row_errors(json_t *into, long row, json_t *problems)
+{
+    size_t i;
+    json_t *p;
+    json_array_foreach(problems, i, p)
+    {
+        const char *path = jstr(json_object_get(p, "path"));
+        char field[256];
+        snprintf(field, sizeof field, "%s", *path == '/' ? path + 1 : path);
+        json_array_append_new(into, json_pack("{s:I, s:s, s:O, s:O}", "row", (json_int_t)row, "field", field, "code",
+                                              json_object_get(p, "code"), "message", json_object_get(p, "message")));
+    }
+}
+
+/* One row through the one-record write, inside a savepoint (partial
+ * imports and upserts): its failure is the row's, not the import's. */
+static bool import_one(const write_ctx *w, const char *form, json_t *body, const char *update_id, long row,
+                       write_import_result *res, write_result *out)
+{
+    loom_err e = {0};
+    if (!db_exec(w->db, w->a, "SAVEPOINT loom_row", &e))
+        return (out->code = e.code, out->db = e, out->from_db = true, false);
+    write_result one;
+    bool ok = update_id ? write_update(w, form, update_id, body, -1, &one) : write_create(w, form, body, &one);
+    if (ok) {
+        if (update_id)
+            res->updated++;
+        else
+            res->inserted++;
+        db_exec(w->db, w->a, "RELEASE SAVEPOINT loom_row", &e);
+    } else if (one.from_db && one.code == LOOM_UNAVAILABLE) {
+        *out = one;
+        return false;
+    } else {
+        db_exec(w->db, w->a, "ROLLBACK TO SAVEPOINT loom_row", &e);
+        if (one.errors) {
+            row_errors(res->errors, row, one.errors);
+        } else {
+            json_array_append_new(res->errors, json_pack("{s:I, s:s, s:s, s:s}", "row", (json_int_t)row, "field", "",
+                                                         "code", loom_code_name(one.code), "message", one.message));
+        }
+        write_result_free(&one);
+    }
+    return true;
+}
+
+bool write_import(const write_ctx *w, const char *form, json_t *bodies, long first_row, const write_import_opts *o,
+                  write_import_result *res, write_result *out)
+{
+    wr x;
+    if (!begin(&x, w, form, out))
+        return finish(&x, false);
+    if (!x.d.create && !(o->upsert && x.d.update))
+        return finish(&x, fail(&x, LOOM_FORBIDDEN, "you may not create %s records", form));
+    size_t n = json_array_size(bodies);
+    bool ok = true;
+    if (o->upsert) {   /* each row updates the record with its key, or creates one */
+        for (size_t i = 0; ok && i < n; i++) {
+            json_t *body = json_array_get(bodies, i);
+            json_t *kv = json_object_get(body, o->key);
+            char id[24] = "";
+            if (kv && !json_is_null(kv)) {
+                buf sql = {0};
+                json_t *args = json_array();
+                buf_puts(&sql, "SELECT \"id\" FROM ");
+                qualified(&sql, w->fc->schema, form);
+                buf_printf(&sql, " WHERE \"%s\"::text = $1", o->key);   /* the key: a checked field id */
+                if (json_is_string(kv))
+                    arg(args, json_string_value(kv));
+                else
+                    arg_json(args, kv);
+                PGresult *r = must(&x, sql.data, args);
+                buf_free(&sql);
+                json_decref(args);
+                if (!r)
+                    return finish(&x, false);
+                if (PQntuples(r))
+                    snprintf(id, sizeof id, "%s", PQgetvalue(r, 0, 0));
+            }
+            json_t *b = body;
+            if (*id && !strcmp(o->key, "id")) {
+                b = json_copy(body);
+                json_object_del(b, "id");
+            }
+            ok = import_one(w, form, b, *id ? id : NULL, first_row + (long)i, res, out);
+            if (b != body)
+                json_decref(b);
+        }
+        return finish(&x, ok);
+    }
+    /* insert: check every row as a create would, the links of all in one query */
+    json_t *recs = json_array(), *links = json_object();
+    long *rownum = calloc(n + 1, sizeof *rownum);
+    for (size_t i = 0; ok && i < n; i++) {
+        json_decref(x.errors);
+        json_decref(x.expr_errors);
+        x.errors = json_array();
+        x.expr_errors = json_array();
+        json_t *body = json_array_get(bodies, i), *rec = NULL;
+        if (!json_is_object(body)) {
+            json_array_append_new(res->errors, json_pack("{s:I, s:s, s:s, s:s}", "row", (json_int_t)(first_row + (long)i),
+                                                         "field", "", "code", "type", "message", "a row is an object"));
+            continue;
+        }
+        bool sys_ok = check_body(&x, body, NULL, &rec);
+        if (!sys_ok && x.out->errors) {   /* system fields: the row's problem here */
+            json_array_extend(x.errors, x.out->errors);
+            json_decref(x.out->errors);
+            x.out->errors = NULL;
+            x.out->code = LOOM_OK;
+        }
+        ok = fill_defaults(&x, body, rec, true) && check_files(&x, rec, NULL) && expressions(&x, rec);
+        json_t *problems = json_array_size(x.errors) ? x.errors : x.expr_errors;
+        if (json_array_size(problems)) {
+            row_errors(res->errors, first_row + (long)i, problems);
+        } else if (ok) {
+            char base[24];
+            snprintf(base, sizeof base, "/%zu", json_array_size(recs));
+            links_of(&x, rec, NULL, links, base);
+            rownum[json_array_size(recs)] = first_row + (long)i;
+            json_array_append(recs, rec);
+        }
+        json_decref(rec);
+    }
+    json_decref(x.errors);
+    json_decref(x.expr_errors);
+    x.errors = json_array();
+    x.expr_errors = json_array();
+    if (ok)
+        ok = verify_links(&x, links);
+    else
+        json_decref(links);
+    /* link problems are at /<index in recs>/<field>: back to rows, and those records out */
+    json_t *bad = json_object();
+    size_t i;
+    json_t *p;
+    json_array_foreach(x.errors, i, p)
+    {
+        const char *path = jstr(json_object_get(p, "path"));
+        char *end;
+        long k = strtol(path + 1, &end, 10);
+        json_t *one = json_pack("[{s:s, s:O, s:O}]", "path", end, "code", json_object_get(p, "code"), "message",
+                                json_object_get(p, "message"));
+        row_errors(res->errors, rownum[k], one);
+        json_decref(one);
+        char key[24];
+        snprintf(key, sizeof key, "%ld", k);
+        json_object_set_new(bad, key, json_true());
+    }
+    json_decref(x.errors);
+    x.errors = json_array();
+    json_t *good = json_array();
+    json_t *rec;
+    json_array_foreach(recs, i, rec)
+    {
+        char key[24];
+        snprintf(key, sizeof key, "%zu", i);
+        if (!json_object_get(bad, key))
+            json_array_append(good, rec);
+    }
+    json_decref(bad);
+    bool write = ok && json_array_size(good) && !o->validate_only && (o->partial || !json_array_size(res->errors));
+    if (write) {
+        loom_err e = {0};
+        ok = db_exec(w->db, w->a, "SAVEPOINT loom_bulk", &e) != NULL;
+        if (!ok)
+            db_failed(&x, &e);
+        else if (bulk_insert(&x, good)) {
+            res->inserted += (long)json_array_size(good);
+            db_exec(w->db, w->a, "RELEASE SAVEPOINT loom_bulk", &e);
+        } else if (x.out->code == LOOM_NOT_UNIQUE || x.out->code == LOOM_CONFLICT || x.out->code == LOOM_VALIDATION_FAILED) {
+            /* a clash COPY cannot say the row of: the rows one by one find it */
+            db_exec(w->db, w->a, "ROLLBACK TO SAVEPOINT loom_bulk", &e);
+            write_result_free(x.out);
+            memset(x.out, 0, sizeof *x.out);
+            ok = true;
+            size_t k = 0;
+            json_array_foreach(recs, i, rec)
+            {
+                (void)rec;
+                if (!ok)
+                    break;
+                if (k < json_array_size(good) && json_array_get(good, k) == json_array_get(recs, i)) {
+                    k++;
+                    /* the body of that row */
+                    ok = import_one(w, form, json_array_get(bodies, (size_t)(rownum[i] - first_row)), NULL, rownum[i], res,
+                                    out);
+                }
+            }
+            if (ok && !o->partial && json_array_size(res->errors))
+                res->inserted = 0;   /* all or nothing: the caller rolls back */
+        } else {
+            ok = false;
+        }
+    }
+    free(rownum);
+    json_decref(recs);
+    json_decref(good);
+    return finish(&x, ok);
 }

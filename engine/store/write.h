@@ -56,4 +56,26 @@ bool write_update(const write_ctx *w, const char *form, const char *id, json_t *
 bool write_delete(const write_ctx *w, const char *form, const char *id, long long if_match, write_result *out);
 void write_result_free(write_result *r);
 
+typedef struct write_import_opts {
+    bool upsert;          /* rows whose key matches a record update it */
+    const char *key;      /* upsert: a unique field, or "id" (a checked field id) */
+    bool partial;         /* write the good rows even when others fail */
+    bool validate_only;   /* check the rows, write nothing (an earlier batch failed) */
+} write_import_opts;
+
+typedef struct write_import_result {
+    long inserted, updated;
+    json_t *errors;       /* [{row, field, code, message}], appended to (the caller's) */
+} write_import_result;
+
+/* Imports bodies (JSON objects; the first is data row first_row) into form
+ * as one batch. Inserts check every row as write_create does, refs and
+ * users of all rows in one query, then write the good rows with COPY (ids
+ * and autonumbers reserved up front, subform rows, history); a clash only
+ * the database sees sends the batch through write_create row by row, so
+ * the row is known. Upserts go row by row. Row problems go to res->errors;
+ * false only when the import as a whole failed (out says why). */
+bool write_import(const write_ctx *w, const char *form, json_t *bodies, long first_row, const write_import_opts *o,
+                  write_import_result *res, write_result *out);
+
 #endif

@@ -1,0 +1,39 @@
+/* csv.h - CSV as spreadsheets write it (RFC 4180): a reader that walks a
+ * text row by row (quoted cells with commas, quotes and line breaks, CRLF or
+ * LF, a UTF-8 byte order mark skipped), and a writer of cells that
+ * neutralises what a spreadsheet would run as a formula. */
+#ifndef LOOM_CSV_H
+#define LOOM_CSV_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/buf.h"
+
+#define CSV_MAX_CELLS 1024
+
+typedef struct csv_reader {
+    const char *p, *end;
+    buf cell;                        /* the current row's cells, NUL-separated */
+    const char *cells[CSV_MAX_CELLS];
+    int n;                           /* cells in the current row */
+    long line;                       /* the line the current row starts on (1-based) */
+    long next_line;
+} csv_reader;
+
+void csv_open(csv_reader *r, const char *text, size_t len);
+/* Reads the next row into r->cells / r->n. False at the end of the text,
+ * or with *err set ("unterminated quote", "too many cells"). A row whose
+ * only cell is empty (a blank line) is skipped. */
+bool csv_next(csv_reader *r, const char **err);
+void csv_close(csv_reader *r);
+
+/* Appends one cell: quoted when it holds a comma, quote, line break or
+ * edge space; with neutralise, a cell starting with = + - @ (or a tab or
+ * CR) gets a leading apostrophe so no spreadsheet evaluates it. */
+void csv_cell(buf *out, const char *s, bool neutralise);
+/* The text a spreadsheet cell should hold instead of s when s would be
+ * evaluated as a formula, or s itself (malloc'd either way). */
+char *csv_neutral(const char *s);
+
+#endif

@@ -1,0 +1,435 @@
+/* io_routes.c - records in and out as spreadsheets.
+ *
+ * POST .../forms/{form}/import?mode=insert|upsert&key=<field>&partial=true:
+ * a CSV body (UTF-8, a byte order mark accepted; the header names fields by
+ * id or by label in any of the app's locales) read in batches of
+ * IMPORT_BATCH rows through engine/store/write's import (checked like
+ * API writes, written with COPY). All or nothing unless partial=true.
+ *
+ * GET .../forms/{form}/export?format=csv|xlsx&filter=&sort=&fields=&header=id:
+ * every record the caller may read that matches, with the fields it may
+ * see, read page by page on the keyset; cells that a spreadsheet would run
+ * as a formula are neutralised with a leading apostrophe. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+#include <xlsxwriter.h>
+
+#include "form/csv.h"
+#include "form/schema.h"
+#include "model/bundle.h"
+#include "perm/perm.h"
+#include "records.h"
+#include "store/query.h"
+
+#define IMPORT_BATCH 5000
+#define IMPORT_MAX_ERRORS 1000
+#define EXPORT_PAGE 1000
+
+static bool type_is(json_t *f, const char *t)
+{
+    return f && !strcmp(jstr(json_object_get(f, "type")), t);
+}
+
+/* Text kinds: what a user typed, so what an export neutralises. */
+static bool texty(json_t *f)
+{
+    const char *t = jstr(json_object_get(f, "type"));
+    return !f || !strcmp(t, "text") || !strcmp(t, "longtext") || !strcmp(t, "select") || !strcmp(t, "multiselect") ||
+           !strcmp(t, "email") || !strcmp(t, "phone") || !strcmp(t, "url") || !strcmp(t, "autonumber") ||
+           !strcmp(t, "file");
+}
+
+static void decref_cb(void *p)
+{
+    json_decref(p);
+}
+
+/* ---- import ---- */
+
+/* The field a header cell names: an id, or a label in any locale. */
+static json_t *header_field(json_t *fields, const char *h)
+{
+    json_t *f = bundle_item(fields, h);
+    if (f)
+        return f;
+    size_t i;
+    json_array_foreach(fields, i, f)
+    {
+        json_t *label = json_object_get(f, "label");
+        if (json_is_string(label) && !strcasecmp(json_string_value(label), h))
+            return f;
+        const char *k;
+        json_t *v;
+        json_object_foreach(label, k, v) if (json_is_string(v) && !strcasecmp(json_string_value(v), h)) return f;
+    }
+    return NULL;
+}
+
+/* A cell as the JSON value of its field: numbers and booleans parsed when
+ * they are ones (otherwise the text, which validation reports), lists split
+ * on ";", an apostrophe that neutralised a formula dropped. */
+static json_t *cell_value(json_t *f, const char *s)
+{
+    if (*s == '\'' && s[1] && strchr("=+-@", s[1]))
+        s++;
+    if (type_is(f, "integer") || type_is(f, "ref") || type_is(f, "user") || !f) {
+        char *end;
+        long long v = strtoll(s, &end, 10);
+        if (*s && !*end && strlen(s) < 19)
+            return json_integer(v);
+        return json_string(s);
+    }
+    if (type_is(f, "boolean")) {
+        static const char *const yes[] = {"true", "1", "yes", "y", "是", NULL}, *const no[] = {"false", "0", "no", "n", "否", NULL};
+        for (int i = 0; yes[i]; i++) {
+            if (!strcasecmp(s, yes[i]))
+                return json_true();
+            if (!strcasecmp(s, no[i]))
+                return json_false();
+        }
+        return json_string(s);
+    }
+    if (type_is(f, "multiselect")) {
+        json_t *a = json_array();
+        for (const char *p = s; *p;) {
+            size_t n = strcspn(p, ";");
+            const char *b = p, *e = p + n;
+            while (b < e && *b == ' ')
+                b++;
+            while (e > b && e[-1] == ' ')
+                e--;
+            if (e > b)
+                json_array_append_new(a, json_stringn(b, (size_t)(e - b)));
+            p += n + (p[n] == ';');
+        }
+        return a;
+    }
+    if (type_is(f, "file"))
+        return json_pack("{s:s}", "id", s);
+    json_t *v = json_string(s);
+    return v ? v : json_null();   /* not UTF-8: validation says "type" */
+}
+
+void records_import(void *cp)
+{
+    ctx *c = cp;
+    rec_req r;
+    if (!rec_begin(c, &r))
+        return;
+    const char *q = c->req->query;
+    const char *mode = query_param(c->a, q, "mode"), *key = query_param(c->a, q, "key"),
+               *partial = query_param(c->a, q, "partial");
+    write_import_opts o = {.upsert = mode && !strcmp(mode, "upsert"), .key = key,
+                           .partial = partial && !strcmp(partial, "true")};
+    json_t *fdef = bundle_item(json_object_get(r.snap->bundle, "forms"), r.form);
+    json_t *fields = json_object_get(fdef, "fields");
+    perm_decision d;
+    perm_decide(r.snap->bundle, r.form, r.fc.roles, r.fc.admin, &d);
+    bool known = fdef && (d.read || d.create);
+    perm_free(&d);
+    if (!known) {
+        ctx_problem(c, LOOM_NOT_FOUND, "no such form", NULL);
+        return;
+    }
+    if (mode && strcmp(mode, "insert") && strcmp(mode, "upsert")) {
+        ctx_problem(c, LOOM_BAD_REQUEST, "mode is insert or upsert", NULL);
+        return;
+    }
+    if (o.upsert) {
+        json_t *kf = key ? bundle_item(fields, key) : NULL;
+        bool unique = key && (!strcmp(key, "id") || json_is_true(json_object_get(kf, "unique")) || type_is(kf, "autonumber"));
+        if (!unique) {
+            ctx_problem(c, LOOM_BAD_REQUEST, "an upsert needs key=id or key=<a unique field>",
+                        json_pack("[{s:s, s:s, s:s}]", "path", "/key", "code", "bad_request", "message",
+                                  "not a unique field"));
+            return;
+        }
+    }
+    csv_reader rd;
+    csv_open(&rd, c->req->body, c->req->body_len);
+    const char *err = NULL;
+    json_t *errors = json_array();
+    arena_defer(c->a, decref_cb, errors);
+    if (!csv_next(&rd, &err)) {
+        csv_close(&rd);
+        ctx_problem(c, LOOM_BAD_REQUEST, err ? err : "the CSV has no header row", NULL);
+        return;
+    }
+    /* the header: each column a field (NULL: id or _owner, kept by name) */
+    int ncols = rd.n;
+    json_t **col = arena_calloc(c->a, (size_t)ncols * sizeof *col);
+    const char **names = arena_calloc(c->a, (size_t)ncols * sizeof *names);
+    for (int i = 0; i < ncols; i++) {
+        char h[256];
+        snprintf(h, sizeof h, "%s", rd.cells[i]);
+        char *b = h, *e = h + strlen(h);
+        while (*b == ' ')
+            b++;
+        while (e > b && e[-1] == ' ')
+            *--e = '\0';
+        json_t *f = header_field(fields, b);
+        names[i] = arena_strdup(c->a, f ? jstr(json_object_get(f, "id")) : b);
+        col[i] = f;
+        for (int k = 0; k < i; k++)
+            if (!strcmp(names[k], names[i]))
+                json_array_append_new(errors, json_pack("{s:i, s:s, s:s, s:s}", "row", 0, "field", names[i], "code",
+                                                        "bad_request", "message", "this column appears twice"));
+        if ((!f && strcmp(b, "id") && strcmp(b, "_owner")) || type_is(f, "subform"))
+            json_array_append_new(errors, json_pack("{s:i, s:s, s:s, s:s}", "row", 0, "field", b, "code",
+                                                    "unknown_field", "message", "no such field"));
+    }
+    if (json_array_size(errors)) {
+        csv_close(&rd);
+        ctx_problem(c, LOOM_VALIDATION_FAILED, "the header names fields this form does not have", json_incref(errors));
+        return;
+    }
+    write_ctx w = rec_write_ctx(c, &r);
+    write_import_result res = {.errors = errors};
+    write_result out = {0};
+    long row = 0, first = 1;
+    bool ok = true;
+    json_t *batch = json_array();
+    for (;;) {
+        bool more = csv_next(&rd, &err);
+        if (more) {
+            row++;
+            json_t *body = json_object();
+            if (rd.n > ncols)
+                json_array_append_new(errors, json_pack("{s:I, s:s, s:s, s:s}", "row", (json_int_t)row, "field", "",
+                                                        "code", "bad_request", "message", "more cells than the header has"));
+            for (int i = 0; i < ncols && i < rd.n; i++) {
+                if (!*rd.cells[i] && !o.upsert)
+                    continue;   /* empty: absent, so a default applies */
+                json_object_set_new(body, names[i], *rd.cells[i] ? cell_value(col[i], rd.cells[i]) : json_null());
+            }
+            json_array_append_new(batch, body);
+        } else if (err) {
+            json_array_append_new(errors, json_pack("{s:I, s:s, s:s, s:s}", "row", (json_int_t)row + 1, "field", "",
+                                                    "code", "bad_request", "message", err));
+        }
+        if (json_array_size(batch) == IMPORT_BATCH || (!more && json_array_size(batch))) {
+            o.validate_only = !o.partial && json_array_size(errors) > 0;
+            ok = write_import(&w, r.form, batch, first, &o, &res, &out);
+            first = row + 1;
+            json_array_clear(batch);
+        }
+        if (!more || !ok || json_array_size(errors) >= IMPORT_MAX_ERRORS)
+            break;
+    }
+    json_decref(batch);
+    csv_close(&rd);
+    if (!ok) {
+        if (out.from_db)
+            ctx_db_fail(c, &out.db);
+        else
+            ctx_problem(c, out.code, out.message, json_incref(out.errors));
+        write_result_free(&out);
+        return;
+    }
+    if (json_array_size(errors) && !o.partial) {
+        ctx_problem(c, LOOM_VALIDATION_FAILED, "some rows are not valid: nothing was imported", json_incref(errors));
+        return;
+    }
+    ctx_json(c, 200, json_pack("{s:I, s:I, s:O}", "inserted", (json_int_t)res.inserted, "updated",
+                               (json_int_t)res.updated, "errors", errors));
+}
+
+/* ---- export ---- */
+
+/* The text of a record value for a spreadsheet cell (malloc'd). */
+static char *cell_text(json_t *f, json_t *v)
+{
+    if (!v || json_is_null(v))
+        return strdup("");
+    if (json_is_string(v))
+        return strdup(json_string_value(v));
+    if (json_is_integer(v)) {
+        char t[24];
+        snprintf(t, sizeof t, "%lld", (long long)json_integer_value(v));
+        return strdup(t);
+    }
+    if (json_is_boolean(v))
+        return strdup(json_is_true(v) ? "true" : "false");
+    buf b = {0};
+    json_t *list = json_is_array(v) ? v : NULL;
+    size_t n = list ? json_array_size(list) : 1;
+    for (size_t i = 0; i < n; i++) {
+        json_t *x = list ? json_array_get(list, i) : v;
+        const char *s = type_is(f, "file") ? jstr(json_object_get(x, "name")) : jstr(x);
+        buf_printf(&b, "%s%s", i ? "; " : "", s);
+    }
+    return b.data ? b.data : strdup("");
+}
+
+void records_export(void *cp)
+{
+    ctx *c = cp;
+    rec_req r;
+    if (!rec_begin(c, &r))
+        return;
+    const char *q = c->req->query;
+    const char *format = query_param(c->a, q, "format"), *filter = query_param(c->a, q, "filter"),
+               *header = query_param(c->a, q, "header");
+    bool xlsx = format && !strcmp(format, "xlsx");
+    if (format && !xlsx && strcmp(format, "csv")) {
+        ctx_problem(c, LOOM_BAD_REQUEST, "format is csv or xlsx", NULL);
+        return;
+    }
+    query_spec spec = {.sort = query_param(c->a, q, "sort"), .fields = query_param(c->a, q, "fields"), .limit = EXPORT_PAGE};
+    if (!spec.sort)
+        spec.sort = "id";
+    if (filter && *filter) {
+        char e[200];
+        spec.filter = bundle_parse(filter, strlen(filter), e, sizeof e);
+        if (!spec.filter) {
+            filter_err fe = {.code = LOOM_BAD_FILTER};
+            snprintf(fe.path, sizeof fe.path, "/filter");
+            snprintf(fe.message, sizeof fe.message, "%s", e);
+            rec_problem(c, &fe);
+            return;
+        }
+        arena_defer(c->a, decref_cb, spec.filter);
+    }
+    json_t *app = json_object_get(r.snap->bundle, "app");
+    const char *locale = app_locale(c, json_object_get(app, "locales"));
+    json_t *fields = json_object_get(bundle_item(json_object_get(r.snap->bundle, "forms"), r.form), "fields");
+    json_t *rows = json_array(), *cols = NULL;
+    arena_defer(c->a, decref_cb, rows);
+    char *cursor = NULL;
+    do {
+        query qy;
+        filter_err fe;
+        spec.cursor = cursor;
+        if (!query_list(&r.fc, r.form, &spec, &qy, &fe)) {
+            rec_problem(c, &fe);
+            query_free(&qy);
+            free(cursor);
+            return;
+        }
+        if (!cols) {   /* the columns: what the query selects, subforms left out */
+            cols = json_array();
+            arena_defer(c->a, decref_cb, cols);
+            size_t i;
+            json_t *o;
+            json_array_foreach(qy.out, i, o)
+            {
+                const char *name = jstr(json_array_get(o, 0));
+                if (!type_is(bundle_item(fields, name), "subform"))
+                    json_array_append_new(cols, json_string(name));
+            }
+        }
+        PGresult *res = rec_run(c, &qy.sql, qy.args);
+        free(cursor);
+        cursor = NULL;
+        if (!res) {
+            query_free(&qy);
+            return;
+        }
+        json_t *items = query_items(&qy, res, &cursor);
+        json_array_extend(rows, items);
+        json_decref(items);
+        query_free(&qy);
+    } while (cursor);
+
+    size_t ncols = json_array_size(cols);
+    json_t *heads = json_array();
+    arena_defer(c->a, decref_cb, heads);
+    for (size_t k = 0; k < ncols; k++) {
+        const char *name = jstr(json_array_get(cols, k));
+        json_t *f = bundle_item(fields, name);
+        json_array_append_new(heads, f && !(header && !strcmp(header, "id"))
+                                         ? schema_label(json_object_get(f, "label"), locale, json_object_get(app, "locales"), name)
+                                         : json_string(name));
+    }
+    char disp[160];
+    snprintf(disp, sizeof disp, "attachment; filename=\"%s.%s\"", r.form, xlsx ? "xlsx" : "csv");
+    if (!xlsx) {
+        buf *out = &c->res->body;
+        buf_reset(out);
+        buf_puts(out, "\xEF\xBB\xBF");   /* so spreadsheets read UTF-8 */
+        for (size_t k = 0; k < ncols; k++) {
+            if (k)
+                buf_puts(out, ",");
+            csv_cell(out, jstr(json_array_get(heads, k)), true);
+        }
+        buf_puts(out, "\r\n");
+        size_t i;
+        json_t *rec;
+        json_array_foreach(rows, i, rec)
+        {
+            for (size_t k = 0; k < ncols; k++) {
+                const char *name = jstr(json_array_get(cols, k));
+                json_t *f = bundle_item(fields, name);
+                char *t = cell_text(f, json_object_get(rec, name));
+                if (k)
+                    buf_puts(out, ",");
+                csv_cell(out, t, texty(f) && f);
+                free(t);
+            }
+            buf_puts(out, "\r\n");
+        }
+        c->res->status = 200;
+        c->res->content_type = "text/csv; charset=utf-8";
+        http_response_header(c->res, "Content-Disposition", disp);
+        http_response_header(c->res, "X-Content-Type-Options", "nosniff");
+        return;
+    }
+    /* XLSX: libxlsxwriter writes a file; the response is its bytes */
+    char path[] = "/tmp/loom-export-XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0) {
+        ctx_problem(c, LOOM_INTERNAL, "could not make a temporary file", NULL);
+        return;
+    }
+    close(fd);
+    lxw_workbook_options wo = {.constant_memory = LXW_TRUE, .tmpdir = "/tmp"};
+    lxw_workbook *wb = workbook_new_opt(path, &wo);
+    lxw_worksheet *ws = wb ? workbook_add_worksheet(wb, NULL) : NULL;
+    bool ok = ws != NULL;
+    for (size_t k = 0; ok && k < ncols; k++)
+        worksheet_write_string(ws, 0, (lxw_col_t)k, jstr(json_array_get(heads, k)), NULL);
+    size_t i;
+    json_t *rec;
+    json_array_foreach(ok ? rows : NULL, i, rec)
+    {
+        for (size_t k = 0; k < ncols; k++) {
+            const char *name = jstr(json_array_get(cols, k));
+            json_t *f = bundle_item(fields, name), *v = json_object_get(rec, name);
+            lxw_row_t row = (lxw_row_t)(i + 1);
+            if (json_is_integer(v)) {
+                worksheet_write_number(ws, row, (lxw_col_t)k, (double)json_integer_value(v), NULL);
+            } else if ((type_is(f, "decimal") || type_is(f, "money")) && json_is_string(v)) {
+                worksheet_write_number(ws, row, (lxw_col_t)k, strtod(json_string_value(v), NULL), NULL);
+            } else if (json_is_boolean(v)) {
+                worksheet_write_boolean(ws, row, (lxw_col_t)k, json_is_true(v), NULL);
+            } else if (v && !json_is_null(v)) {
+                char *t = cell_text(f, v);
+                char *n = texty(f) && f ? csv_neutral(t) : strdup(t);
+                worksheet_write_string(ws, row, (lxw_col_t)k, n, NULL);
+                free(n);
+                free(t);
+            }
+        }
+    }
+    ok = wb && workbook_close(wb) == LXW_NO_ERROR && ok;
+    FILE *fp = ok ? fopen(path, "rb") : NULL;
+    buf_reset(&c->res->body);
+    char chunk[65536];
+    size_t n;
+    while (fp && (n = fread(chunk, 1, sizeof chunk, fp)) > 0)
+        buf_append(&c->res->body, chunk, n);
+    if (fp)
+        fclose(fp);
+    unlink(path);
+    if (!ok || !fp) {
+        ctx_problem(c, LOOM_INTERNAL, "could not write the workbook", NULL);
+        return;
+    }
+    c->res->status = 200;
+    c->res->content_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
+    http_response_header(c->res, "Content-Disposition", disp);
+    http_response_header(c->res, "X-Content-Type-Options", "nosniff");
+}

@@ -1,0 +1,26 @@
+/* records.h - what the record routes share (record_routes.c, io_routes.c):
+ * the app and form a request names, resolved for its caller. */
+#ifndef LOOM_RECORDS_H
+#define LOOM_RECORDS_H
+
+#include "handlers.h"
+#include "meta.h"
+#include "store/filter.h"
+#include "store/write.h"
+
+typedef struct rec_req {
+    app_snapshot *snap;   /* released with the request */
+    filter_ctx fc;        /* the caller */
+    const char *form;
+} rec_req;
+
+/* Resolves {app}/{form} for the caller; false after responding 404. */
+bool rec_begin(ctx *c, rec_req *r);
+/* Responds with a filter or query problem. */
+void rec_problem(ctx *c, const filter_err *e);
+/* Runs run-time SQL with text arguments; NULL after responding. */
+PGresult *rec_run(ctx *c, const buf *sql, json_t *args);
+/* The write context of the request. */
+write_ctx rec_write_ctx(ctx *c, rec_req *r);
+
+#endif
