@@ -736,6 +736,144 @@ static void test_files(void **state)
     free(p2);
 }
 
+/* ---- import and export ---- */
+
+static h_resp post_csv(const char *token, const char *query, const char *csv)
+{
+    return req("POST", token, "Content-Type: text/csv\r\n", csv, "/api/apps/shop/forms/%s", query);
+}
+
+static void test_import(void **state)
+{
+    (void)state;
+    long long before = sql_int("SELECT count(*) FROM app_shop.customer");
+    /* all or nothing: one bad row, nothing written; every problem with its row */
+    h_resp r = post_csv(clerk, "customer/import",
+                        "\xEF\xBB\xBFname,级别,tags\r\nImp A,vip,fleet\r\nImp B,gold,\r\n,normal,retail; nope\r\n");
+    expect_errors(&r, 422, "validation_failed", NULL);
+    assert_int_equal(sql_int("SELECT count(*) FROM app_shop.customer"), before);
+    r = post_csv(clerk, "customer/import",
+                 "name,级别,tags\r\nImp A,vip,fleet\r\nImp B,gold,\r\n,normal,retail; nope\r\n");
+    char *got = errors_of(&r);   /* "row" and "field" instead of paths: check the raw list */
+    free(got);
+    json_t *errs = json_object_get(r.json, "errors");
+    assert_int_equal(json_array_size(errs), 3);
+    json_t *e0 = json_array_get(errs, 0);
+    assert_int_equal(json_integer_value(json_object_get(e0, "row")), 2);
+    assert_string_equal(json_string_value(json_object_get(e0, "field")), "level");
+    assert_string_equal(json_string_value(json_object_get(e0, "code")), "not_an_option");
+    h_resp_free(&r);
+    /* partial: the good rows go in */
+    r = post_csv(clerk, "customer/import?partial=true",
+                 "name,级别,tags\r\nImp A,vip,fleet\r\nImp B,gold,\r\n,normal,retail; nope\r\n");
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "inserted")), 1);
+    assert_int_equal(json_array_size(json_object_get(r.json, "errors")), 3);
+    h_resp_free(&r);
+    /* quoting, lists, a neutralised formula read back, defaults for empty cells, history */
+    r = post_csv(clerk, "customer/import",
+                 "name,email,tags,level\n\"Imp, \"\"Quoted\"\"\nCo\",q@imp.cn,retail ; fleet,\n'=1+2,,,vip\n");
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "inserted")), 2);
+    h_resp_free(&r);
+    assert_int_equal(sql_int("SELECT count(*) FROM app_shop.customer WHERE name = E'Imp, \"Quoted\"\\nCo' "
+                             "AND tags = '{retail,fleet}' AND level = 'normal' AND _owner IS NOT NULL"),
+                     1);
+    assert_int_equal(sql_int("SELECT count(*) FROM app_shop.customer WHERE name = '=1+2'"), 1);
+    assert_int_equal(sql_int("SELECT count(*) FROM loom.history h JOIN app_shop.customer c ON c.id = h.record "
+                             "AND h.form = 'customer' WHERE c.name = '=1+2' AND h.action = 'create'"),
+                     1);
+    /* a clash inside the file: the row that clashes */
+    r = post_csv(clerk, "customer/import", "name\nImp Twin\nImp Twin\n");
+    assert_int_equal(r.status, 422);
+    e0 = json_array_get(json_object_get(r.json, "errors"), 0);
+    assert_int_equal(json_integer_value(json_object_get(e0, "row")), 2);
+    assert_string_equal(json_string_value(json_object_get(e0, "code")), "not_unique");
+    h_resp_free(&r);
+    assert_int_equal(sql_int("SELECT count(*) FROM app_shop.customer WHERE name = 'Imp Twin'"), 0);
+    /* a hidden column is an unknown one; a read-only one fails its rows */
+    r = post_csv(clerk, "customer/import", "name,owner_note\nImp C,x\n");
+    expect_errors(&r, 422, "validation_failed", NULL);
+    r = post_csv(clerk, "customer/import", "name,credit\nImp C,5\n");
+    assert_int_equal(r.status, 422);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(r.json, "errors"), 0), "code")),
+                        "readonly");
+    h_resp_free(&r);
+    /* upsert by a unique key */
+    r = post_csv(manager, "customer/import?mode=upsert&key=name", "name,email\nImp A,upd@imp.cn\nImp D,d@imp.cn\n");
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "updated")), 1);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "inserted")), 1);
+    h_resp_free(&r);
+    assert_int_equal(sql_int("SELECT count(*) FROM app_shop.customer WHERE name = 'Imp A' AND email = 'upd@imp.cn' "
+                             "AND _version = 2"),
+                     1);
+    r = post_csv(manager, "customer/import?mode=upsert&key=email", "name\nX\n");
+    expect_errors(&r, 400, "bad_request", NULL);
+    /* orders: refs checked for the whole file at once, autonumbers in a row, formulas computed */
+    long long maxid = sql_int("SELECT coalesce(max(id), 0) FROM app_shop.\"order\"");
+    r = post_csv(manager, "order/import", "customer,discount\n1,5\n1,7\n999999,1\n");
+    expect_errors(&r, 422, "validation_failed", NULL);
+    buf csv = {0};
+    buf_puts(&csv, "customer,discount,urgent\n");
+    for (int i = 0; i < 120; i++)
+        buf_printf(&csv, "1,%d,%s\n", i % 50, i % 2 ? "no" : "否");
+    r = post_csv(manager, "order/import", csv.data);
+    buf_free(&csv);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "inserted")), 120);
+    h_resp_free(&r);
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT count(DISTINCT number) FILTER (WHERE urgent = false AND total = 0 AND boom = 2) "
+             "+ 1000 * (max(right(number, 4)::int) - min(right(number, 4)::int) + 1) FROM app_shop.\"order\" WHERE id > %lld",
+             maxid);
+    assert_int_equal(sql_int(sql), 120 + 1000 * 120);
+}
+
+static void test_export(void **state)
+{
+    (void)state;
+    create_id(manager, "customer", "{\"name\": \"=HYPERLINK(\\\"http://x\\\")\", \"owner_note\": \"hush\", \"credit\": 7}");
+    h_resp r = req("GET", clerk, NULL, NULL, "/api/apps/shop/forms/customer/export?filter=%%7B%%22name%%22%%3A%%7B%%22%%24contains%%22%%3A%%22HYPER%%22%%7D%%7D");
+    if (r.status != 200)
+        fprintf(stderr, "%s\n", r.body);
+    assert_int_equal(r.status, 200);
+    char h[256];
+    assert_true(h_resp_header(&r, "Content-Type", h, sizeof h));
+    assert_string_equal(h, "text/csv; charset=utf-8");
+    assert_memory_equal(r.body, "\xEF\xBB\xBF", 3);
+    assert_non_null(strstr(r.body, ",Level,"));              /* labels in the header */
+    assert_null(strstr(r.body, "owner_note"));               /* hidden from the clerk */
+    assert_null(strstr(r.body, "hush"));
+    assert_non_null(strstr(r.body, "\"'=HYPERLINK(\"\"http://x\"\")\""));   /* neutralised and quoted */
+    assert_non_null(strstr(r.body, ",7.00,"));
+    int lines = 0;
+    for (const char *p = r.body; (p = strstr(p, "\r\n")); p += 2)
+        lines++;
+    assert_int_equal(lines, 2);   /* the header and the one match */
+    h_resp_free(&r);
+    /* every record, across pages, as the manager sees them */
+    long long n = sql_int("SELECT count(*) FROM app_shop.customer");
+    r = req("GET", manager, NULL, NULL, "/api/apps/shop/forms/customer/export?header=id&fields=name,owner_note");
+    assert_int_equal(r.status, 200);
+    assert_memory_equal(r.body + 3, "id,name,owner_note\r\n", 20);
+    lines = 0;
+    for (const char *p = r.body; (p = strstr(p, "\r\n")); p += 2)
+        lines++;
+    assert_true(lines >= n + 1);   /* a quoted cell may hold a line break of its own */
+    h_resp_free(&r);
+    r = req("GET", manager, NULL, NULL, "/api/apps/shop/forms/customer/export?format=xlsx");
+    assert_int_equal(r.status, 200);
+    assert_true(r.body_len > 1000);
+    assert_memory_equal(r.body, "PK", 2);   /* a zip: the OOXML package */
+    h_resp_free(&r);
+    r = req("GET", clerk, NULL, NULL, "/api/apps/shop/forms/customer/export?fields=owner_note");
+    expect_errors(&r, 400, "unknown_field", NULL);
+    r = req("GET", clerk, NULL, NULL, "/api/apps/shop/forms/customer/export?format=pdf");
+    expect_errors(&r, 400, "bad_request", NULL);
+}
+
 /* ---- idempotency and concurrency ---- */
 
 typedef struct shot {
@@ -871,6 +1009,8 @@ int main(void)
         cmocka_unit_test(test_history_hides_fields),
         cmocka_unit_test(test_expand),
         cmocka_unit_test(test_files),
+        cmocka_unit_test(test_import),
+        cmocka_unit_test(test_export),
         cmocka_unit_test(test_idempotency_key),
         cmocka_unit_test(test_parallel_autonumbers),
         cmocka_unit_test(test_parallel_patch_same_version),
