@@ -101,6 +101,15 @@ static void arg_int(json_t *args, long long v)
     arg(args, t);
 }
 
+/* The acting user's id as a parameter: NULL for the system actor (0). */
+static void arg_me(json_t *args, long long me)
+{
+    if (me)
+        arg_int(args, me);
+    else
+        arg(args, NULL);
+}
+
 static void arg_json(json_t *args, json_t *v)
 {
     char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
@@ -262,7 +271,7 @@ static json_t *default_value(wr *x, json_t *f)
     json_t *d = json_object_get(f, "default");
     const char *s = json_string_value(d);
     if (s && !strcmp(s, "me") && is(f, "user"))
-        return json_integer(x->w->fc->me);
+        return x->w->fc->me ? json_integer(x->w->fc->me) : json_null();   /* the system actor is nobody */
     if (s && (!strcmp(s, "now") || !strcmp(s, "today")) && (is(f, "date") || is(f, "datetime"))) {
         if (!clock(x))
             return NULL;
@@ -1379,8 +1388,8 @@ bool write_create(const write_ctx *w, const char *form, json_t *body, write_resu
         json_t *ch = changes(&x, NULL, rec);
         json_t *owner = json_object_get(rec, "_owner");
         arg_json(args, vals);
-        arg_int(args, json_is_integer(owner) ? json_integer_value(owner) : w->fc->me);
-        arg_int(args, w->fc->me);
+        arg_me(args, json_is_integer(owner) ? json_integer_value(owner) : w->fc->me);
+        arg_me(args, w->fc->me);
         arg(args, w->app);
         arg(args, form);
         arg_json(args, ch);
@@ -1527,7 +1536,7 @@ bool write_update(const write_ctx *w, const char *form, const char *id, json_t *
         json_t *owner = json_object_get(rec, "_owner");
         arg(args, id);
         arg_json(args, vals);
-        arg_int(args, w->fc->me);
+        arg_me(args, w->fc->me);
         arg(args, w->app);
         arg(args, form);
         arg_json(args, ch);
@@ -1590,7 +1599,7 @@ bool write_delete(const write_ctx *w, const char *form, const char *id, long lon
         arg(args, id);
         arg(args, w->app);
         arg(args, form);
-        arg_int(args, w->fc->me);
+        arg_me(args, w->fc->me);
         arg_json(args, ch);
         buf sql = {0};
         buf_puts(&sql, "WITH d AS (DELETE FROM ");
@@ -1768,7 +1777,10 @@ static bool bulk_insert(wr *x, json_t *recs)
     }
     json_t *flow = bundle_flow(x->w->fc->bundle, x->form);
     char me[24];
-    snprintf(me, sizeof me, "%lld", x->w->fc->me);
+    if (x->w->fc->me)
+        snprintf(me, sizeof me, "%lld", x->w->fc->me);
+    else
+        snprintf(me, sizeof me, "\\N");   /* the system actor */
     buf rows = {0}, hist = {0}, cols = {0}, def = {0};
     columns(x->fields, NULL, &cols, &def, true);
     buf_free(&def);
