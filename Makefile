@@ -13,6 +13,7 @@ endif
 
 LISTEN ?= 127.0.0.1:8080
 DATA_DIR ?= ./loom-data
+SEED_CUSTOMERS ?= 1000
 DEMO_ADMIN ?= admin
 DEMO_PASSWORD ?= loom-demo-admin
 
@@ -31,6 +32,7 @@ build: deps $(BUILD_DIR)/CMakeCache.txt
 
 run: build
 	./$(BUILD_DIR)/loom app import apps/4s-template --publish --data-dir $(DATA_DIR)
+	./$(BUILD_DIR)/loom app seed fours --spec apps/4s-template/seed.json --scale $(SEED_CUSTOMERS) --if-empty --data-dir $(DATA_DIR)
 	@echo "loom: demo admin (created on first start of an empty database): $(DEMO_ADMIN) / $(DEMO_PASSWORD)"
 	LOOM_ADMIN_USER=$(DEMO_ADMIN) LOOM_ADMIN_PASSWORD=$(DEMO_PASSWORD) \
 	  ./$(BUILD_DIR)/loom serve --listen $(LISTEN) --data-dir $(DATA_DIR)

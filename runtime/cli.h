@@ -23,5 +23,6 @@ void cli_db_finish(void);
 int cli_db(int argc, char **argv);     /* loom db start|stop|status|psql */
 int cli_user(int argc, char **argv);   /* loom user add ... */
 int cli_app(int argc, char **argv);    /* loom app check ... */
+int cli_seed(int argc, char **argv);   /* loom app seed APP ... (from cli_app) */
 
 #endif

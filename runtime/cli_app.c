@@ -22,7 +22,8 @@ static int usage(void)
     fprintf(stderr, "usage: loom app check PATH\n"
                     "       loom app import PATH [--publish] [--db URL] [--data-dir DIR]\n"
                     "       loom app export APP [-o FILE|DIR] [--version N] [--db URL] [--data-dir DIR]\n"
-                    "       loom app list [--db URL] [--data-dir DIR]\n");
+                    "       loom app list [--db URL] [--data-dir DIR]\n"
+                    "       loom app seed APP --spec FILE [--scale N] [--seed N] [--if-empty] [--db URL] [--data-dir DIR]\n");
     return 2;
 }
 
@@ -270,5 +271,7 @@ int cli_app(int argc, char **argv)
         return app_export(argc - 1, argv + 1);
     if (argc >= 1 && strcmp(argv[0], "list") == 0)
         return app_list(argc - 1, argv + 1);
+    if (argc >= 1 && strcmp(argv[0], "seed") == 0)
+        return cli_seed(argc - 1, argv + 1);
     return usage();
 }
