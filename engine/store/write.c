@@ -1784,7 +1784,8 @@ static bool bulk_insert(wr *x, json_t *recs)
     buf rows = {0}, hist = {0}, cols = {0}, def = {0};
     columns(x->fields, NULL, &cols, &def, true);
     buf_free(&def);
-    json_t *children = json_object();   /* subform id -> buf of its rows (as a JSON string) */
+    size_t nsub = json_array_size(x->fields);
+    buf *children = calloc(nsub + 1, sizeof *children);   /* per field: its subform rows */
     bool ok = true;
     json_t *rec;
     json_array_foreach(recs, i, rec)
@@ -1810,29 +1811,21 @@ static bool bulk_insert(wr *x, json_t *recs)
                 copy_value(&rows, f, json_object_get(rec, fid));
                 continue;
             }
-            json_t *crows = json_object_get(children, fid);
-            if (!crows) {
-                crows = json_string("");
-                json_object_set_new(children, fid, crows);
-            }
-            buf cb = {0};
-            buf_puts(&cb, json_string_value(crows));
+            buf *cb = &children[k];
             size_t r;
             json_t *row;
             json_array_foreach(json_object_get(rec, fid), r, row)
             {
-                buf_printf(&cb, "%s\t%zu", id, r);
+                buf_printf(cb, "%s\t%zu", id, r);
                 size_t m;
                 json_t *sf;
                 json_array_foreach(json_object_get(f, "fields"), m, sf)
                 {
-                    buf_puts(&cb, "\t");
-                    copy_value(&cb, sf, json_object_get(row, jstr(json_object_get(sf, "id"))));
+                    buf_puts(cb, "\t");
+                    copy_value(cb, sf, json_object_get(row, jstr(json_object_get(sf, "id"))));
                 }
-                buf_puts(&cb, "\n");
+                buf_puts(cb, "\n");
             }
-            json_string_setn(crows, cb.data ? cb.data : "", cb.len);
-            buf_free(&cb);
         }
         buf_puts(&rows, "\n");
         json_t *ch = changes(x, NULL, rec);
@@ -1845,13 +1838,12 @@ static bool bulk_insert(wr *x, json_t *recs)
     buf_printf(&target, "%s (\"id\", \"_owner\", \"_created_by\", \"_updated_by\"%s%s)", table, flow ? ", \"_state\"" : "",
                cols.data ? cols.data : "");
     ok = copy_in(x, target.data, &rows);
-    const char *sid;
-    json_t *crows;
-    json_object_foreach(children, sid, crows)
+    json_array_foreach(x->fields, i, f)
     {
-        if (!ok || !json_string_length(crows))
+        if (!ok || !children[i].len)
             continue;
-        json_t *sub = bundle_item(x->fields, sid);
+        json_t *sub = f;
+        const char *sid = jstr(json_object_get(f, "id"));
         char child[DDL_NAME_MAX + 1];
         child_table(x->form, sid, child);
         buf_reset(&target);
@@ -1859,19 +1851,18 @@ static bool bulk_insert(wr *x, json_t *recs)
         buf sc = {0}, sd = {0};
         columns(json_object_get(sub, "fields"), NULL, &sc, &sd, true);
         buf_printf(&target, " (\"_parent\", \"_pos\"%s)", sc.data ? sc.data : "");
-        buf data = {0};
-        buf_append(&data, json_string_value(crows), json_string_length(crows));
-        ok = copy_in(x, target.data, &data);
+        ok = copy_in(x, target.data, &children[i]);
         buf_free(&sc);
         buf_free(&sd);
-        buf_free(&data);
     }
     ok = ok && copy_in(x, "loom.history (app, form, record, actor, action, changes)", &hist);
     buf_free(&target);
     buf_free(&rows);
     buf_free(&hist);
     buf_free(&cols);
-    json_decref(children);
+    for (size_t k = 0; k < nsub; k++)
+        buf_free(&children[k]);
+    free(children);
     return ok;
 }
 
@@ -1920,6 +1911,103 @@ static bool import_one(const write_ctx *w, const char *form, json_t *body, const
         write_result_free(&one);
     }
     return true;
+}
+
+/* The unique keys of the form (fields and groups; autonumbers come from
+ * counters and cannot clash): an array of arrays of field ids. */
+static json_t *unique_keys(wr *x)
+{
+    json_t *keys = json_array();
+    size_t i;
+    json_t *f;
+    json_array_foreach(x->fields, i, f) if (json_is_true(json_object_get(f, "unique")) && !is(f, "subform"))
+        json_array_append_new(keys, json_pack("[O]", json_object_get(f, "id")));
+    json_array_foreach(json_object_get(x->fdef, "unique"), i, f) json_array_append(keys, f);
+    return keys;
+}
+
+/* Marks (in bad, by index into recs) the records whose unique keys clash
+ * with one another or with stored records, as not_unique problems of
+ * their rows: COPY would fail the batch without saying which row. */
+static bool unique_precheck(wr *x, json_t *recs, const long *rownum, json_t *bad, write_import_result *res)
+{
+    json_t *keys = unique_keys(x);
+    size_t k;
+    json_t *key;
+    bool ok = true;
+    json_array_foreach(keys, k, key)
+    {
+        json_t *seen = json_object(), *vals = json_array(), *where = json_array();   /* where: index into recs */
+        size_t i;
+        json_t *rec;
+        json_array_foreach(recs, i, rec)
+        {
+            json_t *v = json_array();
+            size_t c;
+            json_t *col;
+            bool null = false;
+            json_array_foreach(key, c, col)
+            {
+                json_t *x1 = json_object_get(rec, jstr(col));
+                null = null || !x1 || json_is_null(x1);
+                json_array_append(v, x1 ? x1 : json_null());
+            }
+            char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+            char idx[24];
+            snprintf(idx, sizeof idx, "%zu", i);
+            if (null) {   /* NULLs never clash */
+            } else if (json_object_get(seen, text)) {
+                json_object_set_new(bad, idx, json_true());
+                json_array_append_new(res->errors, json_pack("{s:I, s:s, s:s, s:s}", "row", (json_int_t)rownum[i], "field",
+                                                             jstr(json_array_get(key, 0)), "code", "not_unique", "message",
+                                                             "another row of the file has this value"));
+            } else {
+                json_object_set_new(seen, text, json_true());
+                json_array_append(vals, v);
+                json_array_append_new(where, json_integer((json_int_t)i));
+            }
+            free(text);
+            json_decref(v);
+        }
+        if (ok && json_array_size(vals)) {
+            buf sql = {0};
+            buf_puts(&sql, "SELECT x.i FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS x(v, i) WHERE EXISTS "
+                           "(SELECT 1 FROM ");
+            qualified(&sql, x->w->fc->schema, x->form);
+            buf_puts(&sql, " AS t WHERE ");
+            size_t c;
+            json_t *col;
+            json_array_foreach(key, c, col)
+            {
+                char tmp[64];
+                json_t *f = bundle_item(x->fields, jstr(col));
+                buf_printf(&sql, "%st.", c ? " AND " : "");
+                ddl_quote(&sql, jstr(col));
+                buf_printf(&sql, " = (x.v->>%zu)::%s", c, f ? ddl_column_type(f, tmp) : "text");
+            }
+            buf_puts(&sql, ")");
+            json_t *args = json_array();
+            arg_json(args, vals);
+            PGresult *r = must(x, sql.data, args);
+            ok = r != NULL;
+            for (int n = 0; r && n < PQntuples(r); n++) {
+                size_t at = (size_t)json_integer_value(json_array_get(where, (size_t)strtoll(PQgetvalue(r, n, 0), NULL, 10) - 1));
+                char idx[24];
+                snprintf(idx, sizeof idx, "%zu", at);
+                json_object_set_new(bad, idx, json_true());
+                json_array_append_new(res->errors, json_pack("{s:I, s:s, s:s, s:s}", "row", (json_int_t)rownum[at], "field",
+                                                             jstr(json_array_get(key, 0)), "code", "not_unique", "message",
+                                                             "another record has this value"));
+            }
+            buf_free(&sql);
+            json_decref(args);
+        }
+        json_decref(seen);
+        json_decref(vals);
+        json_decref(where);
+    }
+    json_decref(keys);
+    return ok;
 }
 
 bool write_import(const write_ctx *w, const char *form, json_t *bodies, long first_row, const write_import_opts *o,
@@ -2027,6 +2115,8 @@ bool write_import(const write_ctx *w, const char *form, json_t *bodies, long fir
     }
     json_decref(x.errors);
     x.errors = json_array();
+    if (ok && json_array_size(recs))
+        ok = unique_precheck(&x, recs, rownum, bad, res);
     json_t *good = json_array();
     json_t *rec;
     json_array_foreach(recs, i, rec)
