@@ -351,7 +351,8 @@ json_t *design_list(db *d, arena *a, json_t *only, loom_err *e)
     return items;
 }
 
-static db_stmt delete_app = {.sql = "DELETE FROM loom.apps WHERE id = $1 RETURNING schema_name"};
+static db_stmt delete_app = {.sql = "WITH h AS (DELETE FROM loom.history WHERE app = $1) "
+                                   "DELETE FROM loom.apps WHERE id = $1 RETURNING schema_name"};
 
 bool design_delete(db *d, arena *a, const char *app, loom_err *e)
 {

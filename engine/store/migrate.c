@@ -65,11 +65,13 @@ static const struct {
     {3, "record history, counters, idempotency keys and files",
      "CREATE TABLE loom.history ("
      "  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
-     "  app text NOT NULL REFERENCES loom.apps(id) ON DELETE CASCADE,"
+     /* no foreign keys: an append-only log written with every record (imports
+      * write millions); deleting an app deletes its history, users are never deleted */
+     "  app text NOT NULL,"
      "  form text NOT NULL,"
      "  record bigint NOT NULL,"
      "  at timestamptz NOT NULL DEFAULT now(),"
-     "  actor bigint REFERENCES loom.users(id) ON DELETE SET NULL,"
+     "  actor bigint,"
      "  action text NOT NULL,"
      "  changes jsonb NOT NULL DEFAULT '{}',"
      "  from_state text, to_state text, transition text, comment text);"

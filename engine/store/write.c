@@ -27,6 +27,8 @@ typedef struct wr {
     write_result *out;
     bool have_clock;
     char now[24], today[12];
+    int clock_use;           /* whether expressions read the clock: -1 not known yet */
+    json_t *orders;          /* formula order per field list ("" the record's, else the subform's id) */
 } wr;
 
 static bool is(json_t *field, const char *type)
@@ -155,6 +157,8 @@ static bool clock(wr *x)
 
 static perm_mode mode(wr *x, const char *sub, const char *id)
 {
+    if (!sub)
+        return perm_field(&x->d, id);
     char name[160];
     snprintf(name, sizeof name, "%s%s%s", sub ? sub : "", sub ? "." : "", id);
     return perm_field(&x->d, name);
@@ -433,7 +437,11 @@ static json_t *formula_value(json_t *f, json_t *v, const char **code, char *msg,
  * to date). what_prefix names the chunks; base is the JSON Pointer of rec. */
 static void formulas(wr *x, json_t *fields, const char *what_prefix, json_t *rec, json_t *view, const char *base)
 {
-    json_t *order = formula_order(fields);
+    json_t *order = json_object_get(x->orders, what_prefix);   /* computed once per write or batch */
+    if (!order) {
+        order = formula_order(fields);
+        json_object_set_new(x->orders, what_prefix, order);
+    }
     size_t i;
     json_t *f;
     json_array_foreach(order, i, f)
@@ -460,7 +468,6 @@ static void formulas(wr *x, json_t *fields, const char *what_prefix, json_t *rec
         json_object_set_new(view, id, lua_value(f, canon));
         json_object_set_new(rec, id, canon);
     }
-    json_decref(order);
 }
 
 static bool empty(json_t *v)
@@ -527,13 +534,43 @@ static bool has_expressions(json_t *fields)
     return false;
 }
 
+static bool mentions_clock(const char *expr)
+{
+    if (!expr)
+        return false;
+    json_t *names = bundle_expr_names(expr);
+    bool yes = json_object_get(names, "now") || json_object_get(names, "today");
+    json_decref(names);
+    return yes;
+}
+
+/* Whether an expression of fields (or of checks) asks now() or today(). */
+static bool uses_clock(json_t *fields, json_t *checks)
+{
+    size_t i;
+    json_t *f;
+    json_array_foreach(fields, i, f)
+    {
+        if (mentions_clock(json_string_value(json_object_get(f, "formula"))) ||
+            mentions_clock(json_string_value(json_object_get(f, "required"))) ||
+            mentions_clock(json_string_value(json_object_get(f, "visible_when"))) ||
+            (is(f, "subform") && uses_clock(json_object_get(f, "fields"), NULL)))
+            return true;
+    }
+    json_array_foreach(checks, i, f) if (mentions_clock(json_string_value(json_object_get(f, "expr")))) return true;
+    return false;
+}
+
 /* Formulas, then conditions and checks, over the whole record. */
 static bool expressions(wr *x, json_t *rec)
 {
     json_t *checks = json_object_get(x->fdef, "checks");
     if (!json_array_size(checks) && !has_expressions(x->fields))
         return true;
-    if (!clock(x))
+    /* the transaction's clock only when an expression reads it: a round trip saved otherwise */
+    if (x->clock_use < 0)
+        x->clock_use = uses_clock(x->fields, checks);
+    if (x->clock_use && !clock(x))
         return false;
     json_t *view = lua_view(x->fields, rec, true);
     json_t *parent = lua_view(x->fields, rec, false);
@@ -1278,6 +1315,8 @@ static bool begin(wr *x, const write_ctx *w, const char *form, write_result *out
     x->out = out;
     x->errors = json_array();
     x->expr_errors = json_array();
+    x->clock_use = -1;
+    x->orders = json_object();
     x->fdef = bundle_item(json_object_get(w->fc->bundle, "forms"), form);
     x->fields = json_object_get(x->fdef, "fields");
     perm_decide(w->fc->bundle, form, w->fc->roles, w->fc->admin, &x->d);
@@ -1300,6 +1339,7 @@ static bool finish(wr *x, bool ok)
     }
     json_decref(x->errors);
     json_decref(x->expr_errors);
+    json_decref(x->orders);
     perm_free(&x->d);
     return ok;
 }
@@ -1726,6 +1766,42 @@ static bool copy_in(wr *x, const char *table_sql, const buf *data)
     return db_failed(x, &e);
 }
 
+/* The changes of a created record, {"f": [null, v], ...} as changes()
+ * makes them, written as COPY text straight away: an import writes one per
+ * row, so no JSON tree is built for it. */
+static void created_changes(wr *x, json_t *rec, buf *out)
+{
+    buf j = {0};
+    buf_puts(&j, "{");
+    size_t i;
+    json_t *f;
+    bool first = true;
+    char small[512];
+    json_array_foreach(x->fields, i, f)
+    {
+        const char *id = jstr(json_object_get(f, "id"));
+        json_t *v = json_object_get(rec, id);
+        if (empty(v))
+            continue;
+        size_t n = json_dumpb(v, small, sizeof small, JSON_COMPACT | JSON_ENCODE_ANY);
+        buf_printf(&j, "%s\"%s\":[null,", first ? "" : ",", id);   /* an id: [a-z0-9_] */
+        if (n <= sizeof small) {
+            buf_append(&j, small, n);
+        } else {
+            char *big = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+            buf_puts(&j, big);
+            free(big);
+        }
+        buf_puts(&j, "]");
+        first = false;
+    }
+    buf_puts(&j, "}");
+    json_t *text = json_stringn_nocheck(j.data, j.len);
+    copy_value(out, NULL, text);
+    json_decref(text);
+    buf_free(&j);
+}
+
 /* Inserts the checked records recs (all valid) with COPY: ids and
  * autonumbers reserved up front, the rows, their subform rows and their
  * history entries. */
@@ -1828,11 +1904,9 @@ static bool bulk_insert(wr *x, json_t *recs)
             }
         }
         buf_puts(&rows, "\n");
-        json_t *ch = changes(x, NULL, rec);
         buf_printf(&hist, "%s\t%s\t%s\t%s\tcreate\t", x->w->app, x->form, id, me);
-        copy_value(&hist, NULL, ch);
+        created_changes(x, rec, &hist);
         buf_puts(&hist, "\n");
-        json_decref(ch);
     }
     buf target = {0};
     buf_printf(&target, "%s (\"id\", \"_owner\", \"_created_by\", \"_updated_by\"%s%s)", table, flow ? ", \"_state\"" : "",
