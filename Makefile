@@ -44,6 +44,8 @@ bench: build
 	./tests/bench/run.sh ./$(BUILD_DIR)
 	./tests/bench/model.sh ./$(BUILD_DIR)
 	./tests/bench/list.sh ./$(BUILD_DIR)
+	./tests/bench/create.sh ./$(BUILD_DIR)
+	./tests/bench/import.sh ./$(BUILD_DIR)
 	./$(BUILD_DIR)/expr_bench 2000000
 
 clean:
