@@ -427,8 +427,15 @@ void records_create(void *cp)
         write_failed(c, &out);
         return;
     }
+    if (out.record && !query_param(c->a, c->req->query, "expand")) {   /* known without reading it back */
+        char etag[32];
+        snprintf(etag, sizeof etag, "\"%lld\"", out.version);
+        http_response_header(c->res, "ETag", etag);
+        ctx_json(c, 201, json_incref(out.record));
+    } else {
+        respond_record(c, &r, 201, out.id, out.version);
+    }
     write_result_free(&out);
-    respond_record(c, &r, 201, out.id, out.version);
     if (claimed && c->res->status == 201) {
         char etag[32];
         snprintf(etag, sizeof etag, "\"%lld\"", out.version);

@@ -20,6 +20,7 @@ struct db {
     PGconn *conn;
     bool up;
     bool in_tx;
+    const char *pending_begin;   /* a BEGIN not sent yet: it travels with the next statement */
     long long last_try_ms;
     unsigned char prepared[DB_MAX_STMTS];
     text_stmt texts[DB_TEXT_STMTS];
@@ -182,13 +183,44 @@ static bool stmt_prepare(db *d, arena *a, db_stmt *st, int nparams, char name[16
     return true;
 }
 
+/* Runs prepared statement name; a pending BEGIN goes first in the same
+ * round trip (libpq pipeline mode). Returns the statement's raw result. */
+static PGresult *exec_prepared(db *d, const char *name, int nparams, const char *const *params)
+{
+    if (!d->pending_begin)
+        return PQexecPrepared(d->conn, name, nparams, params, NULL, NULL, 0);
+    const char *begin_sql = d->pending_begin;
+    d->pending_begin = NULL;
+    if (PQenterPipelineMode(d->conn) != 1)
+        return NULL;
+    PGresult *out = NULL;
+    bool ok = PQsendQueryParams(d->conn, begin_sql, 0, NULL, NULL, NULL, NULL, 0) == 1 &&
+              PQsendQueryPrepared(d->conn, name, nparams, params, NULL, NULL, 0) == 1 && PQpipelineSync(d->conn) == 1;
+    if (ok) {
+        PGresult *b = PQgetResult(d->conn);
+        ok = b && PQresultStatus(b) == PGRES_COMMAND_OK;
+        PQclear(b);
+        PQclear(PQgetResult(d->conn));   /* the NULL that ends BEGIN */
+        out = PQgetResult(d->conn);
+        if (out)
+            PQclear(PQgetResult(d->conn));   /* the NULL that ends the statement */
+        PGresult *sync = PQgetResult(d->conn);
+        ok = ok && sync && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
+        PQclear(sync);
+    }
+    if (PQexitPipelineMode(d->conn) != 1 || !ok) {
+        PQclear(out);
+        return NULL;   /* db_result sees the broken connection */
+    }
+    return out;
+}
+
 PGresult *db_query(db *d, arena *a, db_stmt *st, int nparams, const char *const *params, loom_err *err)
 {
     char name[16];
     if (!db_check(d, err) || !stmt_prepare(d, a, st, nparams, name, err))
         return NULL;
-    PGresult *r = PQexecPrepared(d->conn, name, nparams, params, NULL, NULL, 0);
-    return db_result(d, a, r, err);
+    return db_result(d, a, exec_prepared(d, name, nparams, params), err);
 }
 
 /* The slot of sql in the text statement cache, prepared; -1 with *err set. */
@@ -237,7 +269,7 @@ PGresult *db_query_text(db *d, arena *a, const char *sql, int nparams, const cha
             return NULL;
         char name[16];
         snprintf(name, sizeof name, "t%d", slot);
-        PGresult *r = PQexecPrepared(d->conn, name, nparams, params, NULL, NULL, 0);
+        PGresult *r = exec_prepared(d, name, nparams, params);
         const char *st = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
         /* a publish changed a column's type under the cached plan: prepare it again, once (not inside a
          * transaction, which the error has aborted) */
@@ -258,7 +290,8 @@ void db_query_many(db *d, arena *const *arenas, db_stmt *st, int nparams, int co
     char name[16];
     for (int i = 0; i < count; i++)
         out[i] = NULL;
-    if (!db_check(d, &errs[0]) || !stmt_prepare(d, arenas[0], st, nparams, name, &errs[0])) {
+    if (!db_check(d, &errs[0]) || !db_flush_begin(d, arenas[0], &errs[0]) ||
+        !stmt_prepare(d, arenas[0], st, nparams, name, &errs[0])) {
         for (int i = 1; i < count; i++)
             errs[i] = errs[0];
         return;
@@ -310,13 +343,30 @@ PGresult *db_exec(db *d, arena *a, const char *sql, loom_err *err)
 {
     if (!db_check(d, err))
         return NULL;
+    if (d->pending_begin) {   /* both in one simple query: one round trip */
+        char *both = arena_printf(a, "%s; %s", d->pending_begin, sql);
+        d->pending_begin = NULL;
+        return db_result(d, a, PQexec(d->conn, both), err);
+    }
     return db_result(d, a, PQexec(d->conn, sql), err);
 }
 
+bool db_flush_begin(db *d, arena *a, loom_err *err)
+{
+    if (!d->pending_begin)
+        return true;
+    const char *sql = d->pending_begin;
+    d->pending_begin = NULL;
+    return db_result(d, a, PQexec(d->conn, sql), err) != NULL;
+}
+
+/* A transaction begins with its first statement: BEGIN is sent with it. */
 static bool begin(db *d, arena *a, const char *sql, loom_err *err)
 {
-    if (!db_exec(d, a, sql, err))
+    (void)a;
+    if (!db_check(d, err))
         return false;
+    d->pending_begin = sql;
     d->in_tx = true;
     return true;
 }
@@ -333,6 +383,11 @@ bool db_begin_snapshot(db *d, arena *a, loom_err *err)
 
 bool db_commit(db *d, arena *a, loom_err *err)
 {
+    if (d->pending_begin) {   /* nothing ran: nothing to commit */
+        d->pending_begin = NULL;
+        d->in_tx = false;
+        return true;
+    }
     PGresult *r = db_exec(d, a, "COMMIT", err);
     d->in_tx = false;
     if (!r)
@@ -351,6 +406,10 @@ void db_rollback(db *d)
     if (!d->in_tx)
         return;
     d->in_tx = false;
+    if (d->pending_begin) {
+        d->pending_begin = NULL;
+        return;
+    }
     if (d->conn && PQstatus(d->conn) == CONNECTION_OK)
         PQclear(PQexec(d->conn, "ROLLBACK"));
 }

@@ -55,7 +55,11 @@ PGresult *db_query_text(db *d, arena *a, const char *sql, int nparams, const cha
 /* Runs SQL text without parameters (transaction control, DDL). */
 PGresult *db_exec(db *d, arena *a, const char *sql, loom_err *err);
 
+/* Begins a transaction. BEGIN is not sent on its own: it goes with the
+ * transaction's first statement, in the same round trip. */
 bool db_begin(db *d, arena *a, loom_err *err);
+/* Sends a pending BEGIN now: before using db_conn() directly (COPY). */
+bool db_flush_begin(db *d, arena *a, loom_err *err);
 /* Begins a read-only transaction whose statements all see one snapshot. */
 bool db_begin_snapshot(db *d, arena *a, loom_err *err);
 /* Commits; false (with *err) when the transaction had failed and PostgreSQL

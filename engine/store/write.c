@@ -1403,6 +1403,42 @@ static bool fill_defaults(wr *x, json_t *body, json_t *rec, bool create)
     return true;
 }
 
+/* The record just created as a read would show it to the caller, built
+ * from what was written (r: id, _owner, _created_at, _created_by), or NULL
+ * when only a read can say: a read scope other than "all" (is it readable?)
+ * or subform rows (their ids). */
+static json_t *created_record(wr *x, json_t *rec, PGresult *r, json_t *flow)
+{
+    if (!perm_scope_all(x->d.read))
+        return NULL;
+    size_t i;
+    json_t *f;
+    json_array_foreach(x->fields, i, f) if (is(f, "subform") && json_array_size(json_object_get(rec, jstr(json_object_get(f, "id")))))
+        return NULL;
+    json_t *user = PQgetisnull(r, 0, 3) ? json_null() : json_integer(strtoll(PQgetvalue(r, 0, 3), NULL, 10));
+    json_t *owner = PQgetisnull(r, 0, 1) ? json_null() : json_integer(strtoll(PQgetvalue(r, 0, 1), NULL, 10));
+    json_t *out = json_pack("{s:I, s:i}", "id", (json_int_t)strtoll(PQgetvalue(r, 0, 0), NULL, 10), "_version", 1);
+    if (flow)
+        json_object_set(out, "_state", json_object_get(flow, "initial"));
+    json_object_set_new(out, "_owner", owner);
+    json_object_set_new(out, "_created_at", json_string(PQgetvalue(r, 0, 2)));
+    json_object_set(out, "_created_by", user);
+    json_object_set_new(out, "_updated_at", json_string(PQgetvalue(r, 0, 2)));
+    json_object_set_new(out, "_updated_by", user);
+    json_array_foreach(x->fields, i, f)
+    {
+        const char *id = jstr(json_object_get(f, "id"));
+        if (mode(x, NULL, id) == FIELD_HIDDEN)
+            continue;
+        json_t *v = json_object_get(rec, id);
+        if ((!v || json_is_null(v)) && (is(f, "multiselect") || is(f, "subform")))
+            json_object_set_new(out, id, json_array());
+        else
+            json_object_set(out, id, v ? v : json_null());
+    }
+    return out;
+}
+
 bool write_create(const write_ctx *w, const char *form, json_t *body, write_result *out)
 {
     wr x;
@@ -1444,14 +1480,18 @@ bool write_create(const write_ctx *w, const char *form, json_t *body, write_resu
             buf_printf(&sql, "jsonb_to_record($1::jsonb) AS x(%s)", def.data);
         else
             buf_puts(&sql, "(SELECT $1::jsonb) AS x");
-        buf_puts(&sql, " RETURNING \"id\"), h AS (INSERT INTO loom.history (app, form, record, actor, action, "
-                       "changes) SELECT $4, $5, r.\"id\", $3, 'create', $6::jsonb FROM r) SELECT \"id\" FROM r");
+        buf_puts(&sql, " RETURNING \"id\", \"_owner\", \"_created_at\", \"_created_by\"), h AS (INSERT INTO loom.history "
+                       "(app, form, record, actor, action, changes) SELECT $4, $5, r.\"id\", $3, 'create', $6::jsonb "
+                       "FROM r) SELECT \"id\", \"_owner\", to_char(\"_created_at\" AT TIME ZONE 'UTC', "
+                       "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \"_created_by\" FROM r");
         PGresult *r = write_sql(&x, sql.data, args);
         if (r) {
             out->id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
             out->version = 1;
         }
         ok = r && write_rows(&x, out->id, rec, NULL) && link_files(&x, out->id, rec, NULL);
+        if (ok)
+            out->record = created_record(&x, rec, r, flow);
         buf_free(&sql);
         buf_free(&cols);
         buf_free(&def);
@@ -1666,7 +1706,8 @@ bool write_delete(const write_ctx *w, const char *form, const char *id, long lon
 void write_result_free(write_result *r)
 {
     json_decref(r->errors);
-    r->errors = NULL;
+    json_decref(r->record);
+    r->errors = r->record = NULL;
 }
 
 /* ---- imports ---- */
@@ -1726,8 +1767,10 @@ static void copy_value(buf *out, json_t *f, json_t *v)
 /* COPY table (columns) FROM STDIN with the rows in data. */
 static bool copy_in(wr *x, const char *table_sql, const buf *data)
 {
-    PGconn *conn = db_conn(x->w->db);
     loom_err e = {0};
+    if (!db_flush_begin(x->w->db, x->w->a, &e))
+        return db_failed(x, &e);
+    PGconn *conn = db_conn(x->w->db);
     buf sql = {0};
     buf_printf(&sql, "COPY %s FROM STDIN", table_sql);
     PGresult *r = PQexec(conn, sql.data);
@@ -1970,6 +2013,7 @@ static bool import_one(const write_ctx *w, const char *form, json_t *body, const
             res->updated++;
         else
             res->inserted++;
+        write_result_free(&one);
         db_exec(w->db, w->a, "RELEASE SAVEPOINT loom_row", &e);
     } else if (one.from_db && one.code == LOOM_UNAVAILABLE) {
         *out = one;

@@ -44,6 +44,8 @@ typedef struct write_result {
     bool from_db;           /* the failure is db's, a statement that failed unexpectedly */
     loom_err db;
     long long id, version;  /* the record and its _version after the write */
+    json_t *record;         /* create: the record as the caller reads it, when that is known without a
+                               read (owned; write_result_free), else NULL */
 } write_result;
 
 /* Creates a record of form from body (a JSON object). */

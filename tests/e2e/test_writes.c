@@ -190,6 +190,11 @@ static void test_create_defaults_formulas_autonumber(void **state)
     assert_null(json_object_get(r.json, "owner_note"));            /* hidden from a clerk */
     assert_string_equal(json_string_value(json_array_get(json_object_get(r.json, "tags"), 1)), "o'hara \"q\"");
     long long cust = json_integer_value(json_object_get(r.json, "id"));
+    /* the answer is the record exactly as a read gives it */
+    h_resp g = req("GET", clerk, NULL, NULL, "/api/apps/shop/forms/customer/records/%lld", cust);
+    assert_int_equal(g.status, 200);
+    assert_true(json_equal(g.json, r.json));
+    h_resp_free(&g);
     h_resp_free(&r);
 
     char body[512];
