@@ -191,7 +191,15 @@ static bool value(fx *f, column *col, json_t *v, const char *path)
             if (!f->c->check)
                 return value(f, col, pv, p);
         } else if (!strcmp(k, "$field")) {
-            if (!f->c->field_form || !f->c->check)   /* the record's values are not served yet */
+            if (!f->c->check && f->c->field_values) {   /* a write: the record's value (null matches nothing) */
+                json_t *fv = json_object_get(f->c->field_values, jstr(x));
+                if (!fv || json_is_null(fv)) {
+                    buf_puts(f->sql, "NULL");
+                    return true;
+                }
+                return value(f, col, fv, p);
+            }
+            if (!f->c->field_form || !f->c->check)
                 return fail(f, LOOM_BAD_FILTER, p, "$field is for ref filters");
             json_t *form = bundle_item(json_object_get(f->c->bundle, "forms"), f->c->field_form);
             if (!bundle_item(json_object_get(form, "fields"), jstr(x)) && strcmp(jstr(x), "id") != 0)

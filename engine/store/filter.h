@@ -27,6 +27,7 @@ typedef struct filter_ctx {
     bool check;             /* only check the filter (publishing): parameters and {"$field": f} stand for
                                values not known yet, so $param needs only the id in params */
     const char *field_form; /* the form {"$field": f} names a field of (ref filters), or NULL */
+    json_t *field_values;   /* at run time: the record {"$field": f} reads (a ref filter on a write), or NULL */
 } filter_ctx;
 
 typedef struct filter_err {

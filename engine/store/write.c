@@ -658,7 +658,9 @@ static void note_link(json_t *links, json_t *f, const char *group, json_t *v, co
     json_array_append_new(paths, json_string(path));
 }
 
-static void collect_links(json_t *fields, const char *sub, json_t *rec, json_t *old, json_t *links, const char *base)
+/* rec_values: the record a ref filter's {"$field": f} reads. */
+static void collect_links(json_t *fields, const char *sub, json_t *rec, json_t *old, json_t *links, const char *base,
+                          json_t *rec_values)
 {
     size_t i;
     json_t *f;
@@ -668,11 +670,20 @@ static void collect_links(json_t *fields, const char *sub, json_t *rec, json_t *
         json_t *v = json_object_get(rec, id);
         char path[512], group[160];
         snprintf(path, sizeof path, "%s/%s", base, id);
-        if (old && json_equal(v, json_object_get(old, id)))
-            continue;   /* unchanged: it was checked when it was set */
+        json_t *filter = is(f, "ref") ? json_object_get(f, "filter") : NULL;
+        char *text = filter ? json_dumps(filter, JSON_COMPACT) : NULL;
+        bool per_record = text && strstr(text, "\"$field\"");
+        free(text);
+        /* unchanged: it was checked when it was set, unless its filter reads fields that may have changed */
+        if (old && !per_record && json_equal(v, json_object_get(old, id)))
+            continue;
         if (is(f, "ref")) {
-            snprintf(group, sizeof group, "ref:%s", jstr(json_object_get(f, "form")));
+            /* a ref filter narrows the candidates: a group per field, per record when it reads the record */
+            snprintf(group, sizeof group, "ref:%s%s%s%s%s%s", jstr(json_object_get(f, "form")), filter ? "@" : "",
+                     filter && sub ? sub : "", filter && sub ? "." : "", filter ? id : "", per_record ? base : "");
             note_link(links, f, group, v, path);
+            if (per_record)
+                json_object_set(json_object_get(links, group), "values", rec_values);
         } else if (is(f, "user")) {
             snprintf(group, sizeof group, "user:%s%s%s", sub ? sub : "", sub ? "." : "", id);
             note_link(links, f, json_object_get(f, "roles") ? group : "user:", v, path);
@@ -684,7 +695,7 @@ static void collect_links(json_t *fields, const char *sub, json_t *rec, json_t *
                 char rb[512];
                 snprintf(rb, sizeof rb, "%s/%zu", path, r);
                 json_t *orow = row_by_id(json_object_get(old, id), json_object_get(row, "id"), NULL);
-                collect_links(json_object_get(f, "fields"), id, row, orow, links, rb);
+                collect_links(json_object_get(f, "fields"), id, row, orow, links, rb, rec_values);
             }
         }
     }
@@ -693,7 +704,7 @@ static void collect_links(json_t *fields, const char *sub, json_t *rec, json_t *
 /* Notes the links of rec that changed from old, under base. */
 static void links_of(wr *x, json_t *rec, json_t *old, json_t *links, const char *base)
 {
-    collect_links(x->fields, NULL, rec, old, links, base);
+    collect_links(x->fields, NULL, rec, old, links, base, rec);
     json_t *owner = json_object_get(rec, "_owner");
     char path[64];
     snprintf(path, sizeof path, "%s/_owner", base);
@@ -724,7 +735,20 @@ static bool verify_links(wr *x, json_t *links)
         if (k)
             buf_puts(&sql, " UNION ALL ");
         if (!strncmp(group, "ref:", 4)) {
-            const char *target = group + 4;
+            char target[80];
+            snprintf(target, sizeof target, "%.*s", (int)strcspn(group + 4, "@"), group + 4);
+            json_t *filter = json_object_get(f, "filter");
+            if (filter) {   /* the field's filter, {"$field": f} read from the record written */
+                filter_ctx fc = *x->w->fc;
+                fc.field_values = json_object_get(g, "values");
+                filter_err fe;
+                buf_printf(&sql, "SELECT %d, t.\"id\" FROM ", k);
+                qualified(&sql, x->w->fc->schema, target);
+                arg(args, ids.data);
+                buf_printf(&sql, " AS t WHERE t.\"id\" = ANY($%zu::bigint[]) AND ", json_array_size(args));
+                ok = ok && filter_sql(&fc, target, "t", filter, &sql, args, &fe);
+                buf_puts(&sql, " INTERSECT ");
+            }
             perm_decision d;
             perm_decide(x->w->fc->bundle, target, x->w->fc->roles, x->w->fc->admin, &d);
             buf_printf(&sql, "SELECT %d, t.\"id\" FROM ", k);

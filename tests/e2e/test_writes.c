@@ -337,6 +337,23 @@ static void test_refs_and_users(void **state)
     snprintf(body, sizeof body, "{\"name\": \"Rep B\", \"rep\": %lld}", temp_id);
     r = create(manager, "customer", body);
     expect_errors(&r, 422, "validation_failed", "/rep not_found");
+    /* ref filters: a static one, and one that reads the record ({"$field": "customer"}) */
+    long long v1 = create_id(manager, "vehicle", "{\"vin\": \"RF1\", \"customer\": 1}");
+    snprintf(body, sizeof body, "{\"customer\": %lld, \"vehicle\": %lld, \"referrer\": %lld}", plain, v1, plain);
+    r = create(manager, "visit", body);
+    expect_errors(&r, 422, "validation_failed", "/referrer not_found; /vehicle not_found");
+    snprintf(body, sizeof body, "{\"customer\": 1, \"vehicle\": %lld, \"referrer\": %lld}", v1, vip);
+    r = create(manager, "visit", body);
+    assert_int_equal(r.status, 201);
+    long long visit = json_integer_value(json_object_get(r.json, "id"));
+    h_resp_free(&r);
+    snprintf(body, sizeof body, "{\"customer\": %lld}", plain);   /* the vehicle no longer fits: checked again */
+    r = req("PATCH", manager, NULL, body, "/api/apps/shop/forms/visit/records/%lld", visit);
+    expect_errors(&r, 422, "validation_failed", "/vehicle not_found");
+    snprintf(body, sizeof body, "{\"customer\": %lld, \"vehicle\": null}", plain);
+    r = req("PATCH", manager, NULL, body, "/api/apps/shop/forms/visit/records/%lld", visit);
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
     /* a unique clash: 409 not_unique at the field */
     r = create(manager, "customer", "{\"name\": \"Vip Co\"}");
     expect_errors(&r, 409, "not_unique", "/name not_unique");
