@@ -896,6 +896,139 @@ static void test_export(void **state)
     expect_errors(&r, 400, "bad_request", NULL);
 }
 
+/* ---- hostile input and the permission matrix ---- */
+
+static void test_hostile_bodies(void **state)
+{
+    (void)state;
+    static const char *const keys[] = {
+        "name\\\"; DROP TABLE app_shop.customer; --", "name' OR '1'='1", "\\\"name\\\"", "name--", "NAME", " name",
+        "customer.name", "lines.product", "$where", "id)", "_owner; DELETE", "x\\u00e9", "\\u540d\\u5b57",
+    };
+    int server_errors = 0;
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        char body[256];
+        snprintf(body, sizeof body, "{\"name\": \"Hostile %zu\", \"%s\": \"x\"}", i, keys[i]);
+        h_resp r = create(manager, "customer", body);
+        server_errors += r.status >= 500;
+        if (r.status != 422 && r.status != 400)
+            fprintf(stderr, "%s -> %d %s\n", keys[i], r.status, r.body);
+        assert_true(r.status == 422 || r.status == 400);
+        h_resp_free(&r);
+    }
+    /* hostile values are values: stored and read back as they were */
+    static const char *const values[] = {"'); DROP TABLE app_shop.customer; --", "\\\\'\\\"$1", "%_%", "O'Brien; --"};
+    for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
+        char body[256];
+        snprintf(body, sizeof body, "{\"name\": \"%s %zu\", \"email\": null}", values[i], i);
+        h_resp r = create(manager, "customer", body);
+        assert_int_equal(r.status, 201);
+        json_t *sent = json_loads(body, 0, NULL);
+        assert_non_null(sent);
+        assert_string_equal(str(&r, "name"), json_string_value(json_object_get(sent, "name")));
+        json_decref(sent);
+        h_resp_free(&r);
+    }
+    /* hostile import headers and expand names */
+    h_resp r = post_csv(manager, "customer/import", "\"name\"\"; DROP TABLE x; --\"\nA\n");
+    server_errors += r.status >= 500;
+    assert_int_equal(r.status, 422);
+    h_resp_free(&r);
+    r = req("GET", manager, NULL, NULL, "/api/apps/shop/forms/customer/records?expand=rep%%22%%3B%%20DROP");
+    server_errors += r.status >= 500;
+    assert_int_equal(r.status, 400);
+    h_resp_free(&r);
+    r = req("POST", manager, "Idempotency-Key: '; DROP TABLE loom.idempotency; --\r\n", "{\"name\": \"Hostile key\"}",
+            "/api/apps/shop/forms/customer/records");
+    assert_int_equal(r.status, 201);
+    h_resp_free(&r);
+    assert_int_equal(server_errors, 0);
+    assert_true(sql_int("SELECT count(*) FROM app_shop.customer") > 0);
+    assert_int_equal(sql_int("SELECT count(*) FROM loom.idempotency WHERE key = '''; DROP TABLE loom.idempotency; --'"), 1);
+}
+
+/* Every role x every operation on customers (and what each sees of the fields). */
+static void test_permission_matrix(void **state)
+{
+    (void)state;
+    long long outsider_id;
+    char *outsider = make_user("outsider", "[]", &outsider_id);
+    assert_non_null(outsider);
+    /* a record of the clerk's (normal level) and a vip one of the manager's */
+    long long own = create_id(clerk, "customer", "{\"name\": \"Matrix own\"}");
+    long long vip = create_id(manager, "customer", "{\"name\": \"Matrix vip\", \"level\": \"vip\", \"owner_note\": \"n\"}");
+    struct {
+        const char *who;
+        char *token;
+        int want[8];   /* list, get own, get vip, create, patch own, patch vip, history of vip, export */
+        bool sees_note, writes_credit;
+    } m[] = {
+        {"clerk", clerk, {200, 200, 200, 201, 200, 403, 200, 200}, false, false},
+        {"viewer", viewer, {200, 404, 200, 403, 404, 403, 200, 200}, true, false},   /* hides only contract */
+        {"manager", manager, {200, 200, 200, 201, 200, 200, 200, 200}, true, true},
+        {"outsider", outsider, {404, 404, 404, 404, 404, 404, 404, 404}, false, false},
+        {"admin", admin, {200, 200, 200, 201, 200, 200, 200, 200}, true, true},
+    };
+    for (size_t i = 0; i < sizeof m / sizeof m[0]; i++) {
+        const char *t = m[i].token;
+        int got[8];
+        h_resp r = req("GET", t, NULL, NULL, "/api/apps/shop/forms/customer/records?limit=1000");
+        got[0] = r.status;
+        if (r.status == 200)   /* the list holds no field the role may not see */
+            assert_true((strstr(r.body, "\"owner_note\"") != NULL) == m[i].sees_note);
+        h_resp_free(&r);
+        r = req("GET", t, NULL, NULL, "/api/apps/shop/forms/customer/records/%lld", own);
+        got[1] = r.status;
+        h_resp_free(&r);
+        r = req("GET", t, NULL, NULL, "/api/apps/shop/forms/customer/records/%lld", vip);
+        got[2] = r.status;
+        if (r.status == 200)
+            assert_true((json_object_get(r.json, "owner_note") != NULL) == m[i].sees_note);
+        h_resp_free(&r);
+        char body[128];
+        snprintf(body, sizeof body, "{\"name\": \"Matrix new %s\"}", m[i].who);
+        r = create(t, "customer", body);
+        got[3] = r.status;
+        h_resp_free(&r);
+        snprintf(body, sizeof body, "{\"email\": \"%s@matrix.cn\"}", m[i].who);
+        r = req("PATCH", t, NULL, body, "/api/apps/shop/forms/customer/records/%lld", own);
+        got[4] = r.status;
+        h_resp_free(&r);
+        r = req("PATCH", t, NULL, body, "/api/apps/shop/forms/customer/records/%lld", vip);
+        got[5] = r.status;
+        h_resp_free(&r);
+        r = req("GET", t, NULL, NULL, "/api/apps/shop/forms/customer/records/%lld/history", vip);
+        got[6] = r.status;
+        if (r.status == 200)
+            assert_true((strstr(r.body, "owner_note") != NULL) == m[i].sees_note);
+        h_resp_free(&r);
+        r = req("GET", t, NULL, NULL, "/api/apps/shop/forms/customer/export?header=id");
+        got[7] = r.status;
+        if (r.status == 200)
+            assert_true((strstr(r.body, "owner_note") != NULL) == m[i].sees_note);
+        h_resp_free(&r);
+        for (int k = 0; k < 8; k++)
+            if (got[k] != m[i].want[k])
+                fail_msg("%s: operation %d answered %d, not %d", m[i].who, k, got[k], m[i].want[k]);
+        /* a field it may only read, or not see: refused on write */
+        r = req("PATCH", t, NULL, "{\"credit\": 1}", "/api/apps/shop/forms/customer/records/%lld", own);
+        if (m[i].writes_credit)
+            assert_int_equal(r.status, 200);
+        else
+            assert_true(r.status == 422 || r.status == 404);
+        h_resp_free(&r);
+    }
+    /* deletes last: only the manager (and admins) may */
+    const char *who[] = {clerk, viewer, outsider, manager};
+    int want[] = {403, 403, 404, 204};
+    for (int i = 0; i < 4; i++) {
+        h_resp r = req("DELETE", who[i], NULL, NULL, "/api/apps/shop/forms/customer/records/%lld", vip);
+        assert_int_equal(r.status, want[i]);
+        h_resp_free(&r);
+    }
+    free(outsider);
+}
+
 /* ---- idempotency and concurrency ---- */
 
 typedef struct shot {
@@ -1033,6 +1166,8 @@ int main(void)
         cmocka_unit_test(test_files),
         cmocka_unit_test(test_import),
         cmocka_unit_test(test_export),
+        cmocka_unit_test(test_hostile_bodies),
+        cmocka_unit_test(test_permission_matrix),
         cmocka_unit_test(test_idempotency_key),
         cmocka_unit_test(test_parallel_autonumbers),
         cmocka_unit_test(test_parallel_patch_same_version),
