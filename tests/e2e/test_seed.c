@@ -1,0 +1,113 @@
+/* test_seed.c - `loom app seed` with the 4S spec on a fresh database: the
+ * counts the scale asks for, data that looks like 4S data (VINs that pass the
+ * form's pattern, plates, Chinese names, unique phones), references that
+ * agree (a ticket's customer owns its vehicle), subform rows, autonumbers,
+ * formulas, history as the system actor; --if-empty; the same seed gives
+ * the same data. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+#ifndef SOURCE_DIR
+#error SOURCE_DIR must name the repository
+#endif
+
+static long long count(const char *url, const char *sql)
+{
+    char *v = h_sql_value(url, sql);
+    assert_non_null(v);
+    long long n = strtoll(v, NULL, 10);
+    free(v);
+    return n;
+}
+
+static int seed(const char *url, const char *scale, const char *rng, bool if_empty, char *out, size_t n)
+{
+    const char *argv[] = {h_loom_bin(), "app", "seed", "fours", "--spec", SOURCE_DIR "/apps/4s-template/seed.json",
+                          "--scale", scale, "--seed", rng, "--db", url, if_empty ? "--if-empty" : NULL, NULL};
+    return h_run(argv, NULL, out, n);
+}
+
+static char *fresh(const char *name)
+{
+    char *url = h_fresh_db(name);
+    char out[16384];
+    const char *import[] = {h_loom_bin(), "app", "import", SOURCE_DIR "/apps/4s-template", "--publish", "--db", url, NULL};
+    assert_int_equal(h_run(import, NULL, out, sizeof out), 0);
+    return url;
+}
+
+static void test_seed_4s(void **state)
+{
+    (void)state;
+    char *url = fresh("loomtest_seed");
+    char out[16384];
+    assert_int_equal(seed(url, "200", "7", true, out, sizeof out), 0);
+    assert_null(strstr(out, "were refused"));   /* every generated row was valid */
+    static const struct {
+        const char *table;
+        long long n;
+    } want[] = {{"customer", 200}, {"contact", 120}, {"vehicle", 240}, {"lead", 160}, {"opportunity", 60},
+                {"follow_up", 100}, {"product", 40}, {"sales_order", 50}, {"service_ticket", 120}, {"survey", 60}};
+    long long total = 0;
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        char sql[128];
+        snprintf(sql, sizeof sql, "SELECT count(*) FROM app_fours.%s", want[i].table);
+        assert_int_equal(count(url, sql), want[i].n);
+        total += want[i].n;
+    }
+    /* looks like 4S data */
+    assert_int_equal(count(url, "SELECT count(*) FROM app_fours.vehicle WHERE vin !~ '^[A-HJ-NPR-Z0-9]{17}$'"), 0);
+    assert_int_equal(count(url, "SELECT count(*) FROM app_fours.vehicle WHERE plate_no !~ '^[京沪粤浙苏川鄂陕渝津湘豫鲁闽皖][A-Z]'"), 0);
+    assert_int_equal(count(url, "SELECT count(*) FROM app_fours.customer WHERE name !~ '[一-龥]'"), 0);
+    assert_int_equal(count(url, "SELECT count(DISTINCT phone) FROM app_fours.customer"), 200);
+    assert_int_equal(count(url, "SELECT count(*) FROM app_fours.customer WHERE phone !~ '^1[35789][0-9]{9}$'"), 0);
+    /* references agree; rows, autonumbers and formulas are there */
+    assert_int_equal(count(url, "SELECT count(*) FROM app_fours.service_ticket t JOIN app_fours.vehicle v ON v.id = t.vehicle "
+                                "WHERE v.customer <> t.customer"),
+                     0);
+    assert_true(count(url, "SELECT count(*) FROM app_fours.sales_order__lines") >= 50);
+    assert_int_equal(count(url, "SELECT count(*) FROM app_fours.sales_order WHERE number !~ '^SO-[0-9]{6}-[0-9]{5}$'"), 0);
+    assert_int_equal(count(url, "SELECT count(*) FROM app_fours.vehicle WHERE next_service_km <> mileage - mileage % 5000 + 5000"),
+                     0);
+    assert_true(count(url, "SELECT count(*) FROM app_fours.customer c JOIN loom.users u ON u.id = c.owner_sales "
+                           "WHERE u.app_roles -> 'fours' ?| array['sales', 'sales_manager']") > 150);
+    /* one history entry per record, by the system actor */
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM loom.history WHERE app = 'fours' AND action = 'create' AND actor IS NULL");
+    assert_int_equal(count(url, sql), total);
+    /* --if-empty leaves seeded data alone */
+    assert_int_equal(seed(url, "200", "7", true, out, sizeof out), 0);
+    assert_non_null(strstr(out, "nothing to do"));
+    assert_int_equal(count(url, "SELECT count(*) FROM app_fours.customer"), 200);
+    /* the same seed, the same data */
+    char *again = fresh("loomtest_seed2");
+    assert_int_equal(seed(again, "200", "7", false, out, sizeof out), 0);
+    char *a = h_sql_value(url, "SELECT string_agg(name || phone, ',' ORDER BY id) FROM app_fours.customer");
+    char *b = h_sql_value(again, "SELECT string_agg(name || phone, ',' ORDER BY id) FROM app_fours.customer");
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
+    /* an app that is not published: a clear failure */
+    const char *argv[] = {h_loom_bin(), "app", "seed", "nope", "--spec", SOURCE_DIR "/apps/4s-template/seed.json", "--db",
+                          url, NULL};
+    assert_int_not_equal(h_run(argv, NULL, out, sizeof out), 0);
+    free(again);
+    free(url);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_seed_4s),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
