@@ -29,6 +29,8 @@ typedef struct wr {
     char now[24], today[12];
     int clock_use;           /* whether expressions read the clock: -1 not known yet */
     json_t *orders;          /* formula order per field list ("" the record's, else the subform's id) */
+    char key_prefix[200];    /* of the chunk cache keys */
+    size_t key_len;
 } wr;
 
 static bool is(json_t *field, const char *type)
@@ -135,7 +137,7 @@ static void child_table(const char *form, const char *sub, char out[DDL_NAME_MAX
 
 /* What now() and today() answer during this write: the transaction's time,
  * today in the app's time zone. */
-static bool clock(wr *x)
+static bool tx_clock(wr *x)
 {
     static db_stmt st = {.sql = "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
                                 "to_char(now() AT TIME ZONE $1, 'YYYY-MM-DD')"};
@@ -277,7 +279,7 @@ static json_t *default_value(wr *x, json_t *f)
     if (s && !strcmp(s, "me") && is(f, "user"))
         return x->w->fc->me ? json_integer(x->w->fc->me) : json_null();   /* the system actor is nobody */
     if (s && (!strcmp(s, "now") || !strcmp(s, "today")) && (is(f, "date") || is(f, "datetime"))) {
-        if (!clock(x))
+        if (!tx_clock(x))
             return NULL;
         return json_string(is(f, "date") ? x->today : x->now);
     }
@@ -343,7 +345,14 @@ static json_t *lua_view(json_t *fields, json_t *rec, bool rows)
 static loom_code eval(wr *x, const char *what, const char *code, json_t *vars, json_t **out, char *err, size_t n)
 {
     char key[320];
-    snprintf(key, sizeof key, "%s/%d/%s/%s", x->w->app, x->w->version, x->form, what);
+    if (!x->key_len)   /* "<app>/<version>/<form>/" once per write */
+        x->key_len = (size_t)snprintf(x->key_prefix, sizeof x->key_prefix, "%s/%d/%s/", x->w->app, x->w->version, x->form);
+    size_t wl = strlen(what);
+    if (x->key_len + wl >= sizeof key)
+        wl = sizeof key - x->key_len - 1;
+    memcpy(key, x->key_prefix, x->key_len);
+    memcpy(key + x->key_len, what, wl);
+    key[x->key_len + wl] = '\0';
     *out = NULL;
     int chunk = sandbox_compile(x->w->sb, key, code, strlen(code), true, err, n);
     if (chunk < 0)
@@ -570,7 +579,7 @@ static bool expressions(wr *x, json_t *rec)
     /* the transaction's clock only when an expression reads it: a round trip saved otherwise */
     if (x->clock_use < 0)
         x->clock_use = uses_clock(x->fields, checks);
-    if (x->clock_use && !clock(x))
+    if (x->clock_use && !tx_clock(x))
         return false;
     json_t *view = lua_view(x->fields, rec, true);
     json_t *parent = lua_view(x->fields, rec, false);
@@ -1084,7 +1093,7 @@ static bool autonumbers(wr *x, json_t *rec)
     {
         if (!is(f, "autonumber"))
             continue;
-        if (!clock(x))
+        if (!tx_clock(x))
             return false;
         const char *id = jstr(json_object_get(f, "id"));
         const char *pattern = json_string_value(json_object_get(f, "pattern"));
@@ -1896,7 +1905,7 @@ static bool bulk_insert(wr *x, json_t *recs)
     {
         if (!is(f, "autonumber"))
             continue;
-        if (!clock(x))
+        if (!tx_clock(x))
             return false;
         const char *pattern = json_string_value(json_object_get(f, "pattern"));
         if (!pattern)
