@@ -7,6 +7,8 @@
 
 #include "form/ddl.h"
 #include "model/validate.h"
+#include "rule/sandbox.h"
+#include "store/seed.h"
 
 static bool fail(loom_err *e, loom_code code, const char *message, const char *path)
 {
@@ -229,6 +231,55 @@ static json_t *plan_problems(json_t *plan, bool allow_destructive, loom_code *ou
     return errors;
 }
 
+long design_load_data(db *d, arena *a, const char *app, int version, json_t *bundle, json_t *catalog,
+                      json_t **out_errors, loom_err *e)
+{
+    json_t *data = json_object_get(bundle, "data");
+    if (!json_object_size(data))
+        return 0;
+    const char *tz = json_string_value(json_object_get(json_object_get(bundle, "app"), "timezone"));
+    filter_ctx fc = {.bundle = bundle, .schema = json_string_value(json_object_get(catalog, "schema")), .admin = true,
+                     .system = true, .me = 0, .timezone = tz ? tz : "UTC"};
+    sandbox *sb = sandbox_new(NULL);
+    write_ctx w = {.fc = &fc, .catalog = catalog, .db = d, .a = a, .sb = sb, .app = app, .version = version,
+                   .locale = json_string_value(json_array_get(json_object_get(json_object_get(bundle, "app"), "locales"), 0))};
+    json_t *errors = json_array();
+    write_result dbf;
+    long n = seed_load(&w, data, errors, &dbf);
+    sandbox_free(sb);
+    if (n >= 0) {
+        json_decref(errors);
+        return n;
+    }
+    if (dbf.from_db) {
+        *e = dbf.db;
+        json_decref(errors);
+    } else {
+        *out_errors = errors;
+        fail(e, LOOM_VALIDATION_FAILED, "the seed data is not valid", NULL);
+    }
+    return -1;
+}
+
+long design_load_published_data(db *d, arena *a, const char *app, json_t **out_errors, loom_err *e)
+{
+    static db_stmt latest = {.sql = "SELECT v.version, v.bundle, v.catalog::text FROM loom.apps a JOIN loom.app_versions v "
+                                    "ON v.app = a.id AND v.version = a.published_version WHERE a.id = $1"};
+    const char *p[] = {app};
+    PGresult *r = db_query(d, a, &latest, 1, p, e);
+    if (!r)
+        return -1;
+    if (PQntuples(r) == 0) {
+        fail(e, LOOM_NOT_FOUND, "the app has no published version", NULL);
+        return -1;
+    }
+    json_t *bundle = json_loads(PQgetvalue(r, 0, 1), 0, NULL), *catalog = json_loads(PQgetvalue(r, 0, 2), 0, NULL);
+    long n = design_load_data(d, a, app, atoi(PQgetvalue(r, 0, 0)), bundle, catalog, out_errors, e);
+    json_decref(bundle);
+    json_decref(catalog);
+    return n;
+}
+
 json_t *design_publish(db *d, arena *a, const char *app, const char *note, bool allow_destructive,
                        design_progress_fn progress, void *udata, json_t **out_errors, loom_err *e)
 {
@@ -275,9 +326,16 @@ json_t *design_publish(db *d, arena *a, const char *app, const char *note, bool 
               db_query(d, a, &notify_meta, 1, pn, e);
     free(catalog);
     free(steps_text);
-    if (ok)
+    /* seed data loads on the first publish, in its transaction */
+    long seeded = ok && version == 1
+                      ? design_load_data(d, a, app, version, s.draft, json_object_get(plan, "catalog"), out_errors, e)
+                      : 0;
+    if (ok && seeded >= 0) {
         result = json_pack("{s:i, s:O, s:O}", "version", version, "steps", steps, "destructive",
                            json_object_get(plan, "destructive"));
+        if (version == 1)   /* "seeded" only when this publish loaded the seed data */
+            json_object_set_new(result, "seeded", json_integer(seeded));
+    }
 out:
     json_decref(plan);
     pubstate_free(&s);

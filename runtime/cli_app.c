@@ -20,7 +20,7 @@
 static int usage(void)
 {
     fprintf(stderr, "usage: loom app check PATH\n"
-                    "       loom app import PATH [--publish] [--db URL] [--data-dir DIR]\n"
+                    "       loom app import PATH [--publish [--data]] [--db URL] [--data-dir DIR]\n"
                     "       loom app export APP [-o FILE|DIR] [--version N] [--db URL] [--data-dir DIR]\n"
                     "       loom app list [--db URL] [--data-dir DIR]\n"
                     "       loom app seed APP --spec FILE [--scale N] [--seed N] [--if-empty] [--db URL] [--data-dir DIR]\n");
@@ -103,17 +103,16 @@ static void progress_cb(void *udata, size_t step, size_t total, json_t *s)
 static int app_import(int argc, char **argv)
 {
     const char *path = NULL;
-    bool publish = false;
+    bool publish = false, data = false;
     cli_db_opts o = {0};
     for (int i = 0; i < argc; i++) {
         if (cli_db_option(argc, argv, &i, &o))
             continue;
         if (!strcmp(argv[i], "--publish"))
             publish = true;
-        else if (!strcmp(argv[i], "--data")) {
-            fprintf(stderr, "loom: --data is not available yet: seed data loads with the records engine\n");
-            return 2;
-        } else if (!path && argv[i][0] != '-')
+        else if (!strcmp(argv[i], "--data"))
+            data = true;
+        else if (!path && argv[i][0] != '-')
             path = argv[i];
         else
             return usage();
@@ -148,6 +147,16 @@ static int app_import(int argc, char **argv)
         json_t *res = design_publish(d, a, app, "imported", false, progress_cb, NULL, &errors, &e);
         ok = res != NULL;
         print_problems(errors);
+        long seeded = res ? (long)json_integer_value(json_object_get(res, "seeded")) : 0;
+        if (ok && data && !json_object_get(res, "seeded")) {   /* not a first publish: load it now, as asked */
+            json_decref(errors);
+            errors = NULL;
+            seeded = design_load_published_data(d, a, app, &errors, &e);
+            ok = seeded >= 0;
+            print_problems(errors);
+        }
+        if (ok && seeded > 0)
+            printf("app %s: %ld seed records loaded\n", app, seeded);
         if (res && json_array_size(json_object_get(res, "steps")) == 0)
             printf("app %s: version %lld is already published with this definition; nothing to do\n", app,
                    (long long)json_integer_value(json_object_get(res, "version")));
@@ -156,7 +165,7 @@ static int app_import(int argc, char **argv)
         json_decref(res);
         json_decref(errors);
     } else if (ok) {
-        printf("app %s: draft saved\n", app);
+        printf("app %s: draft saved%s\n", app, data ? " (--data loads with --publish)" : "");
     }
     if (ok && db_commit(d, a, &e)) {
         status = 0;

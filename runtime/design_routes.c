@@ -136,7 +136,7 @@ void design_apps_list(void *cp)
 }
 
 /* POST /api/design/apps (create_only) and POST /api/design/import. */
-static void save_bundle(ctx *c, json_t *bundle, bool create_only, bool publish)
+static void save_bundle(ctx *c, json_t *bundle, bool create_only, bool publish, bool data)
 {
     const char *app = json_string_value(json_object_get(json_object_get(bundle, "app"), "id"));
     if (!c->user->admin && !c->user->designer && !(app && is_designer_of(c, app))) {
@@ -176,6 +176,17 @@ static void save_bundle(ctx *c, json_t *bundle, bool create_only, bool publish)
         }
         json_object_set(out, "version", json_object_get(res, "version"));
         json_object_set(out, "steps", json_object_get(res, "steps"));
+        long seeded = (long)json_integer_value(json_object_get(res, "seeded"));
+        if (data && !json_object_get(res, "seeded")) {   /* not a first publish: load it now, as asked */
+            seeded = design_load_published_data(c->db, c->a, app, &errors, &e);
+            if (seeded < 0) {
+                json_decref(res);
+                json_decref(out);
+                fail(c, &e, errors);
+                return;
+            }
+        }
+        json_object_set_new(out, "seeded", json_integer(seeded));
         json_decref(res);
     }
     ctx_json(c, created ? 201 : 200, out);
@@ -186,7 +197,7 @@ void design_apps_create(void *cp)
     ctx *c = cp;
     json_t *bundle = design_body(c);
     if (bundle)
-        save_bundle(c, bundle, true, false);
+        save_bundle(c, bundle, true, false, false);
 }
 
 void design_import(void *cp)
@@ -195,12 +206,13 @@ void design_import(void *cp)
     json_t *bundle = design_body(c);
     const char *publish = query_param(c->a, c->req->query, "publish");
     const char *data = query_param(c->a, c->req->query, "data");
-    if (data && !strcmp(data, "true")) {
-        ctx_problem(c, LOOM_NOT_IMPLEMENTED, "seed data loads with the records engine", NULL);
+    bool with_data = data && !strcmp(data, "true");
+    if (with_data && !(publish && !strcmp(publish, "true"))) {
+        ctx_problem(c, LOOM_BAD_REQUEST, "data=true loads seed data into the published app: add publish=true", NULL);
         return;
     }
     if (bundle)
-        save_bundle(c, bundle, false, publish && !strcmp(publish, "true"));
+        save_bundle(c, bundle, false, publish && !strcmp(publish, "true"), with_data);
 }
 
 void design_app_get(void *cp)

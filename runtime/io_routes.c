@@ -49,70 +49,6 @@ static void decref_cb(void *p)
 
 /* ---- import ---- */
 
-/* The field a header cell names: an id, or a label in any locale. */
-static json_t *header_field(json_t *fields, const char *h)
-{
-    json_t *f = bundle_item(fields, h);
-    if (f)
-        return f;
-    size_t i;
-    json_array_foreach(fields, i, f)
-    {
-        json_t *label = json_object_get(f, "label");
-        if (json_is_string(label) && !strcasecmp(json_string_value(label), h))
-            return f;
-        const char *k;
-        json_t *v;
-        json_object_foreach(label, k, v) if (json_is_string(v) && !strcasecmp(json_string_value(v), h)) return f;
-    }
-    return NULL;
-}
-
-/* A cell as the JSON value of its field: numbers and booleans parsed when
- * they are ones (otherwise the text, which validation reports), lists split
- * on ";", an apostrophe that neutralised a formula dropped. */
-static json_t *cell_value(json_t *f, const char *s)
-{
-    if (*s == '\'' && s[1] && strchr("=+-@", s[1]))
-        s++;
-    if (type_is(f, "integer") || type_is(f, "ref") || type_is(f, "user") || !f) {
-        char *end;
-        long long v = strtoll(s, &end, 10);
-        if (*s && !*end && strlen(s) < 19)
-            return json_integer(v);
-        return json_string(s);
-    }
-    if (type_is(f, "boolean")) {
-        static const char *const yes[] = {"true", "1", "yes", "y", "是", NULL}, *const no[] = {"false", "0", "no", "n", "否", NULL};
-        for (int i = 0; yes[i]; i++) {
-            if (!strcasecmp(s, yes[i]))
-                return json_true();
-            if (!strcasecmp(s, no[i]))
-                return json_false();
-        }
-        return json_string(s);
-    }
-    if (type_is(f, "multiselect")) {
-        json_t *a = json_array();
-        for (const char *p = s; *p;) {
-            size_t n = strcspn(p, ";");
-            const char *b = p, *e = p + n;
-            while (b < e && *b == ' ')
-                b++;
-            while (e > b && e[-1] == ' ')
-                e--;
-            if (e > b)
-                json_array_append_new(a, json_stringn(b, (size_t)(e - b)));
-            p += n + (p[n] == ';');
-        }
-        return a;
-    }
-    if (type_is(f, "file"))
-        return json_pack("{s:s}", "id", s);
-    json_t *v = json_string(s);
-    return v ? v : json_null();   /* not UTF-8: validation says "type" */
-}
-
 void records_import(void *cp)
 {
     ctx *c = cp;
@@ -170,7 +106,7 @@ void records_import(void *cp)
             b++;
         while (e > b && e[-1] == ' ')
             *--e = '\0';
-        json_t *f = header_field(fields, b);
+        json_t *f = csv_header_field(fields, b);
         names[i] = arena_strdup(c->a, f ? jstr(json_object_get(f, "id")) : b);
         col[i] = f;
         for (int k = 0; k < i; k++)
@@ -203,7 +139,7 @@ void records_import(void *cp)
             for (int i = 0; i < ncols && i < rd.n; i++) {
                 if (!*rd.cells[i] && !o.upsert)
                     continue;   /* empty: absent, so a default applies */
-                json_object_set_new(body, names[i], *rd.cells[i] ? cell_value(col[i], rd.cells[i]) : json_null());
+                json_object_set_new(body, names[i], *rd.cells[i] ? csv_value(col[i], rd.cells[i]) : json_null());
             }
             json_array_append_new(batch, body);
         } else if (err) {

@@ -3,6 +3,9 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+#include "model/bundle.h"
 
 void csv_open(csv_reader *r, const char *text, size_t len)
 {
@@ -115,4 +118,69 @@ void csv_cell(buf *out, const char *s, bool neutralise)
         buf_append(out, "\"", 1);
     }
     free(v);
+}
+
+static bool type_is(json_t *f, const char *t)
+{
+    return f && !strcmp(jstr(json_object_get(f, "type")), t);
+}
+
+json_t *csv_header_field(json_t *fields, const char *h)
+{
+    json_t *f = bundle_item(fields, h);
+    if (f)
+        return f;
+    size_t i;
+    json_array_foreach(fields, i, f)
+    {
+        json_t *label = json_object_get(f, "label");
+        if (json_is_string(label) && !strcasecmp(json_string_value(label), h))
+            return f;
+        const char *k;
+        json_t *v;
+        json_object_foreach(label, k, v) if (json_is_string(v) && !strcasecmp(json_string_value(v), h)) return f;
+    }
+    return NULL;
+}
+
+json_t *csv_value(json_t *f, const char *s)
+{
+    if (*s == '\'' && s[1] && strchr("=+-@", s[1]))
+        s++;
+    if (type_is(f, "integer") || type_is(f, "ref") || type_is(f, "user") || !f) {
+        char *end;
+        long long v = strtoll(s, &end, 10);
+        if (*s && !*end && strlen(s) < 19)
+            return json_integer(v);
+        return json_string(s);
+    }
+    if (type_is(f, "boolean")) {
+        static const char *const yes[] = {"true", "1", "yes", "y", "是", NULL}, *const no[] = {"false", "0", "no", "n", "否", NULL};
+        for (int i = 0; yes[i]; i++) {
+            if (!strcasecmp(s, yes[i]))
+                return json_true();
+            if (!strcasecmp(s, no[i]))
+                return json_false();
+        }
+        return json_string(s);
+    }
+    if (type_is(f, "multiselect")) {
+        json_t *a = json_array();
+        for (const char *p = s; *p;) {
+            size_t n = strcspn(p, ";");
+            const char *b = p, *e = p + n;
+            while (b < e && *b == ' ')
+                b++;
+            while (e > b && e[-1] == ' ')
+                e--;
+            if (e > b)
+                json_array_append_new(a, json_stringn(b, (size_t)(e - b)));
+            p += n + (p[n] == ';');
+        }
+        return a;
+    }
+    if (type_is(f, "file"))
+        return json_pack("{s:s}", "id", s);
+    json_t *v = json_string(s);
+    return v ? v : json_null();   /* not UTF-8: validation says "type" */
 }

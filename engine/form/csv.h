@@ -5,6 +5,7 @@
 #ifndef LOOM_CSV_H
 #define LOOM_CSV_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -35,5 +36,15 @@ void csv_cell(buf *out, const char *s, bool neutralise);
 /* The text a spreadsheet cell should hold instead of s when s would be
  * evaluated as a formula, or s itself (malloc'd either way). */
 char *csv_neutral(const char *s);
+
+/* The field (of fields) a header cell names: an id, or a label in any
+ * locale (case-insensitive); NULL when none. */
+json_t *csv_header_field(json_t *fields, const char *text);
+/* A cell as the JSON value of field f (NULL: id or _owner): numbers and
+ * booleans (true/false, 1/0, yes/no, y/n, 是/否) parsed when they are ones,
+ * otherwise the text (validation reports it); multiselect values split on
+ * ";"; a file as {"id"}; an apostrophe that neutralised a formula dropped.
+ * A new reference. */
+json_t *csv_value(json_t *f, const char *cell);
 
 #endif

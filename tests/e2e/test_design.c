@@ -466,6 +466,24 @@ static void test_import_and_delete(void **state)
     assert_int_equal(r.status, 201);
     assert_int_equal(json_integer_value(json_object_get(r.json, "version")), 1);
     h_resp_free(&r);
+    /* seed data: loaded on the first publish; data=true loads it again; data needs publish */
+    const char *seeded = "{\"format\": \"loom.app/1\", \"app\": {\"id\": \"seeded\", \"label\": \"S\"}, "
+                         "\"forms\": [{\"id\": \"account\", \"fields\": [{\"id\": \"name\", \"type\": \"text\"}]}], "
+                         "\"data\": {\"account\": [{\"name\": \"one\"}, {\"name\": \"two\"}]}}";
+    r = send("POST", "/api/design/import?publish=true", admin, seeded);
+    assert_int_equal(r.status, 201);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "seeded")), 2);
+    h_resp_free(&r);
+    r = send("POST", "/api/design/import?publish=true&data=true", admin, seeded);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "seeded")), 2);
+    h_resp_free(&r);
+    r = send("POST", "/api/design/import?data=true", admin, seeded);
+    assert_int_equal(r.status, 400);
+    h_resp_free(&r);
+    char *c2 = h_sql_value(url, "SELECT count(*) FROM app_seeded.account");
+    assert_string_equal(c2, "4");
+    free(c2);
     /* an invalid bundle with publish: nothing stored */
     r = send("POST", "/api/design/import?publish=true", admin,
              "{\"format\": \"loom.app/1\", \"app\": {\"id\": \"bad\", \"label\": \"B\"}, \"forms\": [{\"id\": \"f\"}]}");

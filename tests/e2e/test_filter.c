@@ -40,6 +40,7 @@ static int setup(void **state)
     bundle = bundle_load(path, err, sizeof err);
     pg = db_connect_once(url, NULL, 0);   /* a session as the server's: UTC, ISO dates */
     const char *rows =
+        "TRUNCATE app_fours.customer CASCADE;"   /* the bundle's seed data: this test brings its own rows */
         "INSERT INTO loom.users (id, username) VALUES (100, 'ana'), (101, 'bo') ON CONFLICT DO NOTHING;"
         "INSERT INTO app_fours.customer (id, name, level, tags) VALUES"
         " (1, '张三', 'vip', '{fleet}'), (2, 'Li 50%_off', 'gold', '{retail,fleet}'), (3, 'Wang', 'normal', '{}'),"

@@ -13,8 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "harness.h"
+#include "model/bundle.h"
 
 #ifndef SOURCE_DIR
 #error SOURCE_DIR must name the repository
@@ -104,10 +106,61 @@ static void test_seed_4s(void **state)
     free(url);
 }
 
+/* A bundle's own seed data loads on its first publish, all or nothing. */
+static void test_bundle_data(void **state)
+{
+    (void)state;
+    char *url = h_fresh_db("loomtest_bundle_data");
+    char out[16384];
+    const char *path = SOURCE_DIR "/tests/fixtures/model/valid_spec_examples/bundle.json";
+    const char *import[] = {h_loom_bin(), "app", "import", path, "--publish", "--db", url, NULL};
+    assert_int_equal(h_run(import, NULL, out, sizeof out), 0);
+    assert_int_equal(count(url, "SELECT count(*) FROM app_fours.customer WHERE name = '张三'"), 1);
+    assert_int_equal(count(url, "SELECT count(*) FROM app_fours.vehicle v JOIN app_fours.customer c ON c.id = v.customer "
+                                "WHERE c.name = '张三' AND v.vin = 'LSVAB4182E2123456'"),
+                     1);   /* {"$key": "c1"} became the customer's id */
+    assert_int_equal(count(url, "SELECT count(*) FROM loom.history WHERE app = 'fours' AND actor IS NULL"), 2);
+    /* publishing again (nothing changed) loads nothing again; --data asks for it */
+    assert_int_equal(h_run(import, NULL, out, sizeof out), 0);
+    assert_int_equal(count(url, "SELECT count(*) FROM app_fours.customer"), 1);
+    const char *again[] = {h_loom_bin(), "app", "import", path, "--publish", "--data", "--db", url, NULL};
+    assert_int_not_equal(h_run(again, NULL, out, sizeof out), 0);   /* the vehicle's VIN is unique: all or nothing */
+    assert_non_null(strstr(out, "/data/vehicle/0/vin: not_unique"));
+    assert_int_equal(count(url, "SELECT count(*) FROM app_fours.customer"), 1);
+    assert_true(h_sql(url, "TRUNCATE app_fours.customer CASCADE"));
+    assert_int_equal(h_run(again, NULL, out, sizeof out), 0);
+    assert_non_null(strstr(out, "2 seed records loaded"));
+    assert_int_equal(count(url, "SELECT count(*) FROM app_fours.customer"), 1);
+    /* seed data that fails its checks fails the first publish: no schema, no version */
+    char err[256];
+    json_t *b = bundle_load(path, err, sizeof err);
+    assert_non_null(b);
+    json_object_set_new(json_object_get(b, "app"), "id", json_string("badseed"));
+    json_object_set_new(b, "data", json_pack("{s:[{s:s, s:s}, {}], s:[{s:{s:s}, s:s}, {s:{s:s}, s:s}]}", "customer", "$key",
+                                             "k", "name", "ok", "vehicle", "customer", "$key", "nope", "vin",
+                                             "LSVAB4182E2123456", "customer", "$key", "k", "vin", "bad vin"));
+    char file[] = "/tmp/loom-badseed-XXXXXX.json";
+    int fd = mkstemps(file, 5);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(json_dump_file(b, file, 0), 0);
+    json_decref(b);
+    const char *bad[] = {h_loom_bin(), "app", "import", file, "--publish", "--db", url, NULL};
+    assert_int_not_equal(h_run(bad, NULL, out, sizeof out), 0);
+    assert_non_null(strstr(out, "/data/customer/1/name"));    /* required */
+    assert_non_null(strstr(out, "/data/vehicle/0/customer"));  /* an unknown $key */
+    assert_non_null(strstr(out, "/data/vehicle/1/vin"));       /* the form's pattern */
+    assert_int_equal(count(url, "SELECT count(*) FROM information_schema.schemata WHERE schema_name = 'app_badseed'"), 0);
+    assert_int_equal(count(url, "SELECT count(*) FROM loom.apps WHERE id = 'badseed'"), 0);
+    unlink(file);
+    free(url);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_seed_4s),
+        cmocka_unit_test(test_bundle_data),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
