@@ -443,21 +443,31 @@ void records_create(void *cp)
     }
 }
 
+/* The record a PATCH or DELETE names, and its If-Match (-1: none); false
+ * after responding. */
+static bool rec_target(ctx *c, rec_req *r, long long *im)
+{
+    if (!rec_begin(c, r))
+        return false;
+    if (!path_id(c->params[2])) {
+        ctx_problem(c, LOOM_NOT_FOUND, "no such record", NULL);
+        return false;
+    }
+    *im = if_match(c);
+    if (*im == -2) {
+        ctx_problem(c, LOOM_BAD_REQUEST, "If-Match is a record version, as its ETag gives it", NULL);
+        return false;
+    }
+    return true;
+}
+
 void records_update(void *cp)
 {
     ctx *c = cp;
     rec_req r;
-    if (!rec_begin(c, &r))
+    long long im;
+    if (!rec_target(c, &r, &im))
         return;
-    if (!path_id(c->params[2])) {
-        ctx_problem(c, LOOM_NOT_FOUND, "no such record", NULL);
-        return;
-    }
-    long long im = if_match(c);
-    if (im == -2) {
-        ctx_problem(c, LOOM_BAD_REQUEST, "If-Match is a record version, as its ETag gives it", NULL);
-        return;
-    }
     json_t *body = ctx_body_object(c);
     if (!body)
         return;
@@ -475,17 +485,9 @@ void records_delete(void *cp)
 {
     ctx *c = cp;
     rec_req r;
-    if (!rec_begin(c, &r))
+    long long im;
+    if (!rec_target(c, &r, &im))
         return;
-    if (!path_id(c->params[2])) {
-        ctx_problem(c, LOOM_NOT_FOUND, "no such record", NULL);
-        return;
-    }
-    long long im = if_match(c);
-    if (im == -2) {
-        ctx_problem(c, LOOM_BAD_REQUEST, "If-Match is a record version, as its ETag gives it", NULL);
-        return;
-    }
     write_ctx w = rec_write_ctx(c, &r);
     write_result out;
     if (!write_delete(&w, r.form, c->params[2], im, &out)) {

@@ -1079,17 +1079,20 @@ static void render_number(const char *pattern, const char *today, long long seq,
     }
 }
 
-/* Assigns each autonumber of rec: a counter per form, field and period
- * (the pattern with its date parts filled in), taken with a row lock, so
+/* Assigns each autonumber of the records recs (one create, or an import
+ * batch): a counter per form, field and period (the pattern with its date
+ * parts filled in), stepped by the number of records under a row lock, so
  * parallel creates never share a number and none is skipped. */
-static bool autonumbers(wr *x, json_t *rec)
+static bool autonumbers(wr *x, json_t *recs)
 {
-    static db_stmt next = {.sql = "INSERT INTO loom.counters (app, name, value) VALUES ($1, $2, 1) "
-                                  "ON CONFLICT (app, name) DO UPDATE SET value = loom.counters.value + 1 "
+    static db_stmt step = {.sql = "INSERT INTO loom.counters (app, name, value) VALUES ($1, $2, $3) "
+                                  "ON CONFLICT (app, name) DO UPDATE SET value = loom.counters.value + $3 "
                                   "RETURNING value"};
-    size_t i;
+    size_t n = json_array_size(recs), i;
+    char count[24];
+    snprintf(count, sizeof count, "%zu", n);
     json_t *f;
-    json_array_foreach(x->fields, i, f)
+    json_array_foreach(n ? x->fields : NULL, i, f)
     {
         if (!is(f, "autonumber"))
             continue;
@@ -1102,16 +1105,19 @@ static bool autonumbers(wr *x, json_t *rec)
         buf name = {0};
         buf_printf(&name, "%s.%s:", x->form, id);
         render_number(pattern, x->today, -1, &name);
-        const char *p[] = {x->w->app, name.data};
+        const char *p[] = {x->w->app, name.data, count};
         loom_err e = {0};
-        PGresult *r = db_query(x->w->db, x->w->a, &next, 2, p, &e);
+        PGresult *r = db_query(x->w->db, x->w->a, &step, 3, p, &e);
         buf_free(&name);
         if (!r)
             return db_failed(x, &e);
-        buf v = {0};
-        render_number(pattern, x->today, strtoll(PQgetvalue(r, 0, 0), NULL, 10), &v);
-        json_object_set_new(rec, id, json_string(v.data));
-        buf_free(&v);
+        long long last = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        for (size_t k = 0; k < n; k++) {
+            buf v = {0};
+            render_number(pattern, x->today, last - (long long)n + 1 + (long long)k, &v);
+            json_object_set_new(json_array_get(recs, k), id, json_string(v.data));
+            buf_free(&v);
+        }
     }
     return true;
 }
@@ -1486,7 +1492,9 @@ bool write_create(const write_ctx *w, const char *form, json_t *body, write_resu
         json_decref(rec);
         return finish(&x, true);
     }
-    ok = ok && autonumbers(&x, rec);
+    json_t *one = json_pack("[O]", rec);
+    ok = ok && autonumbers(&x, one);
+    json_decref(one);
     if (ok) {
         buf sql = {0}, cols = {0}, def = {0}, xcols = {0}, xdef = {0};
         int n = columns(x.fields, NULL, &cols, &def, true);
@@ -1895,38 +1903,10 @@ static bool bulk_insert(wr *x, json_t *recs)
     json_decref(args);
     if (!ids)
         return false;
-    /* autonumbers: one counter step of n per field */
-    static db_stmt step = {.sql = "INSERT INTO loom.counters (app, name, value) VALUES ($1, $2, $3) "
-                                  "ON CONFLICT (app, name) DO UPDATE SET value = loom.counters.value + $3 "
-                                  "RETURNING value"};
+    if (!autonumbers(x, recs))
+        return false;
     size_t i;
     json_t *f;
-    json_array_foreach(x->fields, i, f)
-    {
-        if (!is(f, "autonumber"))
-            continue;
-        if (!tx_clock(x))
-            return false;
-        const char *pattern = json_string_value(json_object_get(f, "pattern"));
-        if (!pattern)
-            pattern = "{seq}";
-        buf name = {0};
-        buf_printf(&name, "%s.%s:", x->form, jstr(json_object_get(f, "id")));
-        render_number(pattern, x->today, -1, &name);
-        const char *p[] = {x->w->app, name.data, count};
-        loom_err e = {0};
-        PGresult *r = db_query(x->w->db, x->w->a, &step, 3, p, &e);
-        buf_free(&name);
-        if (!r)
-            return db_failed(x, &e);
-        long long last = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-        for (size_t k = 0; k < n; k++) {
-            buf v = {0};
-            render_number(pattern, x->today, last - (long long)n + 1 + (long long)k, &v);
-            json_object_set_new(json_array_get(recs, k), jstr(json_object_get(f, "id")), json_string(v.data));
-            buf_free(&v);
-        }
-    }
     json_t *flow = bundle_flow(x->w->fc->bundle, x->form);
     char me[24];
     if (x->w->fc->me)
