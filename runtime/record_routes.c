@@ -82,16 +82,22 @@ static void respond_page(ctx *c, rec_req *r, const query_spec *spec)
     }
     PGresult *page = rec_run(c, &q.sql, q.args);
     PGresult *count = page && spec->count ? rec_run(c, &q.count_sql, q.count_args) : NULL;
-    if (page && (!spec->count || count)) {
+    if (page && (!spec->count || count)) {   /* the body written as text: no JSON tree for a page */
         char *next;
-        json_t *items = query_items(&q, page, &next);
-        json_t *body = json_pack("{s:o, s:s?}", "items", items, "next_cursor", next);
-        if (!next)
-            json_object_set_new(body, "next_cursor", json_null());
+        buf *out = &c->res->body;
+        buf_reset(out);
+        buf_puts(out, "{\"items\":");
+        query_page_json(&q, page, out, &next);
+        if (next)
+            buf_printf(out, ",\"next_cursor\":\"%s\"", next);   /* base64url */
+        else
+            buf_puts(out, ",\"next_cursor\":null");
         if (count)
-            json_object_set_new(body, "total", json_integer(strtoll(PQgetvalue(count, 0, 0), NULL, 10)));
+            buf_printf(out, ",\"total\":%lld", strtoll(PQgetvalue(count, 0, 0), NULL, 10));
+        buf_puts(out, "}");
         free(next);
-        ctx_json(c, 200, body);
+        c->res->status = 200;
+        c->res->content_type = "application/json; charset=utf-8";
     }
     query_free(&q);
 }

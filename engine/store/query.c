@@ -594,6 +594,28 @@ static json_t *decode(char dec, PGresult *r, int row, int col)
     }
 }
 
+/* The cursor after row (the last of a page): its sort values and the sort. */
+static char *cursor_after(const query *q, PGresult *r, int row)
+{
+    int ncols = (int)json_array_size(q->out);
+    json_t *k = json_array();
+    for (size_t s = 0; s < json_array_size(q->sort); s++) {
+        json_t *key = json_array_get(q->sort, s);
+        const char *cast = jstr(json_array_get(key, 2));
+        char dec = !strcmp(cast, "bigint") || !strcmp(cast, "timestamptz") ? DEC_INT
+                   : !strcmp(cast, "boolean")                             ? DEC_BOOL
+                                                                           : DEC_STR;
+        json_array_append_new(k, decode(dec, r, row, ncols + (int)s));
+    }
+    json_t *cur = json_pack("{s:s, s:o}", "s", q->sort_text, "k", k);
+    char *text = json_dumps(cur, JSON_COMPACT);
+    char *out = malloc(strlen(text) * 4 / 3 + 4);
+    secret_base64url((const unsigned char *)text, strlen(text), out);
+    free(text);
+    json_decref(cur);
+    return out;
+}
+
 json_t *query_items(const query *q, PGresult *r, char **next)
 {
     json_t *items = json_array();
@@ -609,27 +631,96 @@ json_t *query_items(const query *q, PGresult *r, char **next)
         }
         json_array_append_new(items, rec);
     }
-    if (!next)
-        return items;
-    *next = NULL;
-    if (more) {
-        json_t *k = json_array();
-        for (size_t s = 0; s < json_array_size(q->sort); s++) {
-            json_t *key = json_array_get(q->sort, s);
-            const char *cast = jstr(json_array_get(key, 2));
-            char dec = !strcmp(cast, "bigint") || !strcmp(cast, "timestamptz") ? DEC_INT
-                       : !strcmp(cast, "boolean")                             ? DEC_BOOL
-                                                                               : DEC_STR;
-            json_array_append_new(k, decode(dec, r, rows - 1, ncols + (int)s));
-        }
-        json_t *cur = json_pack("{s:s, s:o}", "s", q->sort_text, "k", k);
-        char *text = json_dumps(cur, JSON_COMPACT);
-        *next = malloc(strlen(text) * 4 / 3 + 4);
-        secret_base64url((const unsigned char *)text, strlen(text), *next);
-        free(text);
-        json_decref(cur);
-    }
+    if (next)
+        *next = more ? cursor_after(q, r, rows - 1) : NULL;
     return items;
+}
+
+/* Appends s as a JSON string: quotes, backslashes and control characters
+ * escaped; UTF-8 as it is (PostgreSQL's text is valid UTF-8). */
+static void json_text(buf *out, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    buf_append(out, "\"", 1);
+    const char *run = s;
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch >= 0x20 && ch != '"' && ch != '\\')
+            continue;
+        buf_append(out, run, (size_t)(s - run));
+        run = s + 1;
+        char esc[7] = {'\\', 0};
+        size_t n = 2;
+        switch (ch) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        default:
+            memcpy(esc + 1, "u00", 3);
+            esc[4] = hex[ch >> 4];
+            esc[5] = hex[ch & 15];
+            n = 6;
+        }
+        buf_append(out, esc, n);
+    }
+    buf_append(out, run, (size_t)(s - run));
+    buf_append(out, "\"", 1);
+}
+
+void query_page_json(const query *q, PGresult *r, buf *out, char **next)
+{
+    int rows = PQntuples(r), ncols = (int)json_array_size(q->out);
+    bool more = rows > q->limit;
+    if (more)
+        rows = (int)q->limit;
+    /* per column, once: its decoder and its key text ("\"name\":", with the comma before it) */
+    char *decs = malloc((size_t)ncols + 1);
+    size_t *at = malloc(sizeof *at * (size_t)(ncols + 1));
+    buf keys = {0};
+    for (int k = 0; k < ncols; k++) {
+        json_t *col = json_array_get(q->out, (size_t)k);
+        decs[k] = *jstr(json_array_get(col, 1));
+        at[k] = keys.len;
+        buf_printf(&keys, "%s\"%s\":", k ? "," : "", jstr(json_array_get(col, 0)));   /* ids: [a-z0-9_] */
+    }
+    at[ncols] = keys.len;
+    buf_append(out, "[", 1);
+    for (int i = 0; i < rows; i++) {
+        buf_append(out, i ? ",{" : "{", i ? 2 : 1);
+        for (int k = 0; k < ncols; k++) {
+            buf_append(out, keys.data + at[k], at[k + 1] - at[k]);
+            if (PQgetisnull(r, i, k)) {
+                buf_append(out, "null", 4);
+                continue;
+            }
+            const char *v = PQgetvalue(r, i, k);
+            switch (decs[k]) {
+            case DEC_INT:
+            case DEC_JSON:   /* numbers and JSON as PostgreSQL wrote them */
+                buf_puts(out, v);
+                break;
+            case DEC_BOOL:
+                buf_puts(out, *v == 't' ? "true" : "false");
+                break;
+            case DEC_TIME: {
+                json_t *t = decode(DEC_TIME, r, i, k);
+                json_text(out, json_string_value(t));
+                json_decref(t);
+                break;
+            }
+            default:
+                json_text(out, v);
+            }
+        }
+        buf_append(out, "}", 1);
+    }
+    buf_append(out, "]", 1);
+    buf_free(&keys);
+    free(at);
+    free(decs);
+    *next = more ? cursor_after(q, r, rows - 1) : NULL;
 }
 
 void query_free(query *q)

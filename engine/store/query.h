@@ -56,6 +56,9 @@ bool query_lock(const filter_ctx *c, const char *form, const char *id, query *q,
  * the page are left out, and *next is the next page's cursor (malloc'd) or
  * NULL on the last page. */
 json_t *query_items(const query *q, PGresult *r, char **next);
+/* The same rows written straight to out as a JSON array of records (no
+ * JSON tree: a page is the hottest path), with *next as above. */
+void query_page_json(const query *q, PGresult *r, buf *out, char **next);
 void query_free(query *q);
 
 #endif
