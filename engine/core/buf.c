@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void buf_reserve(buf *b, size_t extra)
+void buf_reserve(buf *b, size_t extra)
 {
     size_t need = b->len + extra + 1;
     if (need <= b->cap)

@@ -10,6 +10,8 @@ typedef struct buf {
     size_t len, cap;
 } buf;
 
+/* Makes room for extra more bytes (and the NUL) without writing them. */
+void buf_reserve(buf *b, size_t extra);
 void buf_append(buf *b, const void *p, size_t n);
 void buf_puts(buf *b, const char *s);
 void buf_printf(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

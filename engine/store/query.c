@@ -567,6 +567,21 @@ bool query_lock(const filter_ctx *c, const char *form, const char *id, query *q,
     return ok;
 }
 
+/* "2026-11-22 10:00:00.123456+00" -> "2026-11-22T10:00:00Z" in out; false
+ * when v is not a UTC timestamp as a UTC session writes it (or is past year
+ * 9999): then it is used as PostgreSQL wrote it. */
+static bool utc_time(const char *v, char out[21])
+{
+    size_t n = strlen(v);
+    if (n < 22 || v[10] != ' ' || (v[19] != '.' && v[19] != '+') || strcmp(v + n - 3, "+00") != 0)
+        return false;
+    memcpy(out, v, 19);
+    out[10] = 'T';
+    out[19] = 'Z';
+    out[20] = '\0';
+    return true;
+}
+
 static json_t *decode(char dec, PGresult *r, int row, int col)
 {
     if (PQgetisnull(r, row, col))
@@ -575,16 +590,9 @@ static json_t *decode(char dec, PGresult *r, int row, int col)
     switch (dec) {
     case DEC_INT: return json_integer(strtoll(v, NULL, 10));
     case DEC_BOOL: return json_boolean(*v == 't');
-    case DEC_TIME: {   /* "2026-11-22 10:00:00.123456+00" -> "2026-11-22T10:00:00Z" */
-        size_t n = strlen(v);
-        if (n < 22 || v[10] != ' ' || (v[19] != '.' && v[19] != '+') || strcmp(v + n - 3, "+00") != 0)
-            return json_string(v);   /* not a UTC session, or a year past 9999: as PostgreSQL wrote it */
+    case DEC_TIME: {
         char out[21];
-        memcpy(out, v, 19);
-        out[10] = 'T';
-        out[19] = 'Z';
-        out[20] = '\0';
-        return json_string(out);
+        return json_string(utc_time(v, out) ? out : v);
     }
     case DEC_JSON: {
         json_t *j = json_loads(v, JSON_DECODE_ANY, NULL);
@@ -686,6 +694,11 @@ void query_page_json(const query *q, PGresult *r, buf *out, char **next)
         buf_printf(&keys, "%s\"%s\":", k ? "," : "", jstr(json_array_get(col, 0)));   /* ids: [a-z0-9_] */
     }
     at[ncols] = keys.len;
+    size_t need = keys.len * (size_t)rows + 8;   /* one allocation for the page, near enough */
+    for (int i = 0; i < rows; i++)
+        for (int k = 0; k < ncols; k++)
+            need += (size_t)PQgetlength(r, i, k) + 8;
+    buf_reserve(out, need);
     buf_append(out, "[", 1);
     for (int i = 0; i < rows; i++) {
         buf_append(out, i ? ",{" : "{", i ? 2 : 1);
@@ -705,9 +718,8 @@ void query_page_json(const query *q, PGresult *r, buf *out, char **next)
                 buf_puts(out, *v == 't' ? "true" : "false");
                 break;
             case DEC_TIME: {
-                json_t *t = decode(DEC_TIME, r, i, k);
-                json_text(out, json_string_value(t));
-                json_decref(t);
+                char t[21];
+                json_text(out, utc_time(v, t) ? t : v);
                 break;
             }
             default:
