@@ -54,7 +54,9 @@ void meta_put(meta *m, const char *id, int version, json_t *bundle, json_t *cata
     app_snapshot *s = calloc(1, sizeof *s);
     if (!s || !(s->id = strdup(id)))
         abort();
+    static atomic_long serials;
     atomic_init(&s->refs, 1);
+    s->serial = atomic_fetch_add(&serials, 1) + 1;
     s->version = version;
     s->bundle = bundle;
     s->catalog = catalog;

@@ -15,6 +15,7 @@ typedef struct app_snapshot {
     atomic_int refs;
     char *id;
     int version;
+    long serial;       /* unique to this snapshot in this process: caches built from it are keyed by it */
     json_t *bundle;    /* owned */
     json_t *catalog;   /* owned */
 } app_snapshot;

@@ -64,12 +64,37 @@ PGresult *rec_run(ctx *c, const buf *sql, json_t *args)
     return r;
 }
 
+/* The page's query: its base from the worker's cache when the same caller
+ * asked the same of the same app version before (key: everything the base
+ * depends on, the snapshot by its serial, so a publish or a re-created app
+ * never meets an old base; filter_text is the filter as sent), else built
+ * and kept. */
+static bool page_query(ctx *c, rec_req *r, const query_spec *spec, const char *filter_text, query *q, filter_err *e)
+{
+    buf key = {0};
+    buf_printf(&key, "%s\x1f%ld\x1f%s\x1f%d\x1f%lld\x1f%s\x1f%s\x1f%s\x1f%s\x1f%s\x1f%ld\x1f%d", r->snap->id,
+               r->snap->serial, r->form, c->user->admin, c->user->id, PQgetvalue(c->user->row, 0, 7),
+               filter_text ? filter_text : "", spec->sort ? spec->sort : "", spec->fields ? spec->fields : "\x1e",
+               spec->expand ? spec->expand : "", spec->limit, spec->count);
+    const query *base = c->qc ? query_cache_get(c->qc, key.data) : NULL;
+    bool ok = true;
+    if (base) {
+        query_copy(base, q);
+    } else {
+        ok = query_list_base(&r->fc, r->form, spec, q, e);
+        if (ok && c->qc)
+            query_cache_put(c->qc, key.data, q);
+    }
+    buf_free(&key);
+    return ok && query_list_end(q, spec->cursor, e);
+}
+
 /* Runs the page and responds {"items", "next_cursor", "total"?}. */
-static void respond_page(ctx *c, rec_req *r, const query_spec *spec)
+static void respond_page(ctx *c, rec_req *r, const query_spec *spec, const char *filter_text)
 {
     query q;
     filter_err e;
-    if (!query_list(&r->fc, r->form, spec, &q, &e)) {
+    if (!page_query(c, r, spec, filter_text, &q, &e)) {
         rec_problem(c, &e);
         query_free(&q);
         return;
@@ -150,7 +175,7 @@ void records_list(void *cp)
         }
         arena_defer(c->a, decref_cb, spec.filter);
     }
-    respond_page(c, &r, &spec);
+    respond_page(c, &r, &spec, filter);
 }
 
 /* A list of names in a body: "a,b" or ["a", "b"], as comma text. */
@@ -229,7 +254,9 @@ void records_query(void *cp)
     if (!names(c, body, "sort", &spec.sort) || !names(c, body, "fields", &spec.fields) ||
         !names(c, body, "expand", &spec.expand))
         return;
-    respond_page(c, &r, &spec);
+    char *ftext = spec.filter ? json_dumps(spec.filter, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    respond_page(c, &r, &spec, ftext);
+    free(ftext);
 }
 
 void records_get(void *cp)

@@ -24,6 +24,7 @@
 #include "pgembed.h"
 #include "pool.h"
 #include "store/migrate.h"
+#include "store/query.h"
 
 static const route routes[] = {
     {"GET", "/healthz", ops_healthz, R_LOOP},
@@ -111,6 +112,7 @@ typedef struct worker {
     server *srv;
     db *db;
     sandbox *sb;
+    query_cache *qc;
     bool up;
 } worker;
 
@@ -417,7 +419,7 @@ static void run_route(server *s, worker *w, job *j)
     http_exchange *ex = j->ex;
     const route *rt = &routes[j->m.index];
     ctx c = {.srv = s, .ex = ex, .req = &ex->req, .res = &ex->res, .a = ex->arena,
-             .db = w ? w->db : NULL, .sb = w ? w->sb : NULL, .params = j->m.params};
+             .db = w ? w->db : NULL, .sb = w ? w->sb : NULL, .qc = w ? w->qc : NULL, .params = j->m.params};
     if (rt->flags & R_LOOP) {
         rt->fn(&c);
         return;
@@ -535,6 +537,7 @@ static void *worker_init_cb(int index, void *arg)
     w->srv = s;
     w->db = db_new(s->conninfo);
     w->sb = sandbox_new(NULL);
+    w->qc = query_cache_new(64);
     w->up = db_ready(w->db);
     if (w->up)
         atomic_fetch_add(&s->db_up, 1);
@@ -546,6 +549,7 @@ static void worker_fini_cb(void *wp)
     worker *w = wp;
     db_free(w->db);
     sandbox_free(w->sb);
+    query_cache_free(w->qc);
     free(w);
 }
 

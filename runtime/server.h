@@ -55,6 +55,7 @@ typedef struct ctx {
     arena *a;
     db *db;                  /* NULL on the loop thread */
     sandbox *sb;             /* the worker's Lua sandbox; NULL on the loop thread */
+    struct query_cache *qc;  /* the worker's cache of built record queries; NULL on the loop thread */
     const char *const *params;
     auth_user *user;
 } ctx;

@@ -459,7 +459,7 @@ static void from_where(const filter_ctx *c, const char *form, buf *sql)
     buf_puts(sql, " AS t WHERE ");
 }
 
-bool query_list(const filter_ctx *c, const char *form, const query_spec *spec, query *q, filter_err *err)
+bool query_list_base(const filter_ctx *c, const char *form, const query_spec *spec, query *q, filter_err *err)
 {
     query_init(q);
     perm_decision d = {0};
@@ -503,21 +503,109 @@ bool query_list(const filter_ctx *c, const char *form, const query_spec *spec, q
         from_where(c, form, &q->sql);
         buf_puts(&q->sql, where.data);
     }
-    if (ok && spec->cursor && *spec->cursor)
-        ok = keyset(q, spec->cursor, err);
-    if (ok) {
-        buf_puts(&q->sql, " ORDER BY ");
-        json_array_foreach(q->sort, i, key)
-        {
-            bool desc = json_is_true(json_array_get(key, 1));
-            buf_printf(&q->sql, "%st.\"%s\" %s", i ? ", " : "", jstr(json_array_get(key, 0)),
-                       desc ? "DESC NULLS FIRST" : "ASC NULLS LAST");
-        }
-        buf_printf(&q->sql, " LIMIT %ld", q->limit + 1);
-    }
     buf_free(&where);
     perm_free(&d);
     return ok;
+}
+
+bool query_list_end(query *q, const char *cursor, filter_err *err)
+{
+    if (cursor && *cursor && !keyset(q, cursor, err))
+        return false;
+    buf_puts(&q->sql, " ORDER BY ");
+    size_t i;
+    json_t *key;
+    json_array_foreach(q->sort, i, key)
+    {
+        bool desc = json_is_true(json_array_get(key, 1));
+        buf_printf(&q->sql, "%st.\"%s\" %s", i ? ", " : "", jstr(json_array_get(key, 0)),
+                   desc ? "DESC NULLS FIRST" : "ASC NULLS LAST");
+    }
+    buf_printf(&q->sql, " LIMIT %ld", q->limit + 1);
+    return true;
+}
+
+bool query_list(const filter_ctx *c, const char *form, const query_spec *spec, query *q, filter_err *err)
+{
+    return query_list_base(c, form, spec, q, err) && query_list_end(q, spec->cursor, err);
+}
+
+void query_copy(const query *src, query *dst)
+{
+    memset(dst, 0, sizeof *dst);
+    buf_append(&dst->sql, src->sql.data ? src->sql.data : "", src->sql.len);
+    if (src->count_sql.len)
+        buf_append(&dst->count_sql, src->count_sql.data, src->count_sql.len);
+    dst->args = json_deep_copy(src->args);
+    dst->count_args = src->count_args ? json_deep_copy(src->count_args) : NULL;
+    dst->out = json_incref(src->out);     /* never changed after the base is built */
+    dst->sort = json_incref(src->sort);
+    dst->limit = src->limit;
+    memcpy(dst->sort_text, src->sort_text, sizeof dst->sort_text);
+}
+
+/* ---- a cache of built queries ---- */
+
+struct query_cache {
+    int n;
+    unsigned long long uses;
+    struct qc_entry {
+        char *key;
+        query q;
+        unsigned long long used;
+    } *e;
+};
+
+query_cache *query_cache_new(int n)
+{
+    query_cache *c = calloc(1, sizeof *c);
+    c->n = n;
+    c->e = calloc((size_t)n, sizeof *c->e);
+    return c;
+}
+
+void query_cache_free(query_cache *c)
+{
+    if (!c)
+        return;
+    for (int i = 0; i < c->n; i++)
+        if (c->e[i].key) {
+            free(c->e[i].key);
+            query_free(&c->e[i].q);
+        }
+    free(c->e);
+    free(c);
+}
+
+const query *query_cache_get(query_cache *c, const char *key)
+{
+    for (int i = 0; i < c->n; i++)
+        if (c->e[i].key && !strcmp(c->e[i].key, key)) {
+            c->e[i].used = ++c->uses;
+            return &c->e[i].q;
+        }
+    return NULL;
+}
+
+void query_cache_put(query_cache *c, const char *key, const query *q)
+{
+    int victim = 0;
+    for (int i = 0; i < c->n; i++) {
+        if (!c->e[i].key) {
+            victim = i;
+            break;
+        }
+        if (c->e[i].used < c->e[victim].used)
+            victim = i;
+    }
+    struct qc_entry *v = &c->e[victim];
+    if (v->key) {
+        free(v->key);
+        query_free(&v->q);
+    }
+    v->key = strdup(key);
+    query_copy(q, &v->q);
+    v->used = ++c->uses;
 }
 
 bool query_get(const filter_ctx *c, const char *form, const char *id, const char *expand, query *q, filter_err *err)

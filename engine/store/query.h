@@ -45,6 +45,23 @@ typedef struct query {
  * caller may not read), LOOM_BAD_FILTER, LOOM_UNKNOWN_FIELD, or
  * LOOM_BAD_REQUEST (a bad limit or cursor). Free q with query_free(). */
 bool query_list(const filter_ctx *c, const char *form, const query_spec *spec, query *q, filter_err *err);
+/* query_list in two steps, so that the first can be cached: the base (the
+ * columns, the scope and the filter, the count) depends on the caller and
+ * the spec but not on the cursor; the end adds the cursor's keyset, the
+ * order and the limit. */
+bool query_list_base(const filter_ctx *c, const char *form, const query_spec *spec, query *q, filter_err *err);
+bool query_list_end(query *q, const char *cursor, filter_err *err);
+/* dst becomes a copy of src (free both). */
+void query_copy(const query *src, query *dst);
+
+/* A small least-recently-used cache of query bases by a caller's key (what
+ * the base depends on). One per worker thread: not synchronised. */
+typedef struct query_cache query_cache;
+query_cache *query_cache_new(int n);
+void query_cache_free(query_cache *c);
+const query *query_cache_get(query_cache *c, const char *key);
+void query_cache_put(query_cache *c, const char *key, const query *q);
+
 /* Builds the query of one record by id (digits), inside the read scope,
  * with the fields of expand (or NULL) expanded. */
 bool query_get(const filter_ctx *c, const char *form, const char *id, const char *expand, query *q, filter_err *err);

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "harness.h"
 
@@ -1151,6 +1152,50 @@ static void test_parallel_patch_same_version(void **state)
     assert_int_equal(sql_int(sql), 2);
 }
 
+/* A publish that changes a form is seen by the next list at once (built queries are cached per worker,
+ * keyed by the snapshot). */
+static void test_lists_follow_a_publish(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 8; i++) {   /* every worker builds and keeps the query */
+        h_resp r = req("GET", manager, NULL, NULL, "/api/apps/shop/forms/customer/records?limit=3&sort=id");
+        assert_int_equal(r.status, 200);
+        assert_null(json_object_get(json_array_get(json_object_get(r.json, "items"), 0), "nickname"));
+        h_resp_free(&r);
+    }
+    h_resp r = req("GET", admin, NULL, NULL, "/api/design/apps/shop");
+    assert_int_equal(r.status, 200);
+    json_t *draft = json_incref(r.json);
+    h_resp_free(&r);
+    json_t *fields = json_object_get(json_array_get(json_object_get(draft, "forms"), 0), "fields");
+    json_array_append_new(fields, json_pack("{s:s, s:s}", "id", "nickname", "type", "text"));
+    char *text = json_dumps(draft, 0);
+    json_decref(draft);
+    r = req("PUT", admin, NULL, text, "/api/design/apps/shop");
+    free(text);
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    r = req("POST", admin, NULL, NULL, "/api/design/apps/shop/publish");
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    /* the server swaps snapshots when the publish's NOTIFY arrives: wait for it, then every worker agrees */
+    bool seen = false;
+    for (int i = 0; i < 100 && !seen; i++) {
+        r = req("GET", manager, NULL, NULL, "/api/apps/shop/forms/customer/records?limit=3&sort=id");
+        seen = json_object_get(json_array_get(json_object_get(r.json, "items"), 0), "nickname") != NULL;
+        h_resp_free(&r);
+        if (!seen)
+            usleep(20000);
+    }
+    assert_true(seen);
+    for (int i = 0; i < 8; i++) {
+        r = req("GET", manager, NULL, NULL, "/api/apps/shop/forms/customer/records?limit=3&sort=id");
+        assert_int_equal(r.status, 200);
+        assert_non_null(json_object_get(json_array_get(json_object_get(r.json, "items"), 0), "nickname"));
+        h_resp_free(&r);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1171,6 +1216,7 @@ int main(void)
         cmocka_unit_test(test_idempotency_key),
         cmocka_unit_test(test_parallel_autonumbers),
         cmocka_unit_test(test_parallel_patch_same_version),
+        cmocka_unit_test(test_lists_follow_a_publish),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
