@@ -237,6 +237,25 @@ long design_load_data(db *d, arena *a, const char *app, int version, json_t *bun
     json_t *data = json_object_get(bundle, "data");
     if (!json_object_size(data))
         return 0;
+    /* seed data loads only into an app with no records */
+    buf sql = {0};
+    buf_puts(&sql, "SELECT ");
+    size_t i;
+    json_t *f;
+    json_array_foreach(json_object_get(bundle, "forms"), i, f)
+    {
+        buf_puts(&sql, i ? " OR EXISTS (SELECT 1 FROM " : "EXISTS (SELECT 1 FROM ");
+        ddl_quote(&sql, json_string_value(json_object_get(catalog, "schema")));
+        buf_puts(&sql, ".");
+        ddl_quote(&sql, json_string_value(json_object_get(f, "id")));
+        buf_puts(&sql, ")");
+    }
+    PGresult *any = i ? db_exec(d, a, sql.data, e) : NULL;
+    buf_free(&sql);
+    if (i && !any)
+        return -1;
+    if (any && *PQgetvalue(any, 0, 0) == 't')
+        return 0;
     const char *tz = json_string_value(json_object_get(json_object_get(bundle, "app"), "timezone"));
     filter_ctx fc = {.bundle = bundle, .schema = json_string_value(json_object_get(catalog, "schema")), .admin = true,
                      .system = true, .me = 0, .timezone = tz ? tz : "UTC"};

@@ -65,9 +65,10 @@ json_t *design_list(db *d, arena *a, json_t *only, loom_err *e);
 /* Drops the app's schema and everything Loom keeps about it. */
 bool design_delete(db *d, arena *a, const char *app, loom_err *e);
 /* Loads bundle's seed data (the published version's bundle and catalog) as
- * the system actor, through the checks of the API. Returns the records
- * written, or -1: *out_errors the problems (validation_failed) or *e the
- * database's failure. design_publish calls it on an app's first publish. */
+ * the system actor, through the checks of the API, when the app has no
+ * records yet (else 0: nothing is loaded). Returns the records written, or
+ * -1: *out_errors the problems (validation_failed) or *e the database's
+ * failure. design_publish calls it on an app's first publish. */
 long design_load_data(db *d, arena *a, const char *app, int version, json_t *bundle, json_t *catalog,
                       json_t **out_errors, loom_err *e);
 /* The same with the app's published version (an explicit reload: --data). */

@@ -368,7 +368,7 @@ void design_app_versions(void *cp)
 }
 
 /* GET .../versions/{n} and GET .../export?version=n */
-static void version_bundle(ctx *c, const char *version)
+static void version_bundle(ctx *c, const char *version, bool with_data)
 {
     if (!may_design(c, c->params[0]))
         return;
@@ -379,23 +379,33 @@ static void version_bundle(ctx *c, const char *version)
     loom_err e = {0};
     int v;
     const char *text = design_version_text(c->db, c->a, c->params[0], version, &v, &e);
-    if (text)
+    json_t *b = text && !with_data ? json_loads(text, 0, NULL) : NULL;
+    if (b && json_object_get(b, "data")) {   /* without the seed data; key order kept otherwise */
+        json_object_del(b, "data");
+        ctx_json(c, 200, b);
+    } else if (text) {
+        json_decref(b);
         respond_text(c, 200, text);
-    else
+    } else {
         fail(c, &e, NULL);
+    }
 }
 
 void design_app_version(void *cp)
 {
     ctx *c = cp;
-    version_bundle(c, c->params[1]);
+    version_bundle(c, c->params[1], true);
 }
 
 void design_app_export(void *cp)
 {
     ctx *c = cp;
-    const char *v = query_param(c->a, c->req->query, "version");
-    version_bundle(c, v && *v ? v : NULL);
+    const char *v = query_param(c->a, c->req->query, "version"), *data = query_param(c->a, c->req->query, "data");
+    if (data && strcmp(data, "true") && strcmp(data, "false")) {
+        ctx_problem(c, LOOM_BAD_REQUEST, "data is true or false", NULL);
+        return;
+    }
+    version_bundle(c, v && *v ? v : NULL, !data || !strcmp(data, "true"));
 }
 
 /* ---- parts of the draft: /{kind}/{id} and /permissions, /webhooks, /settings ---- */

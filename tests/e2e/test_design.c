@@ -474,16 +474,29 @@ static void test_import_and_delete(void **state)
     assert_int_equal(r.status, 201);
     assert_int_equal(json_integer_value(json_object_get(r.json, "seeded")), 2);
     h_resp_free(&r);
-    r = send("POST", "/api/design/import?publish=true&data=true", admin, seeded);
+    r = send("POST", "/api/design/import?publish=true&data=true", admin, seeded);   /* the app has records */
     assert_int_equal(r.status, 200);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "seeded")), 0);
+    h_resp_free(&r);
+    assert_true(h_sql(url, "DELETE FROM app_seeded.account"));
+    r = send("POST", "/api/design/import?publish=true&data=true", admin, seeded);   /* now it has none */
     assert_int_equal(json_integer_value(json_object_get(r.json, "seeded")), 2);
     h_resp_free(&r);
     r = send("POST", "/api/design/import?data=true", admin, seeded);
     assert_int_equal(r.status, 400);
     h_resp_free(&r);
     char *c2 = h_sql_value(url, "SELECT count(*) FROM app_seeded.account");
-    assert_string_equal(c2, "4");
+    assert_string_equal(c2, "2");
     free(c2);
+    /* export: the seed data with the bundle, or without it */
+    r = send("GET", "/api/design/apps/seeded/export?data=false", admin, NULL);
+    assert_int_equal(r.status, 200);
+    assert_null(json_object_get(r.json, "data"));
+    assert_non_null(json_object_get(r.json, "forms"));
+    h_resp_free(&r);
+    r = send("GET", "/api/design/apps/seeded/export", admin, NULL);
+    assert_int_equal(json_array_size(json_object_get(json_object_get(r.json, "data"), "account")), 2);
+    h_resp_free(&r);
     /* an invalid bundle with publish: nothing stored */
     r = send("POST", "/api/design/import?publish=true", admin,
              "{\"format\": \"loom.app/1\", \"app\": {\"id\": \"bad\", \"label\": \"B\"}, \"forms\": [{\"id\": \"f\"}]}");
