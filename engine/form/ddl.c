@@ -141,6 +141,8 @@ static void state_table(json_t *st, const char *schema, const char *form, const 
             continue;
         json_t *col = json_pack("{s:s, s:s, s:s, s:b}", "name", id, "type", ddl_column_type(f, tmp), "field_type", type,
                                 "required", json_is_true(json_object_get(f, "required")));
+        if (!strcmp(type, "file") && json_is_true(json_object_get(f, "multiple")))
+            json_object_set_new(col, "multiple", json_true());
         if (!strcmp(ddl_column_type(f, tmp), "text") && strcmp(type, "autonumber") != 0) {
             json_t *ml = json_object_get(f, "max_length");
             json_object_set_new(col, "max_length",
@@ -512,6 +514,56 @@ static bool convert_scalar(plan *p, const char *table, const char *form, const c
     return true;
 }
 
+/* Changes to and from a list (multiselect, text[]): a value becomes a list
+ * of one; a list becomes its first item for a select (lists of several are
+ * counted: destructive) or its items joined for text. False for the rest
+ * (files to or from other types: their values have no equivalent). */
+static bool convert_list(plan *p, const char *table, const char *form, const char *col, const char *from,
+                         const char *to, const char *to_field)
+{
+    char q[DDL_NAME_MAX * 2 + 3], sql[512];
+    quoted(col, q);
+    if (!strcmp(to, "text[]") && strcmp(from, "jsonb")) {
+        snprintf(sql, sizeof sql, "CASE WHEN %s IS NULL THEN NULL ELSE ARRAY[%s::text] END", q, q);
+        alter_type(p, table, form, col, to, sql, "convert_column");
+        return true;
+    }
+    if (strcmp(from, "text[]") || strcmp(to, "text"))
+        return false;
+    if (!strcmp(to_field, "select")) {
+        snprintf(sql, sizeof sql, "cardinality(%s) > 1", q);
+        count_check(p, table, form, col, sql);
+        snprintf(sql, sizeof sql, "%s[1]", q);
+        alter_type(p, table, form, col, to, sql, "convert_column");
+        note_destructive(p, "convert_column", form, col, "lists of several values keep their first");
+    } else {
+        snprintf(sql, sizeof sql, "array_to_string(%s, ', ')", q);
+        alter_type(p, table, form, col, to, sql, "convert_column");
+    }
+    return true;
+}
+
+/* A file field turned to many files (each value becomes a list of one) or
+ * to one (a list keeps its first file; lists of several are counted). */
+static void convert_files(plan *p, const char *table, const char *form, const char *col, bool to_many)
+{
+    char q[DDL_NAME_MAX * 2 + 3], sql[512];
+    quoted(col, q);
+    if (!to_many) {
+        snprintf(sql, sizeof sql, "jsonb_typeof(%s) = 'array' AND jsonb_array_length(%s) > 1", q, q);
+        count_check(p, table, form, col, sql);
+        note_destructive(p, "convert_column", form, col, "lists of several files keep their first");
+    }
+    buf_puts(&p->sql, "UPDATE ");
+    qualified(&p->sql, p->schema, table);
+    if (to_many)
+        buf_printf(&p->sql, " SET %s = jsonb_build_array(%s) WHERE jsonb_typeof(%s) = 'object'", q, q, q);
+    else
+        buf_printf(&p->sql, " SET %s = CASE WHEN jsonb_array_length(%s) = 0 THEN NULL ELSE %s->0 END "
+                            "WHERE jsonb_typeof(%s) = 'array'", q, q, q, q);
+    add_step(p, "convert_column", form, col);
+}
+
 static void diff(plan *p, json_t *old, json_t *new)
 {
     json_t *ot = json_object_get(old, "tables"), *nt = json_object_get(new, "tables");
@@ -631,9 +683,10 @@ static void diff(plan *p, json_t *old, json_t *new)
                     continue;
                 }
                 if (!widens(from, to)) {
-                    if (!convert_scalar(p, name, form, col, from, to))
+                    if (!convert_scalar(p, name, form, col, from, to) &&
+                        !convert_list(p, name, form, col, from, to, jstr(json_object_get(c, "field_type"))))
                         json_array_append_new(p->unsupported, json_pack("{s:s, s:s, s:s}", "form", form, "field", col,
-                                                                        "change", "a change to or from a list or file field"));
+                                                                        "change", "this type change (a file field to or from another type, or a list to a number or date)"));
                     continue;
                 }
                 char q[DDL_NAME_MAX * 2 + 3], using[200];
@@ -641,6 +694,10 @@ static void diff(plan *p, json_t *old, json_t *new)
                 snprintf(using, sizeof using, "%s::%s", q, to);
                 alter_type(p, name, form, col, to, using, "widen_column");
             }
+            if (!strcmp(jstr(json_object_get(c, "field_type")), "file") &&
+                !strcmp(jstr(json_object_get(was, "field_type")), "file") &&
+                json_is_true(json_object_get(c, "multiple")) != json_is_true(json_object_get(was, "multiple")))
+                convert_files(p, name, form, col, json_is_true(json_object_get(c, "multiple")));
             json_t *ml_new = json_object_get(c, "max_length"), *ml_old = json_object_get(was, "max_length");
             if (json_is_integer(ml_new) && json_is_integer(ml_old) && !strcmp(from, to) &&
                 json_integer_value(ml_new) < json_integer_value(ml_old)) {

@@ -457,6 +457,72 @@ static void test_parts_of_a_draft(void **state)
     h_resp_free(&r);
 }
 
+/* Lists and files: a select becomes a multiselect and back (lists of several counted), a multiselect
+ * becomes text, a file becomes many and back; a file to another type is still refused (501). */
+static void test_list_and_file_conversions(void **state)
+{
+    (void)state;
+    h_resp r = send("PUT", "/api/design/apps/shop/forms/tagged", dana,
+                    "{\"id\": \"tagged\", \"fields\": [{\"id\": \"kind\", \"type\": \"select\", \"options\": "
+                    "[{\"value\": \"a\"}, {\"value\": \"b\"}]}, {\"id\": \"labels\", \"type\": \"multiselect\", \"options\": "
+                    "[{\"value\": \"x\"}, {\"value\": \"y\"}]}, {\"id\": \"doc\", \"type\": \"file\"}]}");
+    assert_int_equal(r.status, 201);
+    h_resp_free(&r);
+    r = publish(NULL);
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    assert_true(h_sql(url, "INSERT INTO app_shop.tagged (kind, labels, doc) VALUES "
+                           "('a', '{x,y}', '{\"id\": \"f1\", \"name\": \"a.pdf\"}'), ('b', '{y}', NULL), (NULL, NULL, NULL)"));
+    /* select -> multiselect (a list of one), multiselect -> text (joined), one file -> many (a list of one) */
+    r = send("PUT", "/api/design/apps/shop/forms/tagged", dana,
+             "{\"id\": \"tagged\", \"fields\": [{\"id\": \"kind\", \"type\": \"multiselect\", \"options\": "
+             "[{\"value\": \"a\"}, {\"value\": \"b\"}]}, {\"id\": \"labels\", \"type\": \"text\"}, "
+             "{\"id\": \"doc\", \"type\": \"file\", \"multiple\": true}]}");
+    h_resp_free(&r);
+    r = publish(NULL);
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    assert_int_equal(rows_of("SELECT count(*) FROM app_shop.tagged WHERE kind = '{a}' OR kind = '{b}'"), 2);
+    assert_int_equal(rows_of("SELECT count(*) FROM app_shop.tagged WHERE labels = 'x, y'"), 1);
+    assert_int_equal(rows_of("SELECT count(*) FROM app_shop.tagged WHERE jsonb_typeof(doc) = 'array' "
+                             "AND doc->0->>'name' = 'a.pdf'"),
+                     1);
+    assert_true(h_sql(url, "UPDATE app_shop.tagged SET kind = '{a,b}', doc = '[{\"id\": \"f1\"}, {\"id\": \"f2\"}]' "
+                           "WHERE labels = 'x, y'"));
+    /* and back: a list of several is counted (409), kept to its first with allow_destructive */
+    r = send("PUT", "/api/design/apps/shop/forms/tagged", dana,
+             "{\"id\": \"tagged\", \"fields\": [{\"id\": \"kind\", \"type\": \"select\", \"options\": "
+             "[{\"value\": \"a\"}, {\"value\": \"b\"}]}, {\"id\": \"labels\", \"type\": \"text\"}, "
+             "{\"id\": \"doc\", \"type\": \"file\"}]}");
+    h_resp_free(&r);
+    r = publish(NULL);
+    assert_int_equal(r.status, 409);
+    assert_int_equal(json_array_size(json_object_get(r.json, "errors")), 2);   /* kind and doc, 1 row each */
+    h_resp_free(&r);
+    r = publish("{\"allow_destructive\": true}");
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    assert_int_equal(rows_of("SELECT count(*) FROM app_shop.tagged WHERE kind = 'a' AND doc->>'id' = 'f1'"), 1);
+    assert_int_equal(rows_of("SELECT count(*) FROM app_shop.tagged WHERE kind = 'b' AND doc IS NULL"), 1);
+    /* a file to text: refused, nothing changed */
+    r = send("PUT", "/api/design/apps/shop/forms/tagged", dana,
+             "{\"id\": \"tagged\", \"fields\": [{\"id\": \"kind\", \"type\": \"select\", \"options\": "
+             "[{\"value\": \"a\"}, {\"value\": \"b\"}]}, {\"id\": \"labels\", \"type\": \"text\"}, "
+             "{\"id\": \"doc\", \"type\": \"text\"}]}");
+    h_resp_free(&r);
+    r = publish(NULL);
+    assert_int_equal(r.status, 501);
+    h_resp_free(&r);
+    assert_int_equal(rows_of("SELECT count(*) FROM information_schema.columns WHERE table_schema = 'app_shop' "
+                             "AND table_name = 'tagged' AND column_name = 'doc' AND data_type = 'jsonb'"),
+                     1);
+    r = send("PUT", "/api/design/apps/shop/forms/tagged", dana,
+             "{\"id\": \"tagged\", \"fields\": [{\"id\": \"kind\", \"type\": \"select\", \"options\": "
+             "[{\"value\": \"a\"}, {\"value\": \"b\"}]}, {\"id\": \"labels\", \"type\": \"text\"}, "
+             "{\"id\": \"doc\", \"type\": \"file\"}]}");
+    h_resp_free(&r);
+}
+
 static void test_import_and_delete(void **state)
 {
     (void)state;
@@ -530,6 +596,7 @@ int main(void)
         cmocka_unit_test(test_draft_validate_publish),
         cmocka_unit_test(test_change_plans),
         cmocka_unit_test(test_conversions_and_retargeted_refs),
+        cmocka_unit_test(test_list_and_file_conversions),
         cmocka_unit_test(test_parts_of_a_draft),
         cmocka_unit_test(test_import_and_delete),
     };
