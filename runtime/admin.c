@@ -398,6 +398,7 @@ void admin_users_update(void *cp)
         ctx_problem(c, LOOM_NOT_FOUND, "no such user", NULL);
         return;
     }
+    auth_cache_drop_user(atoll(c->params[0]));   /* at once here; other servers when loom_auth arrives */
     if (PQgetvalue(r, 0, 1)[0] == 'f' || password) {
         const char *p[] = {c->params[0]};
         if (!ctx_query(c, &revoke_sessions, 1, p))
@@ -494,7 +495,7 @@ void admin_keys_list(void *c)
 }
 
 static db_stmt revoke_key = {.sql =
-    "UPDATE loom.api_keys SET revoked_at = now() WHERE id = $1::bigint AND revoked_at IS NULL"};
+    "UPDATE loom.api_keys SET revoked_at = now() WHERE id = $1::bigint AND revoked_at IS NULL RETURNING user_id"};
 
 void admin_keys_delete(void *cp)
 {
@@ -507,8 +508,10 @@ void admin_keys_delete(void *cp)
     PGresult *r = ctx_query(c, &revoke_key, 1, params);
     if (!r)
         return;
-    if (strcmp(PQcmdTuples(r), "1") != 0)
+    if (PQntuples(r) != 1) {
         ctx_problem(c, LOOM_NOT_FOUND, "no such API key", NULL);
-    else
-        c->res->status = 204;
+        return;
+    }
+    auth_cache_drop_user(atoll(PQgetvalue(r, 0, 0)));
+    c->res->status = 204;
 }

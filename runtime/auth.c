@@ -9,6 +9,7 @@
  * the limit the answer is 429 with Retry-After, before any hashing. */
 #include <ctype.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -177,12 +178,163 @@ json_t *auth_user_json(PGresult *r, int i)
 
 /* ---- bearer tokens ---- */
 
+/* The user's columns, then when the token stops being valid (epoch seconds; none for a key). */
 static db_stmt by_session = {.sql =
-    "SELECT " AUTH_USER_COLUMNS " FROM loom.sessions s JOIN loom.users u ON u.id = s.user_id"
+    "SELECT " AUTH_USER_COLUMNS ", extract(epoch FROM s.expires_at)::float8 FROM loom.sessions s"
+    " JOIN loom.users u ON u.id = s.user_id"
     " WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now() AND u.active"};
 static db_stmt by_key = {.sql =
-    "SELECT " AUTH_USER_COLUMNS " FROM loom.api_keys k JOIN loom.users u ON u.id = k.user_id"
+    "SELECT " AUTH_USER_COLUMNS ", NULL::float8 FROM loom.api_keys k JOIN loom.users u ON u.id = k.user_id"
     " WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND u.active"};
+
+/* ---- the token cache ----
+ * A token's lookup, kept for AUTH_CACHE_TTL seconds (never past the
+ * session's expiry) while the server's listener is up: every change to a
+ * user, a session or a key notifies loom_auth (a trigger), and the listener
+ * drops that user's entries before the next requests run; a request that
+ * changes them drops them at once on its own server too. When the listener
+ * is down the cache is off and empty: the database decides every request. */
+
+#define AUTH_CACHE_BUCKETS 1024
+#define AUTH_CACHE_MAX 20000
+#define AUTH_CACHE_TTL 60.0
+
+struct auth_cached {
+    struct auth_cached *next;
+    char hash[SECRET_HASH_HEX];
+    bool is_key;
+    long long user_id;
+    double valid_until;   /* monotonic seconds */
+    PGresult *row;        /* read-only once cached: shared by requests */
+    atomic_int refs;
+};
+
+static struct {
+    pthread_mutex_t lock;
+    auth_cached *buckets[AUTH_CACHE_BUCKETS];
+    int n;
+    bool on;
+} cache = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static unsigned bucket_of(const char *hash)
+{
+    return (unsigned)strtoul((char[9]){hash[0], hash[1], hash[2], hash[3], hash[4], hash[5], hash[6], hash[7], 0}, NULL, 16) %
+           AUTH_CACHE_BUCKETS;
+}
+
+void auth_cache_release(auth_cached *e)
+{
+    if (e && atomic_fetch_sub(&e->refs, 1) == 1) {
+        PQclear(e->row);
+        free(e);
+    }
+}
+
+/* Unlinks the entries matching (hash, or user_id when hash is NULL, or all); lock held. */
+static void drop_locked(const char *hash, long long user_id, bool all)
+{
+    for (int b = hash ? (int)bucket_of(hash) : 0; b < (hash ? (int)bucket_of(hash) + 1 : AUTH_CACHE_BUCKETS); b++) {
+        auth_cached **pp = &cache.buckets[b];
+        while (*pp) {
+            auth_cached *e = *pp;
+            if (all || (hash ? !strcmp(e->hash, hash) : e->user_id == user_id)) {
+                *pp = e->next;
+                cache.n--;
+                auth_cache_release(e);
+            } else {
+                pp = &e->next;
+            }
+        }
+    }
+}
+
+void auth_cache_enable(bool on)
+{
+    pthread_mutex_lock(&cache.lock);
+    drop_locked(NULL, 0, true);   /* on or off, what was kept may have missed a notification */
+    cache.on = on;
+    pthread_mutex_unlock(&cache.lock);
+}
+
+void auth_cache_drop_user(long long user_id)
+{
+    pthread_mutex_lock(&cache.lock);
+    drop_locked(NULL, user_id, false);
+    pthread_mutex_unlock(&cache.lock);
+}
+
+void auth_cache_drop_token(const char *hash)
+{
+    pthread_mutex_lock(&cache.lock);
+    drop_locked(hash, 0, false);
+    pthread_mutex_unlock(&cache.lock);
+}
+
+auth_cached *auth_cache_get(const char *hash, bool is_key)
+{
+    auth_cached *found = NULL;
+    double now = mono_now();
+    pthread_mutex_lock(&cache.lock);
+    for (auth_cached *e = cache.on ? cache.buckets[bucket_of(hash)] : NULL; e; e = e->next) {
+        if (e->is_key == is_key && !strcmp(e->hash, hash)) {
+            if (e->valid_until > now) {
+                atomic_fetch_add(&e->refs, 1);
+                found = e;
+            }
+            break;
+        }
+    }
+    pthread_mutex_unlock(&cache.lock);
+    return found;
+}
+
+/* Keeps a successful lookup (row: one row of the by_session/by_key columns). */
+static void cache_put(const char *hash, bool is_key, PGresult *row)
+{
+    double ttl = AUTH_CACHE_TTL;
+    if (!PQgetisnull(row, 0, 11)) {   /* a session: not past its expiry */
+        double left = strtod(PQgetvalue(row, 0, 11), NULL) - (double)time(NULL);
+        if (left < ttl)
+            ttl = left;
+    }
+    if (ttl <= 0)
+        return;
+    auth_cached *e = calloc(1, sizeof *e);
+    if (!e)
+        return;
+    snprintf(e->hash, sizeof e->hash, "%s", hash);
+    e->is_key = is_key;
+    e->user_id = atoll(PQgetvalue(row, 0, 0));
+    e->valid_until = mono_now() + ttl;
+    e->row = PQcopyResult(row, PG_COPYRES_ATTRS | PG_COPYRES_TUPLES);
+    atomic_init(&e->refs, 1);
+    if (!e->row) {
+        free(e);
+        return;
+    }
+    pthread_mutex_lock(&cache.lock);
+    if (!cache.on) {
+        pthread_mutex_unlock(&cache.lock);
+        auth_cache_release(e);
+        return;
+    }
+    if (cache.n >= AUTH_CACHE_MAX)
+        drop_locked(NULL, 0, true);
+    drop_locked(hash, 0, false);
+    unsigned b = bucket_of(hash);
+    e->next = cache.buckets[b];
+    cache.buckets[b] = e;
+    cache.n++;
+    pthread_mutex_unlock(&cache.lock);
+}
+
 
 static bool unauthenticated(ctx *c, const char *detail)
 {
@@ -213,7 +365,7 @@ db_stmt *auth_lookup_stmt(bool is_key)
     return is_key ? &by_key : &by_session;
 }
 
-bool auth_authenticate(ctx *c, const auth_lookup *pre)
+bool auth_authenticate(ctx *c, const auth_lookup *pre, auth_cached *cached)
 {
     char hash[SECRET_HASH_HEX];
     bool is_key;
@@ -222,7 +374,9 @@ bool auth_authenticate(ctx *c, const auth_lookup *pre)
                                                                               : "a bearer token is required");
     loom_err e = {0};
     PGresult *r;
-    if (pre) {
+    if (cached) {   /* borrowed: the request's arena holds the reference */
+        r = cached->row;
+    } else if (pre) {
         r = pre->row;
         e = pre->err;
     } else {
@@ -235,6 +389,8 @@ bool auth_authenticate(ctx *c, const auth_lookup *pre)
     }
     if (PQntuples(r) != 1)
         return unauthenticated(c, "the token is not valid");
+    if (!cached)
+        cache_put(hash, is_key, r);
     auth_user *u = arena_calloc(c->a, sizeof *u);
     u->id = atoll(PQgetvalue(r, 0, 0));
     u->username = PQgetvalue(r, 0, 1);
@@ -337,7 +493,7 @@ void auth_login(void *cp)
 }
 
 static db_stmt revoke_session = {.sql =
-    "UPDATE loom.sessions SET revoked_at = now() WHERE token_hash = $1 AND revoked_at IS NULL"};
+    "UPDATE loom.sessions SET revoked_at = now() WHERE token_hash = $1 AND revoked_at IS NULL"};   /* notifies loom_auth */
 
 void auth_logout(void *cp)
 {
@@ -347,6 +503,7 @@ void auth_logout(void *cp)
         const char *p[] = {c->user->token_hash};
         if (!ctx_query(c, &revoke_session, 1, p))
             return;
+        auth_cache_drop_token(c->user->token_hash);   /* at once here; other servers when loom_auth arrives */
     }
     c->res->status = 204;
 }

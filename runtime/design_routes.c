@@ -104,7 +104,10 @@ static bool grant(ctx *c, const char *app)
     if (c->user->admin)
         return true;
     const char *p[] = {arena_printf(c->a, "%lld", c->user->id), app};
-    return ctx_query(c, &grant_designer, 2, p) != NULL;
+    if (!ctx_query(c, &grant_designer, 2, p))
+        return false;
+    auth_cache_drop_user(c->user->id);   /* its next request sees the new role */
+    return true;
 }
 
 /* ---- apps ---- */

@@ -27,10 +27,21 @@ typedef struct auth_lookup {
     PGresult *row;   /* NULL: the lookup failed with err */
     loom_err err;
 } auth_lookup;
-/* Resolves the bearer token into c->user, using pre when not NULL and
- * running the lookup otherwise. Responds 401 (503 when the database is
- * unreachable) and returns false when there is no valid token. */
-bool auth_authenticate(ctx *c, const auth_lookup *pre);
+/* The token cache (auth.c): a token's lookup kept while the server's
+ * loom_auth listener is up (a reference: release it, or hand it to
+ * auth_authenticate), NULL on a miss. */
+typedef struct auth_cached auth_cached;
+auth_cached *auth_cache_get(const char *hash, bool is_key);
+void auth_cache_release(auth_cached *e);
+/* On (the listener is up) or off (it is down); either way it starts empty. */
+void auth_cache_enable(bool on);
+void auth_cache_drop_user(long long user_id);
+void auth_cache_drop_token(const char *hash);
+/* Resolves the bearer token into c->user: from cached (borrowed: the
+ * request holds a reference), else pre when not NULL, else by running the lookup
+ * (and caching it). Responds 401 (503 when the database is unreachable) and
+ * returns false when there is no valid token. */
+bool auth_authenticate(ctx *c, const auth_lookup *pre, auth_cached *cached);
 /* The user JSON of row i of a result selected with AUTH_USER_COLUMNS. */
 json_t *auth_user_json(PGresult *r, int i);
 /* Creates the first platform admin from LOOM_ADMIN_USER / LOOM_ADMIN_PASSWORD

@@ -100,10 +100,11 @@ struct server {
     atomic_int db_up;
     atomic_ullong batched_lookups;
     meta *meta;                /* the published apps, as snapshots */
-    PGconn *listen;            /* LISTEN loom_meta (loop thread, non-blocking) */
+    PGconn *listen;            /* LISTEN loom_meta and loom_auth (loop thread, non-blocking) */
     uv_poll_t *listen_poll;    /* on its socket; NULL while there is none */
     int listen_fd;
     bool listen_connecting;    /* a PQconnectPoll is under way */
+    bool listen_acked;         /* the LISTENs are in force: the token cache may be used */
     uv_timer_t listen_retry;
     int session_ttl;
 };
@@ -125,6 +126,7 @@ typedef struct job {
     route_match m;
     bool prefetched;     /* lookup holds the authentication lookup */
     auth_lookup lookup;
+    auth_cached *cached; /* the token's cached lookup (the exchange's arena holds the reference), or NULL */
 } job;
 
 #define BATCH_MAX 8
@@ -316,8 +318,17 @@ static void listen_watch(server *s, int events)
     uv_poll_start(s->listen_poll, events, listen_poll_cb);
 }
 
+/* The token cache only while the listener is up: loom_auth keeps it true. */
+static bool auth_cache_wanted(void)
+{
+    const char *v = getenv("LOOM_AUTH_CACHE");
+    return !v || strcmp(v, "0") != 0;
+}
+
 static void listen_lost(server *s)
 {
+    s->listen_acked = false;
+    auth_cache_enable(false);
     listen_unwatch(s);
     if (s->listen) {
         PQfinish(s->listen);
@@ -335,10 +346,21 @@ static void listen_read(server *s)
         return;
     }
     PGresult *r;
-    while (!PQisBusy(s->listen) && (r = PQgetResult(s->listen)))
-        PQclear(r);   /* the answer to LISTEN */
+    while (!PQisBusy(s->listen) && (r = PQgetResult(s->listen))) {
+        if (PQresultStatus(r) == PGRES_COMMAND_OK && !s->listen_acked) {   /* the LISTENs after a reconnect */
+            s->listen_acked = true;
+            auth_cache_enable(auth_cache_wanted());
+        }
+        PQclear(r);
+    }
     PGnotify *n;
     while ((n = PQnotifies(s->listen))) {
+        if (!strcmp(n->relname, "loom_auth")) {   /* payload "u:<user id>" */
+            if (!strncmp(n->extra, "u:", 2))
+                auth_cache_drop_user(atoll(n->extra + 2));
+            PQfreemem(n);
+            continue;
+        }
         char app[64];   /* payload "<app>:<version>" */
         snprintf(app, sizeof app, "%s", n->extra);
         char *colon = strchr(app, ':');
@@ -369,7 +391,7 @@ static void listen_poll_cb(uv_poll_t *h, int status, int events)
         listen_watch(s, UV_WRITABLE);
         return;
     case PGRES_POLLING_OK:
-        if (!PQsendQuery(s->listen, "LISTEN loom_meta")) {
+        if (!PQsendQuery(s->listen, "LISTEN loom_meta; LISTEN loom_auth")) {
             listen_lost(s);
             return;
         }
@@ -401,13 +423,15 @@ static void listen_retry_cb(uv_timer_t *t)
 static bool listen_start(server *s)
 {
     s->listen = db_connect_once(s->conninfo, NULL, 0);
-    PGresult *r = s->listen ? PQexec(s->listen, "LISTEN loom_meta") : NULL;
+    PGresult *r = s->listen ? PQexec(s->listen, "LISTEN loom_meta; LISTEN loom_auth") : NULL;
     bool ok = r && PQresultStatus(r) == PGRES_COMMAND_OK && PQsetnonblocking(s->listen, 1) == 0;
     PQclear(r);
     if (!ok) {
         listen_lost(s);
         return false;
     }
+    s->listen_acked = true;
+    auth_cache_enable(auth_cache_wanted());
     listen_watch(s, UV_READABLE);
     return true;
 }
@@ -428,7 +452,7 @@ static void run_route(server *s, worker *w, job *j)
         ctx_problem(&c, LOOM_UNAVAILABLE, "the database is unreachable", NULL);
         return;
     }
-    if ((rt->flags & (R_AUTH | R_ADMIN)) && !auth_authenticate(&c, j->prefetched ? &j->lookup : NULL))
+    if ((rt->flags & (R_AUTH | R_ADMIN)) && !auth_authenticate(&c, j->prefetched ? &j->lookup : NULL, j->cached))
         return;
     if ((rt->flags & R_ADMIN) && !c.user->admin) {
         ctx_problem(&c, LOOM_FORBIDDEN, "this needs the platform role admin", NULL);
@@ -467,7 +491,7 @@ static void prefetch_auth(worker *w, job **jobs, int n)
             job *j = jobs[i];
             char hash[65];
             bool is_key;
-            if (j->kind != JOB_HTTP || !(routes[j->m.index].flags & (R_AUTH | R_ADMIN)) ||
+            if (j->kind != JOB_HTTP || j->cached || !(routes[j->m.index].flags & (R_AUTH | R_ADMIN)) ||
                 !auth_bearer_hash(&j->ex->req, hash, &is_key) || is_key != (kind == 1))
                 continue;
             sel[m] = j;
@@ -628,9 +652,27 @@ static void written_cb(void *ud, const http_exchange *ex, double secs)
 /* After the I/O callbacks of each loop iteration: the requests read in it go
  * to the workers in one hand-over (one wake-up rather than one each), and the
  * request log lines written in it go out in one write. */
+static void release_cached_cb(void *p)
+{
+    auth_cache_release(p);
+}
+
 static void check_cb(uv_check_t *h)
 {
     server *s = h->data;
+    if (s->npending && s->listen && !s->listen_connecting) {
+        /* changes notified so far (and a lost listener) count before these requests: then their tokens
+         * may come from the cache */
+        listen_read(s);
+        for (int i = 0; i < s->npending; i++) {
+            job *j = s->pending[i];
+            char hash[65];
+            bool is_key;
+            if (j->kind == JOB_HTTP && (routes[j->m.index].flags & (R_AUTH | R_ADMIN)) &&
+                auth_bearer_hash(&j->ex->req, hash, &is_key) && (j->cached = auth_cache_get(hash, is_key)))
+                arena_defer(j->ex->arena, release_cached_cb, j->cached);
+        }
+    }
     if (s->npending) {
         pool_submit(s->pool, s->pending, s->npending);
         s->npending = 0;

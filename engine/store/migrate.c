@@ -106,6 +106,21 @@ static const struct {
      "  field text NOT NULL,"   /* "doc", or "lines.doc" in a subform row */
      "  PRIMARY KEY (file, app, form, record, field));"
      "CREATE INDEX file_links_record_idx ON loom.file_links (app, form, record);"},
+    {4, "auth changes notify the servers' session caches",
+     /* any change to a user, a session or a key, from any server or by hand: every server drops what
+      * it cached for that user (delivered at commit) */
+     /* the column that names the user is the trigger's argument: id for users, user_id otherwise */
+     "CREATE FUNCTION loom.auth_changed() RETURNS trigger LANGUAGE plpgsql AS $$"
+     "BEGIN"
+     "  PERFORM pg_notify('loom_auth', 'u:' || (to_jsonb(OLD) ->> TG_ARGV[0]));"
+     "  RETURN NULL;"
+     "END $$;"
+     "CREATE TRIGGER users_auth_changed AFTER UPDATE OR DELETE ON loom.users"
+     "  FOR EACH ROW EXECUTE FUNCTION loom.auth_changed('id');"
+     "CREATE TRIGGER sessions_auth_changed AFTER UPDATE OR DELETE ON loom.sessions"
+     "  FOR EACH ROW EXECUTE FUNCTION loom.auth_changed('user_id');"
+     "CREATE TRIGGER api_keys_auth_changed AFTER UPDATE OR DELETE ON loom.api_keys"
+     "  FOR EACH ROW EXECUTE FUNCTION loom.auth_changed('user_id');"},
 };
 
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])

@@ -13,6 +13,8 @@
 #include <string.h>
 
 #include "core/secret.h"
+#include <unistd.h>
+
 #include "harness.h"
 
 static h_server srv;
@@ -532,6 +534,79 @@ static void test_cli_user_add(void **state)
     assert_non_null(strstr(out, "/password: too_short"));
 }
 
+/* Tokens are cached per server; a change made anywhere reaches every server's cache (loom_auth): a
+ * logout, a deactivation through another server, a change made by hand in the database. */
+static bool me_until(int port, const char *token, int status, const char *name)
+{
+    for (int i = 0; i < 100; i++) {   /* up to 2 s: a notification is a few milliseconds */
+        h_resp r = h_req(port, "GET", "/api/me", token, NULL);
+        bool ok = r.status == status &&
+                  (!name || (r.json && !strcmp(json_string_value(json_object_get(r.json, "display_name")), name)));
+        h_resp_free(&r);
+        if (ok)
+            return true;
+        usleep(20000);
+    }
+    return false;
+}
+
+static void test_token_cache_across_servers(void **state)
+{
+    (void)state;
+    h_server b;
+    const char *args[] = {"--workers", "2", NULL};
+    assert_true(h_server_start(&b, url, args, NULL));
+    create_user("cachey", "cachey-password-1", NULL);
+    char *t = h_login(srv.port, "cachey", "cachey-password-1");
+    assert_non_null(t);
+    h_resp r0;
+    /* both servers answer (and keep) the token */
+    for (int i = 0; i < 3; i++) {
+        h_resp r = h_req(b.port, "GET", "/api/me", t, NULL);
+        assert_int_equal(r.status, 200);
+        h_resp_free(&r);
+    }
+    /* a change by hand, no Loom involved: the trigger tells both servers */
+    assert_true(h_sql(url, "UPDATE loom.users SET display_name = 'Renamed' WHERE username = 'cachey'"));
+    assert_true(me_until(b.port, t, 200, "Renamed"));
+    assert_true(me_until(srv.port, t, 200, "Renamed"));
+    /* the cache is really used: a change that bypasses the triggers (replica mode) is not seen by B, which
+     * has the token cached, for as long as the entry lives */
+    assert_true(h_sql(url, "SET session_replication_role = replica; "
+                           "UPDATE loom.users SET display_name = 'Unseen' WHERE username = 'cachey'"));
+    r0 = h_req(b.port, "GET", "/api/me", t, NULL);
+    assert_string_equal(json_string_value(json_object_get(r0.json, "display_name")), "Renamed");
+    h_resp_free(&r0);
+    assert_true(h_sql(url, "UPDATE loom.users SET display_name = 'Renamed' WHERE username = 'cachey'"));
+    /* a logout through A: B refuses the token */
+    h_resp r = h_req(srv.port, "POST", "/api/auth/logout", t, NULL);
+    assert_int_equal(r.status, 204);
+    h_resp_free(&r);
+    r = h_req(srv.port, "GET", "/api/me", t, NULL);   /* on A at once */
+    assert_int_equal(r.status, 401);
+    h_resp_free(&r);
+    assert_true(me_until(b.port, t, 401, NULL));
+    free(t);
+    /* a deactivation through B: A refuses the user's other session */
+    t = h_login(srv.port, "cachey", "cachey-password-1");
+    assert_non_null(t);
+    r = h_req(srv.port, "GET", "/api/me", t, NULL);
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    char *n = h_sql_value(url, "SELECT id FROM loom.users WHERE username = 'cachey'");
+    char path[64];
+    snprintf(path, sizeof path, "/api/admin/users/%s", n);
+    free(n);
+    char *admin_b = h_login(b.port, "admin", H_ADMIN_PASSWORD);
+    r = h_req(b.port, "PATCH", path, admin_b, "{\"active\": false}");
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    assert_true(me_until(srv.port, t, 401, NULL));
+    free(admin_b);
+    free(t);
+    assert_int_equal(h_server_stop(&b), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -548,6 +623,7 @@ int main(void)
         cmocka_unit_test(test_api_keys),
         cmocka_unit_test(test_concurrent_tokens_answer_their_own_request),
         cmocka_unit_test(test_cli_user_add),
+        cmocka_unit_test(test_token_cache_across_servers),
     };
     return cmocka_run_group_tests_name("e2e_auth", tests, setup, teardown);
 }
