@@ -33,6 +33,8 @@ enum {
     R_ADMIN = 8,   /* platform admins only */
     R_TX = 16,     /* one transaction: committed when the response is < 400 */
     R_BULK = 32,   /* bodies up to the bulk limit (imports), not max_body */
+    R_NODB = 64,   /* with R_AUTH: needs no database once the caller is known (answered on the loop
+                      when the token is cached) */
 };
 
 /* The authenticated caller; lives on the request arena. */

@@ -4,7 +4,8 @@
 # same client counts, on loopback; then Loom's latency at a fixed rate of half
 # its measured throughput (loadgen, open loop); and Loom's resident memory idle
 # and under load.
-# Usage: tests/bench/run.sh BUILD_DIR   (env: CLIENTS="4 16 64", DURATION=15, WORKERS)
+# Usage: tests/bench/run.sh BUILD_DIR   (env: CLIENTS="4 16 64", DURATION=15, WORKERS, RATES="10000 15000"
+#        for more open-loop points)
 set -eu
 BUILD=$(realpath "$1")
 LOOM=$BUILD/loom
@@ -66,6 +67,10 @@ printf 'pgbench -S -R %s : ' "$half"
 cat "$dir"/pglog/tx* | awk '{print ($3 + $7) / 1000}' | sort -n | awk '{a[NR] = $1} END {
     printf "latency ms: p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f\n",
         a[int(NR * 0.5)], a[int(NR * 0.9)], a[int(NR * 0.99)], a[int(NR * 0.999)], a[NR]}'
+for rate in ${RATES:-}; do   # more points of the open-loop curve, when asked
+    printf 'loom GET /api/me at %s req/s: ' "$rate"
+    "$LOADGEN" -p $PORT -c 16 -r "$rate" -d "$DURATION" -H "$auth" /api/me | tail -1
+done
 echo
 echo "resident memory: idle ${idle_rss} MB, peak under load ${peak} MB"
 echo "machine: $(nproc) cores; loom workers: ${WORKERS:-default (2 x cores)}"
