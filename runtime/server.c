@@ -657,6 +657,8 @@ static void release_cached_cb(void *p)
     auth_cache_release(p);
 }
 
+#define LOOP_RUNS_MAX 4
+
 /* An R_NODB route whose caller the token cache knows: answered here, on the
  * loop, without a thread crossing; it touches no database. */
 static void run_on_loop(server *s, job *j)
@@ -678,7 +680,7 @@ static void check_cb(uv_check_t *h)
         /* changes notified so far (and a lost listener) count before these requests: then their tokens
          * may come from the cache */
         listen_read(s);
-        int kept = 0;
+        int kept = 0, on_loop = 0;
         for (int i = 0; i < s->npending; i++) {
             job *j = s->pending[i];
             char hash[65];
@@ -686,8 +688,11 @@ static void check_cb(uv_check_t *h)
             if (j->kind == JOB_HTTP && (routes[j->m.index].flags & (R_AUTH | R_ADMIN)) &&
                 auth_bearer_hash(&j->ex->req, hash, &is_key) && (j->cached = auth_cache_get(hash, is_key)))
                 arena_defer(j->ex->arena, release_cached_cb, j->cached);
-            if (j->cached && (routes[j->m.index].flags & R_NODB)) {   /* nothing left for a worker to do */
+            /* nothing left for a worker to do: answered here, a few per iteration so that a busy loop
+             * still shares the work with the workers */
+            if (j->cached && (routes[j->m.index].flags & R_NODB) && on_loop < LOOP_RUNS_MAX) {
                 run_on_loop(s, j);
+                on_loop++;
                 continue;
             }
             s->pending[kept++] = j;
