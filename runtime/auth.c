@@ -206,6 +206,7 @@ struct auth_cached {
     long long user_id;
     double valid_until;   /* monotonic seconds */
     PGresult *row;        /* read-only once cached: shared by requests */
+    _Atomic(char *) me;   /* GET /api/me's body, made by the first request that needs it */
     atomic_int refs;
 };
 
@@ -233,6 +234,7 @@ void auth_cache_release(auth_cached *e)
 {
     if (e && atomic_fetch_sub(&e->refs, 1) == 1) {
         PQclear(e->row);
+        free(atomic_load(&e->me));
         free(e);
     }
 }
@@ -400,6 +402,7 @@ bool auth_authenticate(ctx *c, const auth_lookup *pre, auth_cached *cached)
     u->api_key = is_key;
     u->token_hash = arena_strdup(c->a, hash);
     u->row = r;
+    u->cached = cached;
     c->user = u;
     return true;
 }
@@ -511,7 +514,29 @@ void auth_logout(void *cp)
 void auth_me(void *cp)
 {
     ctx *c = cp;
-    ctx_json(c, 200, auth_user_json(c->user->row, 0));
+    auth_cached *e = c->user->cached;
+    if (!e) {
+        ctx_json(c, 200, auth_user_json(c->user->row, 0));
+        return;
+    }
+    /* the same body for as long as the entry lives: made once */
+    char *body = atomic_load(&e->me);
+    if (!body) {
+        json_t *j = auth_user_json(e->row, 0);
+        char *made = json_dumps(j, JSON_COMPACT);
+        json_decref(j);
+        char *none = NULL;
+        if (atomic_compare_exchange_strong(&e->me, &none, made))
+            body = made;
+        else {
+            free(made);
+            body = none;   /* another request made it first */
+        }
+    }
+    c->res->status = 200;
+    c->res->content_type = "application/json; charset=utf-8";
+    buf_reset(&c->res->body);
+    buf_puts(&c->res->body, body);
 }
 
 /* ---- first admin ---- */

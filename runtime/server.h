@@ -45,6 +45,7 @@ typedef struct auth_user {
     bool api_key;            /* authenticated by an API key, not a session */
     const char *token_hash;  /* of the session or key used */
     PGresult *row;           /* the user's columns (auth_user_json reads them) */
+    struct auth_cached *cached;   /* the token cache's entry it came from, or NULL */
 } auth_user;
 
 typedef struct server server;
