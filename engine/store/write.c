@@ -31,6 +31,8 @@ typedef struct wr {
     json_t *orders;          /* formula order per field list ("" the record's, else the subform's id) */
     char key_prefix[200];    /* of the chunk cache keys */
     size_t key_len;
+    bool plain;              /* every field writable by the caller, no subforms: a body needs no stripping */
+    bool has_files;          /* the form has file fields (in rows too) */
 } wr;
 
 static bool is(json_t *field, const char *type)
@@ -241,6 +243,8 @@ static json_t *strip_rows(wr *x, json_t *sub, json_t *rows, json_t *old_rows, co
  * error: hidden ones exactly like fields that do not exist). */
 static json_t *strip(wr *x, json_t *body, json_t *old)
 {
+    if (x->plain && !old && !json_object_get(body, "_owner"))
+        return json_incref(body);
     json_t *out = json_object();
     const char *k;
     json_t *v;
@@ -926,6 +930,8 @@ static bool check_files(wr *x, json_t *rec, json_t *old)
 {
     static db_stmt st = {.sql = "SELECT id, name, size, content_type, uploaded_by FROM loom.files "
                                 "WHERE id IN (SELECT jsonb_object_keys($1::jsonb))"};
+    if (!x->has_files)
+        return true;
     json_t *files = files_of(x, rec);
     if (!json_object_size(files)) {
         json_decref(files);
@@ -1361,6 +1367,15 @@ static bool begin(wr *x, const write_ctx *w, const char *form, write_result *out
     perm_decide(w->fc->bundle, form, w->fc->roles, w->fc->admin, &x->d);
     if (!x->fdef || (!x->d.read && !x->d.create))
         return fail(x, LOOM_NOT_FOUND, "no such form");
+    x->plain = true;
+    size_t i, k;
+    json_t *f, *sf;
+    json_array_foreach(x->fields, i, f)
+    {
+        x->plain = x->plain && !is(f, "subform") && mode(x, NULL, jstr(json_object_get(f, "id"))) == FIELD_WRITE;
+        x->has_files = x->has_files || is(f, "file");
+        json_array_foreach(json_object_get(f, "fields"), k, sf) x->has_files = x->has_files || is(sf, "file");
+    }
     return true;
 }
 
