@@ -84,46 +84,19 @@ static char render(buf *s, const char *alias, const char *col, const char *type,
     return DEC_STR;
 }
 
-/* A subform's rows as one JSON array (the fields the caller may read). */
-static void render_subform(buf *s, const filter_ctx *c, const perm_decision *d, const char *form, json_t *sub)
-{
-    char tmp[160], child[DDL_NAME_MAX + 1];
-    snprintf(tmp, sizeof tmp, "%s__%s", form, jstr(json_object_get(sub, "id")));
-    ddl_physical_name(tmp, child);
-    buf_puts(s, "(SELECT coalesce(json_agg((jsonb_build_object('id', s.\"id\"");
-    int pairs = 1;
-    size_t i;
-    json_t *f;
-    json_array_foreach(json_object_get(sub, "fields"), i, f)
-    {
-        const char *id = jstr(json_object_get(f, "id"));
-        snprintf(tmp, sizeof tmp, "%s.%s", jstr(json_object_get(sub, "id")), id);
-        if (!c->system && perm_field(d, tmp) == FIELD_HIDDEN)
-            continue;
-        if (++pairs % 40 == 0)   /* a function takes at most 100 arguments */
-            buf_puts(s, ") || jsonb_build_object(");
-        else
-            buf_puts(s, ", ");
-        buf_printf(s, "'%s', ", id);   /* an id: [a-z0-9_] only */
-        render(s, "s", id, jstr(json_object_get(f, "type")), true);   /* nests as JSON inside the row */
-    }
-    buf_puts(s, ")) ORDER BY s.\"_pos\", s.\"id\"), '[]')::text FROM ");
-    ddl_quote(s, c->schema);
-    buf_puts(s, ".");
-    ddl_quote(s, child);
-    buf_puts(s, " AS s WHERE s.\"_parent\" = t.\"id\")");
-}
-
-/* A ref or user column as {"id", "title"}: a user's title is its name; a
- * record's is its title field, "#<id>" without one (or when that field is
- * hidden), and absent when the caller may not read the record. */
-static void render_expanded(const filter_ctx *c, const char *name, json_t *f, query *q, filter_err *err)
+/* A ref or user column (of alias) as {"id", "title"}: a user's title is its
+ * name; a record's is its title field, "#<id>" without one (or when that
+ * field is hidden), and absent when the caller may not read the record. As
+ * text for a column of its own, as jsonb inside a subform row. */
+static void render_expanded(const filter_ctx *c, const char *alias, const char *name, json_t *f, bool as_text,
+                            query *q, filter_err *err)
 {
     buf *s = &q->sql;
-    buf_printf(s, "CASE WHEN t.\"%s\" IS NULL THEN NULL ELSE jsonb_strip_nulls(jsonb_build_object('id', t.\"%s\", "
-                  "'title', ", name, name);
+    buf_printf(s, "CASE WHEN %s.\"%s\" IS NULL THEN NULL ELSE jsonb_strip_nulls(jsonb_build_object('id', %s.\"%s\", "
+                  "'title', ", alias, name, alias, name);
     if (!f || !strcmp(jstr(json_object_get(f, "type")), "user")) {
-        buf_printf(s, "(SELECT coalesce(u.display_name, u.username) FROM loom.users u WHERE u.id = t.\"%s\")", name);
+        buf_printf(s, "(SELECT coalesce(u.display_name, u.username) FROM loom.users u WHERE u.id = %s.\"%s\")", alias,
+                   name);
     } else {
         const char *target = jstr(json_object_get(f, "form"));
         json_t *tdef = bundle_item(json_object_get(c->bundle, "forms"), target);
@@ -143,7 +116,7 @@ static void render_expanded(const filter_ctx *c, const char *name, json_t *f, qu
             ddl_quote(s, c->schema);
             buf_puts(s, ".");
             ddl_quote(s, target);
-            buf_printf(s, " AS e WHERE e.\"id\" = t.\"%s\"", name);
+            buf_printf(s, " AS e WHERE e.\"id\" = %s.\"%s\"", alias, name);
             if (!c->system && !perm_scope_all(td.read)) {
                 buf_puts(s, " AND ");
                 filter_scope_sql(c, target, "e", td.read, s, q->args, err);
@@ -152,7 +125,43 @@ static void render_expanded(const filter_ctx *c, const char *name, json_t *f, qu
         }
         perm_free(&td);
     }
-    buf_puts(s, "))::text END");
+    buf_puts(s, as_text ? "))::text END" : ")) END");
+}
+
+/* A subform's rows as one JSON array (the fields the caller may read; the
+ * refs and users named "<subform>.<field>" in expanded, expanded). */
+static void render_subform(query *q, const filter_ctx *c, const perm_decision *d, const char *form, json_t *sub,
+                           json_t *expanded, filter_err *err)
+{
+    buf *s = &q->sql;
+    char tmp[160], child[DDL_NAME_MAX + 1];
+    snprintf(tmp, sizeof tmp, "%s__%s", form, jstr(json_object_get(sub, "id")));
+    ddl_physical_name(tmp, child);
+    buf_puts(s, "(SELECT coalesce(json_agg((jsonb_build_object('id', s.\"id\"");
+    int pairs = 1;
+    size_t i;
+    json_t *f;
+    json_array_foreach(json_object_get(sub, "fields"), i, f)
+    {
+        const char *id = jstr(json_object_get(f, "id"));
+        snprintf(tmp, sizeof tmp, "%s.%s", jstr(json_object_get(sub, "id")), id);
+        if (!c->system && perm_field(d, tmp) == FIELD_HIDDEN)
+            continue;
+        if (++pairs % 40 == 0)   /* a function takes at most 100 arguments */
+            buf_puts(s, ") || jsonb_build_object(");
+        else
+            buf_puts(s, ", ");
+        buf_printf(s, "'%s', ", id);   /* an id: [a-z0-9_] only */
+        if (json_object_get(expanded, tmp))
+            render_expanded(c, "s", id, f, false, q, err);
+        else
+            render(s, "s", id, jstr(json_object_get(f, "type")), true);   /* nests as JSON inside the row */
+    }
+    buf_puts(s, ")) ORDER BY s.\"_pos\", s.\"id\"), '[]')::text FROM ");
+    ddl_quote(s, c->schema);
+    buf_puts(s, ".");
+    ddl_quote(s, child);
+    buf_puts(s, " AS s WHERE s.\"_parent\" = t.\"id\")");
 }
 
 /* The set of fields to expand (a comma list): refs and users the caller
@@ -168,8 +177,20 @@ static json_t *parse_expand(const filter_ctx *c, const perm_decision *d, const c
     for (const char *p = expand; *p;) {
         size_t n = strcspn(p, ",");
         snprintf(name, sizeof name, "%.*s", (int)(n < 127 ? n : 127), p);
-        json_t *f = bundle_item(json_object_get(fdef, "fields"), name);
-        const char *type = f ? jstr(json_object_get(f, "type")) : system_type(c->bundle, form, name);
+        const char *dot = strchr(name, '.');
+        json_t *f;
+        if (dot) {   /* a field of a subform's rows: "lines.product" */
+            char sub[128];
+            snprintf(sub, sizeof sub, "%.*s", (int)(dot - name), name);
+            json_t *sf = bundle_item(json_object_get(fdef, "fields"), sub);
+            f = sf && !strcmp(jstr(json_object_get(sf, "type")), "subform") &&
+                        (c->system || perm_field(d, sub) != FIELD_HIDDEN)
+                    ? bundle_item(json_object_get(sf, "fields"), dot + 1)
+                    : NULL;
+        } else {
+            f = bundle_item(json_object_get(fdef, "fields"), name);
+        }
+        const char *type = f ? jstr(json_object_get(f, "type")) : dot ? NULL : system_type(c->bundle, form, name);
         bool visible = f ? c->system || perm_field(d, name) != FIELD_HIDDEN : type != NULL;
         if (n == 0 || n >= 127 || !visible) {
             json_decref(set);
@@ -225,7 +246,7 @@ static bool select_list(const filter_ctx *c, const perm_decision *d, const char 
         first = false;
         char dec = DEC_JSON;
         if (json_object_get(expanded, name))
-            render_expanded(c, name, NULL, q, err);
+            render_expanded(c, "t", name, NULL, true, q, err);
         else
             dec = render(&q->sql, "t", name, system_fields[i].type, false);
         json_array_append_new(q->out, json_pack("[s, s#]", name, &dec, (size_t)1));
@@ -240,9 +261,9 @@ static bool select_list(const filter_ctx *c, const perm_decision *d, const char 
         buf_puts(&q->sql, ", ");
         char dec = DEC_JSON;
         if (!strcmp(type, "subform"))
-            render_subform(&q->sql, c, d, form, f);
+            render_subform(q, c, d, form, f, expanded, err);
         else if (json_object_get(expanded, name))
-            render_expanded(c, name, f, q, err);
+            render_expanded(c, "t", name, f, true, q, err);
         else
             dec = render(&q->sql, "t", name, type, false);
         json_array_append_new(q->out, json_pack("[s, s#]", name, &dec, (size_t)1));

@@ -605,6 +605,24 @@ static void test_expand(void **state)
     assert_int_equal(r.status, 200);
     assert_true(json_is_object(json_object_get(json_array_get(json_object_get(r.json, "items"), 0), "customer")));
     h_resp_free(&r);
+    /* refs in subform rows: "lines.supplier" */
+    snprintf(body, sizeof body, "{\"customer\": %lld, \"_owner\": %lld, \"lines\": [{\"product\": \"P\", \"supplier\": %lld}, "
+             "{\"product\": \"Q\", \"supplier\": %lld}, {\"product\": \"R\"}]}", vip, viewer_id, vip, plain);
+    long long o3 = create_id(manager, "order", body);
+    r = req("GET", viewer, NULL, NULL, "/api/apps/shop/forms/order/records/%lld?expand=lines.supplier,customer", o3);
+    assert_int_equal(r.status, 200);
+    json_t *lines = json_object_get(r.json, "lines");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(json_array_get(lines, 0), "supplier"), "title")),
+                        "Expand Vip");
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(json_array_get(lines, 1), "supplier"), "id")), plain);
+    assert_null(json_object_get(json_object_get(json_array_get(lines, 1), "supplier"), "title"));   /* not readable */
+    assert_true(json_is_null(json_object_get(json_array_get(lines, 2), "supplier")));
+    assert_string_equal(json_string_value(json_object_get(json_array_get(lines, 2), "product")), "R");
+    h_resp_free(&r);
+    r = req("GET", manager, NULL, NULL, "/api/apps/shop/forms/order/records/%lld?expand=lines.qty", o3);
+    expect_errors(&r, 400, "bad_request", "/expand bad_request");
+    r = req("GET", manager, NULL, NULL, "/api/apps/shop/forms/order/records/%lld?expand=nope.supplier", o3);
+    expect_errors(&r, 400, "unknown_field", "/expand unknown_field");
     /* not a ref; a hidden field; nothing written when a create's expand is bad */
     r = req("GET", manager, NULL, NULL, "/api/apps/shop/forms/order/records/%lld?expand=discount", o1);
     expect_errors(&r, 400, "bad_request", "/expand bad_request");
