@@ -1721,6 +1721,124 @@ bool write_update(const write_ctx *w, const char *form, const char *id, json_t *
     return finish(&x, ok);
 }
 
+#define CASCADE_DEPTH 16
+
+static bool remove_record(wr *x, const char *id, json_t *old, int depth);
+
+/* What the deletion of record id of x's form does to the records that refer
+ * to it, done here rather than by the foreign keys so that each is in the
+ * history: refs with on_delete cascade delete their records (and theirs, to
+ * CASCADE_DEPTH), set_null empties the ref as an update. A restrict ref is
+ * left to the foreign key (409). Refs in subform rows are left to the
+ * foreign keys (their parent records get no history entry). */
+static bool dependents(wr *x, const char *id, int depth)
+{
+    size_t i, k;
+    json_t *form, *f;
+    json_array_foreach(json_object_get(x->w->fc->bundle, "forms"), i, form)
+    {
+        const char *fid = jstr(json_object_get(form, "id"));
+        json_array_foreach(json_object_get(form, "fields"), k, f)
+        {
+            const char *od = jstr(json_object_get(f, "on_delete"));
+            if (!is(f, "ref") || strcmp(jstr(json_object_get(f, "form")), x->form) ||
+                (strcmp(od, "cascade") && strcmp(od, "set_null")))
+                continue;
+            const char *col = jstr(json_object_get(f, "id"));
+            buf sql = {0};
+            json_t *args = json_array();
+            arg(args, id);
+            bool ok;
+            if (!strcmp(od, "set_null")) {
+                char ch[160];
+                snprintf(ch, sizeof ch, "{\"%s\": [%s, null]}", col, id);   /* an id and digits */
+                arg_me(args, x->w->fc->me);
+                arg(args, x->w->app);
+                arg(args, fid);
+                arg(args, ch);
+                buf_puts(&sql, "WITH u AS (UPDATE ");
+                qualified(&sql, x->w->fc->schema, fid);
+                buf_puts(&sql, " SET ");
+                ddl_quote(&sql, col);
+                buf_puts(&sql, " = NULL, \"_version\" = \"_version\" + 1, \"_updated_at\" = now(), \"_updated_by\" = $2 WHERE ");
+                ddl_quote(&sql, col);
+                buf_puts(&sql, " = $1::bigint AND \"id\" <> $1::bigint RETURNING \"id\") "
+                               "INSERT INTO loom.history (app, form, record, actor, action, changes) "
+                               "SELECT $3, $4, u.\"id\", $2, 'update', $5::jsonb FROM u");
+                ok = must(x, sql.data, args) != NULL;
+            } else {
+                buf_puts(&sql, "SELECT \"id\" FROM ");
+                qualified(&sql, x->w->fc->schema, fid);
+                buf_puts(&sql, " WHERE ");
+                ddl_quote(&sql, col);
+                buf_puts(&sql, " = $1::bigint AND \"id\" <> $1::bigint FOR UPDATE");
+                PGresult *r = must(x, sql.data, args);
+                ok = r != NULL;
+                if (ok && PQntuples(r) && depth >= CASCADE_DEPTH)
+                    ok = fail(x, LOOM_CONFLICT, "deleting this record would cascade deeper than %d levels", CASCADE_DEPTH);
+                for (int n = 0; ok && r && n < PQntuples(r); n++) {
+                    wr y;
+                    write_result yo;
+                    char child[24];
+                    snprintf(child, sizeof child, "%s", PQgetvalue(r, n, 0));
+                    /* the cascade is the delete's consequence: every child goes, whoever may see it */
+                    filter_ctx sys = *x->w->fc;
+                    sys.system = sys.admin = true;
+                    write_ctx wsys = *x->w;
+                    wsys.fc = &sys;
+                    json_t *cold = NULL;
+                    bool sc[3];
+                    ok = begin(&y, &wsys, fid, &yo) && lock(&y, child, &cold, sc) &&
+                         remove_record(&y, child, cold, depth + 1);
+                    json_decref(cold);
+                    if (!ok) {
+                        *x->out = yo;   /* the child's failure is the delete's */
+                        memset(&yo, 0, sizeof yo);
+                    }
+                    finish(&y, ok);
+                    write_result_free(&yo);
+                }
+            }
+            buf_free(&sql);
+            json_decref(args);
+            if (!ok)
+                return false;
+        }
+    }
+    return true;
+}
+
+/* Deletes record id (old: its values) with its history entry, after what
+ * it does to the records that refer to it. */
+static bool remove_record(wr *x, const char *id, json_t *old, int depth)
+{
+    if (!dependents(x, id, depth))
+        return false;
+    json_t *ch = changes(x, old, NULL), *args = json_array();
+    arg(args, id);
+    arg(args, x->w->app);
+    arg(args, x->form);
+    arg_me(args, x->w->fc->me);
+    arg_json(args, ch);
+    buf sql = {0};
+    buf_puts(&sql, "WITH d AS (DELETE FROM ");
+    qualified(&sql, x->w->fc->schema, x->form);
+    buf_puts(&sql, " WHERE \"id\" = $1::bigint RETURNING \"id\") "
+                   "INSERT INTO loom.history (app, form, record, actor, action, changes) "
+                   "SELECT $2, $3, d.\"id\", $4, 'delete', $5::jsonb FROM d");
+    loom_err e = {0};
+    bool ok = run(x, sql.data, args, &e) != NULL;
+    if (!ok && e.code == LOOM_CONFLICT)
+        fail(x, LOOM_CONFLICT, "other records refer to this one");
+    else if (!ok)
+        db_failed(x, &e);
+    ok = ok && link_files(x, strtoll(id, NULL, 10), NULL, old);
+    buf_free(&sql);
+    json_decref(args);
+    json_decref(ch);
+    return ok;
+}
+
 bool write_delete(const write_ctx *w, const char *form, const char *id, long long if_match, write_result *out)
 {
     wr x;
@@ -1729,32 +1847,8 @@ bool write_delete(const write_ctx *w, const char *form, const char *id, long lon
     bool ok = begin(&x, w, form, out) && lock(&x, id, &old, scopes);
     if (ok && !scopes[2])
         ok = fail(&x, LOOM_FORBIDDEN, "you may not delete this record");
-    ok = ok && version_ok(&x, old, if_match);
-    if (ok) {
-        json_t *ch = changes(&x, old, NULL), *args = json_array();
-        arg(args, id);
-        arg(args, w->app);
-        arg(args, form);
-        arg_me(args, w->fc->me);
-        arg_json(args, ch);
-        buf sql = {0};
-        buf_puts(&sql, "WITH d AS (DELETE FROM ");
-        qualified(&sql, w->fc->schema, form);
-        buf_puts(&sql, " WHERE \"id\" = $1::bigint RETURNING \"id\") "
-                       "INSERT INTO loom.history (app, form, record, actor, action, changes) "
-                       "SELECT $2, $3, d.\"id\", $4, 'delete', $5::jsonb FROM d");
-        loom_err e = {0};
-        ok = run(&x, sql.data, args, &e) != NULL;
-        if (!ok && e.code == LOOM_CONFLICT)
-            fail(&x, LOOM_CONFLICT, "other records refer to this one");
-        else if (!ok)
-            db_failed(&x, &e);
-        out->id = strtoll(id, NULL, 10);
-        ok = ok && link_files(&x, out->id, NULL, old);
-        buf_free(&sql);
-        json_decref(args);
-        json_decref(ch);
-    }
+    ok = ok && version_ok(&x, old, if_match) && remove_record(&x, id, old, 0);
+    out->id = strtoll(id, NULL, 10);
     json_decref(old);
     return finish(&x, ok);
 }

@@ -476,16 +476,21 @@ static void test_delete_and_on_delete(void **state)
 {
     (void)state;
     long long cust = create_id(manager, "customer", "{\"name\": \"Gone Soon\"}");
-    char body[256];
+    char body[1024];
     snprintf(body, sizeof body, "{\"vin\": \"V1\", \"customer\": %lld}", cust);
     long long veh = create_id(manager, "vehicle", body);
     snprintf(body, sizeof body, "{\"customer\": %lld, \"at\": \"2026-01-02\"}", cust);
     long long visit = create_id(manager, "visit", body);
     snprintf(body, sizeof body, "{\"customer\": %lld}", cust);
     long long order = create_id(manager, "order", body);
-    /* restrict: the order blocks it */
+    /* restrict: the order blocks it, and the cascade it had begun is undone with it */
     h_resp r = req("DELETE", manager, NULL, NULL, "/api/apps/shop/forms/customer/records/%lld", cust);
     expect_errors(&r, 409, "conflict", NULL);
+    snprintf(body, sizeof body, "SELECT count(*) FROM app_shop.vehicle WHERE id = %lld", veh);
+    assert_int_equal(sql_int(body), 1);
+    snprintf(body, sizeof body, "SELECT count(*) FROM loom.history WHERE form = 'vehicle' AND record = %lld AND action = 'delete'",
+             veh);
+    assert_int_equal(sql_int(body), 0);
     /* a clerk may delete no customer; an order of someone else is not there */
     r = req("DELETE", clerk, NULL, NULL, "/api/apps/shop/forms/customer/records/%lld", cust);
     expect_errors(&r, 403, "forbidden", NULL);
@@ -504,8 +509,16 @@ static void test_delete_and_on_delete(void **state)
     h_resp_free(&r);
     snprintf(body, sizeof body, "SELECT count(*) FROM app_shop.vehicle WHERE id = %lld", veh);
     assert_int_equal(sql_int(body), 0);   /* cascade */
-    snprintf(body, sizeof body, "SELECT count(*) FROM app_shop.visit WHERE id = %lld AND customer IS NULL", visit);
-    assert_int_equal(sql_int(body), 1);   /* set_null */
+    snprintf(body, sizeof body, "SELECT count(*) FROM app_shop.visit WHERE id = %lld AND customer IS NULL AND _version = 2",
+             visit);
+    assert_int_equal(sql_int(body), 1);   /* set_null, as an update */
+    /* both in the history, by the one who deleted the customer */
+    snprintf(body, sizeof body,
+             "SELECT count(*) FROM loom.history h JOIN loom.users u ON u.id = h.actor AND u.username = 'manager' "
+             "WHERE (h.form = 'vehicle' AND h.record = %lld AND h.action = 'delete' AND h.changes->'vin' = '[\"V1\", null]') "
+             "OR (h.form = 'visit' AND h.record = %lld AND h.action = 'update' AND h.changes = '{\"customer\": [%lld, null]}')",
+             veh, visit, cust);
+    assert_int_equal(sql_int(body), 2);
     snprintf(body, sizeof body,
              "SELECT count(*) FROM loom.history WHERE form = 'customer' AND record = %lld AND action = 'delete' "
              "AND changes->'name' = '[\"Gone Soon\", null]'",
