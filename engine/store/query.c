@@ -273,7 +273,44 @@ static bool select_list(const filter_ctx *c, const perm_decision *d, const char 
     return true;
 }
 
-/* Parses the sort into q->sort ([name, desc, cast] per key, id last). */
+/* A sort key through a ref ("customer.name"): the ref must be a field the
+ * caller sees, and the target's field one it sees there; the value is read
+ * from the target record inside the caller's read scope (null outside it). */
+static bool sort_through_ref(const filter_ctx *c, const perm_decision *d, json_t *fdef, const char *name, query *q,
+                             buf *expr, const char **type, filter_err *err)
+{
+    char head[128];
+    const char *dot = strchr(name, '.');
+    snprintf(head, sizeof head, "%.*s", (int)(dot - name), name);
+    json_t *ref = bundle_item(json_object_get(fdef, "fields"), head);
+    if (!ref || strcmp(jstr(json_object_get(ref, "type")), "ref") || (!c->system && perm_field(d, head) == FIELD_HIDDEN) ||
+        strchr(dot + 1, '.'))
+        return fail(err, LOOM_UNKNOWN_FIELD, "/sort", "no field \"%.64s\"", name);
+    const char *target = jstr(json_object_get(ref, "form"));
+    json_t *tdef = bundle_item(json_object_get(c->bundle, "forms"), target);
+    perm_decision td;
+    perm_decide(c->bundle, target, c->roles, c->admin, &td);
+    json_t *tf = bundle_item(json_object_get(tdef, "fields"), dot + 1);
+    *type = tf && (c->system || (td.read && perm_field(&td, dot + 1) != FIELD_HIDDEN)) ? jstr(json_object_get(tf, "type"))
+            : !tf && (c->system || td.read) ? system_type(c->bundle, target, dot + 1) : NULL;
+    bool ok = *type != NULL;
+    if (ok) {
+        buf_printf(expr, "(SELECT e.\"%s\" FROM ", dot + 1);   /* checked ids */
+        ddl_quote(expr, c->schema);
+        buf_puts(expr, ".");
+        ddl_quote(expr, target);
+        buf_printf(expr, " AS e WHERE e.\"id\" = t.\"%s\"", head);
+        if (!c->system && !perm_scope_all(td.read)) {
+            buf_puts(expr, " AND ");
+            ok = filter_scope_sql(c, target, "e", td.read, expr, q->args, err);
+        }
+        buf_puts(expr, ")");
+    }
+    perm_free(&td);
+    return ok || fail(err, LOOM_UNKNOWN_FIELD, "/sort", "no field \"%.64s\"", name);
+}
+
+/* Parses the sort into q->sort ([name, desc, cast, SQL expression] per key, id last). */
 static bool parse_sort(const filter_ctx *c, const perm_decision *d, const char *form, json_t *fdef, const char *sort,
                        query *q, filter_err *err)
 {
@@ -287,25 +324,40 @@ static bool parse_sort(const filter_ctx *c, const perm_decision *d, const char *
         const char *k = p + (desc || *p == '+');
         size_t kn = n - (size_t)(k - p);
         snprintf(name, sizeof name, "%.*s", (int)(kn < 127 ? kn : 127), k);
-        json_t *f = bundle_item(json_object_get(fdef, "fields"), name);
-        const char *type = f && (c->system || perm_field(d, name) != FIELD_HIDDEN) ? jstr(json_object_get(f, "type"))
-                           : !f ? system_type(c->bundle, form, name) : NULL;
-        if (!type || kn == 0 || kn >= 127)
+        buf expr = {0};
+        const char *type = NULL;
+        if (strchr(name, '.')) {   /* through a ref: "customer.name" */
+            if (!sort_through_ref(c, d, fdef, name, q, &expr, &type, err)) {
+                buf_free(&expr);
+                return false;
+            }
+        } else {
+            json_t *f = bundle_item(json_object_get(fdef, "fields"), name);
+            type = f && (c->system || perm_field(d, name) != FIELD_HIDDEN) ? jstr(json_object_get(f, "type"))
+                   : !f ? system_type(c->bundle, form, name) : NULL;
+            buf_printf(&expr, "t.\"%s\"", name);   /* checked: a field id */
+        }
+        if (!type || kn == 0 || kn >= 127) {
+            buf_free(&expr);
             return fail(err, LOOM_UNKNOWN_FIELD, "/sort", "no field \"%.64s\"", name);
-        if (!ddl_compare_type(type))
-            return fail(err, LOOM_BAD_REQUEST, "/sort", "\"%.64s\" cannot be sorted", name);
-        if (json_array_size(q->sort) >= QUERY_MAX_SORT)
-            return fail(err, LOOM_BAD_REQUEST, "/sort", "at most 8 sort keys");
+        }
+        bool bad_type = !ddl_compare_type(type), too_many = json_array_size(q->sort) >= QUERY_MAX_SORT, twice = false;
         size_t j;
         json_t *x;
-        json_array_foreach(q->sort, j, x) if (!strcmp(jstr(json_array_get(x, 0)), name))
-            return fail(err, LOOM_BAD_REQUEST, "/sort", "\"%.64s\" is sorted on twice", name);
+        json_array_foreach(q->sort, j, x) twice = twice || !strcmp(jstr(json_array_get(x, 0)), name);
+        if (bad_type || too_many || twice) {
+            buf_free(&expr);
+            return bad_type   ? fail(err, LOOM_BAD_REQUEST, "/sort", "\"%.64s\" cannot be sorted", name)
+                   : too_many ? fail(err, LOOM_BAD_REQUEST, "/sort", "at most 8 sort keys")
+                              : fail(err, LOOM_BAD_REQUEST, "/sort", "\"%.64s\" is sorted on twice", name);
+        }
         has_id = !strcmp(name, "id");
-        json_array_append_new(q->sort, json_pack("[s, b, s]", name, desc, ddl_compare_type(type)));
+        json_array_append_new(q->sort, json_pack("[s, b, s, s]", name, desc, ddl_compare_type(type), expr.data));
+        buf_free(&expr);
         p += n + (p[n] == ',');
     }
     if (!has_id)   /* the tiebreak that makes the order total, in the last key's direction */
-        json_array_append_new(q->sort, json_pack("[s, b, s]", "id", desc, "bigint"));
+        json_array_append_new(q->sort, json_pack("[s, b, s, s]", "id", desc, "bigint", "t.\"id\""));
     size_t j;
     json_t *x;
     size_t o = 0;
@@ -402,7 +454,7 @@ static bool keyset(query *q, const char *cursor, filter_err *err)
     if (!null_value && (all_desc || all_asc_not_null)) {
         buf_puts(&q->sql, " AND (");
         for (size_t i = 0; i < nk; i++)
-            buf_printf(&q->sql, "%st.\"%s\"", i ? ", " : "", jstr(json_array_get(json_array_get(q->sort, i), 0)));
+            buf_printf(&q->sql, "%s%s", i ? ", " : "", jstr(json_array_get(json_array_get(q->sort, i), 3)));
         buf_puts(&q->sql, all_desc ? ") < (" : ") > (");
         for (size_t i = 0; i < nk; i++) {
             if (i)
@@ -418,28 +470,28 @@ static bool keyset(query *q, const char *cursor, filter_err *err)
     bool any = false;
     for (size_t i = 0; i < json_array_size(q->sort); i++) {
         json_t *key = json_array_get(q->sort, i);
-        const char *name = jstr(json_array_get(key, 0)), *cast = jstr(json_array_get(key, 2));
+        const char *expr = jstr(json_array_get(key, 3)), *cast = jstr(json_array_get(key, 2));
         bool desc = json_is_true(json_array_get(key, 1)), null = json_is_null(json_array_get(vals, i));
         if (null && !desc)
             continue;   /* nothing sorts after a null ascending but nulls, which the later keys order */
         buf_puts(&q->sql, any ? " OR (" : "(");
         any = true;
         for (size_t j = 0; j < i; j++) {
-            const char *jn = jstr(json_array_get(json_array_get(q->sort, j), 0));
+            const char *jn = jstr(json_array_get(json_array_get(q->sort, j), 3));
             if (json_is_null(json_array_get(vals, j))) {
-                buf_printf(&q->sql, "t.\"%s\" IS NULL AND ", jn);
+                buf_printf(&q->sql, "%s IS NULL AND ", jn);
             } else {
-                buf_printf(&q->sql, "t.\"%s\" = ", jn);
+                buf_printf(&q->sql, "%s = ", jn);
                 param(q, text[j], jstr(json_array_get(json_array_get(q->sort, j), 2)));
                 buf_puts(&q->sql, " AND ");
             }
         }
         if (null) {
-            buf_printf(&q->sql, "t.\"%s\" IS NOT NULL)", name);
+            buf_printf(&q->sql, "%s IS NOT NULL)", expr);
         } else {
-            buf_printf(&q->sql, desc ? "t.\"%s\" < " : "(t.\"%s\" > ", name);
+            buf_printf(&q->sql, desc ? "%s < " : "(%s > ", expr);
             param(q, text[i], cast);
-            buf_printf(&q->sql, desc ? ")" : " OR t.\"%s\" IS NULL))", name);
+            buf_printf(&q->sql, desc ? ")" : " OR %s IS NULL))", expr);
         }
     }
     if (!any)
@@ -494,11 +546,11 @@ bool query_list_base(const filter_ctx *c, const char *form, const query_spec *sp
     json_t *key;
     json_array_foreach(ok ? q->sort : NULL, i, key)
     {
-        const char *name = jstr(json_array_get(key, 0));
+        const char *expr = jstr(json_array_get(key, 3));
         if (!strcmp(jstr(json_array_get(key, 2)), "timestamptz"))
-            buf_printf(&q->sql, ", (extract(epoch FROM t.\"%s\") * 1000000)::bigint", name);
+            buf_printf(&q->sql, ", (extract(epoch FROM %s) * 1000000)::bigint", expr);
         else
-            buf_printf(&q->sql, ", t.\"%s\"", name);
+            buf_printf(&q->sql, ", %s", expr);
     }
     /* WHERE: the read scope and the filter, shared with the count */
     buf where = {0};
@@ -539,7 +591,7 @@ bool query_list_end(query *q, const char *cursor, filter_err *err)
     json_array_foreach(q->sort, i, key)
     {
         bool desc = json_is_true(json_array_get(key, 1));
-        buf_printf(&q->sql, "%st.\"%s\" %s", i ? ", " : "", jstr(json_array_get(key, 0)),
+        buf_printf(&q->sql, "%s%s %s", i ? ", " : "", jstr(json_array_get(key, 3)),
                    desc ? "DESC NULLS FIRST" : "ASC NULLS LAST");
     }
     buf_printf(&q->sql, " LIMIT %ld", q->limit + 1);
