@@ -31,9 +31,11 @@ build: deps $(BUILD_DIR)/CMakeCache.txt
 	cmake --build $(BUILD_DIR) -j $(JOBS)
 
 run: build
-	./$(BUILD_DIR)/loom app import apps/4s-template --publish --data-dir $(DATA_DIR)
+	LOOM_ADMIN_USER=$(DEMO_ADMIN) LOOM_ADMIN_PASSWORD=$(DEMO_PASSWORD) \
+	  ./$(BUILD_DIR)/loom app import apps/4s-template --publish --data-dir $(DATA_DIR)
 	./$(BUILD_DIR)/loom app seed fours --spec apps/4s-template/seed.json --scale $(SEED_CUSTOMERS) --if-empty --data-dir $(DATA_DIR)
 	@echo "loom: demo admin (created on first start of an empty database): $(DEMO_ADMIN) / $(DEMO_PASSWORD)"
+	@echo "loom: demo users (sales01, salesmgr, advisor01, tech01, svcmgr, care01, ...): password loom-demo-user"
 	LOOM_ADMIN_USER=$(DEMO_ADMIN) LOOM_ADMIN_PASSWORD=$(DEMO_PASSWORD) \
 	  ./$(BUILD_DIR)/loom serve --listen $(LISTEN) --data-dir $(DATA_DIR)
 

@@ -12,6 +12,7 @@
 
 #include "cli.h"
 #include "design.h"
+#include "handlers.h"
 #include "model/bundle.h"
 #include "model/validate.h"
 #include "store/db.h"
@@ -74,7 +75,8 @@ static db *open_db(const cli_db_opts *o, arena *a)
     if (!cli_db_connect_info(o, conninfo, sizeof conninfo))
         return NULL;
     PGconn *c = db_connect_once(conninfo, err, sizeof err);
-    if (!c || store_migrate(c, err, sizeof err) < 0) {
+    /* the first admin too, as `loom serve` would: a command may be the database's first start */
+    if (!c || store_migrate(c, err, sizeof err) < 0 || !auth_bootstrap_admin(c, err, sizeof err)) {
         fprintf(stderr, "loom: %s\n", err);
         if (c)
             PQfinish(c);

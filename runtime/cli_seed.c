@@ -6,7 +6,7 @@
  * COPY), in batches committed one by one, as the system actor.
  *
  * The spec (docs/seed.md): {"lists": {name: [...]}, "users": [{username,
- * display_name, roles}], "forms": [{"form", "count" (x scale), "values":
+ * display_name, password?, roles}], "forms": [{"form", "count" (x scale), "values":
  * {field: generator}}]} in dependency order. Generators: a literal;
  * {"pick": list|name, "weights"}; {"option": true}; {"concat": [...]};
  * {"pattern": "京A#####"} (# digit, @ letter, % VIN character); {"int": [lo,
@@ -25,6 +25,8 @@
 #include <time.h>
 
 #include "cli.h"
+#include "handlers.h"
+#include "core/secret.h"
 #include "model/bundle.h"
 #include "rule/sandbox.h"
 #include "store/migrate.h"
@@ -284,8 +286,8 @@ static int usage(void)
  * then maps every role of app to its active users. */
 static bool seed_users(seed *s, json_t *users)
 {
-    static db_stmt add = {.sql = "INSERT INTO loom.users (username, display_name, app_roles) "
-                                 "VALUES ($1, $2, jsonb_build_object($3::text, $4::jsonb)) ON CONFLICT DO NOTHING"};
+    static db_stmt add = {.sql = "INSERT INTO loom.users (username, display_name, app_roles, password_hash) "
+                                 "VALUES ($1, $2, jsonb_build_object($3::text, $4::jsonb), $5) ON CONFLICT DO NOTHING"};
     static db_stmt list = {.sql = "SELECT u.id, r FROM loom.users u, jsonb_array_elements_text(u.app_roles -> $1) r "
                                   "WHERE u.active ORDER BY u.id"};
     size_t i;
@@ -294,9 +296,16 @@ static bool seed_users(seed *s, json_t *users)
     json_array_foreach(users, i, u)
     {
         char *roles = json_dumps(json_object_get(u, "roles"), JSON_COMPACT);
+        const char *pw = json_string_value(json_object_get(u, "password"));
+        char hash[SECRET_PWHASH_LEN];
+        if (pw && !secret_password_hash(pw, hash)) {
+            free(roles);
+            fprintf(stderr, "loom: could not hash the password of %s\n", jstr(json_object_get(u, "username")));
+            return false;
+        }
         const char *p[] = {jstr(json_object_get(u, "username")), jstr(json_object_get(u, "display_name")), s->app,
-                           roles ? roles : "[]"};
-        bool ok = db_query(s->d, s->a, &add, 4, p, &e) != NULL;
+                           roles ? roles : "[]", pw ? hash : NULL};
+        bool ok = db_query(s->d, s->a, &add, 5, p, &e) != NULL;
         free(roles);
         if (!ok) {
             fprintf(stderr, "loom: could not create user %s: %s\n", p[0], e.message);
@@ -357,7 +366,7 @@ int cli_seed(int argc, char **argv)
     int status = 1;
     arena *a = arena_new();
     PGconn *mc = db_connect_once(conninfo, err, sizeof err);
-    if (!mc || store_migrate(mc, err, sizeof err) < 0) {
+    if (!mc || store_migrate(mc, err, sizeof err) < 0 || !auth_bootstrap_admin(mc, err, sizeof err)) {
         fprintf(stderr, "loom: %s\n", err);
         if (mc)
             PQfinish(mc);

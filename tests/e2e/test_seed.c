@@ -86,6 +86,37 @@ static void test_seed_4s(void **state)
     char sql[160];
     snprintf(sql, sizeof sql, "SELECT count(*) FROM loom.history WHERE app = 'fours' AND action = 'create' AND actor IS NULL");
     assert_int_equal(count(url, sql), total);
+    /* the demo users log in and see what their roles give them (apps/4s-template/app.json) */
+    h_server srv;
+    const char *args[] = {"--workers", "2", NULL};
+    assert_true(h_server_start(&srv, url, args, NULL));
+    char *sales = h_login(srv.port, "sales01", "loom-demo-user"), *tech = h_login(srv.port, "tech01", "loom-demo-user");
+    assert_non_null(sales);
+    assert_non_null(tech);
+    h_resp r = h_req(srv.port, "GET", "/api/apps/fours/forms/customer/records?count=true&limit=1", sales, NULL);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "total")), 200);
+    h_resp_free(&r);
+    r = h_req(srv.port, "GET", "/api/apps/fours/forms/product/records?limit=5", sales, NULL);
+    assert_int_equal(r.status, 200);
+    assert_null(json_object_get(json_array_get(json_object_get(r.json, "items"), 0), "cost"));   /* hidden from sales */
+    assert_non_null(json_object_get(json_array_get(json_object_get(r.json, "items"), 0), "price"));
+    h_resp_free(&r);
+    r = h_req(srv.port, "GET", "/api/apps/fours/forms/service_ticket/records?count=true&limit=1000", tech, NULL);
+    assert_int_equal(r.status, 200);   /* only the tickets the technician is on */
+    long long mine = json_integer_value(json_object_get(r.json, "total"));
+    char *tickets = h_sql_value(url, "SELECT count(*) FROM app_fours.service_ticket t JOIN loom.users u ON u.id = t.technician "
+                                  "WHERE u.username = 'tech01'");
+    assert_int_equal(mine, strtoll(tickets, NULL, 10));
+    assert_true(mine > 0 && mine < 120);
+    free(tickets);
+    h_resp_free(&r);
+    r = h_req(srv.port, "GET", "/api/apps/fours/forms/service_ticket/records", sales, NULL);
+    assert_int_equal(r.status, 404);   /* no permission on the form */
+    h_resp_free(&r);
+    free(sales);
+    free(tech);
+    assert_int_equal(h_server_stop(&srv), 0);
     /* --if-empty leaves seeded data alone */
     assert_int_equal(seed(url, "200", "7", true, out, sizeof out), 0);
     assert_non_null(strstr(out, "nothing to do"));
