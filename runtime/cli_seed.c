@@ -27,6 +27,7 @@
 #include "cli.h"
 #include "handlers.h"
 #include "core/secret.h"
+#include "form/ddl.h"
 #include "model/bundle.h"
 #include "rule/sandbox.h"
 #include "store/migrate.h"
@@ -52,6 +53,7 @@ typedef struct seed {
     int npools;
     time_t now;
     long long row;      /* the number of the row being made, in its form */
+    bool bad_spec;      /* the spec names what the app does not have: stop */
 } seed;
 
 static uint64_t next(seed *s)
@@ -99,15 +101,33 @@ static pool *pool_of(seed *s, const char *form, json_t *copy)
         json_decref(cols);
         return NULL;
     }
+    /* identifiers only from the published bundle: the spec's names must be its form and fields */
+    json_t *fdef = bundle_item(json_object_get(s->bundle, "forms"), form);
+    size_t i;
+    json_array_foreach(cols, i, v) if (!bundle_item(json_object_get(fdef, "fields"), jstr(v))) fdef = NULL;
+    if (!fdef) {
+        if (!s->bad_spec)
+            fprintf(stderr, "loom: the spec refers to %s (or its fields), which the app does not have\n", form);
+        s->bad_spec = true;
+        json_decref(cols);
+        return NULL;
+    }
     pool *p = &s->pools[s->npools++];
     snprintf(p->form, sizeof p->form, "%s", form);
     p->cols = cols;
     p->width = 1 + json_array_size(cols);
     buf sql = {0};
     buf_puts(&sql, "SELECT \"id\"");
-    size_t i;
-    json_array_foreach(cols, i, v) buf_printf(&sql, ", \"%s\"", jstr(v));   /* ids checked by the caller */
-    buf_printf(&sql, " FROM \"%s\".\"%s\" ORDER BY \"id\"", s->schema, form);
+    json_array_foreach(cols, i, v)
+    {
+        buf_puts(&sql, ", ");
+        ddl_quote(&sql, jstr(v));
+    }
+    buf_puts(&sql, " FROM ");
+    ddl_quote(&sql, s->schema);
+    buf_puts(&sql, ".");
+    ddl_quote(&sql, form);
+    buf_puts(&sql, " ORDER BY \"id\"");
     loom_err e = {0};
     PGresult *r = db_exec(s->d, s->a, sql.data, &e);
     buf_free(&sql);
@@ -399,9 +419,14 @@ int cli_seed(int argc, char **argv)
     bool ok = db_begin(s.d, a, &e) && seed_users(&s, json_object_get(spec, "users")) && db_commit(s.d, a, &e);
     if (ok && if_empty) {
         const char *first = jstr(json_object_get(json_array_get(forms, 0), "form"));
-        char sql[256];
-        snprintf(sql, sizeof sql, "SELECT EXISTS (SELECT 1 FROM \"%s\".\"%s\")", s.schema, first);
-        PGresult *x = bundle_item(json_object_get(s.bundle, "forms"), first) ? db_exec(s.d, a, sql, &e) : NULL;
+        buf sql = {0};
+        buf_puts(&sql, "SELECT EXISTS (SELECT 1 FROM ");
+        ddl_quote(&sql, s.schema);
+        buf_puts(&sql, ".");
+        ddl_quote(&sql, first);
+        buf_puts(&sql, ")");
+        PGresult *x = bundle_item(json_object_get(s.bundle, "forms"), first) ? db_exec(s.d, a, sql.data, &e) : NULL;
+        buf_free(&sql);
         if (x && *PQgetvalue(x, 0, 0) == 't') {
             printf("seed: %s already has %s records; nothing to do\n", app, first);
             status = 0;
@@ -438,6 +463,10 @@ int cli_seed(int argc, char **argv)
                     json_object_set_new(row, k, gen(&s, g, bundle_item(json_object_get(fdef, "fields"), k), row));
             }
             json_array_append_new(batch, row);
+            if (s.bad_spec) {
+                ok = false;
+                break;
+            }
             if (json_array_size(batch) == SEED_BATCH || s.row == count) {
                 write_import_result res = {.errors = json_array()};
                 write_result out = {0};
