@@ -507,6 +507,19 @@ static void test_delete_and_on_delete(void **state)
     r = req("GET", manager, NULL, NULL, "/api/apps/shop/forms/customer/records/%lld", cust);
     assert_int_equal(r.status, 404);
     h_resp_free(&r);
+    /* its history outlives it, for whoever may read every customer: the manager, not the viewer */
+    r = req("GET", manager, NULL, NULL, "/api/apps/shop/forms/customer/records/%lld/history", cust);
+    assert_int_equal(r.status, 200);
+    json_t *hist = json_object_get(r.json, "items");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(hist, json_array_size(hist) - 1), "action")),
+                        "delete");
+    h_resp_free(&r);
+    r = req("GET", viewer, NULL, NULL, "/api/apps/shop/forms/customer/records/%lld/history", cust);
+    assert_int_equal(r.status, 404);
+    h_resp_free(&r);
+    r = req("GET", manager, NULL, NULL, "/api/apps/shop/forms/customer/records/987654/history");
+    assert_int_equal(r.status, 404);   /* never existed */
+    h_resp_free(&r);
     snprintf(body, sizeof body, "SELECT count(*) FROM app_shop.vehicle WHERE id = %lld", veh);
     assert_int_equal(sql_int(body), 0);   /* cascade */
     snprintf(body, sizeof body, "SELECT count(*) FROM app_shop.visit WHERE id = %lld AND customer IS NULL AND _version = 2",
