@@ -1729,8 +1729,68 @@ static bool remove_record(wr *x, const char *id, json_t *old, int depth);
  * to it, done here rather than by the foreign keys so that each is in the
  * history: refs with on_delete cascade delete their records (and theirs, to
  * CASCADE_DEPTH), set_null empties the ref as an update. A restrict ref is
- * left to the foreign key (409). Refs in subform rows are left to the
- * foreign keys (their parent records get no history entry). */
+ * left to the foreign key (409). Refs in subform rows change their parent
+ * records (row_dependents). */
+/* Subform rows of form (sub) whose ref col points at record id: each parent
+ * record is updated as a write would, by the same actor: the rows go
+ * (cascade) or their ref empties (set_null), with its version and history. */
+static bool row_dependents(wr *x, const char *form, json_t *sub, json_t *f, const char *id)
+{
+    const char *sid = jstr(json_object_get(sub, "id")), *col = jstr(json_object_get(f, "id"));
+    bool cascade = !strcmp(jstr(json_object_get(f, "on_delete")), "cascade");
+    char child[DDL_NAME_MAX + 1];
+    child_table(form, sid, child);
+    buf sql = {0};
+    buf_puts(&sql, "SELECT \"_parent\", \"id\", ");
+    ddl_quote(&sql, col);
+    buf_puts(&sql, " = $1::bigint FROM ");
+    qualified(&sql, x->w->fc->schema, child);
+    buf_puts(&sql, " WHERE \"_parent\" IN (SELECT \"_parent\" FROM ");
+    qualified(&sql, x->w->fc->schema, child);
+    buf_puts(&sql, " WHERE ");
+    ddl_quote(&sql, col);
+    buf_puts(&sql, " = $1::bigint) ORDER BY \"_parent\", \"_pos\", \"id\"");
+    json_t *args = json_pack("[s]", id);
+    PGresult *r = must(x, sql.data, args);
+    buf_free(&sql);
+    json_decref(args);
+    if (!r)
+        return false;
+    filter_ctx sys = *x->w->fc;   /* as the delete's consequence: whoever may see the parent */
+    sys.system = sys.admin = true;
+    write_ctx wsys = *x->w;
+    wsys.fc = &sys;
+    bool ok = true;
+    for (int n = 0; ok && n < PQntuples(r);) {
+        const char *parent = PQgetvalue(r, n, 0);
+        json_t *rows = json_array();
+        int m = n;
+        for (; m < PQntuples(r) && !strcmp(PQgetvalue(r, m, 0), parent); m++) {
+            bool hit = *PQgetvalue(r, m, 2) == 't';
+            if (hit && cascade)
+                continue;   /* the row goes */
+            json_t *row = json_pack("{s:I}", "id", (json_int_t)strtoll(PQgetvalue(r, m, 1), NULL, 10));
+            if (hit)
+                json_object_set_new(row, col, json_null());
+            json_array_append_new(rows, row);
+        }
+        json_t *body = json_pack("{s:o}", sid, rows);
+        write_result res;
+        ok = write_update(&wsys, form, parent, body, -1, &res);
+        if (!ok) {
+            x->out->code = res.code;
+            x->out->from_db = res.from_db;
+            x->out->db = res.db;
+            snprintf(x->out->message, sizeof x->out->message, "%s %s: %s", form, parent, res.message);
+            x->out->errors = json_incref(res.errors);
+        }
+        write_result_free(&res);
+        json_decref(body);
+        n = m;
+    }
+    return ok;
+}
+
 static bool dependents(wr *x, const char *id, int depth)
 {
     size_t i, k;
@@ -1740,6 +1800,18 @@ static bool dependents(wr *x, const char *id, int depth)
         const char *fid = jstr(json_object_get(form, "id"));
         json_array_foreach(json_object_get(form, "fields"), k, f)
         {
+            if (is(f, "subform")) {
+                size_t r;
+                json_t *sf;
+                json_array_foreach(json_object_get(f, "fields"), r, sf)
+                {
+                    const char *od = jstr(json_object_get(sf, "on_delete"));
+                    if (is(sf, "ref") && !strcmp(jstr(json_object_get(sf, "form")), x->form) &&
+                        (!strcmp(od, "cascade") || !strcmp(od, "set_null")) && !row_dependents(x, fid, f, sf, id))
+                        return false;
+                }
+                continue;
+            }
             const char *od = jstr(json_object_get(f, "on_delete"));
             if (!is(f, "ref") || strcmp(jstr(json_object_get(f, "form")), x->form) ||
                 (strcmp(od, "cascade") && strcmp(od, "set_null")))

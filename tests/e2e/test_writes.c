@@ -507,6 +507,25 @@ static void test_delete_and_on_delete(void **state)
     r = req("GET", manager, NULL, NULL, "/api/apps/shop/forms/customer/records/%lld", cust);
     assert_int_equal(r.status, 404);
     h_resp_free(&r);
+    /* a ref in subform rows (order lines' supplier, set_null): the order is updated, with version and history */
+    long long sup = create_id(manager, "customer", "{\"name\": \"Supplier Gone\"}");
+    snprintf(body, sizeof body, "{\"customer\": 1, \"lines\": [{\"product\": \"S1\", \"supplier\": %lld}, {\"product\": \"S2\"}]}",
+             sup);
+    long long sorder = create_id(manager, "order", body);
+    r = req("DELETE", manager, NULL, NULL, "/api/apps/shop/forms/customer/records/%lld", sup);
+    assert_int_equal(r.status, 204);
+    h_resp_free(&r);
+    r = req("GET", manager, NULL, NULL, "/api/apps/shop/forms/order/records/%lld", sorder);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "_version")), 2);
+    json_t *srows = json_object_get(r.json, "lines");
+    assert_int_equal(json_array_size(srows), 2);
+    assert_true(json_is_null(json_object_get(json_array_get(srows, 0), "supplier")));
+    h_resp_free(&r);
+    snprintf(body, sizeof body,
+             "SELECT count(*) FROM loom.history WHERE form = 'order' AND record = %lld AND action = 'update' "
+             "AND changes->'lines'->0->0->>'supplier' = '%lld' AND changes->'lines'->1->0->'supplier' = 'null'",
+             sorder, sup);
+    assert_int_equal(sql_int(body), 1);
     /* its history outlives it, for whoever may read every customer: the manager, not the viewer */
     r = req("GET", manager, NULL, NULL, "/api/apps/shop/forms/customer/records/%lld/history", cust);
     assert_int_equal(r.status, 200);
