@@ -242,7 +242,7 @@ static json_t *gen(seed *s, json_t *g, json_t *field, json_t *row)
         size_t n = json_array_size(opts);
         if (!n)
             return json_null();
-        if (strcmp(jstr(json_object_get(field, "type")), "multiselect"))
+        if (!field_is(field, "multiselect"))
             return json_incref(json_object_get(json_array_get(opts, (size_t)between(s, 0, (long long)n - 1)), "value"));
         json_t *a = json_array();
         for (size_t i = 0; i < n; i++)

@@ -28,11 +28,6 @@
 #define IMPORT_MAX_ERRORS 1000
 #define EXPORT_PAGE 1000
 
-static bool type_is(json_t *f, const char *t)
-{
-    return f && !strcmp(jstr(json_object_get(f, "type")), t);
-}
-
 /* Text kinds: what a user typed, so what an export neutralises. */
 static bool texty(json_t *f)
 {
@@ -76,7 +71,7 @@ void records_import(void *cp)
     }
     if (o.upsert) {
         json_t *kf = key ? bundle_item(fields, key) : NULL;
-        bool unique = key && (!strcmp(key, "id") || json_is_true(json_object_get(kf, "unique")) || type_is(kf, "autonumber"));
+        bool unique = key && (!strcmp(key, "id") || json_is_true(json_object_get(kf, "unique")) || field_is(kf, "autonumber"));
         if (!unique) {
             ctx_problem(c, LOOM_BAD_REQUEST, "an upsert needs key=id or key=<a unique field>",
                         json_pack("[{s:s, s:s, s:s}]", "path", "/key", "code", "bad_request", "message",
@@ -113,7 +108,7 @@ void records_import(void *cp)
             if (!strcmp(names[k], names[i]))
                 json_array_append_new(errors, json_pack("{s:i, s:s, s:s, s:s}", "row", 0, "field", names[i], "code",
                                                         "bad_request", "message", "this column appears twice"));
-        if ((!f && strcmp(b, "id") && strcmp(b, "_owner")) || type_is(f, "subform"))
+        if ((!f && strcmp(b, "id") && strcmp(b, "_owner")) || field_is(f, "subform"))
             json_array_append_new(errors, json_pack("{s:i, s:s, s:s, s:s}", "row", 0, "field", b, "code",
                                                     "unknown_field", "message", "no such field"));
     }
@@ -194,7 +189,7 @@ static char *cell_text(json_t *f, json_t *v)
     size_t n = list ? json_array_size(list) : 1;
     for (size_t i = 0; i < n; i++) {
         json_t *x = list ? json_array_get(list, i) : v;
-        const char *s = type_is(f, "file") ? jstr(json_object_get(x, "name")) : jstr(x);
+        const char *s = field_is(f, "file") ? jstr(json_object_get(x, "name")) : jstr(x);
         buf_printf(&b, "%s%s", i ? "; " : "", s);
     }
     return b.data ? b.data : strdup("");
@@ -253,7 +248,7 @@ void records_export(void *cp)
             json_array_foreach(qy.out, i, o)
             {
                 const char *name = jstr(json_array_get(o, 0));
-                if (!type_is(bundle_item(fields, name), "subform"))
+                if (!field_is(bundle_item(fields, name), "subform"))
                     json_array_append_new(cols, json_string(name));
             }
         }
@@ -337,7 +332,7 @@ void records_export(void *cp)
             lxw_row_t row = (lxw_row_t)(i + 1);
             if (json_is_integer(v)) {
                 worksheet_write_number(ws, row, (lxw_col_t)k, (double)json_integer_value(v), NULL);
-            } else if ((type_is(f, "decimal") || type_is(f, "money")) && json_is_string(v)) {
+            } else if ((field_is(f, "decimal") || field_is(f, "money")) && json_is_string(v)) {
                 worksheet_write_number(ws, row, (lxw_col_t)k, strtod(json_string_value(v), NULL), NULL);
             } else if (json_is_boolean(v)) {
                 worksheet_write_boolean(ws, row, (lxw_col_t)k, json_is_true(v), NULL);

@@ -120,11 +120,6 @@ void csv_cell(buf *out, const char *s, bool neutralise)
     free(v);
 }
 
-static bool type_is(json_t *f, const char *t)
-{
-    return f && !strcmp(jstr(json_object_get(f, "type")), t);
-}
-
 json_t *csv_header_field(json_t *fields, const char *h)
 {
     json_t *f = bundle_item(fields, h);
@@ -147,14 +142,14 @@ json_t *csv_value(json_t *f, const char *s)
 {
     if (*s == '\'' && s[1] && strchr("=+-@", s[1]))
         s++;
-    if (type_is(f, "integer") || type_is(f, "ref") || type_is(f, "user") || !f) {
+    if (field_is(f, "integer") || field_is(f, "ref") || field_is(f, "user") || !f) {
         char *end;
         long long v = strtoll(s, &end, 10);
         if (*s && !*end && strlen(s) < 19)
             return json_integer(v);
         return json_string(s);
     }
-    if (type_is(f, "boolean")) {
+    if (field_is(f, "boolean")) {
         static const char *const yes[] = {"true", "1", "yes", "y", "是", NULL}, *const no[] = {"false", "0", "no", "n", "否", NULL};
         for (int i = 0; yes[i]; i++) {
             if (!strcasecmp(s, yes[i]))
@@ -164,7 +159,7 @@ json_t *csv_value(json_t *f, const char *s)
         }
         return json_string(s);
     }
-    if (type_is(f, "multiselect")) {
+    if (field_is(f, "multiselect")) {
         json_t *a = json_array();
         for (const char *p = s; *p;) {
             size_t n = strcspn(p, ";");
@@ -179,7 +174,7 @@ json_t *csv_value(json_t *f, const char *s)
         }
         return a;
     }
-    if (type_is(f, "file"))
+    if (field_is(f, "file"))
         return json_pack("{s:s}", "id", s);
     json_t *v = json_string(s);
     return v ? v : json_null();   /* not UTF-8: validation says "type" */

@@ -16,6 +16,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <string.h>
 
 #define BUNDLE_MAX_DEPTH 32
 #define BUNDLE_MAX_BYTES (32u << 20)
@@ -37,6 +38,12 @@ static inline const char *jstr(json_t *v)
 {
     const char *s = json_string_value(v);
     return s ? s : "";
+}
+
+/* Whether field (a field definition, may be NULL) is of type. */
+static inline bool field_is(json_t *field, const char *type)
+{
+    return field && !strcmp(jstr(json_object_get(field, "type")), type);
 }
 
 /* The item of a list of objects (forms, fields, flows...) whose "id" is id

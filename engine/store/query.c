@@ -94,7 +94,7 @@ static void render_expanded(const filter_ctx *c, const char *alias, const char *
     buf *s = &q->sql;
     buf_printf(s, "CASE WHEN %s.\"%s\" IS NULL THEN NULL ELSE jsonb_strip_nulls(jsonb_build_object('id', %s.\"%s\", "
                   "'title', ", alias, name, alias, name);
-    if (!f || !strcmp(jstr(json_object_get(f, "type")), "user")) {
+    if (!f || field_is(f, "user")) {
         buf_printf(s, "(SELECT coalesce(u.display_name, u.username) FROM loom.users u WHERE u.id = %s.\"%s\")", alias,
                    name);
     } else {
@@ -183,7 +183,7 @@ static json_t *parse_expand(const filter_ctx *c, const perm_decision *d, const c
             char sub[128];
             snprintf(sub, sizeof sub, "%.*s", (int)(dot - name), name);
             json_t *sf = bundle_item(json_object_get(fdef, "fields"), sub);
-            f = sf && !strcmp(jstr(json_object_get(sf, "type")), "subform") &&
+            f = sf && field_is(sf, "subform") &&
                         (c->system || perm_field(d, sub) != FIELD_HIDDEN)
                     ? bundle_item(json_object_get(sf, "fields"), dot + 1)
                     : NULL;
@@ -283,7 +283,7 @@ static bool sort_through_ref(const filter_ctx *c, const perm_decision *d, json_t
     const char *dot = strchr(name, '.');
     snprintf(head, sizeof head, "%.*s", (int)(dot - name), name);
     json_t *ref = bundle_item(json_object_get(fdef, "fields"), head);
-    if (!ref || strcmp(jstr(json_object_get(ref, "type")), "ref") || (!c->system && perm_field(d, head) == FIELD_HIDDEN) ||
+    if (!ref || !field_is(ref, "ref") || (!c->system && perm_field(d, head) == FIELD_HIDDEN) ||
         strchr(dot + 1, '.'))
         return fail(err, LOOM_UNKNOWN_FIELD, "/sort", "no field \"%.64s\"", name);
     const char *target = jstr(json_object_get(ref, "form"));

@@ -25,12 +25,12 @@ static json_t *load_order(json_t *bundle, json_t *data)
             json_t *f;
             json_array_foreach(fields, i, f)
             {
-                json_t *list = !strcmp(jstr(json_object_get(f, "type")), "subform") ? json_object_get(f, "fields") : NULL;
+                json_t *list = field_is(f, "subform") ? json_object_get(f, "fields") : NULL;
                 size_t n = list ? json_array_size(list) : 1;
                 for (size_t k = 0; k < n; k++) {
                     json_t *x = list ? json_array_get(list, k) : f;
                     const char *target = jstr(json_object_get(x, "form"));
-                    if (!strcmp(jstr(json_object_get(x, "type")), "ref") && strcmp(target, form) &&
+                    if (field_is(x, "ref") && strcmp(target, form) &&
                         json_object_get(data, target) && !json_object_get(done, target))
                         ready = false;
                 }

@@ -35,11 +35,6 @@ typedef struct wr {
     bool has_files;          /* the form has file fields (in rows too) */
 } wr;
 
-static bool is(json_t *field, const char *type)
-{
-    return !strcmp(jstr(json_object_get(field, "type")), type);
-}
-
 static bool fail(wr *x, loom_code code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 static bool fail(wr *x, loom_code code, const char *fmt, ...)
@@ -265,7 +260,7 @@ static json_t *strip(wr *x, json_t *body, json_t *old)
             problem(x->errors, p, "unknown_field", "no such field");
         } else if (m == FIELD_READ) {
             problem(x->errors, p, "readonly", "you may not change this field");
-        } else if (is(f, "subform") && json_is_array(v)) {
+        } else if (field_is(f, "subform") && json_is_array(v)) {
             json_object_set_new(out, k, strip_rows(x, f, v, old ? json_object_get(old, k) : NULL, p));
         } else {
             json_object_set(out, k, v);
@@ -280,12 +275,12 @@ static json_t *default_value(wr *x, json_t *f)
 {
     json_t *d = json_object_get(f, "default");
     const char *s = json_string_value(d);
-    if (s && !strcmp(s, "me") && is(f, "user"))
+    if (s && !strcmp(s, "me") && field_is(f, "user"))
         return x->w->fc->me ? json_integer(x->w->fc->me) : json_null();   /* the system actor is nobody */
-    if (s && (!strcmp(s, "now") || !strcmp(s, "today")) && (is(f, "date") || is(f, "datetime"))) {
+    if (s && (!strcmp(s, "now") || !strcmp(s, "today")) && (field_is(f, "date") || field_is(f, "datetime"))) {
         if (!tx_clock(x))
             return NULL;
-        return json_string(is(f, "date") ? x->today : x->now);
+        return json_string(field_is(f, "date") ? x->today : x->now);
     }
     const char *code;
     char msg[256];
@@ -300,7 +295,7 @@ static bool defaults(wr *x, json_t *fields, json_t *given, json_t *values)
     json_array_foreach(fields, i, f)
     {
         const char *id = jstr(json_object_get(f, "id"));
-        if (!json_object_get(f, "default") || json_object_get(given, id) || is(f, "subform"))
+        if (!json_object_get(f, "default") || json_object_get(given, id) || field_is(f, "subform"))
             continue;
         json_t *v = default_value(x, f);
         if (!v)
@@ -315,7 +310,7 @@ static bool defaults(wr *x, json_t *fields, json_t *given, json_t *values)
 /* A value as Lua sees it: decimals and money as numbers. */
 static json_t *lua_value(json_t *f, json_t *v)
 {
-    if (f && (is(f, "decimal") || is(f, "money")) && json_is_string(v))
+    if (f && (field_is(f, "decimal") || field_is(f, "money")) && json_is_string(v))
         return json_real(strtod(json_string_value(v), NULL));
     return json_incref(v);
 }
@@ -330,7 +325,7 @@ static json_t *lua_view(json_t *fields, json_t *rec, bool rows)
     json_object_foreach(rec, k, v)
     {
         json_t *f = bundle_item(fields, k);
-        if (f && is(f, "subform")) {
+        if (f && field_is(f, "subform")) {
             if (!rows)
                 continue;
             json_t *a = json_array();
@@ -421,15 +416,15 @@ static json_t *formula_value(json_t *f, json_t *v, const char **code, char *msg,
     if (!v || json_is_null(v))
         return json_null();
     json_t *conv = NULL;
-    if ((is(f, "decimal") || is(f, "money")) && json_is_number(v)) {
+    if ((field_is(f, "decimal") || field_is(f, "money")) && json_is_number(v)) {
         json_t *sc = json_object_get(f, "scale");
-        int scale = is(f, "money") ? 2 : json_is_integer(sc) ? (int)json_integer_value(sc) : 2;
+        int scale = field_is(f, "money") ? 2 : json_is_integer(sc) ? (int)json_integer_value(sc) : 2;
         double p = pow(10, scale), d = json_number_value(v);
         d = round(d * p) / p;
         char t[64];
         snprintf(t, sizeof t, "%.*f", scale, d);
         conv = json_string(t);
-    } else if (is(f, "integer") && json_is_real(v) && json_real_value(v) == floor(json_real_value(v)) &&
+    } else if (field_is(f, "integer") && json_is_real(v) && json_real_value(v) == floor(json_real_value(v)) &&
                fabs(json_real_value(v)) < 9007199254740992.0) {
         conv = json_integer((json_int_t)json_real_value(v));
     } else if (json_is_number(v) && ddl_compare_type(jstr(json_object_get(f, "type"))) &&
@@ -541,7 +536,7 @@ static bool has_expressions(json_t *fields)
         if (json_object_get(f, "formula") || json_is_string(json_object_get(f, "required")) ||
             json_object_get(f, "visible_when"))
             return true;
-        if (is(f, "subform") && has_expressions(json_object_get(f, "fields")))
+        if (field_is(f, "subform") && has_expressions(json_object_get(f, "fields")))
             return true;
     }
     return false;
@@ -567,7 +562,7 @@ static bool uses_clock(json_t *fields, json_t *checks)
         if (mentions_clock(json_string_value(json_object_get(f, "formula"))) ||
             mentions_clock(json_string_value(json_object_get(f, "required"))) ||
             mentions_clock(json_string_value(json_object_get(f, "visible_when"))) ||
-            (is(f, "subform") && uses_clock(json_object_get(f, "fields"), NULL)))
+            (field_is(f, "subform") && uses_clock(json_object_get(f, "fields"), NULL)))
             return true;
     }
     json_array_foreach(checks, i, f) if (mentions_clock(json_string_value(json_object_get(f, "expr")))) return true;
@@ -593,7 +588,7 @@ static bool expressions(wr *x, json_t *rec)
     json_array_foreach(x->fields, i, f)
     {
         json_t *rows = json_object_get(rec, jstr(json_object_get(f, "id")));
-        if (!is(f, "subform") || !has_expressions(json_object_get(f, "fields")) || !json_array_size(rows))
+        if (!field_is(f, "subform") || !has_expressions(json_object_get(f, "fields")) || !json_array_size(rows))
             continue;
         const char *sid = jstr(json_object_get(f, "id"));
         json_t *subfields = json_object_get(f, "fields");
@@ -683,24 +678,24 @@ static void collect_links(json_t *fields, const char *sub, json_t *rec, json_t *
         json_t *v = json_object_get(rec, id);
         char path[512], group[160];
         snprintf(path, sizeof path, "%s/%s", base, id);
-        json_t *filter = is(f, "ref") ? json_object_get(f, "filter") : NULL;
+        json_t *filter = field_is(f, "ref") ? json_object_get(f, "filter") : NULL;
         char *text = filter ? json_dumps(filter, JSON_COMPACT) : NULL;
         bool per_record = text && strstr(text, "\"$field\"");
         free(text);
         /* unchanged: it was checked when it was set, unless its filter reads fields that may have changed */
         if (old && !per_record && json_equal(v, json_object_get(old, id)))
             continue;
-        if (is(f, "ref")) {
+        if (field_is(f, "ref")) {
             /* a ref filter narrows the candidates: a group per field, per record when it reads the record */
             snprintf(group, sizeof group, "ref:%s%s%s%s%s%s", jstr(json_object_get(f, "form")), filter ? "@" : "",
                      filter && sub ? sub : "", filter && sub ? "." : "", filter ? id : "", per_record ? base : "");
             note_link(links, f, group, v, path);
             if (per_record)
                 json_object_set(json_object_get(links, group), "values", rec_values);
-        } else if (is(f, "user")) {
+        } else if (field_is(f, "user")) {
             snprintf(group, sizeof group, "user:%s%s%s", sub ? sub : "", sub ? "." : "", id);
             note_link(links, f, json_object_get(f, "roles") ? group : "user:", v, path);
-        } else if (is(f, "subform")) {
+        } else if (field_is(f, "subform")) {
             size_t r;
             json_t *row;
             json_array_foreach(v, r, row)
@@ -871,14 +866,14 @@ static json_t *files_of(wr *x, json_t *rec)
         const char *id = jstr(json_object_get(f, "id"));
         char path[256];
         snprintf(path, sizeof path, "/%s", id);
-        if (is(f, "file")) {
+        if (field_is(f, "file")) {
             note_files(files, id, json_object_get(rec, id), path);
-        } else if (is(f, "subform")) {
+        } else if (field_is(f, "subform")) {
             size_t r, k;
             json_t *row, *sf;
             json_array_foreach(json_object_get(rec, id), r, row) json_array_foreach(json_object_get(f, "fields"), k, sf)
             {
-                if (!is(sf, "file"))
+                if (!field_is(sf, "file"))
                     continue;
                 char name[160], rp[512];
                 snprintf(name, sizeof name, "%s.%s", id, jstr(json_object_get(sf, "id")));
@@ -1100,7 +1095,7 @@ static bool autonumbers(wr *x, json_t *recs)
     json_t *f;
     json_array_foreach(n ? x->fields : NULL, i, f)
     {
-        if (!is(f, "autonumber"))
+        if (!field_is(f, "autonumber"))
             continue;
         if (!tx_clock(x))
             return false;
@@ -1130,27 +1125,34 @@ static bool autonumbers(wr *x, json_t *recs)
 
 /* ---- statements ---- */
 
-/* Appends the column list of fields (not subforms) as "x"."a", ... and, in
- * def, the record type x("a" text, ...) jsonb_to_record reads them with. */
-static int columns(json_t *fields, const char *alias, buf *cols, buf *def, bool leading_comma)
+/* For the columns of fields (subforms left out), appends to cols
+ * ', "a", "b"', to xcols ', x."a", x."b"' and to def '"a" text, "b" bigint'
+ * (the record type jsonb_to_record reads them with); any may be NULL.
+ * Returns how many there are. */
+static int columns(json_t *fields, buf *cols, buf *xcols, buf *def)
 {
     int n = 0;
     size_t i;
     json_t *f;
     json_array_foreach(fields, i, f)
     {
-        if (is(f, "subform"))
+        if (field_is(f, "subform"))
             continue;
         const char *id = jstr(json_object_get(f, "id"));
         char tmp[64];
-        if (n || leading_comma)
+        if (cols) {
             buf_puts(cols, ", ");
-        if (alias)
-            buf_printf(cols, "%s.", alias);
-        ddl_quote(cols, id);
-        buf_puts(def, n ? ", " : "");
-        ddl_quote(def, id);
-        buf_printf(def, " %s", ddl_column_type(f, tmp));
+            ddl_quote(cols, id);
+        }
+        if (xcols) {
+            buf_puts(xcols, ", x.");
+            ddl_quote(xcols, id);
+        }
+        if (def) {
+            buf_puts(def, n ? ", " : "");
+            ddl_quote(def, id);
+            buf_printf(def, " %s", ddl_column_type(f, tmp));
+        }
         n++;
     }
     return n;
@@ -1166,7 +1168,7 @@ static json_t *column_values(json_t *fields, json_t *rec)
     {
         const char *id = jstr(json_object_get(f, "id"));
         json_t *v = json_object_get(rec, id);
-        if (!is(f, "subform") && v)
+        if (!field_is(f, "subform") && v)
             json_object_set(o, id, v);
     }
     return o;
@@ -1224,7 +1226,7 @@ static bool write_rows(wr *x, long long id, json_t *rec, json_t *old)
     json_t *f;
     json_array_foreach(x->fields, i, f)
     {
-        if (!is(f, "subform"))
+        if (!field_is(f, "subform"))
             continue;
         const char *sid = jstr(json_object_get(f, "id"));
         json_t *rows = json_object_get(rec, sid), *orows = old ? json_object_get(old, sid) : NULL;
@@ -1258,10 +1260,8 @@ static bool write_rows(wr *x, long long id, json_t *rec, json_t *old)
             }
         }
         bool ok = true;
-        buf cols = {0}, def = {0}, sql = {0};
-        columns(subfields, NULL, &cols, &def, true);
-        buf xcols = {0}, xdef = {0};
-        columns(subfields, "x", &xcols, &xdef, true);
+        buf cols = {0}, xcols = {0}, def = {0}, sql = {0};
+        columns(subfields, &cols, &xcols, &def);
         if (orows && json_array_size(orows) > json_object_size(keep)) {
             json_t *args = json_array();
             buf ids = {0};
@@ -1316,7 +1316,6 @@ static bool write_rows(wr *x, long long id, json_t *rec, json_t *old)
         buf_free(&cols);
         buf_free(&def);
         buf_free(&xcols);
-        buf_free(&xdef);
         buf_free(&sql);
         json_decref(ins);
         json_decref(upd);
@@ -1372,9 +1371,9 @@ static bool begin(wr *x, const write_ctx *w, const char *form, write_result *out
     json_t *f, *sf;
     json_array_foreach(x->fields, i, f)
     {
-        x->plain = x->plain && !is(f, "subform") && mode(x, NULL, jstr(json_object_get(f, "id"))) == FIELD_WRITE;
-        x->has_files = x->has_files || is(f, "file");
-        json_array_foreach(json_object_get(f, "fields"), k, sf) x->has_files = x->has_files || is(sf, "file");
+        x->plain = x->plain && !field_is(f, "subform") && mode(x, NULL, jstr(json_object_get(f, "id"))) == FIELD_WRITE;
+        x->has_files = x->has_files || field_is(f, "file");
+        json_array_foreach(json_object_get(f, "fields"), k, sf) x->has_files = x->has_files || field_is(sf, "file");
     }
     return true;
 }
@@ -1440,10 +1439,10 @@ static bool fill_defaults(wr *x, json_t *body, json_t *rec, bool create)
     json_array_foreach(x->fields, i, f)
     {
         const char *sid = jstr(json_object_get(f, "id"));
-        if (create && is(f, "subform") && !json_is_array(json_object_get(rec, sid)))
+        if (create && field_is(f, "subform") && !json_is_array(json_object_get(rec, sid)))
             json_object_set_new(rec, sid, json_array());   /* no rows, as a record shows it */
         json_t *given = json_object_get(body, sid);
-        if (!is(f, "subform") || !json_is_array(given))
+        if (!field_is(f, "subform") || !json_is_array(given))
             continue;
         size_t r;
         json_t *row;
@@ -1467,7 +1466,7 @@ static json_t *created_record(wr *x, json_t *rec, PGresult *r, json_t *flow)
         return NULL;
     size_t i;
     json_t *f;
-    json_array_foreach(x->fields, i, f) if (is(f, "subform") && json_array_size(json_object_get(rec, jstr(json_object_get(f, "id")))))
+    json_array_foreach(x->fields, i, f) if (field_is(f, "subform") && json_array_size(json_object_get(rec, jstr(json_object_get(f, "id")))))
         return NULL;
     json_t *user = PQgetisnull(r, 0, 3) ? json_null() : json_integer(strtoll(PQgetvalue(r, 0, 3), NULL, 10));
     json_t *owner = PQgetisnull(r, 0, 1) ? json_null() : json_integer(strtoll(PQgetvalue(r, 0, 1), NULL, 10));
@@ -1485,7 +1484,7 @@ static json_t *created_record(wr *x, json_t *rec, PGresult *r, json_t *flow)
         if (mode(x, NULL, id) == FIELD_HIDDEN)
             continue;
         json_t *v = json_object_get(rec, id);
-        if ((!v || json_is_null(v)) && (is(f, "multiselect") || is(f, "subform")))
+        if ((!v || json_is_null(v)) && (field_is(f, "multiselect") || field_is(f, "subform")))
             json_object_set_new(out, id, json_array());
         else
             json_object_set(out, id, v ? v : json_null());
@@ -1511,9 +1510,8 @@ bool write_create(const write_ctx *w, const char *form, json_t *body, write_resu
     ok = ok && autonumbers(&x, one);
     json_decref(one);
     if (ok) {
-        buf sql = {0}, cols = {0}, def = {0}, xcols = {0}, xdef = {0};
-        int n = columns(x.fields, NULL, &cols, &def, true);
-        columns(x.fields, "x", &xcols, &xdef, true);
+        buf sql = {0}, cols = {0}, def = {0}, xcols = {0};
+        int n = columns(x.fields, &cols, &xcols, &def);
         json_t *flow = bundle_flow(w->fc->bundle, form);
         json_t *args = json_array();
         json_t *vals = column_values(x.fields, rec);
@@ -1552,7 +1550,6 @@ bool write_create(const write_ctx *w, const char *form, json_t *body, write_resu
         buf_free(&cols);
         buf_free(&def);
         buf_free(&xcols);
-        buf_free(&xdef);
         json_decref(args);
         json_decref(vals);
         json_decref(ch);
@@ -1639,7 +1636,7 @@ bool write_update(const write_ctx *w, const char *form, const char *id, json_t *
         json_t *f;
         json_array_foreach(x.fields, i, f)
         {
-            if (!is(f, "subform") || !json_object_get(values, jstr(json_object_get(f, "id"))))
+            if (!field_is(f, "subform") || !json_object_get(values, jstr(json_object_get(f, "id"))))
                 continue;
             json_t *orows = json_object_get(old, jstr(json_object_get(f, "id")));
             size_t r;
@@ -1665,9 +1662,8 @@ bool write_update(const write_ctx *w, const char *form, const char *id, json_t *
     out->id = strtoll(id, NULL, 10);
     out->version = json_integer_value(json_object_get(old, "_version"));
     if (ok && json_object_size(ch)) {
-        buf sql = {0}, cols = {0}, def = {0}, xcols = {0}, xdef = {0};
-        int n = columns(x.fields, NULL, &cols, &def, false);
-        columns(x.fields, "x", &xcols, &xdef, false);
+        buf sql = {0}, def = {0};
+        int n = columns(x.fields, NULL, NULL, &def);
         json_t *args = json_array(), *vals = column_values(x.fields, rec);
         json_t *owner = json_object_get(rec, "_owner");
         arg(args, id);
@@ -1688,7 +1684,7 @@ bool write_update(const write_ctx *w, const char *form, const char *id, json_t *
         json_t *f;
         json_array_foreach(x.fields, i, f)
         {
-            if (is(f, "subform"))
+            if (field_is(f, "subform"))
                 continue;
             buf_puts(&sql, ", ");
             ddl_quote(&sql, jstr(json_object_get(f, "id")));
@@ -1707,10 +1703,7 @@ bool write_update(const write_ctx *w, const char *form, const char *id, json_t *
             out->version = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
         ok = r && write_rows(&x, out->id, rec, old) && link_files(&x, out->id, rec, old) && still_in_scope(&x, id);
         buf_free(&sql);
-        buf_free(&cols);
         buf_free(&def);
-        buf_free(&xcols);
-        buf_free(&xdef);
         json_decref(args);
         json_decref(vals);
     }
@@ -1800,20 +1793,20 @@ static bool dependents(wr *x, const char *id, int depth)
         const char *fid = jstr(json_object_get(form, "id"));
         json_array_foreach(json_object_get(form, "fields"), k, f)
         {
-            if (is(f, "subform")) {
+            if (field_is(f, "subform")) {
                 size_t r;
                 json_t *sf;
                 json_array_foreach(json_object_get(f, "fields"), r, sf)
                 {
                     const char *od = jstr(json_object_get(sf, "on_delete"));
-                    if (is(sf, "ref") && !strcmp(jstr(json_object_get(sf, "form")), x->form) &&
+                    if (field_is(sf, "ref") && !strcmp(jstr(json_object_get(sf, "form")), x->form) &&
                         (!strcmp(od, "cascade") || !strcmp(od, "set_null")) && !row_dependents(x, fid, f, sf, id))
                         return false;
                 }
                 continue;
             }
             const char *od = jstr(json_object_get(f, "on_delete"));
-            if (!is(f, "ref") || strcmp(jstr(json_object_get(f, "form")), x->form) ||
+            if (!field_is(f, "ref") || strcmp(jstr(json_object_get(f, "form")), x->form) ||
                 (strcmp(od, "cascade") && strcmp(od, "set_null")))
                 continue;
             const char *col = jstr(json_object_get(f, "id"));
@@ -1945,7 +1938,7 @@ static void copy_value(buf *out, json_t *f, json_t *v)
     buf tmp = {0};
     const char *t;
     char num[32];
-    if (f && is(f, "multiselect") && json_is_array(v)) {
+    if (f && field_is(f, "multiselect") && json_is_array(v)) {
         buf_puts(&tmp, "{");
         size_t i;
         json_t *x;
@@ -2094,9 +2087,8 @@ static bool bulk_insert(wr *x, json_t *recs)
         snprintf(me, sizeof me, "%lld", x->w->fc->me);
     else
         snprintf(me, sizeof me, "\\N");   /* the system actor */
-    buf rows = {0}, hist = {0}, cols = {0}, def = {0};
-    columns(x->fields, NULL, &cols, &def, true);
-    buf_free(&def);
+    buf rows = {0}, hist = {0}, cols = {0};
+    columns(x->fields, &cols, NULL, NULL);
     size_t nsub = json_array_size(x->fields);
     buf *children = calloc(nsub + 1, sizeof *children);   /* per field: its subform rows */
     bool ok = true;
@@ -2119,7 +2111,7 @@ static bool bulk_insert(wr *x, json_t *recs)
         json_array_foreach(x->fields, k, f)
         {
             const char *fid = jstr(json_object_get(f, "id"));
-            if (!is(f, "subform")) {
+            if (!field_is(f, "subform")) {
                 buf_puts(&rows, "\t");
                 copy_value(&rows, f, json_object_get(rec, fid));
                 continue;
@@ -2159,12 +2151,11 @@ static bool bulk_insert(wr *x, json_t *recs)
         child_table(x->form, sid, child);
         buf_reset(&target);
         qualified(&target, x->w->fc->schema, child);
-        buf sc = {0}, sd = {0};
-        columns(json_object_get(sub, "fields"), NULL, &sc, &sd, true);
+        buf sc = {0};
+        columns(json_object_get(sub, "fields"), &sc, NULL, NULL);
         buf_printf(&target, " (\"_parent\", \"_pos\"%s)", sc.data ? sc.data : "");
         ok = copy_in(x, target.data, &children[i]);
         buf_free(&sc);
-        buf_free(&sd);
     }
     ok = ok && copy_in(x, "loom.history (app, form, record, actor, action, changes)", &hist);
     buf_free(&target);
@@ -2232,7 +2223,7 @@ static json_t *unique_keys(wr *x)
     json_t *keys = json_array();
     size_t i;
     json_t *f;
-    json_array_foreach(x->fields, i, f) if (json_is_true(json_object_get(f, "unique")) && !is(f, "subform"))
+    json_array_foreach(x->fields, i, f) if (json_is_true(json_object_get(f, "unique")) && !field_is(f, "subform"))
         json_array_append_new(keys, json_pack("[O]", json_object_get(f, "id")));
     json_array_foreach(json_object_get(x->fdef, "unique"), i, f) json_array_append(keys, f);
     return keys;
