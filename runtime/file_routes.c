@@ -12,6 +12,7 @@
 #include "meta.h"
 #include "model/bundle.h"
 #include "perm/perm.h"
+#include "records.h"
 #include "store/query.h"
 
 #define FILE_NAME_MAX 255
@@ -86,22 +87,12 @@ static bool may_read_holder(ctx *c, PGresult *links)
         perm_free(&d);
         bool ok = false;
         if (seen) {
-            const char *tz = json_string_value(json_object_get(json_object_get(snap->bundle, "app"), "timezone"));
-            filter_ctx fc = {.bundle = snap->bundle,
-                             .schema = json_string_value(json_object_get(snap->catalog, "schema")),
-                             .roles = roles,
-                             .admin = c->user->admin,
-                             .me = c->user->id,
-                             .timezone = tz ? tz : "UTC"};
+            filter_ctx fc = rec_caller(c, snap, roles);
             query q;
             filter_err e;
             if (query_get(&fc, form, rec, NULL, &q, &e)) {
-                size_t n = json_array_size(q.args);
-                const char **vals = arena_alloc(c->a, (n + 1) * sizeof *vals);
-                for (size_t k = 0; k < n; k++)
-                    vals[k] = json_string_value(json_array_get(q.args, k));
                 loom_err le = {0};
-                PGresult *r = db_query_text(c->db, c->a, q.sql.data, (int)n, vals, &le);
+                PGresult *r = query_exec(c->db, c->a, q.sql.data, q.args, &le);
                 ok = r && PQntuples(r) == 1;
             }
             query_free(&q);

@@ -8,8 +8,10 @@
  *
  * GET .../forms/{form}/export?format=csv|xlsx&filter=&sort=&fields=&header=id:
  * every record the caller may read that matches, with the fields it may
- * see, read page by page on the keyset; cells that a spreadsheet would run
- * as a formula are neutralised with a leading apostrophe. */
+ * see, read page by page on the keyset (the query built once) and written
+ * as it is read (CSV into the response, XLSX streamed to a temporary file);
+ * cells that a spreadsheet would run as a formula are neutralised with a
+ * leading apostrophe. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,6 +197,100 @@ static char *cell_text(json_t *f, json_t *v)
     return b.data ? b.data : strdup("");
 }
 
+/* Where an export's rows go, page by page: CSV text into the response, or
+ * a worksheet libxlsxwriter streams to a temporary file (constant memory). */
+typedef struct sheet {
+    bool xlsx;
+    buf *csv;
+    char path[32];
+    lxw_workbook *wb;
+    lxw_worksheet *ws;
+    lxw_row_t row;
+    json_t *cols, *fields;   /* the column names; the form's fields */
+} sheet;
+
+static bool sheet_open(sheet *sh, json_t *heads)
+{
+    size_t ncols = json_array_size(heads);
+    if (!sh->xlsx) {
+        buf_reset(sh->csv);
+        buf_puts(sh->csv, "\xEF\xBB\xBF");   /* so spreadsheets read UTF-8 */
+        for (size_t k = 0; k < ncols; k++) {
+            if (k)
+                buf_puts(sh->csv, ",");
+            csv_cell(sh->csv, jstr(json_array_get(heads, k)), true);
+        }
+        buf_puts(sh->csv, "\r\n");
+        return true;
+    }
+    snprintf(sh->path, sizeof sh->path, "/tmp/loom-export-XXXXXX");
+    int fd = mkstemp(sh->path);
+    if (fd < 0)
+        return false;
+    close(fd);
+    lxw_workbook_options wo = {.constant_memory = LXW_TRUE, .tmpdir = "/tmp"};
+    sh->wb = workbook_new_opt(sh->path, &wo);
+    sh->ws = sh->wb ? workbook_add_worksheet(sh->wb, NULL) : NULL;
+    for (size_t k = 0; sh->ws && k < ncols; k++)
+        worksheet_write_string(sh->ws, 0, (lxw_col_t)k, jstr(json_array_get(heads, k)), NULL);
+    return sh->ws != NULL;
+}
+
+static void sheet_record(sheet *sh, json_t *rec)
+{
+    size_t ncols = json_array_size(sh->cols);
+    sh->row++;
+    for (size_t k = 0; k < ncols; k++) {
+        const char *name = jstr(json_array_get(sh->cols, k));
+        json_t *f = bundle_item(sh->fields, name), *v = json_object_get(rec, name);
+        if (!sh->xlsx) {
+            char *t = cell_text(f, v);
+            if (k)
+                buf_puts(sh->csv, ",");
+            csv_cell(sh->csv, t, texty(f) && f);
+            free(t);
+            continue;
+        }
+        lxw_col_t col = (lxw_col_t)k;
+        if (json_is_integer(v)) {
+            worksheet_write_number(sh->ws, sh->row, col, (double)json_integer_value(v), NULL);
+        } else if ((field_is(f, "decimal") || field_is(f, "money")) && json_is_string(v)) {
+            worksheet_write_number(sh->ws, sh->row, col, strtod(json_string_value(v), NULL), NULL);
+        } else if (json_is_boolean(v)) {
+            worksheet_write_boolean(sh->ws, sh->row, col, json_is_true(v), NULL);
+        } else if (v && !json_is_null(v)) {
+            char *t = cell_text(f, v);
+            char *n = texty(f) && f ? csv_neutral(t) : strdup(t);
+            worksheet_write_string(sh->ws, sh->row, col, n, NULL);
+            free(n);
+            free(t);
+        }
+    }
+    if (!sh->xlsx)
+        buf_puts(sh->csv, "\r\n");
+}
+
+/* Ends the sheet into the response body (XLSX: the file's bytes); false
+ * when the workbook could not be written. Removes the temporary file. */
+static bool sheet_close(sheet *sh, bool ok)
+{
+    if (!sh->xlsx)
+        return ok;
+    ok = sh->wb && workbook_close(sh->wb) == LXW_NO_ERROR && ok;
+    FILE *fp = ok ? fopen(sh->path, "rb") : NULL;
+    if (fp)
+        buf_reset(sh->csv);
+    char chunk[65536];
+    size_t n;
+    while (fp && (n = fread(chunk, 1, sizeof chunk, fp)) > 0)
+        buf_append(sh->csv, chunk, n);
+    if (fp)
+        fclose(fp);
+    if (*sh->path)
+        unlink(sh->path);
+    return ok && fp;
+}
+
 void records_export(void *cp)
 {
     ctx *c = cp;
@@ -224,143 +320,69 @@ void records_export(void *cp)
         }
         arena_defer(c->a, decref_cb, spec.filter);
     }
+    /* the query is built once; each page adds its cursor */
+    query base;
+    filter_err fe;
+    if (!query_list_base(&r.fc, r.form, &spec, &base, &fe)) {
+        rec_problem(c, &fe);
+        query_free(&base);
+        return;
+    }
     json_t *app = json_object_get(r.snap->bundle, "app");
     const char *locale = app_locale(c, json_object_get(app, "locales"));
-    json_t *fields = json_object_get(bundle_item(json_object_get(r.snap->bundle, "forms"), r.form), "fields");
-    json_t *rows = json_array(), *cols = NULL;
-    arena_defer(c->a, decref_cb, rows);
-    char *cursor = NULL;
-    do {
-        query qy;
-        filter_err fe;
-        spec.cursor = cursor;
-        if (!query_list(&r.fc, r.form, &spec, &qy, &fe)) {
-            rec_problem(c, &fe);
-            query_free(&qy);
-            free(cursor);
-            return;
-        }
-        if (!cols) {   /* the columns: what the query selects, subforms left out */
-            cols = json_array();
-            arena_defer(c->a, decref_cb, cols);
-            size_t i;
-            json_t *o;
-            json_array_foreach(qy.out, i, o)
-            {
-                const char *name = jstr(json_array_get(o, 0));
-                if (!field_is(bundle_item(fields, name), "subform"))
-                    json_array_append_new(cols, json_string(name));
-            }
-        }
-        PGresult *res = rec_run(c, &qy.sql, qy.args);
-        free(cursor);
-        cursor = NULL;
-        if (!res) {
-            query_free(&qy);
-            return;
-        }
-        json_t *items = query_items(&qy, res, &cursor);
-        json_array_extend(rows, items);
-        json_decref(items);
-        query_free(&qy);
-    } while (cursor);
-
-    size_t ncols = json_array_size(cols);
+    sheet sh = {.xlsx = xlsx, .csv = &c->res->body, .cols = json_array(),
+                .fields = json_object_get(bundle_item(json_object_get(r.snap->bundle, "forms"), r.form), "fields")};
     json_t *heads = json_array();
-    arena_defer(c->a, decref_cb, heads);
-    for (size_t k = 0; k < ncols; k++) {
-        const char *name = jstr(json_array_get(cols, k));
-        json_t *f = bundle_item(fields, name);
+    size_t i;
+    json_t *o;
+    json_array_foreach(base.out, i, o)   /* the columns: what the query selects, subforms left out */
+    {
+        const char *name = jstr(json_array_get(o, 0));
+        json_t *f = bundle_item(sh.fields, name);
+        if (field_is(f, "subform"))
+            continue;
+        json_array_append_new(sh.cols, json_string(name));
         json_array_append_new(heads, f && !(header && !strcmp(header, "id"))
                                          ? schema_label(json_object_get(f, "label"), locale, json_object_get(app, "locales"), name)
                                          : json_string(name));
     }
+    bool ok = sheet_open(&sh, heads);
+    char *cursor = NULL;
+    bool failed = false;   /* responded already */
+    do {
+        query page;
+        query_copy(&base, &page);
+        PGresult *res = NULL;
+        if (!query_list_end(&page, cursor, &fe))
+            ok = false;
+        else if (!(res = rec_run(c, &page.sql, page.args)))
+            failed = true;
+        free(cursor);
+        cursor = NULL;
+        if (res) {
+            json_t *items = query_items(&page, res, &cursor);
+            json_t *rec;
+            json_array_foreach(items, i, rec) sheet_record(&sh, rec);
+            json_decref(items);
+        }
+        query_free(&page);
+    } while (ok && !failed && cursor);
+    free(cursor);
+    query_free(&base);
+    json_decref(heads);
+    json_decref(sh.cols);
+    ok = sheet_close(&sh, ok && !failed);
+    if (failed)
+        return;
+    if (!ok) {
+        ctx_problem(c, LOOM_INTERNAL, "could not write the export", NULL);
+        return;
+    }
     char disp[160];
     snprintf(disp, sizeof disp, "attachment; filename=\"%s.%s\"", r.form, xlsx ? "xlsx" : "csv");
-    if (!xlsx) {
-        buf *out = &c->res->body;
-        buf_reset(out);
-        buf_puts(out, "\xEF\xBB\xBF");   /* so spreadsheets read UTF-8 */
-        for (size_t k = 0; k < ncols; k++) {
-            if (k)
-                buf_puts(out, ",");
-            csv_cell(out, jstr(json_array_get(heads, k)), true);
-        }
-        buf_puts(out, "\r\n");
-        size_t i;
-        json_t *rec;
-        json_array_foreach(rows, i, rec)
-        {
-            for (size_t k = 0; k < ncols; k++) {
-                const char *name = jstr(json_array_get(cols, k));
-                json_t *f = bundle_item(fields, name);
-                char *t = cell_text(f, json_object_get(rec, name));
-                if (k)
-                    buf_puts(out, ",");
-                csv_cell(out, t, texty(f) && f);
-                free(t);
-            }
-            buf_puts(out, "\r\n");
-        }
-        c->res->status = 200;
-        c->res->content_type = "text/csv; charset=utf-8";
-        http_response_header(c->res, "Content-Disposition", disp);
-        http_response_header(c->res, "X-Content-Type-Options", "nosniff");
-        return;
-    }
-    /* XLSX: libxlsxwriter writes a file; the response is its bytes */
-    char path[] = "/tmp/loom-export-XXXXXX";
-    int fd = mkstemp(path);
-    if (fd < 0) {
-        ctx_problem(c, LOOM_INTERNAL, "could not make a temporary file", NULL);
-        return;
-    }
-    close(fd);
-    lxw_workbook_options wo = {.constant_memory = LXW_TRUE, .tmpdir = "/tmp"};
-    lxw_workbook *wb = workbook_new_opt(path, &wo);
-    lxw_worksheet *ws = wb ? workbook_add_worksheet(wb, NULL) : NULL;
-    bool ok = ws != NULL;
-    for (size_t k = 0; ok && k < ncols; k++)
-        worksheet_write_string(ws, 0, (lxw_col_t)k, jstr(json_array_get(heads, k)), NULL);
-    size_t i;
-    json_t *rec;
-    json_array_foreach(ok ? rows : NULL, i, rec)
-    {
-        for (size_t k = 0; k < ncols; k++) {
-            const char *name = jstr(json_array_get(cols, k));
-            json_t *f = bundle_item(fields, name), *v = json_object_get(rec, name);
-            lxw_row_t row = (lxw_row_t)(i + 1);
-            if (json_is_integer(v)) {
-                worksheet_write_number(ws, row, (lxw_col_t)k, (double)json_integer_value(v), NULL);
-            } else if ((field_is(f, "decimal") || field_is(f, "money")) && json_is_string(v)) {
-                worksheet_write_number(ws, row, (lxw_col_t)k, strtod(json_string_value(v), NULL), NULL);
-            } else if (json_is_boolean(v)) {
-                worksheet_write_boolean(ws, row, (lxw_col_t)k, json_is_true(v), NULL);
-            } else if (v && !json_is_null(v)) {
-                char *t = cell_text(f, v);
-                char *n = texty(f) && f ? csv_neutral(t) : strdup(t);
-                worksheet_write_string(ws, row, (lxw_col_t)k, n, NULL);
-                free(n);
-                free(t);
-            }
-        }
-    }
-    ok = wb && workbook_close(wb) == LXW_NO_ERROR && ok;
-    FILE *fp = ok ? fopen(path, "rb") : NULL;
-    buf_reset(&c->res->body);
-    char chunk[65536];
-    size_t n;
-    while (fp && (n = fread(chunk, 1, sizeof chunk, fp)) > 0)
-        buf_append(&c->res->body, chunk, n);
-    if (fp)
-        fclose(fp);
-    unlink(path);
-    if (!ok || !fp) {
-        ctx_problem(c, LOOM_INTERNAL, "could not write the workbook", NULL);
-        return;
-    }
     c->res->status = 200;
-    c->res->content_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
+    c->res->content_type = xlsx ? "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+                                : "text/csv; charset=utf-8";
     http_response_header(c->res, "Content-Disposition", disp);
     http_response_header(c->res, "X-Content-Type-Options", "nosniff");
 }

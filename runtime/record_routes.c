@@ -24,6 +24,17 @@ static void decref_cb(void *p)
     json_decref(p);
 }
 
+filter_ctx rec_caller(ctx *c, app_snapshot *snap, json_t *roles)
+{
+    const char *tz = json_string_value(json_object_get(json_object_get(snap->bundle, "app"), "timezone"));
+    return (filter_ctx){.bundle = snap->bundle,
+                        .schema = json_string_value(json_object_get(snap->catalog, "schema")),
+                        .roles = roles,
+                        .admin = c->user->admin,
+                        .me = c->user->id,
+                        .timezone = tz ? tz : "UTC"};
+}
+
 bool rec_begin(ctx *c, rec_req *r)
 {
     const char *app = c->params[0];
@@ -34,13 +45,7 @@ bool rec_begin(ctx *c, rec_req *r)
         return false;
     }
     arena_defer(c->a, snapshot_release_cb, r->snap);
-    const char *tz = json_string_value(json_object_get(json_object_get(r->snap->bundle, "app"), "timezone"));
-    r->fc = (filter_ctx){.bundle = r->snap->bundle,
-                         .schema = json_string_value(json_object_get(r->snap->catalog, "schema")),
-                         .roles = roles,
-                         .admin = c->user->admin,
-                         .me = c->user->id,
-                         .timezone = tz ? tz : "UTC"};
+    r->fc = rec_caller(c, r->snap, roles);
     r->form = c->params[1];
     return true;
 }
@@ -53,12 +58,8 @@ void rec_problem(ctx *c, const filter_err *e)
 
 PGresult *rec_run(ctx *c, const buf *sql, json_t *args)
 {
-    size_t n = json_array_size(args);
-    const char **vals = arena_alloc(c->a, (n + 1) * sizeof *vals);
-    for (size_t i = 0; i < n; i++)
-        vals[i] = json_string_value(json_array_get(args, i));
     loom_err e = {0};
-    PGresult *r = db_query_text(c->db, c->a, sql->data, (int)n, vals, &e);
+    PGresult *r = query_exec(c->db, c->a, sql->data, args, &e);
     if (!r)
         ctx_db_fail(c, &e);
     return r;
@@ -447,10 +448,15 @@ void records_create(void *cp)
         return;
     const char *key = http_request_header(c->req, "idempotency-key");
     char user[24], hash[65];
-    snprintf(user, sizeof user, "%lld", c->user->id);
-    secret_sha256_hex(c->req->body, c->req->body_len, hash);
-    const char *route = arena_printf(c->a, "POST %s", c->req->path);
-    const char *p[4] = {user, route, key, hash};
+    const char *p[4] = {NULL, NULL, NULL, NULL};
+    if (key) {   /* scoped per user and route; the body by its hash */
+        snprintf(user, sizeof user, "%lld", c->user->id);
+        secret_sha256_hex(c->req->body, c->req->body_len, hash);
+        p[0] = user;
+        p[1] = arena_printf(c->a, "POST %s", c->req->path);
+        p[2] = key;
+        p[3] = hash;
+    }
     bool claimed;
     if (!idempotency_begin(c, key, p, &claimed))
         return;
@@ -460,20 +466,17 @@ void records_create(void *cp)
         write_failed(c, &out);
         return;
     }
+    char etag[32];
+    snprintf(etag, sizeof etag, "\"%lld\"", out.version);
     if (out.record && !query_param(c->a, c->req->query, "expand")) {   /* known without reading it back */
-        char etag[32];
-        snprintf(etag, sizeof etag, "\"%lld\"", out.version);
         http_response_header(c->res, "ETag", etag);
         ctx_json(c, 201, json_incref(out.record));
     } else {
         respond_record(c, &r, 201, out.id, out.version);
     }
     write_result_free(&out);
-    if (claimed && c->res->status == 201) {
-        char etag[32];
-        snprintf(etag, sizeof etag, "\"%lld\"", out.version);
+    if (claimed && c->res->status == 201)
         idempotency_end(c, p, etag);
-    }
 }
 
 /* The record a PATCH or DELETE names, and its If-Match (-1: none); false

@@ -1,4 +1,4 @@
-/* records.h - what the record routes share (record_routes.c, io_routes.c):
+/* records.h - what the record routes share (record_routes.c, io_routes.c, file_routes.c):
  * the app and form a request names, resolved for its caller. */
 #ifndef LOOM_RECORDS_H
 #define LOOM_RECORDS_H
@@ -14,6 +14,8 @@ typedef struct rec_req {
     const char *form;
 } rec_req;
 
+/* The caller in snap as a filter context. */
+filter_ctx rec_caller(ctx *c, app_snapshot *snap, json_t *roles);
 /* Resolves {app}/{form} for the caller; false after responding 404. */
 bool rec_begin(ctx *c, rec_req *r);
 /* Responds with a filter or query problem. */

@@ -905,3 +905,12 @@ void query_free(query *q)
     json_decref(q->out);
     json_decref(q->sort);
 }
+
+PGresult *query_exec(db *d, arena *a, const char *sql, json_t *args, loom_err *err)
+{
+    size_t n = json_array_size(args);
+    const char **vals = arena_alloc(a, (n + 1) * sizeof *vals);
+    for (size_t i = 0; i < n; i++)
+        vals[i] = json_string_value(json_array_get(args, i));
+    return db_query_text(d, a, sql, (int)n, vals, err);
+}

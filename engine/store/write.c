@@ -73,11 +73,7 @@ static bool db_failed(wr *x, const loom_err *e)
 
 static PGresult *run(wr *x, const char *sql, json_t *args, loom_err *e)
 {
-    size_t n = json_array_size(args);
-    const char **vals = arena_alloc(x->w->a, (n + 1) * sizeof *vals);
-    for (size_t i = 0; i < n; i++)
-        vals[i] = json_string_value(json_array_get(args, i));
-    return db_query_text(x->w->db, x->w->a, sql, (int)n, vals, e);
+    return query_exec(x->w->db, x->w->a, sql, args, e);
 }
 
 /* Runs sql; a failure ends the write as the database's. */
