@@ -371,9 +371,13 @@ bool auth_authenticate(ctx *c, const auth_lookup *pre, auth_cached *cached)
 {
     char hash[SECRET_HASH_HEX];
     bool is_key;
-    if (!auth_bearer_hash(c->req, hash, &is_key))
+    if (cached) {   /* found by this request's own token: already hashed */
+        memcpy(hash, cached->hash, sizeof hash);
+        is_key = cached->is_key;
+    } else if (!auth_bearer_hash(c->req, hash, &is_key)) {
         return unauthenticated(c, http_request_header(c->req, "authorization") ? "the token is not valid"
                                                                               : "a bearer token is required");
+    }
     loom_err e = {0};
     PGresult *r;
     if (cached) {   /* borrowed: the request's arena holds the reference */
