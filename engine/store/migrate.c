@@ -121,6 +121,17 @@ static const struct {
      "  FOR EACH ROW EXECUTE FUNCTION loom.auth_changed('user_id');"
      "CREATE TRIGGER api_keys_auth_changed AFTER UPDATE OR DELETE ON loom.api_keys"
      "  FOR EACH ROW EXECUTE FUNCTION loom.auth_changed('user_id');"},
+    {5, "records' system user columns without foreign keys",
+     /* what published tables have: their _owner, _created_by and _updated_by keys go (see ddl.c) */
+     "DO $$ DECLARE c record; BEGIN"
+     "  FOR c IN SELECT k.conrelid::regclass AS t, k.conname FROM pg_constraint k"
+     "    JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1]"
+     "    WHERE k.contype = 'f' AND k.confrelid = 'loom.users'::regclass AND cardinality(k.conkey) = 1"
+     "      AND a.attname IN ('_owner', '_created_by', '_updated_by')"
+     "      AND k.connamespace <> 'loom'::regnamespace LOOP"
+     "    EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', c.t, c.conname);"
+     "  END LOOP;"
+     "END $$;"},
 };
 
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])

@@ -1923,18 +1923,38 @@ void write_result_free(write_result *r)
 
 /* ---- imports ---- */
 
-/* Appends v as a COPY text value of a field of type (NULL: a system
- * column): \N for null, lists as array literals, files as JSON. */
+/* Appends the n bytes at t escaped for COPY's text format. */
+static void copy_text(buf *out, const char *t, size_t n)
+{
+    const char *end = t + n, *p;
+    for (p = t; p < end; p++) {
+        char e = *p == '\\' ? '\\' : *p == '\n' ? 'n' : *p == '\r' ? 'r' : *p == '\t' ? 't' : 0;
+        if (!e)
+            continue;
+        buf_append(out, t, (size_t)(p - t));
+        char esc[2] = {'\\', e};
+        buf_append(out, esc, 2);
+        t = p + 1;
+    }
+    buf_append(out, t, (size_t)(end - t));
+}
+
+/* Appends v as a COPY text value of field f (NULL: a system column): \N
+ * for null, lists as array literals, other non-strings as JSON. */
 static void copy_value(buf *out, json_t *f, json_t *v)
 {
     if (!v || json_is_null(v)) {
         buf_puts(out, "\\N");
         return;
     }
-    buf tmp = {0};
-    const char *t;
-    char num[32];
-    if (f && field_is(f, "multiselect") && json_is_array(v)) {
+    if (json_is_string(v)) {
+        copy_text(out, json_string_value(v), strlen(json_string_value(v)));   /* as a parameter would: to a NUL */
+    } else if (json_is_integer(v)) {
+        buf_printf(out, "%lld", (long long)json_integer_value(v));
+    } else if (json_is_boolean(v)) {
+        buf_puts(out, json_is_true(v) ? "t" : "f");
+    } else if (f && json_is_array(v) && field_is(f, "multiselect")) {
+        buf tmp = {0};
         buf_puts(&tmp, "{");
         size_t i;
         json_t *x;
@@ -1949,30 +1969,13 @@ static void copy_value(buf *out, json_t *f, json_t *v)
             buf_puts(&tmp, "\"");
         }
         buf_puts(&tmp, "}");
-        t = tmp.data;
-    } else if (json_is_string(v)) {
-        t = json_string_value(v);
-    } else if (json_is_integer(v)) {
-        snprintf(num, sizeof num, "%lld", (long long)json_integer_value(v));
-        t = num;
-    } else if (json_is_boolean(v)) {
-        t = json_is_true(v) ? "t" : "f";
+        copy_text(out, tmp.data, tmp.len);
+        buf_free(&tmp);
     } else {
         char *j = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-        buf_puts(&tmp, j);
+        copy_text(out, j, strlen(j));
         free(j);
-        t = tmp.data;
     }
-    for (const char *c = t; *c; c++) {
-        switch (*c) {
-        case '\\': buf_append(out, "\\\\", 2); break;
-        case '\n': buf_append(out, "\\n", 2); break;
-        case '\r': buf_append(out, "\\r", 2); break;
-        case '\t': buf_append(out, "\\t", 2); break;
-        default: buf_append(out, c, 1);
-        }
-    }
-    buf_free(&tmp);
 }
 
 /* COPY table (columns) FROM STDIN with the rows in data. */
@@ -2025,8 +2028,7 @@ static bool copy_in(wr *x, const char *table_sql, const buf *data)
  * row, so no JSON tree is built for it. */
 static void created_changes(wr *x, json_t *rec, buf *out)
 {
-    buf j = {0};
-    buf_puts(&j, "{");
+    buf_puts(out, "{");
     size_t i;
     json_t *f;
     bool first = true;
@@ -2037,23 +2039,19 @@ static void created_changes(wr *x, json_t *rec, buf *out)
         json_t *v = json_object_get(rec, id);
         if (empty(v))
             continue;
+        buf_printf(out, "%s\"%s\":[null,", first ? "" : ",", id);   /* an id: [a-z0-9_] */
         size_t n = json_dumpb(v, small, sizeof small, JSON_COMPACT | JSON_ENCODE_ANY);
-        buf_printf(&j, "%s\"%s\":[null,", first ? "" : ",", id);   /* an id: [a-z0-9_] */
         if (n <= sizeof small) {
-            buf_append(&j, small, n);
+            copy_text(out, small, n);   /* JSON has no raw control characters: only \\ needs doubling */
         } else {
             char *big = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-            buf_puts(&j, big);
+            copy_text(out, big, strlen(big));
             free(big);
         }
-        buf_puts(&j, "]");
+        buf_puts(out, "]");
         first = false;
     }
-    buf_puts(&j, "}");
-    json_t *text = json_stringn_nocheck(j.data, j.len);
-    copy_value(out, NULL, text);
-    json_decref(text);
-    buf_free(&j);
+    buf_puts(out, "}");
 }
 
 /* Inserts the checked records recs (all valid) with COPY: ids and

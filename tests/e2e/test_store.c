@@ -204,6 +204,35 @@ static void test_migrations_idempotent(void **state)
     free(n);
 }
 
+/* Migration 5 on a table published before it: the foreign keys of the
+ * system user columns go, the key of a user field stays. */
+static void test_migration_drops_system_user_keys(void **state)
+{
+    (void)state;
+    char err[512];
+    assert_true(h_sql(url, "CREATE SCHEMA app_mig5;"
+                           "CREATE TABLE app_mig5.t (id bigint PRIMARY KEY,"
+                           " _owner bigint REFERENCES loom.users(id) ON DELETE SET NULL,"
+                           " _created_by bigint REFERENCES loom.users(id) ON DELETE SET NULL,"
+                           " _updated_by bigint REFERENCES loom.users(id) ON DELETE SET NULL,"
+                           " agent bigint REFERENCES loom.users(id) ON DELETE SET NULL);"
+                           "DELETE FROM loom.schema_migrations WHERE version >= 5"));
+    PGconn *c = db_connect_once(url, err, sizeof err);
+    assert_non_null(c);
+    assert_int_equal(store_migrate(c, err, sizeof err), store_schema_version() - 4);
+    PQfinish(c);
+    char *n = h_sql_value(url, "SELECT string_agg(a.attname, ',') FROM pg_constraint k JOIN pg_attribute a"
+                               " ON a.attrelid = k.conrelid AND a.attnum = k.conkey[1]"
+                               " WHERE k.conrelid = 'app_mig5.t'::regclass AND k.contype = 'f'");
+    assert_string_equal(n, "agent");
+    free(n);
+    n = h_sql_value(url, "SELECT count(*) FROM pg_constraint WHERE connamespace = 'loom'::regnamespace AND contype = 'f'"
+                         " AND confrelid = 'loom.users'::regclass");
+    assert_true(atoi(n) >= 4);   /* loom's own tables keep theirs */
+    free(n);
+    assert_true(h_sql(url, "DROP SCHEMA app_mig5 CASCADE"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -213,6 +242,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_text_statements, open_db, close_db),
         cmocka_unit_test_setup_teardown(test_reconnects_after_backend_killed, open_db, close_db),
         cmocka_unit_test(test_migrations_idempotent),
+        cmocka_unit_test(test_migration_drops_system_user_keys),
     };
     return cmocka_run_group_tests_name("integration_store", tests, setup, teardown);
 }
