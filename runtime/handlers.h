@@ -93,6 +93,10 @@ void records_update(void *c);
 void records_delete(void *c);
 void records_history(void *c);
 
+/* flow_routes.c: a record's actions and transitions */
+void records_actions(void *c);
+void records_transition(void *c);
+
 /* io_routes.c: CSV import, CSV and XLSX export */
 void records_import(void *c);
 void records_export(void *c);

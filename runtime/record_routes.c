@@ -307,7 +307,7 @@ write_ctx rec_write_ctx(ctx *c, rec_req *r)
                        .locale = app_locale(c, json_object_get(app, "locales"))};
 }
 
-static void write_failed(ctx *c, write_result *w)
+void rec_write_failed(ctx *c, write_result *w)
 {
     if (w->from_db)
         ctx_db_fail(c, &w->db);
@@ -341,7 +341,7 @@ static long long if_match(ctx *c)
 /* Responds with the record as the caller may read it now (inside the
  * write's transaction), with its ETag; a record the caller may write but
  * not read answers with its id and version only. */
-static void respond_record(ctx *c, rec_req *r, int status, long long id, long long version)
+void rec_respond(ctx *c, rec_req *r, int status, long long id, long long version)
 {
     char ids[24], etag[32];
     snprintf(ids, sizeof ids, "%lld", id);
@@ -463,7 +463,7 @@ void records_create(void *cp)
     write_ctx w = rec_write_ctx(c, &r);
     write_result out;
     if (!write_create(&w, r.form, body, &out)) {
-        write_failed(c, &out);
+        rec_write_failed(c, &out);
         return;
     }
     char etag[32];
@@ -472,7 +472,7 @@ void records_create(void *cp)
         http_response_header(c->res, "ETag", etag);
         ctx_json(c, 201, json_incref(out.record));
     } else {
-        respond_record(c, &r, 201, out.id, out.version);
+        rec_respond(c, &r, 201, out.id, out.version);
     }
     write_result_free(&out);
     if (claimed && c->res->status == 201)
@@ -481,7 +481,7 @@ void records_create(void *cp)
 
 /* The record a PATCH or DELETE names, and its If-Match (-1: none); false
  * after responding. */
-static bool rec_target(ctx *c, rec_req *r, long long *im)
+bool rec_target(ctx *c, rec_req *r, long long *im)
 {
     if (!rec_begin(c, r))
         return false;
@@ -510,11 +510,11 @@ void records_update(void *cp)
     write_ctx w = rec_write_ctx(c, &r);
     write_result out;
     if (!write_update(&w, r.form, c->params[2], body, im, &out)) {
-        write_failed(c, &out);
+        rec_write_failed(c, &out);
         return;
     }
     write_result_free(&out);
-    respond_record(c, &r, 200, out.id, out.version);
+    rec_respond(c, &r, 200, out.id, out.version);
 }
 
 void records_delete(void *cp)
@@ -527,7 +527,7 @@ void records_delete(void *cp)
     write_ctx w = rec_write_ctx(c, &r);
     write_result out;
     if (!write_delete(&w, r.form, c->params[2], im, &out)) {
-        write_failed(c, &out);
+        rec_write_failed(c, &out);
         return;
     }
     write_result_free(&out);

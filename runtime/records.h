@@ -24,5 +24,12 @@ void rec_problem(ctx *c, const filter_err *e);
 PGresult *rec_run(ctx *c, const buf *sql, json_t *args);
 /* The write context of the request. */
 write_ctx rec_write_ctx(ctx *c, rec_req *r);
+/* Resolves {app}/{form}/{id} and If-Match (*im: -1 when absent); false
+ * after responding. */
+bool rec_target(ctx *c, rec_req *r, long long *im);
+/* Responds with a failed write's problem (and frees it). */
+void rec_write_failed(ctx *c, write_result *w);
+/* Responds with record id as the caller may read it now, with its ETag. */
+void rec_respond(ctx *c, rec_req *r, int status, long long id, long long version);
 
 #endif

@@ -51,6 +51,8 @@ static const route routes[] = {
     {"PATCH", "/api/apps/{app}/forms/{form}/records/{id}", records_update, R_AUTH | R_TX},
     {"DELETE", "/api/apps/{app}/forms/{form}/records/{id}", records_delete, R_AUTH | R_TX},
     {"GET", "/api/apps/{app}/forms/{form}/records/{id}/history", records_history, R_AUTH},
+    {"GET", "/api/apps/{app}/forms/{form}/records/{id}/actions", records_actions, R_AUTH},
+    {"POST", "/api/apps/{app}/forms/{form}/records/{id}/actions/{transition}", records_transition, R_AUTH | R_TX},
     {"POST", "/api/apps/{app}/forms/{form}/import", records_import, R_AUTH | R_TX | R_BULK},
     {"GET", "/api/apps/{app}/forms/{form}/export", records_export, R_AUTH},
     {"POST", "/api/files", files_upload, R_AUTH | R_TX},

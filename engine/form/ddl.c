@@ -339,6 +339,10 @@ static void drop_object(plan *p, const char *key, json_t *o)
     json_object_del(p->names, key);
 }
 
+/* The current visit of the record's state: when it began and its number
+ * (a timer fires only in the visit that scheduled it). */
+#define FLOW_VISIT_COLUMNS ",\n  \"_state_at\" timestamptz NOT NULL DEFAULT now(),\n  \"_visit\" integer NOT NULL DEFAULT 1"
+
 static void column_def(buf *s, json_t *c)
 {
     ddl_quote(s, jstr(json_object_get(c, "name")));
@@ -362,7 +366,7 @@ static void create_table(plan *p, const char *table, json_t *t)
     } else {
         buf_puts(s, ",\n  \"_version\" integer NOT NULL DEFAULT 1");
         if (json_is_true(json_object_get(t, "flow")))
-            buf_puts(s, ",\n  \"_state\" text NOT NULL");
+            buf_puts(s, ",\n  \"_state\" text NOT NULL" FLOW_VISIT_COLUMNS);
         /* no foreign keys on the system user columns: Loom writes them from the caller (or an owner it
          * has checked), users are never deleted, and three checks per row cost a bulk import half its time */
         buf_puts(s, ",\n  \"_owner\" bigint"
@@ -724,7 +728,8 @@ static void diff(plan *p, json_t *old, json_t *new)
             buf *s = &p->sql;
             buf_puts(s, "ALTER TABLE ");
             qualified(s, p->schema, name);
-            buf_puts(s, " ADD COLUMN IF NOT EXISTS \"_state\" text");
+            buf_puts(s, " ADD COLUMN IF NOT EXISTS \"_state\" text, ADD COLUMN IF NOT EXISTS \"_state_at\" timestamptz "
+                        "NOT NULL DEFAULT now(), ADD COLUMN IF NOT EXISTS \"_visit\" integer NOT NULL DEFAULT 1");
             add_step(p, "add_column", form, "_state");
             /* existing records enter the initial state (the value is an id: a literal is safe) */
             buf_puts(s, "UPDATE ");

@@ -132,6 +132,60 @@ static const struct {
      "    EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', c.t, c.conname);"
      "  END LOOP;"
      "END $$;"},
+    {6, "flows: visits of states, approvals, jobs and notifications",
+     /* records in a flow carry their visit of the state (see ddl.c) */
+     "DO $$ DECLARE c record; BEGIN"
+     "  FOR c IN SELECT s.table_schema, s.table_name FROM information_schema.columns s"
+     "    WHERE s.column_name = '_state' AND s.table_schema LIKE 'app\\_%' AND NOT EXISTS (SELECT 1"
+     "      FROM information_schema.columns v WHERE v.table_schema = s.table_schema AND v.table_name = s.table_name"
+     "      AND v.column_name = '_visit') LOOP"
+     "    EXECUTE format('ALTER TABLE %I.%I ADD COLUMN \"_state_at\" timestamptz NOT NULL DEFAULT now(),"
+     "      ADD COLUMN \"_visit\" integer NOT NULL DEFAULT 1', c.table_schema, c.table_name);"
+     "  END LOOP;"
+     "END $$;"
+     /* an approval a transition waits for; at most one pending per record */
+     "CREATE TABLE loom.approvals ("
+     "  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+     "  app text NOT NULL, form text NOT NULL, record bigint NOT NULL,"
+     "  transition text NOT NULL,"
+     "  requested_by bigint,"
+     "  requested_at timestamptz NOT NULL DEFAULT now(),"
+     "  comment text,"
+     "  \"values\" jsonb NOT NULL DEFAULT '{}',"
+     "  approvers bigint[] NOT NULL,"
+     "  mode jsonb NOT NULL,"
+     "  decisions jsonb NOT NULL DEFAULT '[]',"
+     "  status text NOT NULL DEFAULT 'pending',"
+     "  resolved_at timestamptz);"
+     "CREATE UNIQUE INDEX approvals_pending_idx ON loom.approvals (app, form, record) WHERE status = 'pending';"
+     "CREATE INDEX approvals_approvers_idx ON loom.approvals USING gin (approvers) WHERE status = 'pending';"
+     /* durable jobs (timers first): claimed with FOR UPDATE SKIP LOCKED under a lease */
+     "CREATE TABLE loom.jobs ("
+     "  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+     "  kind text NOT NULL,"
+     "  app text NOT NULL, form text, record bigint, state text, visit integer,"
+     "  payload jsonb NOT NULL DEFAULT '{}',"
+     "  run_at timestamptz NOT NULL,"
+     "  status text NOT NULL DEFAULT 'pending',"
+     "  attempts integer NOT NULL DEFAULT 0,"
+     "  leased_until timestamptz, leased_by text,"
+     "  last_error text,"
+     "  created_at timestamptz NOT NULL DEFAULT now(),"
+     "  done_at timestamptz);"
+     "CREATE INDEX jobs_due_idx ON loom.jobs (run_at) WHERE status = 'pending';"
+     "CREATE INDEX jobs_record_idx ON loom.jobs (app, form, record) WHERE status = 'pending';"
+     /* a timer exists once per visit of a state */
+     "CREATE UNIQUE INDEX jobs_visit_idx ON loom.jobs (app, form, record, visit, kind) WHERE visit IS NOT NULL;"
+     "CREATE TABLE loom.notifications ("
+     "  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+     "  user_id bigint NOT NULL REFERENCES loom.users(id) ON DELETE CASCADE,"
+     "  app text, form text, record bigint,"
+     "  kind text NOT NULL,"
+     "  title text NOT NULL,"
+     "  body text,"
+     "  created_at timestamptz NOT NULL DEFAULT now(),"
+     "  read_at timestamptz);"
+     "CREATE INDEX notifications_user_idx ON loom.notifications (user_id, id);"},
 };
 
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])
@@ -139,6 +193,14 @@ static const struct {
 int store_schema_version(void)
 {
     return migrations[N_MIGRATIONS - 1].version;
+}
+
+const char *store_migration_sql(int version)
+{
+    for (size_t i = 0; i < N_MIGRATIONS; i++)
+        if (migrations[i].version == version)
+            return migrations[i].sql;
+    return NULL;
 }
 
 static bool run(PGconn *c, const char *sql, char *err, size_t errlen)

@@ -16,5 +16,7 @@
 int store_migrate(PGconn *c, char *err, size_t errlen);
 /* The newest migration version this build knows. */
 int store_schema_version(void);
+/* The SQL of migration version (tests run one again on purpose), or NULL. */
+const char *store_migration_sql(int version);
 
 #endif

@@ -700,7 +700,7 @@ bool query_get(const filter_ctx *c, const char *form, const char *id, const char
     return ok;
 }
 
-bool query_lock(const filter_ctx *c, const char *form, const char *id, query *q, filter_err *err)
+bool query_lock(const filter_ctx *c, const char *form, const char *id, bool for_update, query *q, filter_err *err)
 {
     query_init(q);
     filter_ctx sys = *c;
@@ -722,7 +722,8 @@ bool query_lock(const filter_ctx *c, const char *form, const char *id, query *q,
         from_where(&sys, form, &q->sql);
         buf_puts(&q->sql, "t.\"id\" = ");
         param(q, id, "bigint");
-        buf_puts(&q->sql, " FOR UPDATE OF t");
+        if (for_update)
+            buf_puts(&q->sql, " FOR UPDATE OF t");
     }
     perm_free(&d);
     return ok;

@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #include "core/buf.h"
+#include "flow/flow.h"
 #include "form/ddl.h"
 #include "form/record.h"
 #include "form/schema.h"
@@ -33,6 +34,10 @@ typedef struct wr {
     size_t key_len;
     bool plain;              /* every field writable by the caller, no subforms: a body needs no stripping */
     bool has_files;          /* the form has file fields (in rows too) */
+    json_t *flow;            /* the form's flow, or NULL */
+    const char *state;       /* an update of a record in a flow: its state (what is editable) */
+    json_t *input;           /* a transition: the fields it takes, writable whatever their mode, else NULL */
+    bool peek;               /* read a record without locking it (what the caller may do) */
 } wr;
 
 static bool fail(wr *x, loom_code code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -176,7 +181,7 @@ static json_t *row_by_id(json_t *rows, json_t *id, size_t *index)
  * update, a row with an id is completed from the stored row (the fields the
  * caller did not send, and may not see), and values equal to the stored ones
  * are accepted for fields it may not write: rows are sent whole. */
-static json_t *strip_rows(wr *x, json_t *sub, json_t *rows, json_t *old_rows, const char *base)
+static json_t *strip_rows(wr *x, json_t *sub, json_t *rows, json_t *old_rows, const char *base, bool input)
 {
     const char *sid = jstr(json_object_get(sub, "id"));
     json_t *subfields = json_object_get(sub, "fields");
@@ -203,6 +208,8 @@ static json_t *strip_rows(wr *x, json_t *sub, json_t *rows, json_t *old_rows, co
         {
             json_t *f = bundle_item(subfields, k);
             perm_mode m = f ? mode(x, sid, k) : FIELD_WRITE;
+            if (input && m == FIELD_READ)   /* a transition's input: its rows are writable too */
+                m = FIELD_WRITE;
             bool same = old && json_equal(json_object_get(old, k), v);
             if (f && (m != FIELD_WRITE || field_computed(f)) && same)
                 continue;
@@ -252,12 +259,18 @@ static json_t *strip(wr *x, json_t *body, json_t *old)
             continue;
         }
         perm_mode m = mode(x, NULL, k);
+        bool input = x->input && flow_has(x->input, k);
         if (m == FIELD_HIDDEN) {
             problem(x->errors, p, "unknown_field", "no such field");
-        } else if (m == FIELD_READ) {
+        } else if (x->input && !input) {
+            problem(x->errors, p, "readonly", "not an input of this transition");
+        } else if (m == FIELD_READ && !input) {
             problem(x->errors, p, "readonly", "you may not change this field");
+        } else if (!x->input && x->state && !flow_editable(x->flow, x->state, k) &&
+                   !json_equal(v, old ? json_object_get(old, k) : NULL)) {
+            problem(x->errors, p, "readonly", "not editable in state \"%s\"", x->state);
         } else if (field_is(f, "subform") && json_is_array(v)) {
-            json_object_set_new(out, k, strip_rows(x, f, v, old ? json_object_get(old, k) : NULL, p));
+            json_object_set_new(out, k, strip_rows(x, f, v, old ? json_object_get(old, k) : NULL, p, input));
         } else {
             json_object_set(out, k, v);
         }
@@ -267,10 +280,13 @@ static json_t *strip(wr *x, json_t *body, json_t *old)
 
 /* ---- defaults ---- */
 
-static json_t *default_value(wr *x, json_t *f)
+/* The value d assigned to field f (a default, a transition's set): "me",
+ * "now" and "today" resolved; NULL when the clock cannot be read or d does
+ * not fit f (*code, msg say why; publishing checks defaults). */
+static json_t *assigned_value(wr *x, json_t *f, json_t *d, const char **code, char *msg, size_t n)
 {
-    json_t *d = json_object_get(f, "default");
     const char *s = json_string_value(d);
+    *code = NULL;
     if (s && !strcmp(s, "me") && field_is(f, "user"))
         return x->w->fc->me ? json_integer(x->w->fc->me) : json_null();   /* the system actor is nobody */
     if (s && (!strcmp(s, "now") || !strcmp(s, "today")) && (field_is(f, "date") || field_is(f, "datetime"))) {
@@ -278,9 +294,14 @@ static json_t *default_value(wr *x, json_t *f)
             return NULL;
         return json_string(field_is(f, "date") ? x->today : x->now);
     }
+    return field_coerce(f, d, code, msg, n);
+}
+
+static json_t *default_value(wr *x, json_t *f)
+{
     const char *code;
     char msg[256];
-    return field_coerce(f, d, &code, msg, sizeof msg);   /* publishing checked it */
+    return assigned_value(x, f, json_object_get(f, "default"), &code, msg, sizeof msg);
 }
 
 /* Fills the defaults of the fields absent from given into values. */
@@ -1359,6 +1380,7 @@ static bool begin(wr *x, const write_ctx *w, const char *form, write_result *out
     x->orders = json_object();
     x->fdef = bundle_item(json_object_get(w->fc->bundle, "forms"), form);
     x->fields = json_object_get(x->fdef, "fields");
+    x->flow = bundle_flow(w->fc->bundle, form);
     perm_decide(w->fc->bundle, form, w->fc->roles, w->fc->admin, &x->d);
     if (!x->fdef || (!x->d.read && !x->d.create))
         return fail(x, LOOM_NOT_FOUND, "no such form");
@@ -1554,8 +1576,8 @@ bool write_create(const write_ctx *w, const char *form, json_t *body, write_resu
     return finish(&x, ok);
 }
 
-/* Locks record id and reads it whole; *old the record, *scopes its read,
- * update, delete admissions. False after a 404. */
+/* Locks record id (unless x->peek) and reads it whole; *old the record,
+ * *scopes its read, update, delete admissions. False after a 404. */
 static bool lock(wr *x, const char *id, json_t **old, bool scopes[3])
 {
     *old = NULL;
@@ -1563,7 +1585,7 @@ static bool lock(wr *x, const char *id, json_t **old, bool scopes[3])
         return fail(x, LOOM_NOT_FOUND, "no such record");
     query q;
     filter_err fe;
-    bool ok = query_lock(x->w->fc, x->form, id, &q, &fe);
+    bool ok = query_lock(x->w->fc, x->form, id, !x->peek, &q, &fe);
     PGresult *r = ok ? must(x, q.sql.data, q.args) : NULL;
     if (!ok)
         fail(x, LOOM_INTERNAL, "a permission filter does not compile");
@@ -1614,23 +1636,190 @@ static bool still_in_scope(wr *x, const char *id)
     return true;
 }
 
-bool write_update(const write_ctx *w, const char *form, const char *id, json_t *body, long long if_match,
-                  write_result *out)
+/* Whether the caller may take transition t on record old (allowed: roles,
+ * the state's assignee, the owner; an app admin always may). */
+static bool allowed(wr *x, json_t *t, json_t *old)
 {
-    wr x;
+    const filter_ctx *fc = x->w->fc;
+    if (fc->admin || flow_has(fc->roles, "admin"))
+        return true;
+    json_t *al = json_object_get(t, "allowed");
+    json_t *roles = json_object_get(al, "roles");
+    size_t i;
+    json_t *r;
+    json_array_foreach(roles, i, r) if (flow_has(fc->roles, json_string_value(r))) return true;
+    json_t *owner = json_object_get(old, "_owner");
+    if (json_is_true(json_object_get(al, "owner")) && fc->me && json_is_integer(owner) &&
+        json_integer_value(owner) == fc->me)
+        return true;
+    if (!json_is_true(json_object_get(al, "assignee")))
+        return false;
+    json_t *a = json_object_get(flow_state(x->flow, jstr(json_object_get(old, "_state"))), "assignee");
+    long long managed = 0;
+    flow_match m = a ? flow_assignee_match(a, old, fc->me, fc->roles, &managed) : FLOW_NO;
+    if (m != FLOW_MANAGER)
+        return m == FLOW_YES;
+    static db_stmt st = {.sql = "SELECT 1 FROM loom.users WHERE id = $1::bigint AND manager = $2::bigint"};
+    char u[24], me[24];
+    snprintf(u, sizeof u, "%lld", managed);
+    snprintf(me, sizeof me, "%lld", fc->me);
+    loom_err e = {0};
+    PGresult *res = db_query(x->w->db, x->w->a, &st, 2, (const char *[]){u, me}, &e);
+    if (!res)
+        return db_failed(x, &e) && false;
+    return PQntuples(res) == 1;
+}
+
+/* A transition's set: field assignments ("now", "today", "me" resolved). */
+static bool apply_set(wr *x, json_t *set, json_t *rec)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach(set, k, v)
+    {
+        json_t *f = bundle_item(x->fields, k);
+        const char *code;
+        char msg[256], p[256];
+        json_t *val = f ? assigned_value(x, f, v, &code, msg, sizeof msg) : NULL;
+        if (!val && f && !code)
+            return false;   /* the clock could not be read */
+        snprintf(p, sizeof p, "/%.200s", k);
+        if (!val)
+            problem(x->errors, p, f ? code : "unknown_field", "the transition sets %s", f ? msg : "no such field");
+        else
+            json_object_set_new(rec, k, val);
+    }
+    return true;
+}
+
+/* A transition's guard (when) over rec: false after a 422 transition_not_allowed. */
+static bool guard(wr *x, json_t *t, json_t *rec)
+{
+    const char *when = json_string_value(json_object_get(t, "when"));
+    if (!when || json_array_size(x->errors))
+        return true;
+    if (mentions_clock(when) && !tx_clock(x))
+        return false;
+    char what[160];
+    snprintf(what, sizeof what, "transition/%s/when", jstr(json_object_get(t, "id")));
+    json_t *view = lua_view(x->fields, rec, true);
+    bool truth = true;
+    bool ran = condition(x, what, when, view, "", &truth);
+    json_decref(view);
+    if (ran && !truth)
+        return fail(x, LOOM_TRANSITION_NOT_ALLOWED, "the condition of transition \"%s\" does not hold",
+                    jstr(json_object_get(t, "id")));
+    return true;
+}
+
+/* The fields a transition requires that are empty in rec, as problems. */
+static void required_by(wr *x, json_t *t, json_t *rec)
+{
+    size_t i;
+    json_t *f;
+    json_array_foreach(json_object_get(t, "requires"), i, f)
+    {
+        char p[256];
+        snprintf(p, sizeof p, "/%.200s", jstr(f));
+        if (empty(json_object_get(rec, jstr(f))))
+            problem(x->errors, p, "required", "transition \"%s\" requires a value", jstr(json_object_get(t, "id")));
+    }
+}
+
+/* Writes rec over old (record id): its changes ch, and with transition t
+ * the new state and visit, all in history as one entry. */
+static bool update_row(wr *x, const char *id, json_t *old, json_t *rec, json_t *ch, json_t *t, const char *comment)
+{
+    const write_ctx *w = x->w;
+    buf sql = {0}, def = {0};
+    int n = columns(x->fields, NULL, NULL, &def);
+    json_t *args = json_array(), *vals = column_values(x->fields, rec);
+    json_t *owner = json_object_get(rec, "_owner");
+    arg(args, id);
+    arg_json(args, vals);
+    arg_me(args, w->fc->me);
+    arg(args, w->app);
+    arg(args, x->form);
+    arg_json(args, ch);
+    if (json_is_integer(owner))
+        arg_int(args, json_integer_value(owner));
+    else
+        arg(args, NULL);
+    buf_puts(&sql, "WITH u AS (UPDATE ");
+    qualified(&sql, w->fc->schema, x->form);
+    buf_puts(&sql, " AS t SET \"_version\" = t.\"_version\" + 1, \"_updated_at\" = now(), "
+                   "\"_updated_by\" = $3, \"_owner\" = $7::bigint");
+    if (t) {
+        arg(args, jstr(json_object_get(old, "_state")));
+        arg(args, jstr(json_object_get(t, "to")));
+        arg(args, jstr(json_object_get(t, "id")));
+        arg(args, comment);
+        buf_puts(&sql, ", \"_state\" = $9, \"_state_at\" = now(), \"_visit\" = t.\"_visit\" + 1");
+    }
+    size_t i;
+    json_t *f;
+    json_array_foreach(x->fields, i, f)
+    {
+        if (field_is(f, "subform"))
+            continue;
+        buf_puts(&sql, ", ");
+        ddl_quote(&sql, jstr(json_object_get(f, "id")));
+        buf_puts(&sql, " = x.");
+        ddl_quote(&sql, jstr(json_object_get(f, "id")));
+    }
+    if (n)
+        buf_printf(&sql, " FROM jsonb_to_record($2::jsonb) AS x(%s)", def.data);
+    else
+        buf_puts(&sql, " FROM (SELECT $2::jsonb) AS x");
+    buf_puts(&sql, " WHERE t.\"id\" = $1::bigint RETURNING t.\"id\", t.\"_version\"), ");
+    if (t)
+        buf_puts(&sql, "h AS (INSERT INTO loom.history (app, form, record, actor, action, changes, from_state, to_state, "
+                       "transition, comment) SELECT $4, $5, u.\"id\", $3, 'transition', $6::jsonb, $8, $9, $10, $11 FROM u) ");
+    else
+        buf_puts(&sql, "h AS (INSERT INTO loom.history (app, form, record, actor, action, changes) "
+                       "SELECT $4, $5, u.\"id\", $3, 'update', $6::jsonb FROM u) ");
+    buf_puts(&sql, "SELECT \"_version\" FROM u");
+    PGresult *r = write_sql(x, sql.data, args);
+    if (r)
+        x->out->version = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    buf_free(&sql);
+    buf_free(&def);
+    json_decref(args);
+    json_decref(vals);
+    return r && write_rows(x, x->out->id, rec, old) && link_files(x, x->out->id, rec, old);
+}
+
+/* An update (t NULL) or transition t of record id with the fields of body. */
+static bool update(wr *x, const char *id, json_t *body, long long if_match, json_t *t, const char *comment)
+{
     json_t *old = NULL, *values = NULL, *rec = NULL;
     bool scopes[3];
-    bool ok = begin(&x, w, form, out) && lock(&x, id, &old, scopes);
-    if (ok && !scopes[1])
-        ok = fail(&x, LOOM_FORBIDDEN, "you may not update this record");
-    ok = ok && version_ok(&x, old, if_match) && check_body(&x, body, old, &values);
+    bool ok = lock(x, id, &old, scopes);
+    const char *state = ok ? jstr(json_object_get(old, "_state")) : "";
+    if (ok && t && !flow_starts_in(x->flow, t, state))
+        ok = fail(x, LOOM_STATE_CHANGED, "transition \"%s\" does not start in state \"%s\"",
+                  jstr(json_object_get(t, "id")), state);
+    else if (ok && t && !allowed(x, t, old))
+        ok = x->out->code == LOOM_OK && fail(x, LOOM_FORBIDDEN, "you may not take transition \"%s\"",
+                                              jstr(json_object_get(t, "id")));
+    else if (ok && !t && !scopes[1])
+        ok = fail(x, LOOM_FORBIDDEN, "you may not update this record");
+    if (ok && x->flow) {
+        x->state = state;
+        x->input = t ? json_object_get(t, "input") : NULL;
+        if (t && !x->input)
+            x->input = json_array();   /* takes nothing */
+        else
+            json_incref(x->input);
+    }
+    ok = ok && version_ok(x, old, if_match) && check_body(x, body, old, &values);
     if (ok) {
         rec = json_copy(old);
         json_object_update(rec, values);
         /* rows keep what the caller cannot set (autonumbers, readonly) */
         size_t i;
         json_t *f;
-        json_array_foreach(x.fields, i, f)
+        json_array_foreach(x->fields, i, f)
         {
             if (!field_is(f, "subform") || !json_object_get(values, jstr(json_object_get(f, "id"))))
                 continue;
@@ -1645,68 +1834,83 @@ bool write_update(const write_ctx *w, const char *form, const char *id, json_t *
                 json_object_foreach(orow, k, v) if (!json_object_get(row, k)) json_object_set(row, k, v);
             }
         }
-        ok = fill_defaults(&x, body, rec, false) && check_files(&x, rec, old) && expressions(&x, rec) &&
-             check_links(&x, rec, old);
+        ok = fill_defaults(x, body, rec, false) && check_files(x, rec, old) &&
+             (!t || (guard(x, t, rec) && apply_set(x, json_object_get(t, "set"), rec))) && expressions(x, rec) &&
+             check_links(x, rec, old);
+        if (ok && t)
+            required_by(x, t, rec);
     }
-    if (ok && (json_array_size(x.errors) || json_array_size(x.expr_errors))) {
-        json_decref(old);
-        json_decref(values);
-        json_decref(rec);
-        return finish(&x, true);
-    }
-    json_t *ch = ok ? changes(&x, old, rec) : NULL;
-    out->id = strtoll(id, NULL, 10);
-    out->version = json_integer_value(json_object_get(old, "_version"));
-    if (ok && json_object_size(ch)) {
-        buf sql = {0}, def = {0};
-        int n = columns(x.fields, NULL, NULL, &def);
-        json_t *args = json_array(), *vals = column_values(x.fields, rec);
-        json_t *owner = json_object_get(rec, "_owner");
-        arg(args, id);
-        arg_json(args, vals);
-        arg_me(args, w->fc->me);
-        arg(args, w->app);
-        arg(args, form);
-        arg_json(args, ch);
-        if (json_is_integer(owner))
-            arg_int(args, json_integer_value(owner));
-        else
-            arg(args, NULL);
-        buf_puts(&sql, "WITH u AS (UPDATE ");
-        qualified(&sql, w->fc->schema, form);
-        buf_puts(&sql, " AS t SET \"_version\" = t.\"_version\" + 1, \"_updated_at\" = now(), "
-                       "\"_updated_by\" = $3, \"_owner\" = $7::bigint");
-        size_t i;
-        json_t *f;
-        json_array_foreach(x.fields, i, f)
-        {
-            if (field_is(f, "subform"))
-                continue;
-            buf_puts(&sql, ", ");
-            ddl_quote(&sql, jstr(json_object_get(f, "id")));
-            buf_puts(&sql, " = x.");
-            ddl_quote(&sql, jstr(json_object_get(f, "id")));
-        }
-        if (n)
-            buf_printf(&sql, " FROM jsonb_to_record($2::jsonb) AS x(%s)", def.data);
-        else
-            buf_puts(&sql, " FROM (SELECT $2::jsonb) AS x");
-        buf_puts(&sql, " WHERE t.\"id\" = $1::bigint RETURNING t.\"id\", t.\"_version\"), "
-                       "h AS (INSERT INTO loom.history (app, form, record, actor, action, changes) "
-                       "SELECT $4, $5, u.\"id\", $3, 'update', $6::jsonb FROM u) SELECT \"_version\" FROM u");
-        PGresult *r = write_sql(&x, sql.data, args);
-        if (r)
-            out->version = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-        ok = r && write_rows(&x, out->id, rec, old) && link_files(&x, out->id, rec, old) && still_in_scope(&x, id);
-        buf_free(&sql);
-        buf_free(&def);
-        json_decref(args);
-        json_decref(vals);
-    }
+    json_t *ch = ok && !json_array_size(x->errors) && !json_array_size(x->expr_errors) ? changes(x, old, rec) : NULL;
+    x->out->id = strtoll(id, NULL, 10);
+    x->out->version = old ? json_integer_value(json_object_get(old, "_version")) : 0;
+    if (ch && (t || json_object_size(ch)))
+        ok = update_row(x, id, old, rec, ch, t, comment) && (t || still_in_scope(x, id));
+    json_decref(x->input);
+    x->input = NULL;
     json_decref(ch);
     json_decref(old);
     json_decref(values);
     json_decref(rec);
+    return ok;
+}
+
+bool write_update(const write_ctx *w, const char *form, const char *id, json_t *body, long long if_match,
+                  write_result *out)
+{
+    wr x;
+    return finish(&x, begin(&x, w, form, out) && update(&x, id, body, if_match, NULL, NULL));
+}
+
+bool write_transition(const write_ctx *w, const char *form, const char *id, const char *transition, json_t *values,
+                      const char *comment, write_result *out)
+{
+    wr x;
+    bool ok = begin(&x, w, form, out);
+    json_t *t = ok && x.flow ? flow_transition(x.flow, transition) : NULL;
+    if (ok && !t)
+        ok = fail(&x, LOOM_NOT_FOUND, "no such transition");
+    json_t *body = values ? json_incref(values) : json_object();
+    ok = ok && update(&x, id, body, -1, t, comment);
+    json_decref(body);
+    return finish(&x, ok);
+}
+
+bool write_actions(const write_ctx *w, const char *form, const char *id, json_t **actions, write_result *out)
+{
+    wr x;
+    json_t *old = NULL;
+    bool scopes[3];
+    bool ok = begin(&x, w, form, out);
+    x.peek = true;
+    ok = ok && lock(&x, id, &old, scopes);
+    *actions = json_array();
+    const char *state = jstr(json_object_get(old, "_state"));
+    json_t *app = json_object_get(w->fc->bundle, "app");
+    size_t i;
+    json_t *t;
+    json_array_foreach(ok && x.flow ? json_object_get(x.flow, "transitions") : NULL, i, t)
+    {
+        if (!flow_starts_in(x.flow, t, state))
+            continue;
+        if (!allowed(&x, t, old)) {
+            if (x.out->code == LOOM_OK)
+                continue;
+            ok = false;
+            break;
+        }
+        json_t *input = json_array();
+        size_t k;
+        json_t *f;
+        json_array_foreach(json_object_get(t, "input"), k, f) if (mode(&x, NULL, jstr(f)) != FIELD_HIDDEN)
+            json_array_append(input, f);
+        json_t *requires = json_object_get(t, "requires");
+        json_array_append_new(*actions, json_pack("{s:O, s:o, s:O, s:o, s:o}", "id", json_object_get(t, "id"), "label",
+                                                  schema_label(json_object_get(t, "label"), w->locale,
+                                                               json_object_get(app, "locales"), jstr(json_object_get(t, "id"))),
+                                                  "to", json_object_get(t, "to"), "input", input, "requires",
+                                                  requires ? json_incref(requires) : json_array()));
+    }
+    json_decref(old);
     return finish(&x, ok);
 }
 

@@ -12,7 +12,8 @@
  * An update locks the row, answers 412 for a stale If-Match, merges the
  * changed fields into the stored record (subform rows: with an id updated,
  * without inserted, missing deleted) and must leave the record inside the
- * caller's update scope. A change that changes nothing writes nothing.
+ * caller's update scope. A change that changes nothing writes nothing. In a
+ * flow, a plain update changes only what the record's state leaves editable.
  * Before/after rules join this order with the rule engine. */
 #ifndef LOOM_WRITE_H
 #define LOOM_WRITE_H
@@ -54,6 +55,21 @@ bool write_create(const write_ctx *w, const char *form, json_t *body, write_resu
  * If-Match was sent. */
 bool write_update(const write_ctx *w, const char *form, const char *id, json_t *body, long long if_match,
                   write_result *out);
+/* Takes transition (an id of the form's flow) on record id: the record
+ * locked, its state checked (409 state_changed), the caller checked against
+ * allowed (403; read access is needed as for any write), the input values
+ * (only the transition's input fields, writable whatever their mode, never
+ * hidden ones) checked as an update's, the guard over the record with them
+ * (422 transition_not_allowed), set, formulas and checks, requires; then
+ * the new state, a new visit and one history entry (from, to, transition,
+ * comment, the changed fields). values may be NULL. */
+bool write_transition(const write_ctx *w, const char *form, const char *id, const char *transition, json_t *values,
+                      const char *comment, write_result *out);
+/* The transitions the caller may take on record id now (its state, their
+ * allowed): *actions [{id, label, to, input, requires}] (owned), input
+ * without the fields hidden from the caller. A record outside the caller's
+ * read scope is 404. */
+bool write_actions(const write_ctx *w, const char *form, const char *id, json_t **actions, write_result *out);
 /* Deletes record id. */
 bool write_delete(const write_ctx *w, const char *form, const char *id, long long if_match, write_result *out);
 void write_result_free(write_result *r);

@@ -1,0 +1,327 @@
+/* test_flow.c - flows over HTTP against a running server and a real
+ * PostgreSQL (tests/fixtures/flow: an app "svc" with a service ticket that
+ * moves pending -> dispatched -> in_repair -> completed -> closed, roles
+ * advisor, technician, manager, customer): the actions a caller may take,
+ * transitions with input, set, guard and requires, allowed by role,
+ * assignee (field and manager_of) and owner, editable per state, 409 on a
+ * stale state, history, and 50 parallel transitions on one record. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+
+#ifndef SOURCE_DIR
+#error SOURCE_DIR must name the repository
+#endif
+
+static h_server srv;
+static char *url, *admin, *advisor, *tech, *tech2, *mgr, *cust, *cust2;
+static long long tech_id, mgr_id;
+
+static char *make_user(const char *name, const char *role, long long manager, long long *id)
+{
+    json_t *extra = json_pack("{s:{s:[s]}}", "roles", "svc", role);
+    if (manager)
+        json_object_set_new(extra, "manager", json_integer(manager));
+    return h_user(srv.port, admin, name, extra, id);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    url = h_fresh_db("loomtest_flow");
+    char out[16384];
+    const char *import[] = {h_loom_bin(), "app", "import", SOURCE_DIR "/tests/fixtures/flow/bundle.json",
+                            "--publish", "--db", url, NULL};
+    if (h_run(import, NULL, out, sizeof out) != 0) {
+        fprintf(stderr, "%s\n", out);
+        return -1;
+    }
+    const char *args[] = {"--workers", "4", NULL};
+    if (!h_server_start(&srv, url, args, NULL))
+        return -1;
+    admin = h_login(srv.port, "admin", H_ADMIN_PASSWORD);
+    advisor = make_user("advisor", "advisor", 0, NULL);
+    mgr = make_user("mgr", "manager", 0, &mgr_id);
+    tech = make_user("tech", "technician", mgr_id, &tech_id);
+    tech2 = make_user("tech2", "technician", 0, NULL);
+    cust = make_user("cust", "customer", 0, NULL);
+    cust2 = make_user("cust2", "customer", 0, NULL);
+    return admin && advisor && mgr && tech && tech2 && cust && cust2 ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    int st = h_server_stop(&srv);
+    char **tokens[] = {&admin, &advisor, &tech, &tech2, &mgr, &cust, &cust2};
+    for (size_t i = 0; i < sizeof tokens / sizeof *tokens; i++)
+        free(*tokens[i]);
+    free(url);
+    return st == 0 ? 0 : -1;
+}
+
+static h_resp req(const char *method, const char *token, const char *body, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static h_resp req(const char *method, const char *token, const char *body, const char *fmt, ...)
+{
+    char path[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(path, sizeof path, fmt, ap);
+    va_end(ap);
+    return h_req(srv.port, method, path, token, body);
+}
+
+static long long new_ticket(const char *token)
+{
+    h_resp r = req("POST", token, "{\"title\": \"异响\"}", "/api/apps/svc/forms/ticket/records");
+    assert_int_equal(r.status, 201);
+    assert_string_equal(json_string_value(json_object_get(r.json, "_state")), "pending");
+    long long id = json_integer_value(json_object_get(r.json, "id"));
+    h_resp_free(&r);
+    return id;
+}
+
+/* POST .../actions/{t} with body; the response (caller frees). */
+static h_resp act(const char *token, long long id, const char *t, const char *body)
+{
+    return req("POST", token, body, "/api/apps/svc/forms/ticket/records/%lld/actions/%s", id, t);
+}
+
+/* Expects status and, for a problem, its code and (when given) one error "path code". */
+static void expect(h_resp r, int status, const char *code, const char *error)
+{
+    if (r.status != status)
+        fprintf(stderr, "got %d %s\n", r.status, r.body ? r.body : "");
+    assert_int_equal(r.status, status);
+    if (code)
+        assert_string_equal(h_code(&r), code);
+    if (error) {
+        json_t *e = json_array_get(json_object_get(r.json, "errors"), 0);
+        char got[256];
+        snprintf(got, sizeof got, "%s %s", json_string_value(json_object_get(e, "path")),
+                 json_string_value(json_object_get(e, "code")));
+        assert_string_equal(got, error);
+    }
+    h_resp_free(&r);
+}
+
+static const char *state_of(h_resp *r)
+{
+    return json_string_value(json_object_get(r->json, "_state"));
+}
+
+/* The ids of the actions token may take on record id, comma-separated. */
+static char *actions(const char *token, long long id)
+{
+    h_resp r = req("GET", token, NULL, "/api/apps/svc/forms/ticket/records/%lld/actions", id);
+    assert_int_equal(r.status, 200);
+    assert_true(json_is_null(json_object_get(r.json, "approval")));
+    buf b = {0};
+    buf_puts(&b, "");
+    size_t i;
+    json_t *a;
+    json_array_foreach(json_object_get(r.json, "actions"), i, a)
+        buf_printf(&b, "%s%s", i ? "," : "", json_string_value(json_object_get(a, "id")));
+    h_resp_free(&r);
+    return b.data;
+}
+
+static long long sql_int(const char *fmt, long long id)
+{
+    char sql[512];
+    snprintf(sql, sizeof sql, fmt, id);
+    char *v = h_sql_value(url, sql);
+    assert_non_null(v);
+    long long n = strtoll(v, NULL, 10);
+    free(v);
+    return n;
+}
+
+static void test_ticket_lifecycle(void **state)
+{
+    (void)state;
+    long long id = new_ticket(cust);
+    char *a;
+    assert_string_equal(a = actions(advisor, id), "dispatch");
+    free(a);
+    assert_string_equal(a = actions(cust, id), "cancel");   /* the owner */
+    free(a);
+    assert_string_equal(a = actions(tech, id), "");
+    free(a);
+    /* the advisor's list: labels by locale, input without what the caller cannot see */
+    h_resp r = req("GET", advisor, NULL, "/api/apps/svc/forms/ticket/records/%lld/actions", id);
+    json_t *d = json_array_get(json_object_get(r.json, "actions"), 0);
+    assert_string_equal(json_string_value(json_object_get(d, "label")), "Dispatch");
+    assert_string_equal(json_string_value(json_object_get(d, "to")), "dispatched");
+    assert_int_equal(json_array_size(json_object_get(d, "input")), 1);   /* technician; secret is hidden */
+    h_resp_free(&r);
+    expect(req("GET", cust2, NULL, "/api/apps/svc/forms/ticket/records/%lld/actions", id), 404, "not_found", NULL);
+
+    /* who may: the technician holds no advisor role; an unknown transition; a record outside the read scope */
+    expect(act(tech, id, "dispatch", NULL), 403, "forbidden", NULL);
+    expect(act(advisor, id, "fly", NULL), 404, "not_found", NULL);
+    expect(act(cust2, id, "cancel", NULL), 404, "not_found", NULL);
+    /* requires, input only, hidden input, bad bodies */
+    expect(act(advisor, id, "dispatch", "{}"), 422, "validation_failed", "/technician required");
+    expect(act(advisor, id, "dispatch", "{\"values\": {\"title\": \"x\"}}"), 422, "validation_failed", "/title readonly");
+    expect(act(advisor, id, "dispatch", "{\"values\": {\"secret\": \"x\"}}"), 422, "validation_failed",
+           "/secret unknown_field");
+    expect(act(advisor, id, "dispatch", "{\"values\": [1]}"), 400, "bad_request", "/values bad_request");
+    expect(act(advisor, id, "dispatch", "{\"value\": {}}"), 400, "bad_request", "/value bad_request");
+    char body[256];
+    snprintf(body, sizeof body, "{\"values\": {\"technician\": 999999}}");
+    expect(act(advisor, id, "dispatch", body), 422, "validation_failed", "/technician not_found");
+    assert_int_equal(sql_int("SELECT _version FROM app_svc.ticket WHERE id = %lld", id), 1);   /* nothing written */
+
+    snprintf(body, sizeof body, "{\"values\": {\"technician\": %lld}, \"comment\": \"派给老王\"}", tech_id);
+    r = act(advisor, id, "dispatch", body);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(state_of(&r), "dispatched");
+    assert_int_equal(json_integer_value(json_object_get(r.json, "_version")), 2);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "technician")), tech_id);
+    assert_true(json_is_string(json_object_get(r.json, "dispatched_at")));   /* set: now */
+    h_resp_free(&r);
+    expect(act(advisor, id, "dispatch", body), 409, "state_changed", NULL);
+
+    /* editable: only notes while dispatched */
+    expect(req("PATCH", advisor, "{\"title\": \"改\"}", "/api/apps/svc/forms/ticket/records/%lld", id), 422,
+           "validation_failed", "/title readonly");
+    expect(req("PATCH", advisor, "{\"title\": \"异响\", \"notes\": \"客户在等\"}", "/api/apps/svc/forms/ticket/records/%lld",
+               id),
+           200, NULL, NULL);   /* an unchanged value is no change */
+
+    /* assignee by field: tech, not tech2 */
+    expect(act(tech2, id, "start", NULL), 403, "forbidden", NULL);
+    r = act(tech, id, "start", NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(state_of(&r), "in_repair");
+    h_resp_free(&r);
+
+    /* the guard sees the input; input is writable although the technician only reads labor_hours */
+    expect(act(tech, id, "complete", "{\"values\": {\"labor_hours\": 0}}"), 422, "transition_not_allowed", NULL);
+    expect(act(tech, id, "complete", "{\"values\": {\"notes\": \"x\"}}"), 422, "validation_failed", "/notes readonly");
+    r = act(tech, id, "complete", "{\"values\": {\"labor_hours\": 2.5, \"parts\": [{\"name\": \"滤芯\", \"qty\": 1}]}}");
+    assert_int_equal(r.status, 200);
+    assert_string_equal(state_of(&r), "completed");
+    assert_string_equal(json_string_value(json_object_get(r.json, "labor_hours")), "2.5");
+    assert_int_equal(json_array_size(json_object_get(r.json, "parts")), 1);
+    h_resp_free(&r);
+
+    /* assignee manager_of technician; a transition to the same state is a new visit */
+    int visit = (int)sql_int("SELECT _visit FROM app_svc.ticket WHERE id = %lld", id);
+    expect(act(tech, id, "review", NULL), 403, "forbidden", NULL);
+    r = act(mgr, id, "review", "{\"values\": {\"notes\": \"复核\"}}");
+    assert_int_equal(r.status, 200);
+    assert_string_equal(state_of(&r), "completed");
+    h_resp_free(&r);
+    assert_int_equal(sql_int("SELECT _visit FROM app_svc.ticket WHERE id = %lld", id), visit + 1);
+
+    r = act(advisor, id, "close", NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(state_of(&r), "closed");
+    h_resp_free(&r);
+    /* final: "*" does not start here, and nothing is editable */
+    expect(act(cust, id, "cancel", NULL), 409, "state_changed", NULL);
+    expect(req("PATCH", advisor, "{\"notes\": \"晚了\"}", "/api/apps/svc/forms/ticket/records/%lld", id), 422,
+           "validation_failed", "/notes readonly");
+    assert_string_equal(a = actions(advisor, id), "");
+    free(a);
+
+    /* history: one entry per transition, with from, to, transition and comment */
+    r = req("GET", advisor, NULL, "/api/apps/svc/forms/ticket/records/%lld/history", id);
+    assert_int_equal(r.status, 200);
+    json_t *items = json_object_get(r.json, "items");
+    const char *want[][3] = {{"create", "", ""}, {"transition", "pending", "dispatched"}, {"update", "", ""},
+                             {"transition", "dispatched", "in_repair"}, {"transition", "in_repair", "completed"},
+                             {"transition", "completed", "completed"}, {"transition", "completed", "closed"}};
+    assert_int_equal(json_array_size(items), 7);
+    for (size_t i = 0; i < 7; i++) {
+        json_t *h = json_array_get(items, i);
+        assert_string_equal(json_string_value(json_object_get(h, "action")), want[i][0]);
+        if (*want[i][1]) {
+            assert_string_equal(json_string_value(json_object_get(h, "from")), want[i][1]);
+            assert_string_equal(json_string_value(json_object_get(h, "to")), want[i][2]);
+        }
+    }
+    json_t *dispatch = json_array_get(items, 1);
+    assert_string_equal(json_string_value(json_object_get(dispatch, "transition")), "dispatch");
+    assert_string_equal(json_string_value(json_object_get(dispatch, "comment")), "派给老王");
+    json_t *ch = json_object_get(dispatch, "changes");
+    assert_non_null(json_object_get(ch, "technician"));
+    assert_non_null(json_object_get(ch, "dispatched_at"));
+    assert_null(json_object_get(ch, "secret"));
+    h_resp_free(&r);
+}
+
+static void test_owner_cancel_from_any_state(void **state)
+{
+    (void)state;
+    long long id = new_ticket(cust);
+    expect(act(cust2, id, "cancel", NULL), 404, "not_found", NULL);
+    expect(act(advisor, id, "cancel", NULL), 403, "forbidden", NULL);   /* not the owner */
+    h_resp r = act(cust, id, "cancel", "{\"comment\": \"不修了\"}");
+    assert_int_equal(r.status, 200);
+    assert_string_equal(state_of(&r), "closed");
+    assert_true(json_is_false(json_object_get(r.json, "overdue")));
+    h_resp_free(&r);
+}
+
+typedef struct racer {
+    long long id;
+    char body[128];
+    int status;
+} racer;
+
+static void *race(void *p)
+{
+    racer *x = p;
+    h_resp r = act(advisor, x->id, "dispatch", x->body);
+    x->status = r.status;
+    h_resp_free(&r);
+    return NULL;
+}
+
+static void test_parallel_transitions(void **state)
+{
+    (void)state;
+    long long id = new_ticket(cust);
+    enum { N = 50 };
+    racer x[N];
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) {
+        x[i].id = id;
+        snprintf(x[i].body, sizeof x[i].body, "{\"values\": {\"technician\": %lld}}", tech_id);
+        pthread_create(&th[i], NULL, race, &x[i]);
+    }
+    int ok = 0, conflict = 0;
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        ok += x[i].status == 200;
+        conflict += x[i].status == 409;
+    }
+    assert_int_equal(ok, 1);
+    assert_int_equal(conflict, N - 1);
+    assert_int_equal(sql_int("SELECT count(*) FROM loom.history WHERE record = %lld AND action = 'transition'", id), 1);
+    assert_int_equal(sql_int("SELECT _version FROM app_svc.ticket WHERE id = %lld", id), 2);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_ticket_lifecycle),
+        cmocka_unit_test(test_owner_cancel_from_any_state),
+        cmocka_unit_test(test_parallel_transitions),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
