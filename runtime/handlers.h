@@ -96,6 +96,7 @@ void records_history(void *c);
 /* flow_routes.c: a record's actions and transitions */
 void records_actions(void *c);
 void records_transition(void *c);
+void records_approval(void *c);
 
 /* io_routes.c: CSV import, CSV and XLSX export */
 void records_import(void *c);

@@ -338,14 +338,10 @@ static long long if_match(ctx *c)
     return strtoll(digits, NULL, 10);
 }
 
-/* Responds with the record as the caller may read it now (inside the
- * write's transaction), with its ETag; a record the caller may write but
- * not read answers with its id and version only. */
-void rec_respond(ctx *c, rec_req *r, int status, long long id, long long version)
+json_t *rec_read(ctx *c, rec_req *r, long long id, long long version)
 {
-    char ids[24], etag[32];
+    char ids[24];
     snprintf(ids, sizeof ids, "%lld", id);
-    snprintf(etag, sizeof etag, "\"%lld\"", version);
     query q;
     filter_err e;
     json_t *rec = NULL;
@@ -353,21 +349,30 @@ void rec_respond(ctx *c, rec_req *r, int status, long long id, long long version
         rec_problem(c, &e);   /* a bad expand: the write rolls back with it */
     } else {
         PGresult *res = rec_run(c, &q.sql, q.args);
-        if (!res) {
-            query_free(&q);
-            return;
-        }
-        if (PQntuples(res) == 1) {
+        if (res && PQntuples(res) == 1) {
             json_t *items = query_items(&q, res, NULL);
             rec = json_incref(json_array_get(items, 0));
             json_decref(items);
         }
     }
     query_free(&q);
-    if (c->res->status >= 400)
-        return;
+    if (c->res->status >= 400) {
+        json_decref(rec);
+        return NULL;
+    }
     if (!rec)
-        rec = json_pack("{s:I, s:I}", "id", (json_int_t)id, "_version", (json_int_t)version);
+        rec = version >= 0 ? json_pack("{s:I, s:I}", "id", (json_int_t)id, "_version", (json_int_t)version)
+                           : json_pack("{s:I}", "id", (json_int_t)id);
+    return rec;
+}
+
+void rec_respond(ctx *c, rec_req *r, int status, long long id, long long version)
+{
+    json_t *rec = rec_read(c, r, id, version);
+    if (!rec)
+        return;
+    char etag[32];
+    snprintf(etag, sizeof etag, "\"%lld\"", version);
     http_response_header(c->res, "ETag", etag);
     ctx_json(c, status, rec);
 }

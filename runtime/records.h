@@ -29,7 +29,11 @@ write_ctx rec_write_ctx(ctx *c, rec_req *r);
 bool rec_target(ctx *c, rec_req *r, long long *im);
 /* Responds with a failed write's problem (and frees it). */
 void rec_write_failed(ctx *c, write_result *w);
-/* Responds with record id as the caller may read it now, with its ETag. */
+/* Record id as the caller may read it now (inside the write's transaction),
+ * or NULL after responding with a problem; a record the caller may write
+ * but not read is its id and version (version < 0: unknown, left out). */
+json_t *rec_read(ctx *c, rec_req *r, long long id, long long version);
+/* Responds with rec_read() and its ETag. */
 void rec_respond(ctx *c, rec_req *r, int status, long long id, long long version);
 
 #endif

@@ -53,6 +53,7 @@ static const route routes[] = {
     {"GET", "/api/apps/{app}/forms/{form}/records/{id}/history", records_history, R_AUTH},
     {"GET", "/api/apps/{app}/forms/{form}/records/{id}/actions", records_actions, R_AUTH},
     {"POST", "/api/apps/{app}/forms/{form}/records/{id}/actions/{transition}", records_transition, R_AUTH | R_TX},
+    {"POST", "/api/apps/{app}/forms/{form}/records/{id}/approval", records_approval, R_AUTH | R_TX},
     {"POST", "/api/apps/{app}/forms/{form}/import", records_import, R_AUTH | R_TX | R_BULK},
     {"GET", "/api/apps/{app}/forms/{form}/export", records_export, R_AUTH},
     {"POST", "/api/files", files_upload, R_AUTH | R_TX},

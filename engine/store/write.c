@@ -38,6 +38,8 @@ typedef struct wr {
     const char *state;       /* an update of a record in a flow: its state (what is editable) */
     json_t *input;           /* a transition: the fields it takes, writable whatever their mode, else NULL */
     bool peek;               /* read a record without locking it (what the caller may do) */
+    bool approving;          /* completing an approved transition: no new approval, none pending to stop it */
+    json_t *pending;         /* the approval pending on the record being written, or NULL */
 } wr;
 
 static bool fail(wr *x, loom_code code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -1789,6 +1791,157 @@ static bool update_row(wr *x, const char *id, json_t *old, json_t *rec, json_t *
     return r && write_rows(x, x->out->id, rec, old) && link_files(x, x->out->id, rec, old);
 }
 
+/* ---- approvals ---- */
+
+/* The columns approval_json() reads, of approvals aliased a. */
+#define APPROVAL_COLUMNS                                                                                         \
+    "SELECT a.id, a.transition, a.requested_by, to_char(a.requested_at AT TIME ZONE 'UTC', "                     \
+    "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), a.\"values\", to_jsonb(a.approvers), a.mode, a.decisions, a.status, a.comment "
+
+/* Row i of an APPROVAL_COLUMNS result as the contract shows an approval, its
+ * values without the fields hidden from the caller. */
+static json_t *approval_json(wr *x, PGresult *r, int i)
+{
+    json_t *values = json_loads(PQgetvalue(r, i, 4), 0, NULL);
+    const char *k;
+    void *tmp;
+    json_t *v;
+    json_object_foreach_safe(values, tmp, k, v) if (mode(x, NULL, k) == FIELD_HIDDEN) json_object_del(values, k);
+    return json_pack("{s:I, s:s, s:o, s:s, s:o, s:o, s:o, s:o, s:s, s:o}", "id",
+                     (json_int_t)strtoll(PQgetvalue(r, i, 0), NULL, 10), "transition", PQgetvalue(r, i, 1),
+                     "requested_by",
+                     PQgetisnull(r, i, 2) ? json_null() : json_integer(strtoll(PQgetvalue(r, i, 2), NULL, 10)),
+                     "requested_at", PQgetvalue(r, i, 3), "values", values ? values : json_object(), "approvers",
+                     json_loads(PQgetvalue(r, i, 5), 0, NULL), "mode", json_loads(PQgetvalue(r, i, 6), JSON_DECODE_ANY, NULL),
+                     "decisions", json_loads(PQgetvalue(r, i, 7), 0, NULL), "status", PQgetvalue(r, i, 8), "comment",
+                     PQgetisnull(r, i, 9) ? json_null() : json_string(PQgetvalue(r, i, 9)));
+}
+
+/* x->pending: the approval pending on record id (locked with it unless
+ * x->peek), or NULL. */
+static bool load_pending(wr *x, const char *id)
+{
+    json_decref(x->pending);
+    x->pending = NULL;
+    if (!x->flow)
+        return true;
+    json_t *args = json_pack("[s, s, s]", x->w->app, x->form, id);
+    PGresult *r = must(x, x->peek ? APPROVAL_COLUMNS "FROM loom.approvals a WHERE a.app = $1 AND a.form = $2 AND "
+                                    "a.record = $3::bigint AND a.status = 'pending'"
+                                  : APPROVAL_COLUMNS "FROM loom.approvals a WHERE a.app = $1 AND a.form = $2 AND "
+                                    "a.record = $3::bigint AND a.status = 'pending' FOR UPDATE",
+                       args);
+    json_decref(args);
+    if (r && PQntuples(r))
+        x->pending = approval_json(x, r, 0);
+    return r != NULL;
+}
+
+/* How many approvals an approval of n approvers in mode needs. */
+static long long needed(json_t *mode, long long n)
+{
+    const char *m = json_string_value(mode);
+    if (m && !strcmp(m, "all"))
+        return n;
+    json_t *k = json_object_get(mode, "at_least");
+    return json_is_integer(k) ? (long long)json_integer_value(k) : 1;
+}
+
+/* A history entry of record id without field changes. */
+static bool history_note(wr *x, const char *id, const char *action, const char *from, const char *to,
+                         const char *transition, const char *comment)
+{
+    json_t *args = json_array();
+    arg(args, x->w->app);
+    arg(args, x->form);
+    arg(args, id);
+    arg_me(args, x->w->fc->me);
+    arg(args, action);
+    arg(args, from);
+    arg(args, to);
+    arg(args, transition);
+    arg(args, comment);
+    PGresult *r = must(x, "INSERT INTO loom.history (app, form, record, actor, action, from_state, to_state, transition, "
+                          "comment) VALUES ($1, $2, $3::bigint, $4::bigint, $5, $6, $7, $8, $9)", args);
+    json_decref(args);
+    return r != NULL;
+}
+
+/* Starts the approval of transition t on record id (rec: as it would be),
+ * with the checked input values: the approvers fixed from the assignee form
+ * (active users; not the requester under no_self_approval). */
+static bool start_approval(wr *x, const char *id, json_t *t, json_t *values, json_t *rec, const char *comment)
+{
+    json_t *ap = json_object_get(t, "approval"), *who = json_object_get(ap, "approvers");
+    const filter_ctx *fc = x->w->fc;
+    /* candidates: listed ids, a user field, the manager of one, the holders of a role */
+    buf ids = {0};
+    buf_puts(&ids, "{");
+    json_t *list = json_object_get(who, "users"), *one = json_object_get(who, "user");
+    size_t i;
+    json_t *u;
+    json_array_foreach(list, i, u) if (json_is_integer(u)) buf_printf(&ids, "%s%lld", ids.len > 1 ? "," : "", (long long)json_integer_value(u));
+    if (json_is_integer(one))
+        buf_printf(&ids, "%s%lld", ids.len > 1 ? "," : "", (long long)json_integer_value(one));
+    long long managed = 0;
+    json_t *fv = json_object_get(rec, jstr(json_object_get(who, "field")));
+    if (json_is_integer(fv))
+        buf_printf(&ids, "%s%lld", ids.len > 1 ? "," : "", (long long)json_integer_value(fv));
+    json_t *mv = json_object_get(rec, jstr(json_object_get(who, "manager_of")));
+    if (json_is_integer(mv))
+        managed = json_integer_value(mv);
+    buf_puts(&ids, "}");
+    json_t *args = json_array();
+    arg(args, ids.data);
+    arg_int(args, json_is_true(json_object_get(ap, "no_self_approval")) ? fc->me : 0);
+    arg(args, json_string_value(json_object_get(who, "role")));
+    arg(args, x->w->app);
+    arg_int(args, managed);
+    buf_free(&ids);
+    PGresult *r = must(x, "SELECT coalesce(jsonb_agg(id ORDER BY id), '[]') FROM loom.users WHERE active AND id <> $2::bigint "
+                          "AND (id = ANY($1::bigint[]) OR ($3::text IS NOT NULL AND app_roles -> $4 ? $3) OR "
+                          "id = (SELECT manager FROM loom.users WHERE id = $5::bigint))", args);
+    json_decref(args);
+    if (!r)
+        return false;
+    json_t *approvers = json_loads(PQgetvalue(r, 0, 0), 0, NULL);
+    long long n = (long long)json_array_size(approvers), need = needed(json_object_get(ap, "mode"), n);
+    bool ok = true;
+    if (n == 0 || n < need) {
+        ok = fail(x, LOOM_TRANSITION_NOT_ALLOWED, "transition \"%s\" needs %lld approver%s and %lld %s eligible",
+                  jstr(json_object_get(t, "id")), need, need == 1 ? "" : "s", n, n == 1 ? "is" : "are");
+    } else {
+        args = json_array();
+        arg(args, x->w->app);
+        arg(args, x->form);
+        arg(args, id);
+        arg(args, jstr(json_object_get(t, "id")));
+        arg_me(args, fc->me);
+        arg(args, comment);
+        arg_json(args, values);
+        buf lit = {0};
+        buf_puts(&lit, "{");
+        json_array_foreach(approvers, i, u) buf_printf(&lit, "%s%lld", i ? "," : "", (long long)json_integer_value(u));
+        buf_puts(&lit, "}");
+        arg(args, lit.data);
+        buf_free(&lit);
+        json_t *m = json_object_get(ap, "mode");
+        if (m)
+            arg_json(args, m);
+        else
+            arg(args, "\"any\"");
+        r = must(x, "WITH a AS (INSERT INTO loom.approvals (app, form, record, transition, requested_by, comment, \"values\", "
+                    "approvers, mode) VALUES ($1, $2, $3::bigint, $4, $5::bigint, $6, $7::jsonb, $8::bigint[], $9::jsonb) "
+                    "RETURNING *) " APPROVAL_COLUMNS "FROM a", args);
+        json_decref(args);
+        ok = r && history_note(x, id, "approval_requested", NULL, NULL, jstr(json_object_get(t, "id")), comment);
+        if (ok)
+            x->out->approval = approval_json(x, r, 0);
+    }
+    json_decref(approvers);
+    return ok;
+}
+
 /* An update (t NULL) or transition t of record id with the fields of body. */
 static bool update(wr *x, const char *id, json_t *body, long long if_match, json_t *t, const char *comment)
 {
@@ -1796,10 +1949,14 @@ static bool update(wr *x, const char *id, json_t *body, long long if_match, json
     bool scopes[3];
     bool ok = lock(x, id, &old, scopes);
     const char *state = ok ? jstr(json_object_get(old, "_state")) : "";
-    if (ok && t && !flow_starts_in(x->flow, t, state))
+    ok = ok && load_pending(x, id);
+    if (ok && t && x->pending && !x->approving)
+        ok = fail(x, LOOM_APPROVAL_PENDING, "transition \"%s\" waits for approval",
+                  jstr(json_object_get(x->pending, "transition")));
+    else if (ok && t && !flow_starts_in(x->flow, t, state))
         ok = fail(x, LOOM_STATE_CHANGED, "transition \"%s\" does not start in state \"%s\"",
                   jstr(json_object_get(t, "id")), state);
-    else if (ok && t && !allowed(x, t, old))
+    else if (ok && t && !x->approving && !allowed(x, t, old))
         ok = x->out->code == LOOM_OK && fail(x, LOOM_FORBIDDEN, "you may not take transition \"%s\"",
                                               jstr(json_object_get(t, "id")));
     else if (ok && !t && !scopes[1])
@@ -1813,6 +1970,18 @@ static bool update(wr *x, const char *id, json_t *body, long long if_match, json
             json_incref(x->input);
     }
     ok = ok && version_ok(x, old, if_match) && check_body(x, body, old, &values);
+    if (ok && !t && x->pending) {   /* the pending transition's input stays as it was asked with */
+        json_t *pt = flow_transition(x->flow, jstr(json_object_get(x->pending, "transition")));
+        const char *k;
+        json_t *v;
+        json_object_foreach(values, k, v) if (flow_has(json_object_get(pt, "input"), k) &&
+                                              !json_equal(v, json_object_get(old, k)))
+        {
+            ok = fail(x, LOOM_APPROVAL_PENDING, "%s is an input of transition \"%s\", which waits for approval", k,
+                      jstr(json_object_get(pt, "id")));
+            break;
+        }
+    }
     if (ok) {
         rec = json_copy(old);
         json_object_update(rec, values);
@@ -1843,10 +2012,14 @@ static bool update(wr *x, const char *id, json_t *body, long long if_match, json
     json_t *ch = ok && !json_array_size(x->errors) && !json_array_size(x->expr_errors) ? changes(x, old, rec) : NULL;
     x->out->id = strtoll(id, NULL, 10);
     x->out->version = old ? json_integer_value(json_object_get(old, "_version")) : 0;
-    if (ch && (t || json_object_size(ch)))
+    if (ch && t && json_object_get(t, "approval") && !x->approving)
+        ok = start_approval(x, id, t, values, rec, comment);
+    else if (ch && (t || json_object_size(ch)))
         ok = update_row(x, id, old, rec, ch, t, comment) && (t || still_in_scope(x, id));
     json_decref(x->input);
     x->input = NULL;
+    json_decref(x->pending);
+    x->pending = NULL;
     json_decref(ch);
     json_decref(old);
     json_decref(values);
@@ -1882,9 +2055,10 @@ bool write_actions(const write_ctx *w, const char *form, const char *id, json_t 
     bool scopes[3];
     bool ok = begin(&x, w, form, out);
     x.peek = true;
-    ok = ok && lock(&x, id, &old, scopes);
+    ok = ok && lock(&x, id, &old, scopes) && load_pending(&x, id);
     *actions = json_array();
-    const char *state = jstr(json_object_get(old, "_state"));
+    out->approval = json_incref(x.pending);
+    const char *state = x.pending ? "" : jstr(json_object_get(old, "_state"));   /* pending: nothing starts */
     json_t *app = json_object_get(w->fc->bundle, "app");
     size_t i;
     json_t *t;
@@ -1911,6 +2085,146 @@ bool write_actions(const write_ctx *w, const char *form, const char *id, json_t 
                                                   requires ? json_incref(requires) : json_array()));
     }
     json_decref(old);
+    json_decref(x.pending);
+    return finish(&x, ok);
+}
+
+/* The caller's app roles and whether it is a platform admin, for user id
+ * (the requester of an approval): *fc is w's caller made that user. */
+static bool as_user(wr *x, long long id, filter_ctx *fc, json_t **roles)
+{
+    json_t *args = json_array();
+    arg_int(args, id);
+    arg(args, x->w->app);
+    PGresult *r = must(x, "SELECT coalesce(app_roles -> $2, '[]'), 'admin' = ANY(platform_roles) FROM loom.users "
+                          "WHERE id = $1::bigint", args);
+    json_decref(args);
+    if (!r)
+        return false;
+    *fc = *x->w->fc;
+    fc->me = id;
+    fc->roles = *roles = PQntuples(r) ? json_loads(PQgetvalue(r, 0, 0), 0, NULL) : json_array();
+    fc->admin = PQntuples(r) && *PQgetvalue(r, 0, 1) == 't';
+    return true;
+}
+
+bool write_decide(const write_ctx *w, const char *form, const char *id, const char *decision, const char *comment,
+                  write_result *out)
+{
+    wr x;
+    json_t *old = NULL;
+    bool scopes[3];
+    bool ok = begin(&x, w, form, out) && lock(&x, id, &old, scopes) && load_pending(&x, id);
+    json_t *p = x.pending;
+    long long me = w->fc->me;
+    if (ok && !p)
+        ok = fail(&x, LOOM_CONFLICT, "no approval is pending on this record");
+    bool approver = false, decided = false;
+    size_t i;
+    json_t *v;
+    json_array_foreach(ok ? json_object_get(p, "approvers") : NULL, i, v) approver = approver || json_integer_value(v) == me;
+    json_array_foreach(ok ? json_object_get(p, "decisions") : NULL, i, v) decided =
+        decided || json_integer_value(json_object_get(v, "user")) == me;
+    if (ok && !approver)
+        ok = fail(&x, LOOM_FORBIDDEN, "you are not an approver of this request");
+    else if (ok && decided)
+        ok = fail(&x, LOOM_CONFLICT, "you have decided on this request already");
+    ok = ok && tx_clock(&x);
+    json_t *t = ok ? flow_transition(x.flow, jstr(json_object_get(p, "transition"))) : NULL;
+    const char *status = "pending", *state = jstr(json_object_get(old, "_state"));
+    const char *reject_to = jstr(json_object_get(json_object_get(t, "approval"), "reject_to"));
+    bool approve = decision && !strcmp(decision, "approve");
+    if (ok) {
+        json_t *ds = json_object_get(p, "decisions");
+        json_array_append_new(ds, json_pack("{s:I, s:s, s:s?, s:s}", "user", (json_int_t)me, "decision",
+                                            approve ? "approve" : "reject", "comment", comment, "at", x.now));
+        long long yes = 0, no = 0, n = (long long)json_array_size(json_object_get(p, "approvers"));
+        json_array_foreach(ds, i, v)
+        {
+            bool y = !strcmp(jstr(json_object_get(v, "decision")), "approve");
+            yes += y;
+            no += !y;
+        }
+        long long need = needed(json_object_get(p, "mode"), n);
+        status = yes >= need ? "approved" : no > n - need ? "rejected" : "pending";
+        bool moves = !strcmp(status, "rejected") && *reject_to && strcmp(reject_to, state) != 0;
+        ok = history_note(&x, id, approve ? "approve" : "reject", moves ? state : NULL, moves ? reject_to : NULL,
+                          jstr(json_object_get(t, "id")), comment);
+        if (ok && moves) {   /* rejected: back to reject_to, a new visit */
+            buf sql = {0};
+            buf_puts(&sql, "UPDATE ");
+            qualified(&sql, w->fc->schema, form);
+            buf_puts(&sql, " SET \"_state\" = $2, \"_state_at\" = now(), \"_visit\" = \"_visit\" + 1, "
+                           "\"_version\" = \"_version\" + 1, \"_updated_at\" = now(), \"_updated_by\" = $3::bigint "
+                           "WHERE \"id\" = $1::bigint");
+            json_t *args = json_array();
+            arg(args, id);
+            arg(args, reject_to);
+            arg_me(args, me);
+            ok = must(&x, sql.data, args) != NULL;
+            buf_free(&sql);
+            json_decref(args);
+        }
+    }
+    bool failed = false;
+    json_t *errors = NULL;
+    if (ok && !strcmp(status, "approved")) {   /* the transition, as its requester, with the values of the start */
+        filter_ctx fc;
+        json_t *roles = NULL;
+        loom_err e = {0};
+        ok = as_user(&x, json_integer_value(json_object_get(p, "requested_by")), &fc, &roles) &&
+             db_exec(w->db, w->a, "SAVEPOINT loom_approved", &e);
+        if (!ok && e.code)
+            db_failed(&x, &e);
+        write_ctx as = *w;
+        as.fc = &fc;
+        write_result done;
+        wr y;
+        if (ok && begin(&y, &as, form, &done)) {
+            y.approving = true;
+            bool applied = update(&y, id, json_object_get(p, "values"), -1, t, jstr(json_object_get(p, "comment")));
+            applied = finish(&y, applied);
+            if (applied) {
+                db_exec(w->db, w->a, "RELEASE SAVEPOINT loom_approved", &e);
+            } else if (done.from_db) {
+                *out = done;
+                memset(&done, 0, sizeof done);
+                ok = false;
+            } else {
+                db_exec(w->db, w->a, "ROLLBACK TO SAVEPOINT loom_approved", &e);
+                failed = true;
+                errors = done.errors ? json_incref(done.errors)
+                                     : json_pack("[{s:s, s:s, s:s}]", "path", "", "code", loom_code_name(done.code),
+                                                 "message", done.message);
+                ok = history_note(&x, id, "approval_failed", NULL, NULL, jstr(json_object_get(t, "id")), done.message);
+            }
+            write_result_free(&done);
+        } else if (ok) {
+            finish(&y, false);
+            write_result_free(&done);
+            ok = fail(&x, LOOM_INTERNAL, "the approved transition could not start");
+        }
+        json_decref(roles);
+        if (failed)
+            status = "failed";
+    }
+    if (ok) {
+        json_t *args = json_array();
+        arg_json(args, json_object_get(p, "decisions"));
+        arg(args, status);
+        arg_int(args, json_integer_value(json_object_get(p, "id")));
+        ok = must(&x, "UPDATE loom.approvals SET decisions = $1::jsonb, status = $2, resolved_at = CASE WHEN $2 = "
+                      "'pending' THEN NULL ELSE now() END WHERE id = $3::bigint", args) != NULL;
+        json_decref(args);
+        json_object_set_new(p, "status", json_string(status));
+        if (errors)
+            json_object_set(p, "errors", errors);
+        out->approval = json_incref(p);
+    }
+    json_decref(errors);
+    out->id = strtoll(id, NULL, 10);
+    json_decref(old);
+    json_decref(x.pending);
     return finish(&x, ok);
 }
 
@@ -2098,6 +2412,12 @@ static bool remove_record(wr *x, const char *id, json_t *old, int depth)
     else if (!ok)
         db_failed(x, &e);
     ok = ok && link_files(x, strtoll(id, NULL, 10), NULL, old);
+    if (ok && x->flow) {   /* an approval of a record that is gone can never complete */
+        json_t *a = json_pack("[s, s, s]", x->w->app, x->form, id);
+        ok = must(x, "UPDATE loom.approvals SET status = 'cancelled', resolved_at = now() WHERE app = $1 AND form = $2 "
+                     "AND record = $3::bigint AND status = 'pending'", a) != NULL;
+        json_decref(a);
+    }
     buf_free(&sql);
     json_decref(args);
     json_decref(ch);
@@ -2122,7 +2442,8 @@ void write_result_free(write_result *r)
 {
     json_decref(r->errors);
     json_decref(r->record);
-    r->errors = r->record = NULL;
+    json_decref(r->approval);
+    r->errors = r->record = r->approval = NULL;
 }
 
 /* ---- imports ---- */

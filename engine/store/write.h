@@ -45,6 +45,7 @@ typedef struct write_result {
     bool from_db;           /* the failure is db's, a statement that failed unexpectedly */
     loom_err db;
     long long id, version;  /* the record and its _version after the write */
+    json_t *approval;       /* a transition that waits for approvers, or a decision: the approval (owned) */
     json_t *record;         /* create: the record as the caller reads it, when that is known without a
                                read (owned; write_result_free), else NULL */
 } write_result;
@@ -62,13 +63,28 @@ bool write_update(const write_ctx *w, const char *form, const char *id, json_t *
  * hidden ones) checked as an update's, the guard over the record with them
  * (422 transition_not_allowed), set, formulas and checks, requires; then
  * the new state, a new visit and one history entry (from, to, transition,
- * comment, the changed fields). values may be NULL. */
+ * comment, the changed fields). values may be NULL. A transition with an
+ * approval, once all of that holds, only starts it: the approvers fixed
+ * (422 transition_not_allowed when too few are eligible), the record left
+ * as it is, out->approval the pending approval. While one is pending, no
+ * transition starts and its input fields cannot change (409
+ * approval_pending). */
 bool write_transition(const write_ctx *w, const char *form, const char *id, const char *transition, json_t *values,
                       const char *comment, write_result *out);
+/* Decides (decision "approve" or "reject") the approval pending on record
+ * id as one of its approvers (403 otherwise; 409 conflict when none is
+ * pending or the caller has decided already). When the quorum approves, the
+ * transition completes as its requester with the values given at the start,
+ * guard, requires and validation checked again (failing: status "failed");
+ * when it can no longer be reached, the approval is rejected and the record
+ * moves to reject_to, if the approval names one. out->approval says how it
+ * stands; every decision is in the history. */
+bool write_decide(const write_ctx *w, const char *form, const char *id, const char *decision, const char *comment,
+                  write_result *out);
 /* The transitions the caller may take on record id now (its state, their
  * allowed): *actions [{id, label, to, input, requires}] (owned), input
- * without the fields hidden from the caller. A record outside the caller's
- * read scope is 404. */
+ * without the fields hidden from the caller (none while an approval is
+ * pending: out->approval). A record outside the caller's read scope is 404. */
 bool write_actions(const write_ctx *w, const char *form, const char *id, json_t **actions, write_result *out);
 /* Deletes record id. */
 bool write_delete(const write_ctx *w, const char *form, const char *id, long long if_match, write_result *out);

@@ -23,12 +23,17 @@
 #endif
 
 static h_server srv;
-static char *url, *admin, *advisor, *tech, *tech2, *mgr, *cust, *cust2;
-static long long tech_id, mgr_id;
+static char *url, *admin, *advisor, *tech, *tech2, *mgr, *mgr2, *boss, *cust, *cust2;
+static long long advisor_id, tech_id, mgr_id, mgr2_id, boss_id;
 
+/* role: one role, or two as "a+b" */
 static char *make_user(const char *name, const char *role, long long manager, long long *id)
 {
-    json_t *extra = json_pack("{s:{s:[s]}}", "roles", "svc", role);
+    char first[32];
+    snprintf(first, sizeof first, "%.*s", (int)strcspn(role, "+"), role);
+    json_t *extra = json_pack("{s:{s:[s]}}", "roles", "svc", first);
+    if (strchr(role, '+'))
+        json_array_append_new(json_object_get(json_object_get(extra, "roles"), "svc"), json_string(strchr(role, '+') + 1));
     if (manager)
         json_object_set_new(extra, "manager", json_integer(manager));
     return h_user(srv.port, admin, name, extra, id);
@@ -49,20 +54,22 @@ static int setup(void **state)
     if (!h_server_start(&srv, url, args, NULL))
         return -1;
     admin = h_login(srv.port, "admin", H_ADMIN_PASSWORD);
-    advisor = make_user("advisor", "advisor", 0, NULL);
+    advisor = make_user("advisor", "advisor", 0, &advisor_id);
     mgr = make_user("mgr", "manager", 0, &mgr_id);
+    mgr2 = make_user("mgr2", "manager", 0, &mgr2_id);
+    boss = make_user("boss", "advisor+manager", 0, &boss_id);
     tech = make_user("tech", "technician", mgr_id, &tech_id);
     tech2 = make_user("tech2", "technician", 0, NULL);
     cust = make_user("cust", "customer", 0, NULL);
     cust2 = make_user("cust2", "customer", 0, NULL);
-    return admin && advisor && mgr && tech && tech2 && cust && cust2 ? 0 : -1;
+    return admin && advisor && mgr && mgr2 && boss && tech && tech2 && cust && cust2 ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
     (void)state;
     int st = h_server_stop(&srv);
-    char **tokens[] = {&admin, &advisor, &tech, &tech2, &mgr, &cust, &cust2};
+    char **tokens[] = {&admin, &advisor, &tech, &tech2, &mgr, &mgr2, &boss, &cust, &cust2};
     for (size_t i = 0; i < sizeof tokens / sizeof *tokens; i++)
         free(*tokens[i]);
     free(url);
@@ -126,7 +133,6 @@ static char *actions(const char *token, long long id)
 {
     h_resp r = req("GET", token, NULL, "/api/apps/svc/forms/ticket/records/%lld/actions", id);
     assert_int_equal(r.status, 200);
-    assert_true(json_is_null(json_object_get(r.json, "approval")));
     buf b = {0};
     buf_puts(&b, "");
     size_t i;
@@ -161,6 +167,7 @@ static void test_ticket_lifecycle(void **state)
     free(a);
     /* the advisor's list: labels by locale, input without what the caller cannot see */
     h_resp r = req("GET", advisor, NULL, "/api/apps/svc/forms/ticket/records/%lld/actions", id);
+    assert_true(json_is_null(json_object_get(r.json, "approval")));
     json_t *d = json_array_get(json_object_get(r.json, "actions"), 0);
     assert_string_equal(json_string_value(json_object_get(d, "label")), "Dispatch");
     assert_string_equal(json_string_value(json_object_get(d, "to")), "dispatched");
@@ -316,12 +323,180 @@ static void test_parallel_transitions(void **state)
     assert_int_equal(sql_int("SELECT _version FROM app_svc.ticket WHERE id = %lld", id), 2);
 }
 
+/* A new ticket taken to completed (dispatched to tech, repaired). */
+static long long completed_ticket(void)
+{
+    long long id = new_ticket(cust);
+    char body[128];
+    snprintf(body, sizeof body, "{\"values\": {\"technician\": %lld}}", tech_id);
+    expect(act(advisor, id, "dispatch", body), 200, NULL, NULL);
+    expect(act(tech, id, "start", NULL), 200, NULL, NULL);
+    expect(act(tech, id, "complete", "{\"values\": {\"labor_hours\": 1}}"), 200, NULL, NULL);
+    return id;
+}
+
+static h_resp decide(const char *token, long long id, const char *decision)
+{
+    char body[128];
+    snprintf(body, sizeof body, "{\"decision\": \"%s\", \"comment\": \"%s\"}", decision, decision);
+    return req("POST", token, body, "/api/apps/svc/forms/ticket/records/%lld/approval", id);
+}
+
+static const char *approval_status(h_resp *r)
+{
+    return json_string_value(json_object_get(json_object_get(r->json, "approval"), "status"));
+}
+
+/* The approvers of the approval in r, comma-separated ids. */
+static char *approvers(h_resp *r)
+{
+    buf b = {0};
+    buf_puts(&b, "");
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(json_object_get(r->json, "approval"), "approvers"), i, v)
+        buf_printf(&b, "%s%lld", i ? "," : "", (long long)json_integer_value(v));
+    return b.data;
+}
+
+/* "any" among the managers: the request waits, blocks, is approved by one
+ * and completes as its requester; a second request is rejected by all and
+ * goes back to reject_to. */
+static void test_approval_any(void **state)
+{
+    (void)state;
+    long long id = completed_ticket();
+    long long version = sql_int("SELECT _version FROM app_svc.ticket WHERE id = %lld", id);
+    h_resp r = act(advisor, id, "discount", "{\"values\": {\"discount\": 100}, \"comment\": \"老客户\"}");
+    assert_int_equal(r.status, 202);
+    assert_string_equal(approval_status(&r), "pending");
+    char *who = approvers(&r), want[96];
+    snprintf(want, sizeof want, "%lld,%lld,%lld", mgr_id, mgr2_id, boss_id);
+    assert_string_equal(who, want);
+    free(who);
+    json_t *ap = json_object_get(r.json, "approval");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(ap, "values"), "discount")), "100.00");
+    assert_int_equal(json_integer_value(json_object_get(ap, "requested_by")), advisor_id);
+    h_resp_free(&r);
+    /* the record waits as it was */
+    assert_int_equal(sql_int("SELECT _version FROM app_svc.ticket WHERE id = %lld", id), version);
+    assert_int_equal(sql_int("SELECT count(*) FROM app_svc.ticket WHERE id = %lld AND discount IS NULL", id), 1);
+    char *a = actions(advisor, id);
+    assert_string_equal(a, "");
+    free(a);
+    r = req("GET", advisor, NULL, "/api/apps/svc/forms/ticket/records/%lld/actions", id);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(r.json, "approval"), "status")), "pending");
+    h_resp_free(&r);
+    expect(act(advisor, id, "close", NULL), 409, "approval_pending", NULL);
+    expect(act(advisor, id, "discount", "{\"values\": {\"discount\": 5}}"), 409, "approval_pending", NULL);
+    expect(req("PATCH", advisor, "{\"discount\": 5}", "/api/apps/svc/forms/ticket/records/%lld", id), 409,
+           "approval_pending", NULL);
+    expect(req("PATCH", advisor, "{\"notes\": \"等审批\"}", "/api/apps/svc/forms/ticket/records/%lld", id), 200, NULL, NULL);
+    /* only approvers decide, once each */
+    expect(decide(tech, id, "approve"), 403, "forbidden", NULL);
+    expect(req("POST", mgr, "{\"decision\": \"maybe\"}", "/api/apps/svc/forms/ticket/records/%lld/approval", id), 400,
+           "bad_request", "/decision bad_request");
+    int visit = (int)sql_int("SELECT _visit FROM app_svc.ticket WHERE id = %lld", id);
+    r = decide(mgr, id, "approve");
+    assert_int_equal(r.status, 200);
+    assert_string_equal(approval_status(&r), "approved");
+    json_t *rec = json_object_get(r.json, "record");
+    assert_string_equal(json_string_value(json_object_get(rec, "discount")), "100.00");
+    assert_string_equal(json_string_value(json_object_get(rec, "_state")), "completed");
+    assert_int_equal(json_integer_value(json_object_get(rec, "_updated_by")), advisor_id);   /* as the requester */
+    h_resp_free(&r);
+    assert_int_equal(sql_int("SELECT _visit FROM app_svc.ticket WHERE id = %lld", id), visit + 1);
+    expect(decide(mgr2, id, "approve"), 409, "conflict", NULL);   /* nothing pending now */
+    /* history: requested, approved, then the transition by the requester */
+    assert_int_equal(sql_int("SELECT count(*) FROM loom.history WHERE record = %lld AND action = 'approval_requested'", id), 1);
+    assert_int_equal(sql_int("SELECT count(*) FROM loom.history WHERE record = %lld AND action = 'approve'", id), 1);
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT actor FROM loom.history WHERE record = %%lld AND transition = 'discount' AND "
+                              "action = 'transition'");
+    assert_int_equal(sql_int(sql, id), advisor_id);
+
+    /* rejected by every approver ("any" can no longer be reached): back to reject_to */
+    r = act(boss, id, "discount", "{\"values\": {\"discount\": 300}}");
+    assert_int_equal(r.status, 202);
+    who = approvers(&r);
+    snprintf(want, sizeof want, "%lld,%lld", mgr_id, mgr2_id);   /* not the requester: no_self_approval */
+    assert_string_equal(who, want);
+    free(who);
+    h_resp_free(&r);
+    expect(decide(boss, id, "approve"), 403, "forbidden", NULL);   /* no self-approval */
+    r = decide(mgr, id, "reject");
+    assert_string_equal(approval_status(&r), "pending");
+    h_resp_free(&r);
+    expect(decide(mgr, id, "approve"), 409, "conflict", NULL);   /* decided already */
+    r = decide(mgr2, id, "reject");
+    assert_int_equal(r.status, 200);
+    assert_string_equal(approval_status(&r), "rejected");
+    rec = json_object_get(r.json, "record");
+    assert_string_equal(json_string_value(json_object_get(rec, "_state")), "in_repair");
+    assert_string_equal(json_string_value(json_object_get(rec, "discount")), "100.00");
+    assert_int_equal(json_array_size(json_object_get(json_object_get(r.json, "approval"), "decisions")), 2);
+    h_resp_free(&r);
+}
+
+/* at_least 2 of the managers; a guard that no longer holds fails the approval */
+static void test_approval_quorum_and_failure(void **state)
+{
+    (void)state;
+    long long id = completed_ticket();
+    expect(act(boss, id, "refund", NULL), 202, NULL, NULL);
+    h_resp r = decide(mgr, id, "approve");
+    assert_string_equal(approval_status(&r), "pending");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(r.json, "record"), "_state")), "completed");
+    h_resp_free(&r);
+    r = decide(mgr2, id, "approve");
+    assert_string_equal(approval_status(&r), "approved");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(r.json, "record"), "_state")), "closed");
+    h_resp_free(&r);
+
+    id = completed_ticket();
+    expect(act(boss, id, "refund", NULL), 202, NULL, NULL);
+    r = decide(mgr, id, "reject");   /* 2 of 2 needed: one rejection ends it */
+    assert_string_equal(approval_status(&r), "rejected");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(r.json, "record"), "_state")), "completed");
+    h_resp_free(&r);
+
+    /* the guard is checked again at approval: it no longer holds */
+    expect(act(advisor, id, "discount", "{\"values\": {\"discount\": 50}}"), 202, NULL, NULL);
+    expect(req("PATCH", advisor, "{\"notes\": \"frozen\"}", "/api/apps/svc/forms/ticket/records/%lld", id), 200, NULL,
+           NULL);
+    long long version = sql_int("SELECT _version FROM app_svc.ticket WHERE id = %lld", id);
+    r = decide(mgr, id, "approve");
+    assert_int_equal(r.status, 200);
+    assert_string_equal(approval_status(&r), "failed");
+    assert_string_equal(h_code(&r), "");
+    h_resp_free(&r);
+    assert_int_equal(sql_int("SELECT _version FROM app_svc.ticket WHERE id = %lld", id), version);
+    assert_int_equal(sql_int("SELECT count(*) FROM app_svc.ticket WHERE id = %lld AND discount IS NULL", id), 1);
+    expect(act(advisor, id, "close", NULL), 200, NULL, NULL);   /* nothing pending any more */
+}
+
+/* nobody eligible: the technician would approve their own request */
+static void test_approval_nobody_eligible(void **state)
+{
+    (void)state;
+    long long id = new_ticket(cust);
+    char body[128];
+    snprintf(body, sizeof body, "{\"values\": {\"technician\": %lld}}", tech_id);
+    expect(act(advisor, id, "dispatch", body), 200, NULL, NULL);
+    expect(act(tech, id, "start", NULL), 200, NULL, NULL);
+    expect(act(tech, id, "extend", NULL), 422, "transition_not_allowed", NULL);
+    assert_int_equal(sql_int("SELECT count(*) FROM loom.approvals WHERE record = %lld", id), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_ticket_lifecycle),
         cmocka_unit_test(test_owner_cancel_from_any_state),
         cmocka_unit_test(test_parallel_transitions),
+        cmocka_unit_test(test_approval_any),
+        cmocka_unit_test(test_approval_quorum_and_failure),
+        cmocka_unit_test(test_approval_nobody_eligible),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
