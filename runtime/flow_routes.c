@@ -7,6 +7,7 @@
 #include "form/record.h"
 #include "handlers.h"
 #include "records.h"
+#include "store/tasks.h"
 
 #define COMMENT_MAX 4000   /* characters of a transition's comment */
 
@@ -118,4 +119,101 @@ void records_approval(void *cp)
     if (rec)
         ctx_json(c, 200, json_pack("{s:O, s:o}", "approval", out.approval, "record", rec));
     write_result_free(&out);
+}
+
+static void release_cb(void *p)
+{
+    snapshot_release(p);
+}
+
+/* A cursor of the task list: "<since to the microsecond> <app> <form>
+ * <record> <kind>"; its five parts into p, false when it is not one. */
+static bool task_cursor(ctx *c, const char *cursor, const char *p[5])
+{
+    char *s = arena_strdup(c->a, cursor);
+    for (int i = 0; i < 5; i++) {
+        p[i] = s;
+        size_t n = strcspn(s, " ");
+        if (!n || (i < 4 && !s[n]) || (i == 4 && s[n]))
+            return false;
+        s[n] = '\0';
+        s += n + (i < 4);
+    }
+    return strlen(p[0]) == 26 && strspn(p[0], "0123456789-:.T") == 26 && strspn(p[1], "abcdefghijklmnopqrstuvwxyz0123456789_") == strlen(p[1]) &&
+           strspn(p[2], "abcdefghijklmnopqrstuvwxyz0123456789_") == strlen(p[2]) && path_id(p[3]) &&
+           (!strcmp(p[4], "assignee") || !strcmp(p[4], "approval"));
+}
+
+void tasks_list(void *cp)
+{
+    ctx *c = cp;
+    const char *only = query_param(c->a, c->req->query, "app"), *cursor = query_param(c->a, c->req->query, "cursor");
+    long limit;
+    if (!rec_parse_limit(c, query_param(c->a, c->req->query, "limit"), &limit))
+        return;
+    const char *cur[5];
+    if (cursor && *cursor && !task_cursor(c, cursor, cur))
+        return body_problem(c, "/cursor", "not a cursor of this list");
+    meta *m = server_meta(c->srv);
+    json_t *ids = meta_ids(m), *args = json_array(), *id;
+    buf parts = {0};
+    int n = 0;
+    size_t i;
+    bool ok = true;
+    json_array_foreach(ids, i, id)
+    {
+        const char *app = json_string_value(id);
+        json_t *roles = app_caller_roles(c, app);
+        if ((only && *only && strcmp(only, app)) || (!c->user->admin && !json_array_size(roles)))
+            continue;
+        app_snapshot *snap = meta_get(m, app);
+        if (!snap)
+            continue;
+        arena_defer(c->a, release_cb, snap);
+        filter_ctx fc = rec_caller(c, snap, roles);
+        filter_err e;
+        if (!(ok = tasks_sql(&fc, app, &parts, args, &n, &e))) {
+            rec_problem(c, &e);
+            break;
+        }
+    }
+    json_decref(ids);
+    json_t *items = json_array();
+    PGresult *r = NULL;
+    if (ok && n) {
+        buf sql = {0};
+        buf_printf(&sql, "SELECT x.app, x.form, x.record, x.title, x.state, to_char(x.since AT TIME ZONE 'UTC', "
+                         "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), to_char(x.due_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
+                         "x.kind, to_char(x.since AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US') || ' ' || x.app || ' ' || "
+                         "x.form || ' ' || x.record || ' ' || x.kind FROM (%s) AS x", parts.data);
+        if (cursor && *cursor) {
+            size_t b = json_array_size(args);
+            for (int k = 0; k < 5; k++)
+                json_array_append_new(args, json_string(cur[k]));
+            buf_printf(&sql, " WHERE (x.since, x.app, x.form, x.record, x.kind) > ($%zu::timestamp AT TIME ZONE 'UTC', $%zu, "
+                             "$%zu, $%zu::bigint, $%zu)", b + 1, b + 2, b + 3, b + 4, b + 5);
+        }
+        buf_printf(&sql, " ORDER BY x.since, x.app, x.form, x.record, x.kind LIMIT %ld", limit + 1);
+        r = rec_run(c, &sql, args);
+        buf_free(&sql);
+        ok = r != NULL;
+    }
+    buf_free(&parts);
+    json_decref(args);
+    if (!ok) {
+        json_decref(items);
+        return;
+    }
+    int rows = r ? PQntuples(r) : 0, shown = rows > limit ? (int)limit : rows;
+    for (int k = 0; k < shown; k++)
+        json_array_append_new(items, json_pack("{s:s, s:s, s:I, s:s, s:s, s:s, s:o, s:s}", "app", PQgetvalue(r, k, 0), "form",
+                                               PQgetvalue(r, k, 1), "record", (json_int_t)strtoll(PQgetvalue(r, k, 2), NULL, 10),
+                                               "title", PQgetvalue(r, k, 3), "state", PQgetvalue(r, k, 4), "since",
+                                               PQgetvalue(r, k, 5), "due_at",
+                                               PQgetisnull(r, k, 6) ? json_null() : json_string(PQgetvalue(r, k, 6)), "kind",
+                                               PQgetvalue(r, k, 7)));
+    json_t *body = json_pack("{s:o, s:n}", "items", items, "next_cursor");
+    if (rows > limit)
+        json_object_set_new(body, "next_cursor", json_string(PQgetvalue(r, (int)limit - 1, 8)));
+    ctx_json(c, 200, body);
 }

@@ -97,6 +97,7 @@ void records_history(void *c);
 void records_actions(void *c);
 void records_transition(void *c);
 void records_approval(void *c);
+void tasks_list(void *c);
 
 /* io_routes.c: CSV import, CSV and XLSX export */
 void records_import(void *c);

@@ -137,8 +137,8 @@ static bool bad(ctx *c, loom_code code, const char *path, const char *message)
     return false;
 }
 
-/* limit as text: digits only, 1 to 1000. */
-static bool parse_limit(ctx *c, const char *s, long *out)
+
+bool rec_parse_limit(ctx *c, const char *s, long *out)
 {
     char *end;
     long n = s ? strtol(s, &end, 10) : QUERY_DEFAULT_LIMIT;
@@ -160,7 +160,7 @@ void records_list(void *cp)
                        .fields = query_param(c->a, query, "fields"),
                        .cursor = query_param(c->a, query, "cursor"),
                        .expand = query_param(c->a, query, "expand")};
-    if (!parse_limit(c, query_param(c->a, query, "limit"), &spec.limit))
+    if (!rec_parse_limit(c, query_param(c->a, query, "limit"), &spec.limit))
         return;
     if (count && strcmp(count, "true") && strcmp(count, "false")) {
         bad(c, LOOM_BAD_REQUEST, "/count", "count is true or false");
@@ -574,7 +574,7 @@ void records_history(void *cp)
         return;
     long limit;
     const char *cursor = query_param(c->a, c->req->query, "cursor");
-    if (!parse_limit(c, query_param(c->a, c->req->query, "limit"), &limit))
+    if (!rec_parse_limit(c, query_param(c->a, c->req->query, "limit"), &limit))
         return;
     if (cursor && *cursor && !path_id(cursor)) {
         bad(c, LOOM_BAD_REQUEST, "/cursor", "not a cursor of this list");

@@ -20,6 +20,9 @@ filter_ctx rec_caller(ctx *c, app_snapshot *snap, json_t *roles);
 bool rec_begin(ctx *c, rec_req *r);
 /* Responds with a filter or query problem. */
 void rec_problem(ctx *c, const filter_err *e);
+/* limit as text (NULL: the default): digits only, 1 to 1000; false after
+ * responding. */
+bool rec_parse_limit(ctx *c, const char *s, long *out);
 /* Runs run-time SQL with text arguments; NULL after responding. */
 PGresult *rec_run(ctx *c, const buf *sql, json_t *args);
 /* The write context of the request. */

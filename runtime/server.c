@@ -56,6 +56,7 @@ static const route routes[] = {
     {"POST", "/api/apps/{app}/forms/{form}/records/{id}/approval", records_approval, R_AUTH | R_TX},
     {"POST", "/api/apps/{app}/forms/{form}/import", records_import, R_AUTH | R_TX | R_BULK},
     {"GET", "/api/apps/{app}/forms/{form}/export", records_export, R_AUTH},
+    {"GET", "/api/tasks", tasks_list, R_AUTH},
     {"POST", "/api/files", files_upload, R_AUTH | R_TX},
     {"GET", "/api/files/{id}", files_download, R_AUTH},
     /* designer API: specific patterns before the generic {section} and {kind}/{id} */

@@ -488,6 +488,112 @@ static void test_approval_nobody_eligible(void **state)
     assert_int_equal(sql_int("SELECT count(*) FROM loom.approvals WHERE record = %lld", id), 0);
 }
 
+/* The tasks of token (query: extra parameters) for record id, as
+ * "kind:state" joined with ","; *total the items in all. */
+static char *tasks_for(const char *token, const char *query, long long id, size_t *total)
+{
+    h_resp r = req("GET", token, NULL, "/api/tasks?%s", query);
+    if (r.status != 200)
+        fprintf(stderr, "tasks: %d %s\n", r.status, r.body ? r.body : "");
+    assert_int_equal(r.status, 200);
+    buf b = {0};
+    buf_puts(&b, "");
+    size_t i;
+    json_t *t;
+    json_t *items = json_object_get(r.json, "items");
+    json_array_foreach(items, i, t) if (json_integer_value(json_object_get(t, "record")) == id)
+    {
+        buf_printf(&b, "%s%s:%s", b.len ? "," : "", json_string_value(json_object_get(t, "kind")),
+                   json_string_value(json_object_get(t, "state")));
+        assert_string_equal(json_string_value(json_object_get(t, "app")), "svc");
+        assert_string_equal(json_string_value(json_object_get(t, "title")), "异响");
+        assert_non_null(json_string_value(json_object_get(t, "since")));
+        /* the SLA of pending (2 h) is the due time; other states have none */
+        bool pending = !strcmp(json_string_value(json_object_get(t, "state")), "pending");
+        assert_true(pending == json_is_string(json_object_get(t, "due_at")));
+    }
+    if (total)
+        *total = json_array_size(items);
+    h_resp_free(&r);
+    return b.data;
+}
+
+static void expect_tasks(const char *token, long long id, const char *want)
+{
+    char *got = tasks_for(token, "app=svc", id, NULL);
+    assert_string_equal(got, want);
+    free(got);
+}
+
+static void test_tasks(void **state)
+{
+    (void)state;
+    long long id = new_ticket(cust);
+    expect_tasks(advisor, id, "assignee:pending");   /* role advisor */
+    expect_tasks(boss, id, "assignee:pending");
+    expect_tasks(tech, id, "");
+    expect_tasks(cust, id, "");
+    char *none = tasks_for(advisor, "app=nope", id, NULL);
+    assert_string_equal(none, "");
+    free(none);
+    char body[128];
+    snprintf(body, sizeof body, "{\"values\": {\"technician\": %lld}}", tech_id);
+    expect(act(advisor, id, "dispatch", body), 200, NULL, NULL);
+    expect_tasks(advisor, id, "");
+    expect_tasks(tech, id, "assignee:dispatched");   /* the technician field */
+    expect_tasks(tech2, id, "");
+    expect(act(tech, id, "start", NULL), 200, NULL, NULL);
+    expect(act(tech, id, "complete", "{\"values\": {\"labor_hours\": 1}}"), 200, NULL, NULL);
+    expect_tasks(tech, id, "");
+    expect_tasks(mgr, id, "assignee:completed");   /* manager of the technician */
+    expect_tasks(mgr2, id, "");
+    expect(act(advisor, id, "discount", "{\"values\": {\"discount\": 10}}"), 202, NULL, NULL);
+    expect_tasks(mgr, id, "assignee:completed,approval:completed");
+    expect_tasks(mgr2, id, "approval:completed");
+    expect_tasks(advisor, id, "");
+    h_resp r = decide(mgr2, id, "approve");
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    expect_tasks(mgr2, id, "");
+    expect_tasks(mgr, id, "assignee:completed");
+
+    /* pages of one: every task once, in order */
+    for (int i = 0; i < 3; i++)
+        new_ticket(cust);
+    size_t all;
+    free(tasks_for(advisor, "app=svc&limit=1000", 0, &all));
+    assert_true(all >= 3);
+    char query[512] = "limit=1";
+    size_t seen = 0;
+    char prev[64] = "";
+    for (;;) {
+        r = req("GET", advisor, NULL, "/api/tasks?%s", query);
+        assert_int_equal(r.status, 200);
+        json_t *items = json_object_get(r.json, "items");
+        assert_true(json_array_size(items) <= 1);
+        if (json_array_size(items)) {
+            const char *since = json_string_value(json_object_get(json_array_get(items, 0), "since"));
+            assert_true(strcmp(prev, since) <= 0);
+            snprintf(prev, sizeof prev, "%s", since);
+            seen++;
+        }
+        const char *next = json_string_value(json_object_get(r.json, "next_cursor"));
+        if (!next) {
+            h_resp_free(&r);
+            break;
+        }
+        buf q = {0};
+        buf_puts(&q, "limit=1&cursor=");
+        for (const char *p = next; *p; p++)
+            buf_printf(&q, *p == ' ' ? "%%20" : "%c", *p);
+        snprintf(query, sizeof query, "%s", q.data);
+        buf_free(&q);
+        h_resp_free(&r);
+    }
+    assert_int_equal(seen, all);
+    expect(req("GET", advisor, NULL, "/api/tasks?cursor=junk"), 400, "bad_request", NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -497,6 +603,7 @@ int main(void)
         cmocka_unit_test(test_approval_any),
         cmocka_unit_test(test_approval_quorum_and_failure),
         cmocka_unit_test(test_approval_nobody_eligible),
+        cmocka_unit_test(test_tasks),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
