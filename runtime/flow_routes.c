@@ -1,7 +1,9 @@
 /* flow_routes.c - a record's flow: what the caller may do now
  * (GET .../records/{id}/actions), taking a transition
  * (POST .../records/{id}/actions/{transition}) and deciding its approval
- * (POST .../records/{id}/approval), over engine/store/write. */
+ * (POST .../records/{id}/approval), over engine/store/write; and what waits
+ * for the caller: GET /api/tasks, GET /api/notifications and marking one
+ * read. */
 #include <string.h>
 
 #include "form/record.h"
@@ -216,4 +218,72 @@ void tasks_list(void *cp)
     if (rows > limit)
         json_object_set_new(body, "next_cursor", json_string(PQgetvalue(r, (int)limit - 1, 8)));
     ctx_json(c, 200, body);
+}
+
+#define NOTIFICATION_COLUMNS                                                                                   \
+    "SELECT id, app, form, record, kind, title, body, to_char(created_at AT TIME ZONE 'UTC', "                 \
+    "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), to_char(read_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') " \
+    "FROM loom.notifications "
+
+static json_t *text_or_null(PGresult *r, int i, int col)
+{
+    return PQgetisnull(r, i, col) ? json_null() : json_string(PQgetvalue(r, i, col));
+}
+
+static json_t *notification_json(PGresult *r, int i)
+{
+    return json_pack("{s:I, s:o, s:o, s:o, s:s, s:s, s:o, s:s, s:o}", "id", (json_int_t)strtoll(PQgetvalue(r, i, 0), NULL, 10),
+                     "app", text_or_null(r, i, 1), "form", text_or_null(r, i, 2), "record",
+                     PQgetisnull(r, i, 3) ? json_null() : json_integer(strtoll(PQgetvalue(r, i, 3), NULL, 10)), "kind",
+                     PQgetvalue(r, i, 4), "title", PQgetvalue(r, i, 5), "body", text_or_null(r, i, 6), "created_at",
+                     PQgetvalue(r, i, 7), "read_at", text_or_null(r, i, 8));
+}
+
+void notifications_list(void *cp)
+{
+    static db_stmt st = {.sql = NOTIFICATION_COLUMNS "WHERE user_id = $1::bigint AND id < $2::bigint AND "
+                                "($3::bool IS NOT TRUE OR read_at IS NULL) ORDER BY id DESC LIMIT $4::int"};
+    ctx *c = cp;
+    long limit;
+    if (!rec_parse_limit(c, query_param(c->a, c->req->query, "limit"), &limit))
+        return;
+    const char *cursor = query_param(c->a, c->req->query, "cursor"), *unread = query_param(c->a, c->req->query, "unread");
+    if (cursor && *cursor && !path_id(cursor))
+        return body_problem(c, "/cursor", "not a cursor of this list");
+    if (unread && strcmp(unread, "true") && strcmp(unread, "false"))
+        return body_problem(c, "/unread", "unread is true or false");
+    char me[24], lim[24];
+    snprintf(me, sizeof me, "%lld", c->user->id);
+    snprintf(lim, sizeof lim, "%ld", limit + 1);
+    const char *p[] = {me, cursor && *cursor ? cursor : "9223372036854775807", unread ? unread : "false", lim};
+    PGresult *r = ctx_query(c, &st, 4, p);
+    if (!r)
+        return;
+    json_t *items = json_array();
+    int n = PQntuples(r) > limit ? (int)limit : PQntuples(r);
+    for (int i = 0; i < n; i++)
+        json_array_append_new(items, notification_json(r, i));
+    json_t *body = json_pack("{s:o, s:n}", "items", items, "next_cursor");
+    if (PQntuples(r) > limit)
+        json_object_set_new(body, "next_cursor", json_string(PQgetvalue(r, (int)limit - 1, 0)));
+    ctx_json(c, 200, body);
+}
+
+void notifications_read(void *cp)
+{
+    static db_stmt st = {.sql = "WITH u AS (UPDATE loom.notifications SET read_at = coalesce(read_at, now()) "
+                                "WHERE id = $1::bigint AND user_id = $2::bigint RETURNING *) "
+                                "SELECT id, app, form, record, kind, title, body, to_char(created_at AT TIME ZONE 'UTC', "
+                                "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), to_char(read_at AT TIME ZONE 'UTC', "
+                                "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM u"};
+    ctx *c = cp;
+    char me[24];
+    snprintf(me, sizeof me, "%lld", c->user->id);
+    const char *p[] = {c->params[0], me};
+    PGresult *r = path_id(c->params[0]) ? ctx_query(c, &st, 2, p) : NULL;
+    if (path_id(c->params[0]) && !r)
+        return;
+    if (!r || PQntuples(r) == 0)
+        return ctx_problem(c, LOOM_NOT_FOUND, "no such notification", NULL);
+    ctx_json(c, 200, notification_json(r, 0));
 }

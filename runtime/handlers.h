@@ -98,6 +98,8 @@ void records_actions(void *c);
 void records_transition(void *c);
 void records_approval(void *c);
 void tasks_list(void *c);
+void notifications_list(void *c);
+void notifications_read(void *c);
 
 /* io_routes.c: CSV import, CSV and XLSX export */
 void records_import(void *c);

@@ -23,6 +23,7 @@
 #include "metrics.h"
 #include "pgembed.h"
 #include "pool.h"
+#include "scheduler.h"
 #include "store/migrate.h"
 #include "store/query.h"
 
@@ -57,6 +58,8 @@ static const route routes[] = {
     {"POST", "/api/apps/{app}/forms/{form}/import", records_import, R_AUTH | R_TX | R_BULK},
     {"GET", "/api/apps/{app}/forms/{form}/export", records_export, R_AUTH},
     {"GET", "/api/tasks", tasks_list, R_AUTH},
+    {"GET", "/api/notifications", notifications_list, R_AUTH},
+    {"POST", "/api/notifications/{id}/read", notifications_read, R_AUTH | R_TX},
     {"POST", "/api/files", files_upload, R_AUTH | R_TX},
     {"GET", "/api/files/{id}", files_download, R_AUTH},
     /* designer API: specific patterns before the generic {section} and {kind}/{id} */
@@ -104,6 +107,7 @@ struct server {
     atomic_int db_up;
     atomic_ullong batched_lookups;
     meta *meta;                /* the published apps, as snapshots */
+    scheduler *sched;          /* runs the jobs that fall due */
     PGconn *listen;            /* LISTEN loom_meta and loom_auth (loop thread, non-blocking) */
     uv_poll_t *listen_poll;    /* on its socket; NULL while there is none */
     int listen_fd;
@@ -884,11 +888,20 @@ int server_run(const server_config *cfg)
     uv_unref((uv_handle_t *)&s->sigint);   /* they must not keep the loop alive */
     uv_unref((uv_handle_t *)&s->sigterm);
     s->signals = true;
+    const char *sched = getenv("LOOM_SCHEDULER");
+    if (!(sched && !strcmp(sched, "0")) && !(s->sched = scheduler_start(s->conninfo, s->meta))) {
+        log_json(LOG_ERROR, "could not start the scheduler thread", NULL);
+        pool_stop(s->pool);
+        s->pool = NULL;
+        goto free_loop;
+    }
     log_json(LOG_INFO, "listening",
              json_pack("{s:s, s:i, s:i}", "host", host, "port", http_server_port(s->http), "workers", nworkers));
 
     uv_run(&s->loop, UV_RUN_DEFAULT);
 
+    scheduler_stop(s->sched);
+    s->sched = NULL;
     pool_stop(s->pool);
     s->pool = NULL;
     status = 0;

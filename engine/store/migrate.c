@@ -174,6 +174,7 @@ static const struct {
      "  done_at timestamptz);"
      "CREATE INDEX jobs_due_idx ON loom.jobs (run_at) WHERE status = 'pending';"
      "CREATE INDEX jobs_record_idx ON loom.jobs (app, form, record) WHERE status = 'pending';"
+     "CREATE INDEX jobs_lease_idx ON loom.jobs (leased_until) WHERE status = 'running';"
      /* a timer exists once per visit of a state */
      "CREATE UNIQUE INDEX jobs_visit_idx ON loom.jobs (app, form, record, visit, kind) WHERE visit IS NOT NULL;"
      "CREATE TABLE loom.notifications ("

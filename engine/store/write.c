@@ -268,7 +268,7 @@ static json_t *strip(wr *x, json_t *body, json_t *old)
             problem(x->errors, p, "readonly", "not an input of this transition");
         } else if (m == FIELD_READ && !input) {
             problem(x->errors, p, "readonly", "you may not change this field");
-        } else if (!x->input && x->state && !flow_editable(x->flow, x->state, k) &&
+        } else if (!x->input && x->state && !x->w->fc->system && !flow_editable(x->flow, x->state, k) &&
                    !json_equal(v, old ? json_object_get(old, k) : NULL)) {
             problem(x->errors, p, "readonly", "not editable in state \"%s\"", x->state);
         } else if (field_is(f, "subform") && json_is_array(v)) {
@@ -1367,6 +1367,43 @@ static json_t *changes(wr *x, json_t *old, json_t *rec)
     return ch;
 }
 
+/* ---- timers ---- */
+
+/* Records ids (an array literal "{1,2}") have entered state in a new visit:
+ * the timers of the visit they left are cancelled (leaving), and the
+ * state's SLA and timeout are scheduled for this one (loom_jobs wakes the
+ * schedulers when the transaction commits). */
+static bool enter_state(wr *x, const char *ids, const char *state, bool leaving)
+{
+    json_t *st = flow_state(x->flow, state);
+    long long sla = flow_seconds(json_string_value(json_object_get(json_object_get(st, "sla"), "within")));
+    long long timeout = flow_seconds(json_string_value(json_object_get(json_object_get(st, "timeout"), "after")));
+    if (leaving) {
+        json_t *args = json_pack("[s, s, s]", x->w->app, x->form, ids);
+        PGresult *r = must(x, "UPDATE loom.jobs SET status = 'cancelled', done_at = now() WHERE app = $1 AND form = $2 "
+                              "AND record = ANY($3::bigint[]) AND status = 'pending' AND visit IS NOT NULL", args);
+        json_decref(args);
+        if (!r)
+            return false;
+    }
+    if (sla <= 0 && timeout <= 0)
+        return true;
+    buf sql = {0};
+    buf_puts(&sql, "WITH j AS (INSERT INTO loom.jobs (kind, app, form, record, state, visit, run_at) SELECT k.kind, $1, $2, "
+                   "t.\"id\", t.\"_state\", t.\"_visit\", now() + k.after * interval '1 second' FROM ");
+    qualified(&sql, x->w->fc->schema, x->form);
+    buf_puts(&sql, " AS t, (VALUES ('sla', $4::bigint), ('timeout', $5::bigint)) AS k(kind, after) WHERE t.\"id\" = "
+                   "ANY($3::bigint[]) AND k.after > 0 RETURNING 1) SELECT pg_notify('loom_jobs', '') FROM (SELECT 1 "
+                   "FROM j LIMIT 1) AS any_job");
+    json_t *args = json_pack("[s, s, s]", x->w->app, x->form, ids);
+    arg_int(args, sla);
+    arg_int(args, timeout);
+    PGresult *r = must(x, sql.data, args);
+    buf_free(&sql);
+    json_decref(args);
+    return r != NULL;
+}
+
 /* ---- the three writes ---- */
 
 static bool begin(wr *x, const write_ctx *w, const char *form, write_result *out)
@@ -1564,6 +1601,11 @@ bool write_create(const write_ctx *w, const char *form, json_t *body, write_resu
             out->version = 1;
         }
         ok = r && write_rows(&x, out->id, rec, NULL) && link_files(&x, out->id, rec, NULL);
+        if (ok && flow) {
+            char ids[32];
+            snprintf(ids, sizeof ids, "{%lld}", out->id);
+            ok = enter_state(&x, ids, jstr(json_object_get(flow, "initial")), false);
+        }
         if (ok)
             out->record = created_record(&x, rec, r, flow);
         buf_free(&sql);
@@ -1788,7 +1830,10 @@ static bool update_row(wr *x, const char *id, json_t *old, json_t *rec, json_t *
     buf_free(&def);
     json_decref(args);
     json_decref(vals);
-    return r && write_rows(x, x->out->id, rec, old) && link_files(x, x->out->id, rec, old);
+    char ids[32];
+    snprintf(ids, sizeof ids, "{%s}", id);
+    return r && write_rows(x, x->out->id, rec, old) && link_files(x, x->out->id, rec, old) &&
+           (!t || enter_state(x, ids, jstr(json_object_get(t, "to")), true));
 }
 
 /* ---- approvals ---- */
@@ -1867,14 +1912,10 @@ static bool history_note(wr *x, const char *id, const char *action, const char *
     return r != NULL;
 }
 
-/* Starts the approval of transition t on record id (rec: as it would be),
- * with the checked input values: the approvers fixed from the assignee form
- * (active users; not the requester under no_self_approval). */
-static bool start_approval(wr *x, const char *id, json_t *t, json_t *values, json_t *rec, const char *comment)
+/* The active users an assignee form (who) names on record rec, but not
+ * user exclude: a new array of ids, ascending, or NULL after a failure. */
+static json_t *assignee_users(wr *x, json_t *who, json_t *rec, long long exclude)
 {
-    json_t *ap = json_object_get(t, "approval"), *who = json_object_get(ap, "approvers");
-    const filter_ctx *fc = x->w->fc;
-    /* candidates: listed ids, a user field, the manager of one, the holders of a role */
     buf ids = {0};
     buf_puts(&ids, "{");
     json_t *list = json_object_get(who, "users"), *one = json_object_get(who, "user");
@@ -1883,35 +1924,46 @@ static bool start_approval(wr *x, const char *id, json_t *t, json_t *values, jso
     json_array_foreach(list, i, u) if (json_is_integer(u)) buf_printf(&ids, "%s%lld", ids.len > 1 ? "," : "", (long long)json_integer_value(u));
     if (json_is_integer(one))
         buf_printf(&ids, "%s%lld", ids.len > 1 ? "," : "", (long long)json_integer_value(one));
-    long long managed = 0;
     json_t *fv = json_object_get(rec, jstr(json_object_get(who, "field")));
     if (json_is_integer(fv))
         buf_printf(&ids, "%s%lld", ids.len > 1 ? "," : "", (long long)json_integer_value(fv));
     json_t *mv = json_object_get(rec, jstr(json_object_get(who, "manager_of")));
-    if (json_is_integer(mv))
-        managed = json_integer_value(mv);
     buf_puts(&ids, "}");
     json_t *args = json_array();
     arg(args, ids.data);
-    arg_int(args, json_is_true(json_object_get(ap, "no_self_approval")) ? fc->me : 0);
+    arg_int(args, exclude);
     arg(args, json_string_value(json_object_get(who, "role")));
     arg(args, x->w->app);
-    arg_int(args, managed);
+    arg_int(args, json_is_integer(mv) ? json_integer_value(mv) : 0);
     buf_free(&ids);
     PGresult *r = must(x, "SELECT coalesce(jsonb_agg(id ORDER BY id), '[]') FROM loom.users WHERE active AND id <> $2::bigint "
                           "AND (id = ANY($1::bigint[]) OR ($3::text IS NOT NULL AND app_roles -> $4 ? $3) OR "
                           "id = (SELECT manager FROM loom.users WHERE id = $5::bigint))", args);
     json_decref(args);
-    if (!r)
+    return r ? json_loads(PQgetvalue(r, 0, 0), 0, NULL) : NULL;
+}
+
+/* Starts the approval of transition t on record id (rec: as it would be),
+ * with the checked input values: the approvers fixed from the assignee form
+ * (active users; not the requester under no_self_approval). */
+static bool start_approval(wr *x, const char *id, json_t *t, json_t *values, json_t *rec, const char *comment)
+{
+    json_t *ap = json_object_get(t, "approval");
+    const filter_ctx *fc = x->w->fc;
+    json_t *approvers = assignee_users(x, json_object_get(ap, "approvers"), rec,
+                                       json_is_true(json_object_get(ap, "no_self_approval")) ? fc->me : 0);
+    if (!approvers)
         return false;
-    json_t *approvers = json_loads(PQgetvalue(r, 0, 0), 0, NULL);
+    size_t i;
+    json_t *u;
+    PGresult *r;
     long long n = (long long)json_array_size(approvers), need = needed(json_object_get(ap, "mode"), n);
     bool ok = true;
     if (n == 0 || n < need) {
         ok = fail(x, LOOM_TRANSITION_NOT_ALLOWED, "transition \"%s\" needs %lld approver%s and %lld %s eligible",
                   jstr(json_object_get(t, "id")), need, need == 1 ? "" : "s", n, n == 1 ? "is" : "are");
     } else {
-        args = json_array();
+        json_t *args = json_array();
         arg(args, x->w->app);
         arg(args, x->form);
         arg(args, id);
@@ -2161,7 +2213,9 @@ bool write_decide(const write_ctx *w, const char *form, const char *id, const ch
             arg(args, id);
             arg(args, reject_to);
             arg_me(args, me);
-            ok = must(&x, sql.data, args) != NULL;
+            char ids[32];
+            snprintf(ids, sizeof ids, "{%s}", id);
+            ok = must(&x, sql.data, args) != NULL && enter_state(&x, ids, reject_to, true);
             buf_free(&sql);
             json_decref(args);
         }
@@ -2225,6 +2279,123 @@ bool write_decide(const write_ctx *w, const char *form, const char *id, const ch
     out->id = strtoll(id, NULL, 10);
     json_decref(old);
     json_decref(x.pending);
+    return finish(&x, ok);
+}
+
+/* ---- timers falling due ---- */
+
+/* A notification to each user of the assignee form who about record id. */
+static bool notify(wr *x, json_t *who, json_t *rec, const char *id, const char *title)
+{
+    json_t *users = assignee_users(x, who, rec, 0);
+    if (!users)
+        return false;
+    json_t *args = json_array();
+    arg_json(args, users);
+    arg(args, x->w->app);
+    arg(args, x->form);
+    arg(args, id);
+    arg(args, title);
+    PGresult *r = must(x, "INSERT INTO loom.notifications (user_id, app, form, record, kind, title) SELECT u::bigint, $2, $3, "
+                          "$4::bigint, 'sla_breach', $5 FROM jsonb_array_elements_text($1::jsonb) AS u", args);
+    json_decref(args);
+    json_decref(users);
+    return r != NULL;
+}
+
+/* Runs one step of a breach as the system: set (values as a transition's
+ * set gives them) or transition t, through a write of its own. */
+static bool system_step(wr *x, const char *id, json_t *set, json_t *t, const char *comment)
+{
+    wr y;
+    write_result res;
+    bool ok = begin(&y, x->w, x->form, &res);
+    json_t *body = json_object();
+    if (ok && set) {   /* "now", "today", "me" as a transition's set resolves them */
+        ok = apply_set(&y, set, body);
+        if (ok && json_array_size(y.errors))
+            ok = fail(&y, LOOM_VALIDATION_FAILED, "a breach sets a value its field does not take");
+    }
+    ok = ok && update(&y, id, body, -1, t, comment);
+    json_decref(body);
+    ok = finish(&y, ok);
+    if (!ok) {
+        if (res.from_db)
+            db_failed(x, &res.db);
+        else
+            fail(x, res.code, "%s", res.message);
+    }
+    write_result_free(&res);
+    return ok;
+}
+
+bool write_fire(const write_ctx *w, const char *form, const char *id, const char *kind, const char *state, int visit,
+                bool *fired, write_result *out)
+{
+    wr x;
+    *fired = false;
+    bool ok = begin(&x, w, form, out);
+    if (ok && !x.flow)
+        return finish(&x, true);   /* the flow is gone: nothing is due any more */
+    buf sql = {0};
+    buf_puts(&sql, "SELECT \"_state\", \"_visit\" FROM ");
+    qualified(&sql, w->fc->schema, form);
+    buf_puts(&sql, " WHERE \"id\" = $1::bigint FOR UPDATE");
+    json_t *args = json_pack("[s]", id);
+    PGresult *r = ok ? must(&x, sql.data, args) : NULL;
+    buf_free(&sql);
+    json_decref(args);
+    /* only in the visit that scheduled it */
+    if (!r || PQntuples(r) == 0 || strcmp(PQgetvalue(r, 0, 0), state) || atoi(PQgetvalue(r, 0, 1)) != visit)
+        return finish(&x, r != NULL && ok);
+    *fired = true;
+    json_t *st = flow_state(x.flow, state);
+    bool timeout = !strcmp(kind, "timeout");
+    json_t *spec = json_object_get(st, timeout ? "timeout" : "sla");
+    char comment[96];
+    snprintf(comment, sizeof comment, "%s %s", kind, jstr(json_object_get(spec, timeout ? "after" : "within")));
+    ok = history_note(&x, id, "breach", state, NULL, NULL, comment);
+    json_t *steps = timeout ? json_pack("[{s:O}]", "transition", json_object_get(spec, "transition"))
+                            : json_incref(json_object_get(spec, "on_breach"));
+    size_t i;
+    json_t *step;
+    json_array_foreach(ok ? steps : NULL, i, step)
+    {
+        json_t *tv = json_object_get(step, "transition"), *who = json_object_get(step, "notify");
+        if (who) {
+            json_t *old = NULL;
+            bool scopes[3];
+            x.peek = true;
+            ok = lock(&x, id, &old, scopes);
+            json_t *app = json_object_get(w->fc->bundle, "app");
+            json_t *flabel = schema_label(json_object_get(x.fdef, "label"), NULL, json_object_get(app, "locales"), form);
+            json_t *slabel = schema_label(json_object_get(st, "label"), NULL, json_object_get(app, "locales"), state);
+            char title[512];
+            snprintf(title, sizeof title, "%s #%s: %s %s", jstr(flabel), id, jstr(slabel), comment);
+            json_decref(flabel);
+            json_decref(slabel);
+            ok = ok && notify(&x, who, old, id, title);
+            json_decref(old);
+        } else if (tv) {
+            /* a timeout (or breach) that moves the record cancels what waits for approval first */
+            json_t *a = json_pack("[s, s, s]", w->app, form, id);
+            ok = must(&x, "UPDATE loom.approvals SET status = 'cancelled', resolved_at = now() WHERE app = $1 AND "
+                          "form = $2 AND record = $3::bigint AND status = 'pending'", a) != NULL;
+            json_decref(a);
+            json_t *t = flow_transition(x.flow, jstr(tv));
+            /* the transition only from where it starts: the record may have moved on through an earlier step */
+            ok = ok && (!t || system_step(&x, id, NULL, t, comment) || x.out->code == LOOM_STATE_CHANGED);
+            if (x.out->code == LOOM_STATE_CHANGED) {
+                x.out->code = LOOM_OK;
+                ok = true;
+            }
+        } else {
+            ok = system_step(&x, id, json_object_get(step, "set"), NULL, comment);
+        }
+        if (!ok)
+            break;
+    }
+    json_decref(steps);
     return finish(&x, ok);
 }
 
@@ -2677,6 +2848,15 @@ static bool bulk_insert(wr *x, json_t *recs)
         buf_free(&sc);
     }
     ok = ok && copy_in(x, "loom.history (app, form, record, actor, action, changes)", &hist);
+    if (ok && flow) {   /* the initial state's timers, for every record */
+        buf all = {0};
+        buf_puts(&all, "{");
+        for (int k = 0; k < PQntuples(ids); k++)
+            buf_printf(&all, "%s%s", k ? "," : "", PQgetvalue(ids, k, 0));
+        buf_puts(&all, "}");
+        ok = enter_state(x, all.data, jstr(json_object_get(flow, "initial")), false);
+        buf_free(&all);
+    }
     buf_free(&target);
     buf_free(&rows);
     buf_free(&hist);
