@@ -9,12 +9,15 @@
  * objects are kept in the catalog, so a later plan finds the ones it drops. */
 #include "form/ddl.h"
 
+#include "flow/flow.h"
+
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/secret.h"
+#include "flow/flow.h"
 #include "model/bundle.h"
 
 void ddl_physical_name(const char *name, char out[DDL_NAME_MAX + 1])
@@ -182,11 +185,16 @@ static json_t *ddl_state(json_t *bundle)
     char schema[DDL_NAME_MAX + 1], tmp[128];
     snprintf(tmp, sizeof tmp, "app_%s", jstr(json_object_get(json_object_get(bundle, "app"), "id")));
     ddl_physical_name(tmp, schema);
-    json_t *st = json_pack("{s:s, s:{}, s:{}, s:{}}", "schema", schema, "tables", "objects", "flows");
+    json_t *st = json_pack("{s:s, s:s, s:{}, s:{}, s:{}, s:{}}", "schema", schema, "app",
+                           jstr(json_object_get(json_object_get(bundle, "app"), "id")), "tables", "objects", "flows",
+                           "flow_defs");
     size_t i;
     json_t *x;
     json_array_foreach(json_object_get(bundle, "flows"), i, x)
+    {
         json_object_set(json_object_get(st, "flows"), jstr(json_object_get(x, "form")), json_object_get(x, "initial"));
+        json_object_set(json_object_get(st, "flow_defs"), jstr(json_object_get(x, "form")), x);
+    }
     json_array_foreach(json_object_get(bundle, "forms"), i, x)
     {
         const char *id = jstr(json_object_get(x, "id"));
@@ -570,6 +578,48 @@ static void convert_files(plan *p, const char *table, const char *form, const ch
     add_step(p, "convert_column", form, col);
 }
 
+/* The states of flow of before that flow now lacks: records in one move to
+ * the state flow's "moves" names for it (a new visit, in the history, with
+ * the old state's timers cancelled and the new one's scheduled), or, when
+ * it names none, stop the publish as a check that counts them. States are
+ * ids: literals are safe. */
+static void removed_states(plan *p, const char *app, const char *form, const char *table, json_t *before, json_t *flow)
+{
+    size_t i;
+    json_t *st;
+    json_array_foreach(json_object_get(before, "states"), i, st)
+    {
+        const char *gone = jstr(json_object_get(st, "id"));
+        if (flow_state(flow, gone))
+            continue;
+        const char *to = json_string_value(json_object_get(json_object_get(flow, "moves"), gone));
+        buf *s = &p->sql;
+        if (!to) {
+            buf_puts(s, "SELECT count(*) FROM ");
+            qualified(s, p->schema, table);
+            buf_printf(s, " WHERE \"_state\" = '%s'", gone);
+            check(p, form, "_state", "removed_state");
+            continue;
+        }
+        json_t *ns = flow_state(flow, to);
+        long long sla = flow_seconds(json_string_value(json_object_get(json_object_get(ns, "sla"), "within")));
+        long long timeout = flow_seconds(json_string_value(json_object_get(json_object_get(ns, "timeout"), "after")));
+        buf_puts(s, "WITH m AS (UPDATE ");
+        qualified(s, p->schema, table);
+        buf_printf(s, " SET \"_state\" = '%s', \"_state_at\" = now(), \"_visit\" = \"_visit\" + 1, \"_version\" = "
+                      "\"_version\" + 1, \"_updated_at\" = now() WHERE \"_state\" = '%s' RETURNING \"id\", \"_visit\"), "
+                      "h AS (INSERT INTO loom.history (app, form, record, action, from_state, to_state, comment) "
+                      "SELECT '%s', '%s', m.\"id\", 'move', '%s', '%s', 'the state was removed' FROM m), "
+                      "c AS (UPDATE loom.jobs SET status = 'cancelled', done_at = now() WHERE app = '%s' AND form = '%s' "
+                      "AND status = 'pending' AND visit IS NOT NULL AND record IN (SELECT \"id\" FROM m)) "
+                      "INSERT INTO loom.jobs (kind, app, form, record, state, visit, run_at) SELECT k.kind, '%s', '%s', "
+                      "m.\"id\", '%s', m.\"_visit\", now() + k.after * interval '1 second' FROM m, (VALUES ('sla', %lld), "
+                      "('timeout', %lld)) AS k(kind, after) WHERE k.after > 0",
+                   to, gone, app, form, gone, to, app, form, app, form, to, sla, timeout);
+        add_step(p, "move_state", form, "_state");
+    }
+}
+
 static void diff(plan *p, json_t *old, json_t *new)
 {
     json_t *ot = json_object_get(old, "tables"), *nt = json_object_get(new, "tables");
@@ -748,6 +798,10 @@ static void diff(plan *p, json_t *old, json_t *new)
             qualified(s, p->schema, name);
             buf_puts(s, " ALTER COLUMN \"_state\" DROP NOT NULL");
             add_step(p, "alter_column", form, "_state");
+        } else if (had && has) {
+            removed_states(p, jstr(json_object_get(new, "app")), form, name,
+                           json_object_get(json_object_get(old, "flow_defs"), form),
+                           json_object_get(json_object_get(new, "flow_defs"), form));
         }
     }
     /* 6. new objects, with a data check where existing rows could break them */

@@ -642,14 +642,11 @@ static bool ok_decimal(json_t *x) { return is_decimal(x); }
 static bool ok_date(json_t *x) { return is_date(json_string_value(x)); }
 static bool ok_datetime(json_t *x) { return is_datetime(json_string_value(x)); }
 
-/* Checks the default against the field's type. */
-static void check_default(vctx *v, json_t *field, const char *t, json_t *options, const char *path)
+/* Whether d is a value field (of type t; options: its option values as
+ * keys) takes as a default or a set: 1 yes, 0 no, -1 the type takes none.
+ * "today", "now" and "me" stand for the values they resolve to. */
+static int value_fits(json_t *field, const char *t, json_t *options, json_t *d)
 {
-    json_t *d = json_object_get(field, "default");
-    if (!d || json_is_null(d))
-        return;
-    char p[PATH_LEN];
-    ptr_key(p, path, "default");
     const char *s = json_string_value(d);
     bool ok;
     if (!strcmp(t, "text") || !strcmp(t, "longtext") || !strcmp(t, "email") || !strcmp(t, "phone") ||
@@ -680,11 +677,58 @@ static void check_default(vctx *v, json_t *field, const char *t, json_t *options
     } else if (!strcmp(t, "ref")) {
         ok = json_is_integer(d) && json_integer_value(d) > 0;
     } else {
+        return -1;
+    }
+    return ok;
+}
+
+/* Checks the default against the field's type. */
+static void check_default(vctx *v, json_t *field, const char *t, json_t *options, const char *path)
+{
+    json_t *d = json_object_get(field, "default");
+    if (!d || json_is_null(d))
+        return;
+    char p[PATH_LEN];
+    ptr_key(p, path, "default");
+    int fits = value_fits(field, t, options, d);
+    if (fits < 0)
         problem(v, p, "invalid_default", "a %s field takes no default", t);
+    else if (!fits)
+        problem(v, p, "invalid_default", "not a valid value for a %s field", t);
+}
+
+/* A set of a transition or a breach: fields of the form, values they take
+ * (null empties one). */
+static void check_set(vctx *v, json_t *set, const char *path, json_t *fields)
+{
+    if (!json_is_object(set)) {
+        problem(v, path, "type", "must be an object of field -> value");
         return;
     }
-    if (!ok)
-        problem(v, p, "invalid_default", "not a valid value for a %s field", t);
+    const char *fk;
+    json_t *fv;
+    json_object_foreach(set, fk, fv)
+    {
+        char p[PATH_LEN];
+        ptr_key(p, path, fk);
+        json_t *f = bundle_item(fields, fk);
+        if (!f) {
+            problem(v, p, "unknown_field", "no field \"%.64s\" in this form", fk);
+            continue;
+        }
+        const char *t = type_of(f);
+        json_t *options = json_object();
+        size_t i;
+        json_t *o;
+        json_array_foreach(json_object_get(f, "options"), i, o)
+            json_object_set_new(options, jstr(json_object_get(o, "value")), json_true());
+        int fits = json_is_null(fv) ? 1 : value_fits(f, t, options, fv);
+        json_decref(options);
+        if (fits < 0)
+            problem(v, p, "bad_value", "a %s field cannot be set", t);
+        else if (!fits)
+            problem(v, p, "bad_value", "not a valid value for a %s field", t);
+    }
 }
 
 /* Properties particular to the field's type. */
@@ -1056,7 +1100,7 @@ static bool state_exists(json_t *states, const char *id)
 
 static void check_flow(vctx *v, json_t *flow, const char *path, json_t *seen_forms)
 {
-    static const char *const keys[] = {"id", "label", "form", "initial", "states", "transitions", NULL};
+    static const char *const keys[] = {"id", "label", "form", "initial", "states", "transitions", "moves", NULL};
     static const char *const req[] = {"id", "form", "initial", "states", "transitions", NULL};
     if (!check_object(v, flow, path, keys, req))
         return;
@@ -1159,15 +1203,7 @@ static void check_flow(vctx *v, json_t *flow, const char *path, json_t *seen_for
                     json_t *set = json_object_get(act, "set");
                     if (set) {
                         ptr_key(w, u, "set");
-                        const char *fk;
-                        json_t *fv;
-                        json_object_foreach(set, fk, fv)
-                        {
-                            char z[PATH_LEN];
-                            ptr_key(z, w, fk);
-                            if (!bundle_item(fields, fk))
-                                problem(v, z, "unknown_field", "no field \"%.64s\" in this form", fk);
-                        }
+                        check_set(v, set, w, fields);
                     }
                     json_t *tr = json_object_get(act, "transition");
                     if (tr) {
@@ -1189,6 +1225,25 @@ static void check_flow(vctx *v, json_t *flow, const char *path, json_t *seen_for
             ptr_key(t, r, "transition");
             if (!json_is_string(tr) || !json_object_get(tids, json_string_value(tr)))
                 problem(v, t, "unknown_transition", "no transition \"%.64s\"", jstr(tr));
+        }
+    }
+
+    /* moves: where records in states this version removes go when it is published */
+    json_t *moves = json_object_get(flow, "moves");
+    ptr_key(r, path, "moves");
+    if (moves && !json_is_object(moves)) {
+        problem(v, r, "type", "must map removed states to states of the flow");
+    } else {
+        const char *mk;
+        json_t *mv;
+        json_object_foreach(moves, mk, mv)
+        {
+            char t[PATH_LEN];
+            ptr_key(t, r, mk);
+            if (!model_is_id(mk) || state_exists(states, mk))
+                problem(v, t, "bad_value", "a move is from a state the flow no longer has");
+            else if (!json_is_string(mv) || !state_exists(states, json_string_value(mv)))
+                problem(v, t, "unknown_state", "no state \"%.64s\"", jstr(mv));
         }
     }
 
@@ -1259,19 +1314,8 @@ static void check_flow(vctx *v, json_t *flow, const char *path, json_t *seen_for
         check_expr(v, json_object_get(s, "when"), r);
         json_t *set = json_object_get(s, "set");
         ptr_key(r, q, "set");
-        if (set && !json_is_object(set)) {
-            problem(v, r, "type", "must be an object of field -> value");
-        } else {
-            const char *fk;
-            json_t *fv;
-            json_object_foreach(set, fk, fv)
-            {
-                char t[PATH_LEN];
-                ptr_key(t, r, fk);
-                if (!bundle_item(fields, fk))
-                    problem(v, t, "unknown_field", "no field \"%.64s\" in this form", fk);
-            }
-        }
+        if (set)
+            check_set(v, set, r, fields);
         json_t *ap = json_object_get(s, "approval");
         ptr_key(r, q, "approval");
         static const char *const apkeys[] = {"approvers", "mode", "no_self_approval", "reject_to", NULL};

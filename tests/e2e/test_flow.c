@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "harness.h"
 
@@ -594,6 +595,80 @@ static void test_tasks(void **state)
     expect(req("GET", advisor, NULL, "/api/tasks?cursor=junk"), 400, "bad_request", NULL);
 }
 
+/* Publishing a flow without a state that records are in: stopped until the
+ * draft says where they go, then they move there (a new visit, history). */
+static void test_publish_removed_state(void **state)
+{
+    (void)state;
+    long long id = new_ticket(cust);
+    char body[128];
+    snprintf(body, sizeof body, "{\"values\": {\"technician\": %lld}}", tech_id);
+    expect(act(advisor, id, "dispatch", body), 200, NULL, NULL);
+    long long dispatched = sql_int("SELECT count(*) FROM app_svc.ticket WHERE _state = 'dispatched' AND %lld > 0", id);
+    h_resp r = req("GET", admin, NULL, "/api/design/apps/svc/flows/ticket_flow");
+    assert_int_equal(r.status, 200);
+    json_t *flow = json_deep_copy(r.json);
+    h_resp_free(&r);
+    /* without "dispatched": dispatch goes straight to in_repair, start goes */
+    json_t *states = json_object_get(flow, "states"), *ts = json_object_get(flow, "transitions");
+    size_t i;
+    json_t *x;
+    json_array_foreach(states, i, x) if (!strcmp(json_string_value(json_object_get(x, "id")), "dispatched"))
+    {
+        json_array_remove(states, i);
+        break;
+    }
+    json_array_foreach(ts, i, x) if (!strcmp(json_string_value(json_object_get(x, "id")), "start"))
+    {
+        json_array_remove(ts, i);
+        break;
+    }
+    json_array_foreach(ts, i, x) if (!strcmp(json_string_value(json_object_get(x, "id")), "dispatch"))
+        json_object_set_new(x, "to", json_string("in_repair"));
+    char *text = json_dumps(flow, JSON_COMPACT);
+    r = req("PUT", admin, text, "/api/design/apps/svc/flows/ticket_flow");
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    free(text);
+    r = req("POST", admin, "{}", "/api/design/apps/svc/publish");
+    assert_int_equal(r.status, 422);
+    json_t *e = json_array_get(json_object_get(r.json, "errors"), 0);
+    assert_string_equal(json_string_value(json_object_get(e, "code")), "removed_state");
+    assert_int_equal(json_integer_value(json_object_get(e, "rows")), dispatched);
+    h_resp_free(&r);
+    assert_int_equal(sql_int("SELECT count(*) FROM app_svc.ticket WHERE _state = 'dispatched' AND %lld > 0", id), dispatched);
+    /* the draft says where they go */
+    json_object_set_new(flow, "moves", json_pack("{s:s}", "dispatched", "in_repair"));
+    text = json_dumps(flow, JSON_COMPACT);
+    r = req("PUT", admin, text, "/api/design/apps/svc/flows/ticket_flow");
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    free(text);
+    json_decref(flow);
+    int visit = (int)sql_int("SELECT _visit FROM app_svc.ticket WHERE id = %lld", id);
+    r = req("POST", admin, "{}", "/api/design/apps/svc/publish");
+    if (r.status != 200)
+        fprintf(stderr, "publish: %d %s\n", r.status, r.body);
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    assert_int_equal(sql_int("SELECT count(*) FROM app_svc.ticket WHERE _state = 'dispatched' AND %lld > 0", id), 0);
+    assert_int_equal(sql_int("SELECT _visit FROM app_svc.ticket WHERE id = %lld AND _state = 'in_repair'", id), visit + 1);
+    assert_int_equal(sql_int("SELECT count(*) FROM loom.history WHERE record = %lld AND action = 'move' AND "
+                             "from_state = 'dispatched' AND to_state = 'in_repair'", id), 1);
+    /* the technician works on it in its new state, on the new version */
+    double end = h_now() + 5;
+    h_resp a;
+    for (;;) {
+        a = act(tech, id, "complete", "{\"values\": {\"labor_hours\": 2}}");
+        if (a.status == 200 || h_now() > end)
+            break;
+        h_resp_free(&a);
+        usleep(20000);
+    }
+    assert_int_equal(a.status, 200);
+    h_resp_free(&a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -604,6 +679,7 @@ int main(void)
         cmocka_unit_test(test_approval_quorum_and_failure),
         cmocka_unit_test(test_approval_nobody_eligible),
         cmocka_unit_test(test_tasks),
+        cmocka_unit_test(test_publish_removed_state),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
