@@ -1724,7 +1724,7 @@ static bool apply_set(wr *x, json_t *set, json_t *rec)
         json_t *f = bundle_item(x->fields, k);
         const char *code;
         char msg[256], p[256];
-        json_t *val = f ? assigned_value(x, f, v, &code, msg, sizeof msg) : NULL;
+        json_t *val = !f ? NULL : json_is_null(v) ? json_null() : assigned_value(x, f, v, &code, msg, sizeof msg);
         if (!val && f && !code)
             return false;   /* the clock could not be read */
         snprintf(p, sizeof p, "/%.200s", k);

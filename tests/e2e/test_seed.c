@@ -137,6 +137,138 @@ static void test_seed_4s(void **state)
     free(url);
 }
 
+/* POST one action; expects status. */
+static void act4s(int port, const char *token, const char *form, long long id, const char *t, const char *body, int status)
+{
+    char path[256];
+    snprintf(path, sizeof path, "/api/apps/fours/forms/%s/records/%lld/actions/%s", form, id, t);
+    h_resp r = h_req(port, "POST", path, token, body);
+    if (r.status != status)
+        fprintf(stderr, "%s %s: %d %s\n", form, t, r.status, r.body ? r.body : "");
+    assert_int_equal(r.status, status);
+    h_resp_free(&r);
+}
+
+static void decide4s(int port, const char *token, const char *form, long long id)
+{
+    char path[256];
+    snprintf(path, sizeof path, "/api/apps/fours/forms/%s/records/%lld/approval", form, id);
+    h_resp r = h_req(port, "POST", path, token, "{\"decision\": \"approve\", \"comment\": \"同意\"}");
+    assert_int_equal(r.status, 200);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(r.json, "approval"), "status")), "approved");
+    h_resp_free(&r);
+}
+
+/* The 4S flows (apps/4s-template/flows) on seeded data, by the demo users:
+ * a service ticket from 待受理 to 已关闭 with its 2 h SLA and a discount the
+ * service manager approves; an opportunity through its stages with the
+ * contract approval; a lead returned to the pool and claimed; an order
+ * approved; a complaint handled. */
+static void test_4s_flows(void **state)
+{
+    (void)state;
+    char *url = fresh("loomtest_flows4s");
+    char out[16384];
+    assert_int_equal(seed(url, "20", "3", false, out, sizeof out), 0);
+    /* seeded records start in their flows' initial states, with their timers */
+    assert_int_equal(count(url, "SELECT count(*) FROM app_fours.service_ticket WHERE _state <> 'pending'"), 0);
+    assert_int_equal(count(url, "SELECT count(*) FROM loom.jobs WHERE form = 'service_ticket' AND kind = 'sla' AND "
+                                "status = 'pending' AND run_at > now() + interval '119 minutes'"),
+                     count(url, "SELECT count(*) FROM app_fours.service_ticket"));
+    h_server srv;
+    const char *args[] = {"--workers", "2", NULL};
+    assert_true(h_server_start(&srv, url, args, NULL));
+    const char *names[] = {"advisor01", "tech01", "svcmgr", "care01", "sales01", "salesmgr"};
+    char *tok[6];
+    for (int i = 0; i < 6; i++)
+        assert_non_null(tok[i] = h_login(srv.port, names[i], "loom-demo-user"));
+    char *advisor = tok[0], *tech = tok[1], *svcmgr = tok[2], *care = tok[3], *sales = tok[4], *salesmgr = tok[5];
+    long long tech_id = count(url, "SELECT id FROM loom.users WHERE username = 'tech01'");
+
+    /* service ticket */
+    long long t = count(url, "SELECT min(id) FROM app_fours.service_ticket");
+    char body[256];
+    snprintf(body, sizeof body, "{\"values\": {\"technician\": %lld}, \"comment\": \"派给孙强\"}", tech_id);
+    act4s(srv.port, tech, "service_ticket", t, "dispatch", body, 404);   /* not yet his: he cannot even read it */
+    act4s(srv.port, advisor, "service_ticket", t, "dispatch", body, 200);
+    assert_int_equal(count(url, "SELECT count(*) FROM loom.jobs WHERE form = 'service_ticket' AND status = 'cancelled'"), 1);
+    act4s(srv.port, tech, "service_ticket", t, "start", NULL, 200);
+    act4s(srv.port, tech, "service_ticket", t, "complete", "{\"values\": {\"labor_hours\": 1.5}}", 200);
+    act4s(srv.port, advisor, "service_ticket", t, "discount", "{\"values\": {\"discount\": 50}}", 202);
+    decide4s(srv.port, svcmgr, "service_ticket", t);
+    act4s(srv.port, advisor, "service_ticket", t, "hand_over", NULL, 200);
+    act4s(srv.port, care, "service_ticket", t, "close", "{\"comment\": \"客户满意\"}", 200);
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM app_fours.service_ticket WHERE id = %lld AND _state = 'closed' AND "
+                              "discount = 50 AND dispatched_at IS NOT NULL AND completed_at IS NOT NULL", t);
+    assert_int_equal(count(url, sql), 1);
+
+    /* opportunity: pool -> ... -> won, the contract approved by the sales manager */
+    long long o = count(url, "SELECT min(id) FROM app_fours.opportunity");
+    act4s(srv.port, sales, "opportunity", o, "take", NULL, 200);
+    act4s(srv.port, sales, "opportunity", o, "confirm_needs", "{\"values\": {\"model\": \"星越L\"}}", 200);
+    act4s(srv.port, sales, "opportunity", o, "propose", "{\"values\": {\"amount\": 189000}}", 200);
+    act4s(srv.port, sales, "opportunity", o, "negotiate", "{\"values\": {\"discount\": 5000}}", 200);
+    act4s(srv.port, sales, "opportunity", o, "sign", NULL, 202);
+    decide4s(srv.port, salesmgr, "opportunity", o);
+    act4s(srv.port, sales, "opportunity", o, "deliver", NULL, 200);
+    act4s(srv.port, sales, "opportunity", o, "receive_deposit", "{\"values\": {\"deposit_received\": 50000}}", 200);
+    act4s(srv.port, sales, "opportunity", o, "receive_balance", "{\"values\": {\"balance_received\": 134000}}", 200);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM app_fours.opportunity WHERE id = %lld AND _state = 'won'", o);
+    assert_int_equal(count(url, sql), 1);
+
+    /* lead: back to the pool, claimed by a consultant */
+    long long l = count(url, "SELECT min(id) FROM app_fours.lead");
+    act4s(srv.port, salesmgr, "lead", l, "return_to_pool", NULL, 200);
+    act4s(srv.port, sales, "lead", l, "claim", NULL, 200);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM app_fours.lead l JOIN loom.users u ON u.id = l.assigned_to WHERE "
+                              "l.id = %lld AND l._state = 'new' AND NOT l.in_pool AND u.username = 'sales01'", l);
+    assert_int_equal(count(url, sql), 1);
+
+    /* sales order approval: submitted by its consultant, approved by the manager */
+    long long so = count(url, "SELECT min(o.id) FROM app_fours.sales_order o JOIN loom.users u ON u.id = o.sales "
+                              "WHERE u.username = 'sales01'");
+    assert_true(so > 0);
+    act4s(srv.port, salesmgr, "sales_order", so, "submit", NULL, 403);   /* neither its owner nor its consultant */
+    act4s(srv.port, sales, "sales_order", so, "submit", NULL, 202);
+    h_resp r = h_req(srv.port, "GET", "/api/tasks?app=fours", salesmgr, NULL);
+    assert_int_equal(r.status, 200);
+    bool waiting = false;
+    size_t i;
+    json_t *task;
+    json_array_foreach(json_object_get(r.json, "items"), i, task) waiting =
+        waiting || (json_integer_value(json_object_get(task, "record")) == so &&
+                    !strcmp(json_string_value(json_object_get(task, "kind")), "approval"));
+    assert_true(waiting);
+    h_resp_free(&r);
+    decide4s(srv.port, salesmgr, "sales_order", so);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM app_fours.sales_order WHERE id = %lld AND _state = 'approved'", so);
+    assert_int_equal(count(url, sql), 1);
+
+    /* a complaint: received, assigned to the service manager, resolved, closed */
+    long long svcmgr_id = count(url, "SELECT id FROM loom.users WHERE username = 'svcmgr'");
+    long long customer = count(url, "SELECT min(id) FROM app_fours.customer");
+    snprintf(body, sizeof body, "{\"customer\": %lld, \"subject\": \"等待时间过长\", \"category\": \"waiting\", "
+                                "\"severity\": \"high\", \"description\": \"等了三个小时\"}", customer);
+    r = h_req(srv.port, "POST", "/api/apps/fours/forms/complaint/records", care, body);
+    assert_int_equal(r.status, 201);
+    assert_string_equal(json_string_value(json_object_get(r.json, "_state")), "received");
+    long long c = json_integer_value(json_object_get(r.json, "id"));
+    h_resp_free(&r);
+    snprintf(body, sizeof body, "{\"values\": {\"handler\": %lld}}", svcmgr_id);
+    act4s(srv.port, care, "complaint", c, "assign", body, 200);
+    act4s(srv.port, svcmgr, "complaint", c, "resolve", "{\"values\": {\"resolution\": \"增加快修工位\"}}", 200);
+    act4s(srv.port, care, "complaint", c, "close", NULL, 200);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM loom.history WHERE form = 'complaint' AND record = %lld AND "
+                              "action = 'transition'", c);
+    assert_int_equal(count(url, sql), 3);
+    free(tok[0]);
+    for (int i = 1; i < 6; i++)
+        free(tok[i]);
+    assert_int_equal(h_server_stop(&srv), 0);
+    free(url);
+}
+
 /* A bundle's own seed data loads on its first publish, all or nothing. */
 static void test_bundle_data(void **state)
 {
@@ -192,6 +324,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_seed_4s),
         cmocka_unit_test(test_bundle_data),
+        cmocka_unit_test(test_4s_flows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
