@@ -48,6 +48,7 @@ bench: build
 	./tests/bench/list.sh ./$(BUILD_DIR)
 	./tests/bench/create.sh ./$(BUILD_DIR)
 	./tests/bench/import.sh ./$(BUILD_DIR)
+	./tests/bench/flow.sh ./$(BUILD_DIR)
 	./$(BUILD_DIR)/expr_bench 2000000
 
 clean:

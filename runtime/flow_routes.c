@@ -88,11 +88,12 @@ void records_transition(void *cp)
         rec_write_failed(c, &out);
         return;
     }
-    if (out.approval)   /* it waits for the approvers */
+    if (out.approval) {   /* it waits for the approvers */
         ctx_json(c, 202, json_pack("{s:O}", "approval", out.approval));
-    else
-        rec_respond(c, &r, 200, out.id, out.version);
-    write_result_free(&out);
+        write_result_free(&out);
+    } else {
+        rec_respond_written(c, &r, &out, 200);
+    }
 }
 
 void records_approval(void *cp)

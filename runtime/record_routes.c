@@ -377,6 +377,19 @@ void rec_respond(ctx *c, rec_req *r, int status, long long id, long long version
     ctx_json(c, status, rec);
 }
 
+void rec_respond_written(ctx *c, rec_req *r, write_result *out, int status)
+{
+    if (out->record && !query_param(c->a, c->req->query, "expand")) {   /* known without reading it back */
+        char etag[32];
+        snprintf(etag, sizeof etag, "\"%lld\"", out->version);
+        http_response_header(c->res, "ETag", etag);
+        ctx_json(c, status, json_incref(out->record));
+    } else {
+        rec_respond(c, r, status, out->id, out->version);
+    }
+    write_result_free(out);
+}
+
 /* Idempotency-Key (api: scoped per user and route, kept 24 h). The key is
  * claimed inside the request's transaction: a concurrent request with the
  * same key waits on it, then replays the committed answer; a failed request
@@ -473,13 +486,7 @@ void records_create(void *cp)
     }
     char etag[32];
     snprintf(etag, sizeof etag, "\"%lld\"", out.version);
-    if (out.record && !query_param(c->a, c->req->query, "expand")) {   /* known without reading it back */
-        http_response_header(c->res, "ETag", etag);
-        ctx_json(c, 201, json_incref(out.record));
-    } else {
-        rec_respond(c, &r, 201, out.id, out.version);
-    }
-    write_result_free(&out);
+    rec_respond_written(c, &r, &out, 201);
     if (claimed && c->res->status == 201)
         idempotency_end(c, p, etag);
 }
@@ -518,8 +525,7 @@ void records_update(void *cp)
         rec_write_failed(c, &out);
         return;
     }
-    write_result_free(&out);
-    rec_respond(c, &r, 200, out.id, out.version);
+    rec_respond_written(c, &r, &out, 200);
 }
 
 void records_delete(void *cp)

@@ -36,6 +36,9 @@ void rec_write_failed(ctx *c, write_result *w);
  * or NULL after responding with a problem; a record the caller may write
  * but not read is its id and version (version < 0: unknown, left out). */
 json_t *rec_read(ctx *c, rec_req *r, long long id, long long version);
+/* Responds with a successful write's record (built by the write when it
+ * could be, else read) and its ETag, and frees out. */
+void rec_respond_written(ctx *c, rec_req *r, write_result *out, int status);
 /* Responds with rec_read() and its ETag. */
 void rec_respond(ctx *c, rec_req *r, int status, long long id, long long version);
 

@@ -54,6 +54,23 @@ bool flow_editable(json_t *flow, const char *state, const char *field)
     return !flow_final(flow, state);
 }
 
+bool flow_has_timers(json_t *flow)
+{
+    size_t i;
+    json_t *s;
+    json_array_foreach(json_object_get(flow, "states"), i, s) if (json_object_get(s, "sla") || json_object_get(s, "timeout"))
+        return true;
+    return false;
+}
+
+bool flow_has_approvals(json_t *flow)
+{
+    size_t i;
+    json_t *t;
+    json_array_foreach(json_object_get(flow, "transitions"), i, t) if (json_object_get(t, "approval")) return true;
+    return false;
+}
+
 long long flow_seconds(const char *d)
 {
     size_t n = d ? strlen(d) : 0;

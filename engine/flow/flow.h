@@ -19,6 +19,9 @@ bool flow_starts_in(json_t *flow, json_t *t, const char *state);
 bool flow_editable(json_t *flow, const char *state, const char *field);
 /* Whether the array of strings list holds s. */
 bool flow_has(json_t *list, const char *s);
+/* Whether any state of flow has an SLA or a timeout; any transition an approval. */
+bool flow_has_timers(json_t *flow);
+bool flow_has_approvals(json_t *flow);
 /* Seconds in a duration "<n>m", "<n>h", "<n>d" or "<n>w"; -1 when it is not one. */
 long long flow_seconds(const char *duration);
 

@@ -1378,7 +1378,7 @@ static bool enter_state(wr *x, const char *ids, const char *state, bool leaving)
     json_t *st = flow_state(x->flow, state);
     long long sla = flow_seconds(json_string_value(json_object_get(json_object_get(st, "sla"), "within")));
     long long timeout = flow_seconds(json_string_value(json_object_get(json_object_get(st, "timeout"), "after")));
-    if (leaving) {
+    if (leaving && flow_has_timers(x->flow)) {   /* without timers in the flow, any left from before are stale */
         json_t *args = json_pack("[s, s, s]", x->w->app, x->form, ids);
         PGresult *r = must(x, "UPDATE loom.jobs SET status = 'cancelled', done_at = now() WHERE app = $1 AND form = $2 "
                               "AND record = ANY($3::bigint[]) AND status = 'pending' AND visit IS NOT NULL", args);
@@ -1513,18 +1513,42 @@ static bool fill_defaults(wr *x, json_t *body, json_t *rec, bool create)
     return true;
 }
 
-/* The record just created as a read would show it to the caller, built
- * from what was written (r: id, _owner, _created_at, _created_by), or NULL
- * when only a read can say: a read scope other than "all" (is it readable?)
- * or subform rows (their ids). */
-static json_t *created_record(wr *x, json_t *rec, PGresult *r, json_t *flow)
+/* The record rec as a read would show it to the caller, built from what
+ * was written: sys (its system fields, stolen) and the fields the caller
+ * sees; or NULL when only a read can say: a read scope other than "all" (is
+ * it readable?) or subform rows without ids (those the write gave them). */
+static json_t *shown(wr *x, json_t *rec, json_t *sys)
 {
-    if (!perm_scope_all(x->d.read))
-        return NULL;
     size_t i;
     json_t *f;
-    json_array_foreach(x->fields, i, f) if (field_is(f, "subform") && json_array_size(json_object_get(rec, jstr(json_object_get(f, "id")))))
+    bool ids = true;
+    json_array_foreach(x->fields, i, f) if (field_is(f, "subform"))
+    {
+        size_t k;
+        json_t *row;
+        json_array_foreach(json_object_get(rec, jstr(json_object_get(f, "id"))), k, row) ids = ids && json_object_get(row, "id");
+    }
+    if (!perm_scope_all(x->d.read) || !ids) {
+        json_decref(sys);
         return NULL;
+    }
+    json_array_foreach(x->fields, i, f)
+    {
+        const char *id = jstr(json_object_get(f, "id"));
+        if (mode(x, NULL, id) == FIELD_HIDDEN)
+            continue;
+        json_t *v = json_object_get(rec, id);
+        if ((!v || json_is_null(v)) && (field_is(f, "multiselect") || field_is(f, "subform")))
+            json_object_set_new(sys, id, json_array());
+        else
+            json_object_set(sys, id, v ? v : json_null());
+    }
+    return sys;
+}
+
+/* The record just created (r: id, _owner, _created_at, _created_by), as shown(). */
+static json_t *created_record(wr *x, json_t *rec, PGresult *r, json_t *flow)
+{
     json_t *user = PQgetisnull(r, 0, 3) ? json_null() : json_integer(strtoll(PQgetvalue(r, 0, 3), NULL, 10));
     json_t *owner = PQgetisnull(r, 0, 1) ? json_null() : json_integer(strtoll(PQgetvalue(r, 0, 1), NULL, 10));
     json_t *out = json_pack("{s:I, s:i}", "id", (json_int_t)strtoll(PQgetvalue(r, 0, 0), NULL, 10), "_version", 1);
@@ -1535,18 +1559,7 @@ static json_t *created_record(wr *x, json_t *rec, PGresult *r, json_t *flow)
     json_object_set(out, "_created_by", user);
     json_object_set_new(out, "_updated_at", json_string(PQgetvalue(r, 0, 2)));
     json_object_set_new(out, "_updated_by", user);
-    json_array_foreach(x->fields, i, f)
-    {
-        const char *id = jstr(json_object_get(f, "id"));
-        if (mode(x, NULL, id) == FIELD_HIDDEN)
-            continue;
-        json_t *v = json_object_get(rec, id);
-        if ((!v || json_is_null(v)) && (field_is(f, "multiselect") || field_is(f, "subform")))
-            json_object_set_new(out, id, json_array());
-        else
-            json_object_set(out, id, v ? v : json_null());
-    }
-    return out;
+    return shown(x, rec, out);
 }
 
 bool write_create(const write_ctx *w, const char *form, json_t *body, write_result *out)
@@ -1822,10 +1835,22 @@ static bool update_row(wr *x, const char *id, json_t *old, json_t *rec, json_t *
     else
         buf_puts(&sql, "h AS (INSERT INTO loom.history (app, form, record, actor, action, changes) "
                        "SELECT $4, $5, u.\"id\", $3, 'update', $6::jsonb FROM u) ");
-    buf_puts(&sql, "SELECT \"_version\" FROM u");
+    buf_puts(&sql, "SELECT \"_version\", to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM u");
     PGresult *r = write_sql(x, sql.data, args);
-    if (r)
+    if (r) {
         x->out->version = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        /* as a read shows it, in the same order */
+        json_t *sys = json_pack("{s:O, s:I}", "id", json_object_get(old, "id"), "_version", (json_int_t)x->out->version);
+        if (x->flow)
+            json_object_set(sys, "_state", t ? json_object_get(t, "to") : json_object_get(old, "_state"));
+        json_object_set(sys, "_owner", owner ? owner : json_null());
+        json_object_set(sys, "_created_at", json_object_get(old, "_created_at"));
+        json_object_set(sys, "_created_by", json_object_get(old, "_created_by"));
+        json_object_set_new(sys, "_updated_at", json_string(PQgetvalue(r, 0, 1)));
+        json_object_set_new(sys, "_updated_by", w->fc->me ? json_integer(w->fc->me) : json_null());
+        json_decref(x->out->record);
+        x->out->record = shown(x, rec, sys);
+    }
     buf_free(&sql);
     buf_free(&def);
     json_decref(args);
@@ -1868,7 +1893,7 @@ static bool load_pending(wr *x, const char *id)
 {
     json_decref(x->pending);
     x->pending = NULL;
-    if (!x->flow)
+    if (!x->flow || !flow_has_approvals(x->flow))   /* any pending one's transition is gone: none */
         return true;
     json_t *args = json_pack("[s, s, s]", x->w->app, x->form, id);
     PGresult *r = must(x, x->peek ? APPROVAL_COLUMNS "FROM loom.approvals a WHERE a.app = $1 AND a.form = $2 AND "
@@ -1879,6 +1904,16 @@ static bool load_pending(wr *x, const char *id)
     json_decref(args);
     if (r && PQntuples(r))
         x->pending = approval_json(x, r, 0);
+    if (x->pending && !flow_transition(x->flow, jstr(json_object_get(x->pending, "transition")))) {
+        /* a publish took its transition away: it can never complete, and must not block the record */
+        json_t *a = json_array();
+        arg_int(a, json_integer_value(json_object_get(x->pending, "id")));
+        json_decref(x->pending);
+        x->pending = NULL;
+        if (!x->peek)
+            r = must(x, "UPDATE loom.approvals SET status = 'cancelled', resolved_at = now() WHERE id = $1::bigint", a);
+        json_decref(a);
+    }
     return r != NULL;
 }
 
