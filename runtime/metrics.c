@@ -101,7 +101,9 @@ void metrics_render(const metrics *m, const metrics_gauges *g, buf *out)
                "# HELP loom_http_connections Open client connections.\n"
                "# TYPE loom_http_connections gauge\nloom_http_connections %d\n"
                "# HELP loom_auth_batched_lookups_total Token lookups a worker sent in one pipelined batch.\n"
-               "# TYPE loom_auth_batched_lookups_total counter\nloom_auth_batched_lookups_total %llu\n",
+               "# TYPE loom_auth_batched_lookups_total counter\nloom_auth_batched_lookups_total %llu\n"
+               "# HELP loom_jobs_total Durable jobs (timers) this server ran, by result (failed: attempts that failed).\n"
+               "# TYPE loom_jobs_total counter\nloom_jobs_total{result=\"done\"} %llu\nloom_jobs_total{result=\"failed\"} %llu\n",
                g->workers, g->workers_busy, g->queued, g->db_connections_up, g->connections,
-               g->batched_lookups);
+               g->batched_lookups, g->jobs_done, g->jobs_failed);
 }

@@ -30,6 +30,7 @@ struct scheduler {
     db *db;
     sandbox *sb;
     PGconn *listen;           /* LISTEN loom_jobs */
+    atomic_ullong done, failed;
 };
 
 /* Runs claimed job i of r in a transaction of its own. */
@@ -76,6 +77,8 @@ static void run_job(scheduler *s, PGresult *r, int i)
     }
     if (ok && held)
         ok = jobs_done(s->db, a, id, &e) && db_commit(s->db, a, &e);
+    if (ok && held)
+        atomic_fetch_add(&s->done, 1);
     if (!held || !ok)
         db_rollback(s->db);
     if (!ok) {
@@ -83,6 +86,7 @@ static void run_job(scheduler *s, PGresult *r, int i)
             snprintf(why, sizeof why, "%s", e.message ? e.message : "the database failed");
         loom_err e2 = {0};
         jobs_retry(s->db, a, id, s->runner, why, &e2);
+        atomic_fetch_add(&s->failed, 1);
         log_json(LOG_WARN, "job failed", json_pack("{s:s, s:s, s:s, s:s}", "job", id, "kind", kind, "app", app, "error", why));
     }
     arena_free(a);
@@ -173,6 +177,12 @@ scheduler *scheduler_start(const char *conninfo, meta *m)
         return NULL;
     }
     return s;
+}
+
+void scheduler_counts(scheduler *s, unsigned long long *done, unsigned long long *failed)
+{
+    *done = s ? atomic_load(&s->done) : 0;
+    *failed = s ? atomic_load(&s->failed) : 0;
 }
 
 void scheduler_stop(scheduler *s)

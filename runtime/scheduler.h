@@ -13,6 +13,8 @@ typedef struct scheduler scheduler;
 /* Starts the thread over the database conninfo and the apps in m; NULL
  * when it could not start. */
 scheduler *scheduler_start(const char *conninfo, meta *m);
+/* Jobs run to completion, and attempts that failed, so far (any thread). */
+void scheduler_counts(scheduler *s, unsigned long long *done, unsigned long long *failed);
 /* Stops it: the job under way finishes (or rolls back) first. */
 void scheduler_stop(scheduler *s);
 

@@ -725,6 +725,7 @@ void ops_metrics(void *cp)
                         .queued = pool_queued(s->pool), .connections = http_server_connections(s->http),
                         .db_connections_up = atomic_load(&s->db_up),
                         .batched_lookups = atomic_load(&s->batched_lookups)};
+    scheduler_counts(s->sched, &g.jobs_done, &g.jobs_failed);
     c->res->status = 200;
     c->res->content_type = "text/plain; version=0.0.4; charset=utf-8";
     metrics_render(s->metrics, &g, &c->res->body);

@@ -186,6 +186,12 @@ static void test_sla_breach_once(void **state)
     r = req(srv.port, "GET", mgr, NULL, "/api/notifications?unread=true");
     json_array_foreach(json_object_get(r.json, "items"), i, n) assert_true(json_integer_value(json_object_get(n, "id")) != nid);
     h_resp_free(&r);
+    /* the server counts what its scheduler ran */
+    r = req(srv.port, "GET", NULL, NULL, "/metrics");
+    const char *m = r.body ? strstr(r.body, "loom_jobs_total{result=\"done\"} ") : NULL;
+    assert_non_null(m);
+    assert_true(strtoll(m + strlen("loom_jobs_total{result=\"done\"} "), NULL, 10) >= 1);
+    h_resp_free(&r);
     /* one timer per visit of a state: a second one for the same visit cannot exist */
     char sql[512];
     snprintf(sql, sizeof sql, "INSERT INTO loom.jobs (kind, app, form, record, state, visit, run_at) "
