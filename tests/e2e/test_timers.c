@@ -306,12 +306,36 @@ static void test_crash_exactly_once(void **state)
     assert_int_equal(sql_int("SELECT count(*) FROM loom.history WHERE action = 'breach' AND record >= %lld", first), N);
 }
 
+/* A job that fails is retried later with backoff, then given up on. */
+static void test_retry_then_fail(void **state)
+{
+    (void)state;
+    assert_true(h_sql(url, "INSERT INTO loom.jobs (kind, app, form, record, state, visit, run_at) VALUES "
+                           "('sla', 'nope', 'ticket', 1, 'pending', 1, now()); NOTIFY loom_jobs"));
+    double end = h_now() + 10;
+    while (h_now() < end && sql_int("SELECT attempts FROM loom.jobs WHERE app = 'nope'") < 1)
+        usleep(20000);
+    usleep(100000);
+    /* back to pending, due again in 2 s, with its error */
+    assert_int_equal(sql_int("SELECT count(*) FROM loom.jobs WHERE app = 'nope' AND status = 'pending' AND attempts = 1 "
+                             "AND run_at > now() AND last_error LIKE '%%not published%%' AND leased_by IS NULL"), 1);
+    /* the last attempt fails for good */
+    assert_true(h_sql(url, "UPDATE loom.jobs SET attempts = 7, run_at = now() WHERE app = 'nope'; NOTIFY loom_jobs"));
+    end = h_now() + 10;
+    while (h_now() < end && sql_int("SELECT count(*) FROM loom.jobs WHERE app = 'nope' AND status = 'failed'") == 0)
+        usleep(20000);
+    assert_int_equal(sql_int("SELECT count(*) FROM loom.jobs WHERE app = 'nope' AND status = 'failed' AND attempts = 8 "
+                             "AND done_at IS NOT NULL"), 1);
+    assert_true(h_sql(url, "DELETE FROM loom.jobs WHERE app = 'nope'"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sla_breach_once),
         cmocka_unit_test(test_leaving_cancels),
         cmocka_unit_test(test_timeout_transitions_and_cancels_approval),
+        cmocka_unit_test(test_retry_then_fail),
         cmocka_unit_test(test_two_servers_exactly_once),
         cmocka_unit_test(test_crash_exactly_once),
     };
