@@ -24,7 +24,7 @@
 #endif
 
 static h_server srv;
-static char *url, *admin, *advisor, *tech, *tech2, *mgr, *mgr2, *boss, *cust, *cust2;
+static char *url, *admin, *advisor, *tech, *tech2, *mgr, *mgr2, *boss, *cust, *cust2, *intern;
 static long long advisor_id, tech_id, mgr_id, mgr2_id, boss_id;
 
 /* role: one role, or two as "a+b" */
@@ -63,14 +63,15 @@ static int setup(void **state)
     tech2 = make_user("tech2", "technician", 0, NULL);
     cust = make_user("cust", "customer", 0, NULL);
     cust2 = make_user("cust2", "customer", 0, NULL);
-    return admin && advisor && mgr && mgr2 && boss && tech && tech2 && cust && cust2 ? 0 : -1;
+    intern = make_user("intern", "intern", 0, NULL);
+    return admin && advisor && mgr && mgr2 && boss && tech && tech2 && cust && cust2 && intern ? 0 : -1;
 }
 
 static int teardown(void **state)
 {
     (void)state;
     int st = h_server_stop(&srv);
-    char **tokens[] = {&admin, &advisor, &tech, &tech2, &mgr, &mgr2, &boss, &cust, &cust2};
+    char **tokens[] = {&admin, &advisor, &tech, &tech2, &mgr, &mgr2, &boss, &cust, &cust2, &intern};
     for (size_t i = 0; i < sizeof tokens / sizeof *tokens; i++)
         free(*tokens[i]);
     free(url);
@@ -606,6 +607,36 @@ static void test_tasks(void **state)
     expect(req("GET", advisor, NULL, "/api/tasks?cursor=junk"), 400, "bad_request", NULL);
 }
 
+/* Tasks and actions stay inside the read scope: the intern is the assignee of every open memo by role,
+ * but reads only the public ones. */
+static void test_tasks_read_scope(void **state)
+{
+    (void)state;
+    long long ids[2];
+    const char *titles[] = {"公开", "秘密"};
+    for (int i = 0; i < 2; i++) {
+        char body[64];
+        snprintf(body, sizeof body, "{\"title\": \"%s\"}", titles[i]);
+        h_resp r = req("POST", advisor, body, "/api/apps/svc/forms/memo/records");
+        assert_int_equal(r.status, 201);
+        ids[i] = json_integer_value(json_object_get(r.json, "id"));
+        h_resp_free(&r);
+    }
+    h_resp r = req("GET", intern, NULL, "/api/tasks");
+    assert_int_equal(r.status, 200);
+    json_t *items = json_object_get(r.json, "items");
+    assert_int_equal(json_array_size(items), 1);
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(items, 0), "record")), ids[0]);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(items, 0), "title")), "公开");
+    h_resp_free(&r);
+    expect(req("GET", intern, NULL, "/api/apps/svc/forms/memo/records/%lld/actions", ids[1]), 404, "not_found", NULL);
+    expect(req("POST", intern, NULL, "/api/apps/svc/forms/memo/records/%lld/actions/ack", ids[1]), 404, "not_found", NULL);
+    expect(req("POST", intern, NULL, "/api/apps/svc/forms/memo/records/%lld/actions/ack", ids[0]), 200, NULL, NULL);
+    r = req("GET", intern, NULL, "/api/tasks");
+    assert_int_equal(json_array_size(json_object_get(r.json, "items")), 0);
+    h_resp_free(&r);
+}
+
 /* Publishing a flow without a state that records are in: stopped until the
  * draft says where they go, then they move there (a new visit, history). */
 static void test_publish_removed_state(void **state)
@@ -690,6 +721,7 @@ int main(void)
         cmocka_unit_test(test_approval_quorum_and_failure),
         cmocka_unit_test(test_approval_nobody_eligible),
         cmocka_unit_test(test_tasks),
+        cmocka_unit_test(test_tasks_read_scope),
         cmocka_unit_test(test_publish_removed_state),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
