@@ -578,6 +578,20 @@ static void convert_files(plan *p, const char *table, const char *form, const ch
     add_step(p, "convert_column", form, col);
 }
 
+/* Appends the end of a statement that begins "WITH m AS (... RETURNING id,
+ * _visit)": the timers of state (of flow) for the visits of the records in
+ * m, as entering it schedules them (store/write.c). */
+static void schedule(plan *p, const char *app, const char *form, json_t *flow, const char *state)
+{
+    json_t *st = flow_state(flow, state);
+    long long sla = flow_seconds(json_string_value(json_object_get(json_object_get(st, "sla"), "within")));
+    long long timeout = flow_seconds(json_string_value(json_object_get(json_object_get(st, "timeout"), "after")));
+    buf_printf(&p->sql, "INSERT INTO loom.jobs (kind, app, form, record, state, visit, run_at) SELECT k.kind, '%s', '%s', "
+                        "m.\"id\", '%s', m.\"_visit\", now() + k.after * interval '1 second' FROM m, (VALUES ('sla', "
+                        "%lld), ('timeout', %lld)) AS k(kind, after) WHERE k.after > 0",
+               app, form, state, sla, timeout);
+}
+
 /* The states of flow of before that flow now lacks: records in one move to
  * the state flow's "moves" names for it (a new visit, in the history, with
  * the old state's timers cancelled and the new one's scheduled), or, when
@@ -601,9 +615,6 @@ static void removed_states(plan *p, const char *app, const char *form, const cha
             check(p, form, "_state", "removed_state");
             continue;
         }
-        json_t *ns = flow_state(flow, to);
-        long long sla = flow_seconds(json_string_value(json_object_get(json_object_get(ns, "sla"), "within")));
-        long long timeout = flow_seconds(json_string_value(json_object_get(json_object_get(ns, "timeout"), "after")));
         buf_puts(s, "WITH m AS (UPDATE ");
         qualified(s, p->schema, table);
         buf_printf(s, " SET \"_state\" = '%s', \"_state_at\" = now(), \"_visit\" = \"_visit\" + 1, \"_version\" = "
@@ -611,11 +622,9 @@ static void removed_states(plan *p, const char *app, const char *form, const cha
                       "h AS (INSERT INTO loom.history (app, form, record, action, from_state, to_state, comment) "
                       "SELECT '%s', '%s', m.\"id\", 'move', '%s', '%s', 'the state was removed' FROM m), "
                       "c AS (UPDATE loom.jobs SET status = 'cancelled', done_at = now() WHERE app = '%s' AND form = '%s' "
-                      "AND status = 'pending' AND visit IS NOT NULL AND record IN (SELECT \"id\" FROM m)) "
-                      "INSERT INTO loom.jobs (kind, app, form, record, state, visit, run_at) SELECT k.kind, '%s', '%s', "
-                      "m.\"id\", '%s', m.\"_visit\", now() + k.after * interval '1 second' FROM m, (VALUES ('sla', %lld), "
-                      "('timeout', %lld)) AS k(kind, after) WHERE k.after > 0",
-                   to, gone, app, form, gone, to, app, form, app, form, to, sla, timeout);
+                      "AND status = 'pending' AND visit IS NOT NULL AND record IN (SELECT \"id\" FROM m)) ",
+                   to, gone, app, form, gone, to, app, form);
+        schedule(p, app, form, flow, to);
         add_step(p, "move_state", form, "_state");
     }
 }
@@ -782,11 +791,11 @@ static void diff(plan *p, json_t *old, json_t *new)
                         "NOT NULL DEFAULT now(), ADD COLUMN IF NOT EXISTS \"_visit\" integer NOT NULL DEFAULT 1");
             add_step(p, "add_column", form, "_state");
             /* existing records enter the initial state (the value is an id: a literal is safe) */
-            buf_puts(s, "UPDATE ");
+            buf_puts(s, "WITH m AS (UPDATE ");
             qualified(s, p->schema, name);
-            buf_puts(s, " SET \"_state\" = '");
-            buf_puts(s, initial);
-            buf_puts(s, "' WHERE \"_state\" IS NULL");
+            buf_printf(s, " SET \"_state\" = '%s' WHERE \"_state\" IS NULL RETURNING \"id\", \"_visit\") ", initial);
+            schedule(p, jstr(json_object_get(new, "app")), form, json_object_get(json_object_get(new, "flow_defs"), form),
+                     initial);
             add_step(p, "set_initial_state", form, "_state");
             buf_puts(s, "ALTER TABLE ");
             qualified(s, p->schema, name);

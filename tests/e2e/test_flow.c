@@ -711,6 +711,52 @@ static void test_publish_removed_state(void **state)
     h_resp_free(&a);
 }
 
+/* Attaching a flow to a form with records: they enter its initial state, with its timers. */
+static void test_attach_flow(void **state)
+{
+    (void)state;
+    h_resp r = req("PUT", admin, "{\"id\": \"note\", \"fields\": [{\"id\": \"text\", \"type\": \"text\"}]}",
+                   "/api/design/apps/svc/forms/note");
+    assert_int_equal(r.status, 201);
+    h_resp_free(&r);
+    r = req("GET", admin, NULL, "/api/design/apps/svc/permissions");
+    json_t *perms = json_deep_copy(r.json);
+    h_resp_free(&r);
+    json_object_set_new(perms, "note", json_pack("{s:{s:b, s:s}}", "advisor", "create", 1, "read", "all"));
+    char *text = json_dumps(perms, JSON_COMPACT);
+    r = req("PUT", admin, text, "/api/design/apps/svc/permissions");
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    free(text);
+    json_decref(perms);
+    r = req("POST", admin, "{}", "/api/design/apps/svc/publish");
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    double end = h_now() + 5;
+    for (int i = 0; i < 2;) {
+        r = req("POST", advisor, "{\"text\": \"x\"}", "/api/apps/svc/forms/note/records");
+        i += r.status == 201;
+        h_resp_free(&r);
+        assert_true(h_now() < end);
+    }
+    r = req("PUT", admin, "{\"id\": \"note_flow\", \"form\": \"note\", \"initial\": \"draft\", \"states\": ["
+                          "{\"id\": \"draft\", \"sla\": {\"within\": \"1d\"}}, {\"id\": \"done\", \"final\": true}], "
+                          "\"transitions\": [{\"id\": \"finish\", \"from\": [\"draft\"], \"to\": \"done\", "
+                          "\"allowed\": {\"roles\": [\"advisor\"]}}]}",
+            "/api/design/apps/svc/flows/note_flow");
+    assert_int_equal(r.status, 201);
+    h_resp_free(&r);
+    r = req("POST", admin, "{}", "/api/design/apps/svc/publish");
+    if (r.status != 200)
+        fprintf(stderr, "publish: %s\n", r.body);
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    assert_int_equal(sql_int("SELECT count(*) FROM app_svc.note WHERE _state = 'draft' AND _visit = 1 AND %lld = 1", 1), 2);
+    assert_int_equal(sql_int("SELECT count(*) FROM loom.jobs j JOIN app_svc.note n ON n.id = j.record WHERE j.form = 'note' "
+                             "AND j.kind = 'sla' AND j.state = 'draft' AND j.visit = 1 AND j.status = 'pending' AND "
+                             "j.run_at > now() + interval '23 hours' AND %lld = 1", 1), 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -723,6 +769,7 @@ int main(void)
         cmocka_unit_test(test_tasks),
         cmocka_unit_test(test_tasks_read_scope),
         cmocka_unit_test(test_publish_removed_state),
+        cmocka_unit_test(test_attach_flow),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
