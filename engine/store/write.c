@@ -1516,19 +1516,15 @@ static bool fill_defaults(wr *x, json_t *body, json_t *rec, bool create)
 /* The record rec as a read would show it to the caller, built from what
  * was written: sys (its system fields, stolen) and the fields the caller
  * sees; or NULL when only a read can say: a read scope other than "all" (is
- * it readable?) or subform rows without ids (those the write gave them). */
+ * it readable?) or subform rows (their ids, and what of them is hidden). */
 static json_t *shown(wr *x, json_t *rec, json_t *sys)
 {
     size_t i;
     json_t *f;
-    bool ids = true;
-    json_array_foreach(x->fields, i, f) if (field_is(f, "subform"))
-    {
-        size_t k;
-        json_t *row;
-        json_array_foreach(json_object_get(rec, jstr(json_object_get(f, "id"))), k, row) ids = ids && json_object_get(row, "id");
-    }
-    if (!perm_scope_all(x->d.read) || !ids) {
+    bool rows = false;
+    json_array_foreach(x->fields, i, f) rows = rows || (field_is(f, "subform") &&
+                                                        json_array_size(json_object_get(rec, jstr(json_object_get(f, "id")))));
+    if (!perm_scope_all(x->d.read) || rows) {
         json_decref(sys);
         return NULL;
     }
@@ -1722,8 +1718,10 @@ static bool allowed(wr *x, json_t *t, json_t *old)
     snprintf(me, sizeof me, "%lld", fc->me);
     loom_err e = {0};
     PGresult *res = db_query(x->w->db, x->w->a, &st, 2, (const char *[]){u, me}, &e);
-    if (!res)
-        return db_failed(x, &e) && false;
+    if (!res) {
+        db_failed(x, &e);   /* out->code says it was not a refusal */
+        return false;
+    }
     return PQntuples(res) == 1;
 }
 
@@ -2418,12 +2416,9 @@ bool write_fire(const write_ctx *w, const char *form, const char *id, const char
                           "form = $2 AND record = $3::bigint AND status = 'pending'", a) != NULL;
             json_decref(a);
             json_t *t = flow_transition(x.flow, jstr(tv));
-            /* the transition only from where it starts: the record may have moved on through an earlier step */
-            ok = ok && (!t || system_step(&x, id, NULL, t, comment) || x.out->code == LOOM_STATE_CHANGED);
-            if (x.out->code == LOOM_STATE_CHANGED) {
-                x.out->code = LOOM_OK;
-                ok = true;
-            }
+            if (ok && t && !system_step(&x, id, NULL, t, comment) && x.out->code == LOOM_STATE_CHANGED)
+                x.out->code = LOOM_OK;   /* it does not start where an earlier step took the record: nothing to do */
+            ok = x.out->code == LOOM_OK;
         } else {
             ok = system_step(&x, id, json_object_get(step, "set"), NULL, comment);
         }
