@@ -1308,6 +1308,16 @@ static void check_flow(vctx *v, json_t *flow, const char *path, json_t *seen_for
         }
         ptr_key(r, q, "input");
         check_field_list(v, json_object_get(s, "input"), r, fields, false);
+        size_t k;
+        json_t *in;
+        json_array_foreach(json_is_array(json_object_get(s, "input")) ? json_object_get(s, "input") : NULL, k, in)
+        {
+            json_t *f = bundle_item(fields, json_string_value(in));
+            char t[PATH_LEN];
+            ptr_index(t, r, k);
+            if (f && (json_object_get(f, "formula") || !strcmp(type_of(f), "autonumber")))
+                problem(v, t, "bad_value", "a computed field cannot be an input");
+        }
         ptr_key(r, q, "requires");
         check_field_list(v, json_object_get(s, "requires"), r, fields, false);
         ptr_key(r, q, "when");
