@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/buf.h"
 #include "core/log.h"
 #include "core/secret.h"
 #include "rule/sandbox.h"
@@ -98,9 +99,18 @@ static int run_due(scheduler *s)
     arena *a = arena_new();
     loom_err e = {0};
     PGresult *r = jobs_claim(s->db, a, s->runner, CLAIM_BATCH, &e);
-    int n = r ? PQntuples(r) : 0;
-    for (int i = 0; i < n && !atomic_load(&s->stop); i++)
+    int n = r ? PQntuples(r) : 0, i = 0;
+    for (; i < n && !atomic_load(&s->stop); i++)
         run_job(s, r, i);
+    if (i < n) {   /* stopping: what is left goes back at once */
+        buf ids = {0};
+        buf_puts(&ids, "{");
+        for (int k = i; k < n; k++)
+            buf_printf(&ids, "%s%s", k > i ? "," : "", PQgetvalue(r, k, JOB_ID));
+        buf_puts(&ids, "}");
+        jobs_release(s->db, a, ids.data, s->runner, &e);
+        buf_free(&ids);
+    }
     arena_free(a);
     return n;
 }

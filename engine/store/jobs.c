@@ -50,6 +50,14 @@ bool jobs_retry(db *d, arena *a, const char *id, const char *runner, const char 
     return db_query(d, a, &st, 4, p, e) != NULL;
 }
 
+bool jobs_release(db *d, arena *a, const char *ids, const char *runner, loom_err *e)
+{
+    static db_stmt st = {.sql = "UPDATE loom.jobs SET status = 'pending', attempts = attempts - 1, leased_by = NULL, "
+                                "leased_until = NULL WHERE id = ANY($1::bigint[]) AND leased_by = $2 AND status = 'running'"};
+    const char *p[] = {ids, runner};
+    return db_query(d, a, &st, 2, p, e) != NULL;
+}
+
 long jobs_wait_ms(db *d, arena *a, long cap_ms, loom_err *e)
 {
     static db_stmt st = {

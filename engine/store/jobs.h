@@ -27,6 +27,9 @@ bool jobs_lock(db *d, arena *a, const char *id, const char *runner, bool *held, 
 bool jobs_done(db *d, arena *a, const char *id, loom_err *e);
 /* After the job's transaction rolled back: tries again later, or gives up. */
 bool jobs_retry(db *d, arena *a, const char *id, const char *runner, const char *error, loom_err *e);
+/* Gives back the claimed jobs ids (an array literal) runner has not run
+ * (it is stopping): others may run them at once, not when the lease ends. */
+bool jobs_release(db *d, arena *a, const char *ids, const char *runner, loom_err *e);
 /* Milliseconds until the next job falls due or a lease runs out (0: now),
  * at most cap_ms. */
 long jobs_wait_ms(db *d, arena *a, long cap_ms, loom_err *e);

@@ -267,32 +267,44 @@ static void test_two_servers_exactly_once(void **state)
 
 /* kill -9 in the middle of a batch, then a restart: nothing twice, nothing
  * lost. The tickets come from a CSV import (their timers from the bulk path). */
-static void test_crash_exactly_once(void **state)
+/* n new tickets through a CSV import (their timers from the bulk path); the first id. */
+static long long import_tickets(int n)
 {
-    (void)state;
-    enum { N = 1500 };
     long long first = sql_int("SELECT coalesce(max(id), 0) + 1 FROM app_svc.ticket");
     buf csv = {0};
     buf_puts(&csv, "title\n");
-    for (int i = 0; i < N; i++)
+    for (int i = 0; i < n; i++)
         buf_printf(&csv, "工单 %d\n", i);
     char headers[] = "Content-Type: text/csv\r\n";
     h_resp r = h_req_h(srv.port, "POST", "/api/apps/svc/forms/ticket/import", advisor, csv.data, headers);
     buf_free(&csv);
     assert_int_equal(r.status, 200);
-    assert_int_equal(json_integer_value(json_object_get(r.json, "inserted")), N);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "inserted")), n);
     h_resp_free(&r);
     assert_int_equal(sql_int("SELECT count(*) FROM loom.jobs WHERE record >= %lld AND kind = 'sla' AND status = 'pending' "
-                             "AND visit = 1", first), N);
+                             "AND visit = 1", first), n);
+    return first;
+}
+
+/* Waits until at least n timers of records from first on are done. */
+static void wait_done(long long first, long long n)
+{
+    double end = h_now() + 10;
+    while (h_now() < end && sql_int("SELECT count(*) FROM loom.jobs WHERE status = 'done' AND record >= %lld", first) < n)
+        usleep(1000);
+}
+
+static void test_crash_exactly_once(void **state)
+{
+    (void)state;
+    enum { N = 1500 };
+    long long first = import_tickets(N);
     h_server c;
     const char *args[] = {"--workers", "2", NULL};
     assert_int_equal(h_server_stop(&srv), 0);   /* only c runs the timers */
     assert_true(h_server_start(&c, url, args, NULL));
     make_due(0, "sla");
-    /* kill it once it has fired some of them */
-    double end = h_now() + 10;
-    while (h_now() < end && sql_int("SELECT count(*) FROM loom.jobs WHERE status = 'done' AND record >= %lld", first) < 50)
-        usleep(1000);
+    wait_done(first, 50);   /* kill it once it has fired some of them */
     kill(c.pid, SIGKILL);
     waitpid(c.pid, NULL, 0);
     long long done = sql_int("SELECT count(*) FROM loom.jobs WHERE status = 'done' AND record >= %lld", first);
@@ -329,6 +341,30 @@ static void test_retry_then_fail(void **state)
     assert_true(h_sql(url, "DELETE FROM loom.jobs WHERE app = 'nope'"));
 }
 
+/* A server that stops (SIGTERM) in the middle of a batch gives back what it
+ * claimed and did not run: no lease is left to run out. */
+static void test_stop_gives_back(void **state)
+{
+    (void)state;
+    enum { N = 1500 };
+    long long first = import_tickets(N);
+    h_server c;
+    const char *args[] = {"--workers", "2", NULL};
+    assert_int_equal(h_server_stop(&srv), 0);
+    assert_true(h_server_start(&c, url, args, NULL));
+    make_due(0, "sla");
+    wait_done(first, 50);
+    assert_int_equal(h_server_stop(&c), 0);
+    long long done = sql_int("SELECT count(*) FROM loom.jobs WHERE status = 'done' AND record >= %lld", first);
+    assert_true(done >= 50 && done < N);
+    assert_int_equal(sql_int("SELECT count(*) FROM loom.jobs WHERE status = 'running'"), 0);
+    assert_int_equal(sql_int("SELECT count(*) FROM loom.jobs WHERE status = 'pending' AND record >= %lld AND "
+                             "run_at <= now()", first), N - done);
+    assert_true(h_server_start(&srv, url, args, NULL));
+    assert_true(settled(0, "sla"));
+    assert_int_equal(sql_int("SELECT count(*) FROM loom.history WHERE action = 'breach' AND record >= %lld", first), N);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -338,6 +374,7 @@ int main(void)
         cmocka_unit_test(test_retry_then_fail),
         cmocka_unit_test(test_two_servers_exactly_once),
         cmocka_unit_test(test_crash_exactly_once),
+        cmocka_unit_test(test_stop_gives_back),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
