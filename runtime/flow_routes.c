@@ -84,7 +84,7 @@ void records_transition(void *cp)
     write_ctx w = rec_write_ctx(c, &r);
     write_result out;
     if (!write_transition(&w, r.form, c->params[2], c->params[3], json_is_object(values) ? values : NULL,
-                          json_string_value(json_object_get(body, "comment")), &out)) {
+                          json_string_value(json_object_get(body, "comment")), im, &out)) {
         rec_write_failed(c, &out);
         return;
     }

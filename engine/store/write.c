@@ -2120,7 +2120,7 @@ bool write_update(const write_ctx *w, const char *form, const char *id, json_t *
 }
 
 bool write_transition(const write_ctx *w, const char *form, const char *id, const char *transition, json_t *values,
-                      const char *comment, write_result *out)
+                      const char *comment, long long if_match, write_result *out)
 {
     wr x;
     bool ok = begin(&x, w, form, out);
@@ -2128,7 +2128,7 @@ bool write_transition(const write_ctx *w, const char *form, const char *id, cons
     if (ok && !t)
         ok = fail(&x, LOOM_NOT_FOUND, "no such transition");
     json_t *body = values ? json_incref(values) : json_object();
-    ok = ok && update(&x, id, body, -1, t, comment);
+    ok = ok && update(&x, id, body, if_match, t, comment);
     json_decref(body);
     return finish(&x, ok);
 }
@@ -2613,10 +2613,12 @@ static bool remove_record(wr *x, const char *id, json_t *old, int depth)
     else if (!ok)
         db_failed(x, &e);
     ok = ok && link_files(x, strtoll(id, NULL, 10), NULL, old);
-    if (ok && x->flow) {   /* an approval of a record that is gone can never complete */
+    if (ok && x->flow) {   /* a record that is gone: its approval can never complete, its timers have nothing to do */
         json_t *a = json_pack("[s, s, s]", x->w->app, x->form, id);
-        ok = must(x, "UPDATE loom.approvals SET status = 'cancelled', resolved_at = now() WHERE app = $1 AND form = $2 "
-                     "AND record = $3::bigint AND status = 'pending'", a) != NULL;
+        ok = must(x, "WITH j AS (UPDATE loom.jobs SET status = 'cancelled', done_at = now() WHERE app = $1 AND form = $2 "
+                     "AND record = $3::bigint AND status = 'pending') UPDATE loom.approvals SET status = 'cancelled', "
+                     "resolved_at = now() WHERE app = $1 AND form = $2 AND record = $3::bigint AND status = 'pending'",
+                  a) != NULL;
         json_decref(a);
     }
     buf_free(&sql);

@@ -63,14 +63,15 @@ bool write_update(const write_ctx *w, const char *form, const char *id, json_t *
  * hidden ones) checked as an update's, the guard over the record with them
  * (422 transition_not_allowed), set, formulas and checks, requires; then
  * the new state, a new visit and one history entry (from, to, transition,
- * comment, the changed fields). values may be NULL. A transition with an
+ * comment, the changed fields). values may be NULL; if_match >= 0: the
+ * record must be at that version (412). A transition with an
  * approval, once all of that holds, only starts it: the approvers fixed
  * (422 transition_not_allowed when too few are eligible), the record left
  * as it is, out->approval the pending approval. While one is pending, no
  * transition starts and its input fields cannot change (409
  * approval_pending). */
 bool write_transition(const write_ctx *w, const char *form, const char *id, const char *transition, json_t *values,
-                      const char *comment, write_result *out);
+                      const char *comment, long long if_match, write_result *out);
 /* Decides (decision "approve" or "reject") the approval pending on record
  * id as one of its approvers (403 otherwise; 409 conflict when none is
  * pending or the caller has decided already). When the quorum approves, the

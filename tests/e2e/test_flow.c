@@ -221,6 +221,10 @@ static void test_ticket_lifecycle(void **state)
     h_resp_free(&g);
     h_resp_free(&r);
 
+    /* If-Match as on a PATCH: a stale version is 412 */
+    char path[160];
+    snprintf(path, sizeof path, "/api/apps/svc/forms/ticket/records/%lld/actions/start", id);
+    expect(h_req_h(srv.port, "POST", path, tech, NULL, "If-Match: \"1\"\r\n"), 412, "version_mismatch", NULL);
     /* assignee by field: tech, not tech2 */
     expect(act(tech2, id, "start", NULL), 403, "forbidden", NULL);
     r = act(tech, id, "start", NULL);

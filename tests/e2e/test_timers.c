@@ -213,6 +213,12 @@ static void test_leaving_cancels(void **state)
     assert_true(settled(id, "sla"));
     assert_int_equal(sql_int("SELECT count(*) FROM loom.history WHERE record = %lld AND action = 'breach'", id), 0);
     assert_int_equal(sql_int("SELECT count(*) FROM app_svc.ticket WHERE id = %lld AND overdue IS NULL", id), 1);
+    /* deleting a record cancels its timers */
+    long long gone = new_ticket();
+    h_resp r = req(srv.port, "DELETE", admin, NULL, "/api/apps/svc/forms/ticket/records/%lld", gone);
+    assert_int_equal(r.status, 204);
+    h_resp_free(&r);
+    assert_int_equal(sql_int("SELECT count(*) FROM loom.jobs WHERE record = %lld AND status = 'cancelled'", gone), 1);
 }
 
 static void test_timeout_transitions_and_cancels_approval(void **state)
