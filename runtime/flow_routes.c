@@ -79,8 +79,10 @@ void records_transition(void *cp)
     if (!body_keys(c, body, keys, "a transition takes values and comment"))
         return;
     json_t *values = json_object_get(body, "values");
-    if (values && !json_is_object(values) && !json_is_null(values))
-        return body_problem(c, "/values", "values is an object of fields");
+    if (values && !json_is_object(values) && !json_is_null(values)) {
+        body_problem(c, "/values", "values is an object of fields");
+        return;
+    }
     write_ctx w = rec_write_ctx(c, &r);
     write_result out;
     if (!write_transition(&w, r.form, c->params[2], c->params[3], json_is_object(values) ? values : NULL,
@@ -110,8 +112,10 @@ void records_approval(void *cp)
     if (!body_keys(c, body, keys, "a decision takes decision and comment"))
         return;
     const char *d = json_string_value(json_object_get(body, "decision"));
-    if (!d || (strcmp(d, "approve") && strcmp(d, "reject")))
-        return body_problem(c, "/decision", "decision is \"approve\" or \"reject\"");
+    if (!d || (strcmp(d, "approve") && strcmp(d, "reject"))) {
+        body_problem(c, "/decision", "decision is \"approve\" or \"reject\"");
+        return;
+    }
     write_ctx w = rec_write_ctx(c, &r);
     write_result out;
     if (!write_decide(&w, r.form, c->params[2], d, json_string_value(json_object_get(body, "comment")), &out)) {
@@ -155,8 +159,10 @@ void tasks_list(void *cp)
     if (!rec_parse_limit(c, query_param(c->a, c->req->query, "limit"), &limit))
         return;
     const char *cur[5];
-    if (cursor && *cursor && !task_cursor(c, cursor, cur))
-        return body_problem(c, "/cursor", "not a cursor of this list");
+    if (cursor && *cursor && !task_cursor(c, cursor, cur)) {
+        body_problem(c, "/cursor", "not a cursor of this list");
+        return;
+    }
     meta *m = server_meta(c->srv);
     json_t *ids = meta_ids(m), *args = json_array(), *id;
     buf parts = {0};
@@ -249,10 +255,14 @@ void notifications_list(void *cp)
     if (!rec_parse_limit(c, query_param(c->a, c->req->query, "limit"), &limit))
         return;
     const char *cursor = query_param(c->a, c->req->query, "cursor"), *unread = query_param(c->a, c->req->query, "unread");
-    if (cursor && *cursor && !path_id(cursor))
-        return body_problem(c, "/cursor", "not a cursor of this list");
-    if (unread && strcmp(unread, "true") && strcmp(unread, "false"))
-        return body_problem(c, "/unread", "unread is true or false");
+    if (cursor && *cursor && !path_id(cursor)) {
+        body_problem(c, "/cursor", "not a cursor of this list");
+        return;
+    }
+    if (unread && strcmp(unread, "true") && strcmp(unread, "false")) {
+        body_problem(c, "/unread", "unread is true or false");
+        return;
+    }
     char me[24], lim[24];
     snprintf(me, sizeof me, "%lld", c->user->id);
     snprintf(lim, sizeof lim, "%ld", limit + 1);
@@ -284,7 +294,9 @@ void notifications_read(void *cp)
     PGresult *r = path_id(c->params[0]) ? ctx_query(c, &st, 2, p) : NULL;
     if (path_id(c->params[0]) && !r)
         return;
-    if (!r || PQntuples(r) == 0)
-        return ctx_problem(c, LOOM_NOT_FOUND, "no such notification", NULL);
+    if (!r || PQntuples(r) == 0) {
+        ctx_problem(c, LOOM_NOT_FOUND, "no such notification", NULL);
+        return;
+    }
     ctx_json(c, 200, notification_json(r, 0));
 }
