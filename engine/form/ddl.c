@@ -360,6 +360,21 @@ static void column_def(buf *s, json_t *c)
         buf_puts(s, " REFERENCES loom.users(id) ON DELETE SET NULL");
 }
 
+/* The index of a flow's queues ("my tasks": the records in a state, oldest
+ * visit first): <table>__state. */
+static void state_index(plan *p, const char *form, const char *table)
+{
+    char tmp[DDL_NAME_MAX * 2], name[DDL_NAME_MAX + 1];
+    snprintf(tmp, sizeof tmp, "%s__state", table);
+    ddl_physical_name(tmp, name);
+    buf_puts(&p->sql, "CREATE INDEX IF NOT EXISTS ");
+    ddl_quote(&p->sql, name);
+    buf_puts(&p->sql, " ON ");
+    qualified(&p->sql, p->schema, table);
+    buf_puts(&p->sql, " (\"_state\", \"_state_at\")");
+    add_step(p, "create_index", form, "_state");
+}
+
 static void create_table(plan *p, const char *table, json_t *t)
 {
     buf *s = &p->sql;
@@ -393,6 +408,8 @@ static void create_table(plan *p, const char *table, json_t *t)
     buf_puts(s, "\n)");
     add_step(p, parent ? "create_child_table" : "create_table", jstr(json_object_get(t, "form")),
              json_string_value(json_object_get(t, "subform")));
+    if (json_is_true(json_object_get(t, "flow")))
+        state_index(p, jstr(json_object_get(t, "form")), table);
 }
 
 static json_t *column_of(json_t *t, const char *name)
@@ -801,6 +818,7 @@ static void diff(plan *p, json_t *old, json_t *new)
             qualified(s, p->schema, name);
             buf_puts(s, " ALTER COLUMN \"_state\" SET NOT NULL");
             add_step(p, "alter_column", form, "_state");
+            state_index(p, form, name);
         } else if (had && !has) {
             buf *s = &p->sql;
             buf_puts(s, "ALTER TABLE ");

@@ -131,13 +131,13 @@ bool tasks_sql(const filter_ctx *c, const char *app, buf *sql, json_t *args, int
         buf_free(&cond);
         buf_free(&due);
         /* approvals waiting for my decision */
-        if (ok && c->me) {
+        if (ok && c->me && flow_has_approvals(flow)) {
             head(c, app, form, fdef, &d, "a.requested_at", "NULL::timestamptz", "approval", sql, args, parts);
             char pa[16], pf[16];
             buf_printf(sql, " JOIN loom.approvals a ON a.record = t.\"id\" AND a.app = %s AND a.form = %s",
                        param(args, app, pa), param(args, form, pf));
             param(args, me, pme);
-            buf_printf(sql, " AND a.status = 'pending' AND %s::bigint = ANY(a.approvers) AND NOT a.decisions @> "
+            buf_printf(sql, " AND a.status = 'pending' AND a.approvers @> ARRAY[%s::bigint] AND NOT a.decisions @> "
                             "jsonb_build_array(jsonb_build_object('user', %s::bigint))", pme, pme);
             if (!c->system && !perm_scope_all(d.read)) {
                 buf_puts(sql, " WHERE ");
