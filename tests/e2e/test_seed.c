@@ -225,6 +225,22 @@ static void test_4s_flows(void **state)
                               "l.id = %lld AND l._state = 'new' AND NOT l.in_pool AND u.username = 'sales01'", l);
     assert_int_equal(count(url, sql), 1);
 
+    /* a lead nobody contacted within 48 h goes back to the pool by itself (as if the hours had passed) */
+    long long late = count(url, "SELECT max(id) FROM app_fours.lead WHERE _state = 'new'");
+    snprintf(sql, sizeof sql, "UPDATE loom.jobs SET run_at = now() WHERE form = 'lead' AND record = %lld AND "
+                              "status = 'pending'; NOTIFY loom_jobs", late);
+    assert_true(h_sql(url, sql));
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM app_fours.lead WHERE id = %lld AND _state = 'pool' AND in_pool AND "
+                              "assigned_to IS NULL", late);
+    double end = h_now() + 10;
+    while (h_now() < end && count(url, sql) == 0)
+        usleep(20000);
+    assert_int_equal(count(url, sql), 1);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM loom.history WHERE form = 'lead' AND record = %lld AND actor IS NULL "
+                              "AND ((action = 'breach' AND from_state = 'new') OR (action = 'transition' AND "
+                              "transition = 'return_to_pool'))", late);
+    assert_int_equal(count(url, sql), 2);
+
     /* sales order approval: submitted by its consultant, approved by the manager */
     long long so = count(url, "SELECT min(o.id) FROM app_fours.sales_order o JOIN loom.users u ON u.id = o.sales "
                               "WHERE u.username = 'sales01'");
