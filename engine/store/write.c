@@ -339,23 +339,27 @@ static json_t *lua_value(json_t *f, json_t *v)
 static json_t *lua_view(json_t *fields, json_t *rec, bool rows)
 {
     json_t *o = json_object();
-    const char *k;
-    json_t *v;
-    json_object_foreach(rec, k, v)
+    size_t i;
+    json_t *f;
+    json_array_foreach(fields, i, f)
     {
-        json_t *f = bundle_item(fields, k);
-        if (f && field_is(f, "subform")) {
-            if (!rows)
-                continue;
-            json_t *a = json_array();
-            size_t i;
-            json_t *r;
-            json_array_foreach(v, i, r) json_array_append_new(a, lua_view(json_object_get(f, "fields"), r, false));
-            json_object_set_new(o, k, a);
-        } else {
+        const char *k = jstr(json_object_get(f, "id"));
+        json_t *v = json_object_get(rec, k);
+        if (!v) {
+            continue;
+        } else if (!field_is(f, "subform")) {
             json_object_set_new(o, k, lua_value(f, v));
+        } else if (rows) {
+            json_t *a = json_array();
+            size_t r;
+            json_t *row;
+            json_array_foreach(v, r, row) json_array_append_new(a, lua_view(json_object_get(f, "fields"), row, false));
+            json_object_set_new(o, k, a);
         }
     }
+    const char *k;
+    json_t *v;
+    json_object_foreach(rec, k, v) if (*k == '_' || !strcmp(k, "id")) json_object_set(o, k, v);   /* system fields */
     return o;
 }
 
@@ -600,7 +604,7 @@ static bool expressions(wr *x, json_t *rec)
     if (x->clock_use && !tx_clock(x))
         return false;
     json_t *view = lua_view(x->fields, rec, true);
-    json_t *parent = lua_view(x->fields, rec, false);
+    json_t *parent = NULL;   /* what a subform row sees of the record: made when a row needs it */
     size_t i;
     json_t *f;
     /* subform rows first: a record's formula may sum them */
@@ -609,6 +613,8 @@ static bool expressions(wr *x, json_t *rec)
         json_t *rows = json_object_get(rec, jstr(json_object_get(f, "id")));
         if (!field_is(f, "subform") || !has_expressions(json_object_get(f, "fields")) || !json_array_size(rows))
             continue;
+        if (!parent)
+            parent = lua_view(x->fields, rec, false);
         const char *sid = jstr(json_object_get(f, "id"));
         json_t *subfields = json_object_get(f, "fields");
         char prefix[80];
@@ -693,6 +699,8 @@ static void collect_links(json_t *fields, const char *sub, json_t *rec, json_t *
     json_t *f;
     json_array_foreach(fields, i, f)
     {
+        if (!field_is(f, "ref") && !field_is(f, "user") && !field_is(f, "subform"))
+            continue;
         const char *id = jstr(json_object_get(f, "id"));
         json_t *v = json_object_get(rec, id);
         char path[512], group[160];
