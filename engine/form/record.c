@@ -522,53 +522,22 @@ static json_t *check_rows(json_t *f, json_t *v, const char *path, json_t *errors
     return rows;
 }
 
-static void check_fields(json_t *fields, json_t *body, bool create, const char *base, bool row, json_t *values,
-                         json_t *errors, json_t *system)
+/* The value v of field f (id key) at path: its canonical form into values, or a problem. */
+static void check_value(json_t *f, const char *key, json_t *v, const char *path, json_t *values, json_t *errors)
 {
-    const char *key;
-    json_t *v;
-    char path[512], msg[256];
-    json_object_foreach(body, key, v)
-    {
-        pointer_join(path, sizeof path, base, key);
-        if (row && !strcmp(key, "id"))
-            continue;
-        bool is_system = false;
-        for (const char *const *s = system_fields; *s; s++)
-            is_system = is_system || !strcmp(*s, key);
-        if (is_system && !row) {
-            json_array_append_new(system, json_string(key));
-            continue;
-        }
-        json_t *f = bundle_item(fields, key);
-        if (!f && !row && !strcmp(key, "_owner")) {   /* writable with update scope "all": permissions decide */
-            if (!(json_is_integer(v) && json_integer_value(v) > 0))
-                problem(errors, path, "type", "must be a user id");
-            else
-                json_object_set(values, key, v);
-            continue;
-        }
-        if (!f) {
-            problem(errors, path, "unknown_field", "no such field");
-            continue;
-        }
-        if (field_computed(f)) {
-            problem(errors, path, "readonly", "this field cannot be set");
-            continue;
-        }
-        if (json_is_null(v)) {
-            if (json_is_true(json_object_get(f, "required")))
-                problem(errors, path, "required", "a value is required");
-            else
-                json_object_set_new(values, key, json_null());
-            continue;
-        }
-        if (!strcmp(json_string_value(json_object_get(f, "type")), "subform")) {
-            json_t *rows = check_rows(f, v, path, errors);
-            if (rows)
-                json_object_set_new(values, key, rows);
-            continue;
-        }
+    char msg[256];
+    if (field_computed(f)) {
+        problem(errors, path, "readonly", "this field cannot be set");
+    } else if (json_is_null(v)) {
+        if (json_is_true(json_object_get(f, "required")))
+            problem(errors, path, "required", "a value is required");
+        else
+            json_object_set_new(values, key, json_null());
+    } else if (!strcmp(json_string_value(json_object_get(f, "type")), "subform")) {
+        json_t *rows = check_rows(f, v, path, errors);
+        if (rows)
+            json_object_set_new(values, key, rows);
+    } else {
         const char *code;
         json_t *canon = field_coerce(f, v, &code, msg, sizeof msg);
         if (canon)
@@ -576,10 +545,48 @@ static void check_fields(json_t *fields, json_t *body, bool create, const char *
         else
             problem(errors, path, code, msg);
     }
+}
+
+static void check_fields(json_t *fields, json_t *body, bool create, const char *base, bool row, json_t *values,
+                         json_t *errors, json_t *system)
+{
+    const char *key;
+    json_t *v;
+    char path[512];
+    size_t i, known = 0;
+    json_t *f;
+    /* the fields, each found in the body by its id */
+    json_array_foreach(fields, i, f)
+    {
+        key = json_string_value(json_object_get(f, "id"));
+        if (!key || !(v = json_object_get(body, key)))
+            continue;
+        known++;
+        pointer_join(path, sizeof path, base, key);
+        check_value(f, key, v, path, values, errors);
+    }
+    /* then the keys that are no field: a row's id, system fields, the owner, unknown ones */
+    json_object_foreach(known < json_object_size(body) ? body : NULL, key, v)
+    {
+        if (bundle_item(fields, key) || (row && !strcmp(key, "id")))
+            continue;
+        pointer_join(path, sizeof path, base, key);
+        bool is_system = false;
+        for (const char *const *s = system_fields; *s; s++)
+            is_system = is_system || !strcmp(*s, key);
+        if (is_system && !row) {
+            json_array_append_new(system, json_string(key));
+        } else if (!row && !strcmp(key, "_owner")) {   /* writable with update scope "all": permissions decide */
+            if (!(json_is_integer(v) && json_integer_value(v) > 0))
+                problem(errors, path, "type", "must be a user id");
+            else
+                json_object_set(values, key, v);
+        } else {
+            problem(errors, path, "unknown_field", "no such field");
+        }
+    }
     if (!create)
         return;
-    size_t i;
-    json_t *f;
     json_array_foreach(fields, i, f)
     {
         const char *id = json_string_value(json_object_get(f, "id"));

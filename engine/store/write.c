@@ -2759,6 +2759,32 @@ static bool copy_in(wr *x, const char *table_sql, const buf *data)
     return db_failed(x, &e);
 }
 
+/* Appends the JSON text of string s, escaped for COPY's text format (its
+ * backslashes doubled): "a\"b" is written "a\\"b". */
+static void copy_json_string(buf *out, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    buf_append(out, "\"", 1);
+    const char *run = s;
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch >= 0x20 && ch != '"' && ch != '\\')
+            continue;
+        buf_append(out, run, (size_t)(s - run));
+        run = s + 1;
+        if (ch == '"') {
+            buf_append(out, "\\\\\"", 3);
+        } else if (ch == '\\') {
+            buf_append(out, "\\\\\\\\", 4);
+        } else {
+            char esc[7] = {'\\', '\\', 'u', '0', '0', hex[ch >> 4], hex[ch & 15]};
+            buf_append(out, esc, 7);
+        }
+    }
+    buf_append(out, run, (size_t)(s - run));
+    buf_append(out, "\"", 1);
+}
+
 /* The changes of a created record, {"f": [null, v], ...} as changes()
  * makes them, written as COPY text straight away: an import writes one per
  * row, so no JSON tree is built for it. */
@@ -2768,21 +2794,26 @@ static void created_changes(wr *x, json_t *rec, buf *out)
     size_t i;
     json_t *f;
     bool first = true;
-    char small[512];
     json_array_foreach(x->fields, i, f)
     {
         const char *id = jstr(json_object_get(f, "id"));
         json_t *v = json_object_get(rec, id);
         if (empty(v))
             continue;
-        buf_printf(out, "%s\"%s\":[null,", first ? "" : ",", id);   /* an id: [a-z0-9_] */
-        size_t n = json_dumpb(v, small, sizeof small, JSON_COMPACT | JSON_ENCODE_ANY);
-        if (n <= sizeof small) {
-            copy_text(out, small, n);   /* JSON has no raw control characters: only \\ needs doubling */
-        } else {
-            char *big = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-            copy_text(out, big, strlen(big));
-            free(big);
+        buf_puts(out, first ? "\"" : ",\"");   /* an id: [a-z0-9_] */
+        buf_puts(out, id);
+        buf_puts(out, "\":[null,");
+        if (json_is_string(v)) {
+            copy_json_string(out, json_string_value(v));
+        } else if (json_is_integer(v)) {
+            char n[24];
+            buf_append(out, n, (size_t)snprintf(n, sizeof n, "%lld", (long long)json_integer_value(v)));
+        } else if (json_is_boolean(v)) {
+            buf_puts(out, json_is_true(v) ? "true" : "false");
+        } else {   /* lists, rows, files, reals */
+            char *j = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+            copy_text(out, j, strlen(j));
+            free(j);
         }
         buf_puts(out, "]");
         first = false;

@@ -866,6 +866,15 @@ static void test_import(void **state)
                              "AND tags = '{retail,fleet}' AND level = 'normal' AND _owner IS NOT NULL"),
                      1);
     assert_int_equal(sql_int("SELECT count(*) FROM app_shop.customer WHERE name = '=1+2'"), 1);
+    /* the history of an imported record is what a create writes, escapes and all */
+    r = post_csv(clerk, "customer/import", "name,tags\n\"Imp \\ back \"\"q\"\"\ttab\nline 引号\",retail;fleet\n");
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    assert_int_equal(sql_int("SELECT count(*) FROM loom.history h JOIN app_shop.customer c ON c.id = h.record AND "
+                             "h.form = 'customer' WHERE c.name = E'Imp \\\\ back \"q\"\\ttab\\nline 引号' AND "
+                             "h.changes -> 'name' = jsonb_build_array(NULL, c.name) AND "
+                             "h.changes -> 'tags' = '[null, [\"retail\", \"fleet\"]]' AND h.action = 'create'"),
+                     1);
     assert_int_equal(sql_int("SELECT count(*) FROM loom.history h JOIN app_shop.customer c ON c.id = h.record "
                              "AND h.form = 'customer' WHERE c.name = '=1+2' AND h.action = 'create'"),
                      1);
