@@ -492,7 +492,7 @@ static void test_approval_quorum_and_failure(void **state)
     expect(act(advisor, id, "close", NULL), 200, NULL, NULL);   /* nothing pending any more */
 }
 
-/* nobody eligible: the technician would approve their own request */
+/* nobody eligible: the technician would approve their own request; approvers by manager */
 static void test_approval_nobody_eligible(void **state)
 {
     (void)state;
@@ -503,6 +503,19 @@ static void test_approval_nobody_eligible(void **state)
     expect(act(tech, id, "start", NULL), 200, NULL, NULL);
     expect(act(tech, id, "extend", NULL), 422, "transition_not_allowed", NULL);
     assert_int_equal(sql_int("SELECT count(*) FROM loom.approvals WHERE record = %lld", id), 0);
+    /* approvers by manager: the technician's manager decides his overtime, and only he */
+    h_resp r = act(tech, id, "overtime", "{\"values\": {\"labor_hours\": 9}}");
+    assert_int_equal(r.status, 202);
+    char *who = approvers(&r), want[32];
+    snprintf(want, sizeof want, "%lld", mgr_id);
+    assert_string_equal(who, want);
+    free(who);
+    h_resp_free(&r);
+    expect(decide(mgr2, id, "approve"), 403, "forbidden", NULL);
+    r = decide(mgr, id, "approve");
+    assert_string_equal(approval_status(&r), "approved");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(r.json, "record"), "labor_hours")), "9.0");
+    h_resp_free(&r);
 }
 
 /* The tasks of token (query: extra parameters) for record id, as
