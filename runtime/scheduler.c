@@ -64,9 +64,8 @@ static void run_job(scheduler *s, PGresult *r, int i)
                            .version = snap->version,
                            .locale = json_string_value(json_array_get(json_object_get(a0, "locales"), 0))};
             write_result out;
-            bool fired;
             ok = write_fire(&w, PQgetvalue(r, i, JOB_FORM), PQgetvalue(r, i, JOB_RECORD), kind, PQgetvalue(r, i, JOB_STATE),
-                            atoi(PQgetvalue(r, i, JOB_VISIT)), &fired, &out);
+                            atoi(PQgetvalue(r, i, JOB_VISIT)), &out);
             if (!ok) {
                 e = out.from_db ? out.db : (loom_err){0};
                 snprintf(why, sizeof why, "%s: %s", loom_code_name(out.code), out.from_db && out.db.message ? out.db.message : out.message);

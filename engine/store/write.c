@@ -2371,10 +2371,9 @@ static bool system_step(wr *x, const char *id, json_t *set, json_t *t, const cha
 }
 
 bool write_fire(const write_ctx *w, const char *form, const char *id, const char *kind, const char *state, int visit,
-                bool *fired, write_result *out)
+                write_result *out)
 {
     wr x;
-    *fired = false;
     bool ok = begin(&x, w, form, out);
     if (ok && !x.flow)
         return finish(&x, true);   /* the flow is gone: nothing is due any more */
@@ -2389,7 +2388,6 @@ bool write_fire(const write_ctx *w, const char *form, const char *id, const char
     /* only in the visit that scheduled it */
     if (!r || PQntuples(r) == 0 || strcmp(PQgetvalue(r, 0, 0), state) || atoi(PQgetvalue(r, 0, 1)) != visit)
         return finish(&x, r != NULL && ok);
-    *fired = true;
     json_t *st = flow_state(x.flow, state);
     bool timeout = !strcmp(kind, "timeout");
     json_t *spec = json_object_get(st, timeout ? "timeout" : "sla");

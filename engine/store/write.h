@@ -89,14 +89,14 @@ bool write_decide(const write_ctx *w, const char *form, const char *id, const ch
 bool write_actions(const write_ctx *w, const char *form, const char *id, json_t **actions, write_result *out);
 /* A timer of kind "sla" or "timeout" scheduled for record id's visit
  * number visit of state has fallen due: when the record is still in that
- * visit (*fired), its breach is written to the history and run as the
+ * visit, its breach is written to the history and run as the
  * system, in order: notify (in-app notifications to the assignee form's
  * users), set (an update that ignores editable), transition (which first
  * cancels a pending approval; a timeout is one transition). A record gone
  * or moved on is nothing to do. w's caller is the system (admin, system,
  * me 0). */
 bool write_fire(const write_ctx *w, const char *form, const char *id, const char *kind, const char *state, int visit,
-                bool *fired, write_result *out);
+                write_result *out);
 /* Deletes record id. */
 bool write_delete(const write_ctx *w, const char *form, const char *id, long long if_match, write_result *out);
 void write_result_free(write_result *r);
