@@ -78,3 +78,33 @@ void buf_free(buf *b)
     b->data = NULL;
     b->len = b->cap = 0;
 }
+
+void buf_json_string(buf *b, const char *s, bool in_copy)
+{
+    static const char hex[] = "0123456789abcdef";
+    const char *bs = in_copy ? "\\\\" : "\\";
+    size_t nbs = in_copy ? 2 : 1;
+    buf_append(b, "\"", 1);
+    const char *run = s;
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch >= 0x20 && ch != '"' && ch != '\\')
+            continue;
+        buf_append(b, run, (size_t)(s - run));
+        run = s + 1;
+        buf_append(b, bs, nbs);
+        switch (ch) {
+        case '"': buf_append(b, "\"", 1); break;
+        case '\\': buf_append(b, bs, nbs); break;
+        case '\n': buf_append(b, "n", 1); break;
+        case '\r': buf_append(b, "r", 1); break;
+        case '\t': buf_append(b, "t", 1); break;
+        default: {
+            char u[5] = {'u', '0', '0', hex[ch >> 4], hex[ch & 15]};
+            buf_append(b, u, 5);
+        }
+        }
+    }
+    buf_append(b, run, (size_t)(s - run));
+    buf_append(b, "\"", 1);
+}

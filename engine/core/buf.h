@@ -3,6 +3,7 @@
 #ifndef LOOM_BUF_H
 #define LOOM_BUF_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 typedef struct buf {
@@ -15,6 +16,10 @@ void buf_reserve(buf *b, size_t extra);
 void buf_append(buf *b, const void *p, size_t n);
 void buf_puts(buf *b, const char *s);
 void buf_printf(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends s as a JSON string: quoted, with quotes, backslashes and control
+ * characters escaped. in_copy: for COPY's text format, where every
+ * backslash of the JSON text is itself doubled. */
+void buf_json_string(buf *b, const char *s, bool in_copy);
 /* Drops the first n bytes. */
 void buf_consume(buf *b, size_t n);
 void buf_reset(buf *b);

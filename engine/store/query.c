@@ -806,39 +806,6 @@ json_t *query_items(const query *q, PGresult *r, char **next)
     return items;
 }
 
-/* Appends s as a JSON string: quotes, backslashes and control characters
- * escaped; UTF-8 as it is (PostgreSQL's text is valid UTF-8). */
-static void json_text(buf *out, const char *s)
-{
-    static const char hex[] = "0123456789abcdef";
-    buf_append(out, "\"", 1);
-    const char *run = s;
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch >= 0x20 && ch != '"' && ch != '\\')
-            continue;
-        buf_append(out, run, (size_t)(s - run));
-        run = s + 1;
-        char esc[7] = {'\\', 0};
-        size_t n = 2;
-        switch (ch) {
-        case '"': esc[1] = '"'; break;
-        case '\\': esc[1] = '\\'; break;
-        case '\n': esc[1] = 'n'; break;
-        case '\r': esc[1] = 'r'; break;
-        case '\t': esc[1] = 't'; break;
-        default:
-            memcpy(esc + 1, "u00", 3);
-            esc[4] = hex[ch >> 4];
-            esc[5] = hex[ch & 15];
-            n = 6;
-        }
-        buf_append(out, esc, n);
-    }
-    buf_append(out, run, (size_t)(s - run));
-    buf_append(out, "\"", 1);
-}
-
 void query_page_json(const query *q, PGresult *r, buf *out, char **next)
 {
     int rows = PQntuples(r), ncols = (int)json_array_size(q->out);
@@ -881,11 +848,11 @@ void query_page_json(const query *q, PGresult *r, buf *out, char **next)
                 break;
             case DEC_TIME: {
                 char t[21];
-                json_text(out, utc_time(v, t) ? t : v);
+                buf_json_string(out, utc_time(v, t) ? t : v, false);
                 break;
             }
             default:
-                json_text(out, v);
+                buf_json_string(out, v, false);
             }
         }
         buf_append(out, "}", 1);

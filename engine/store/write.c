@@ -2757,32 +2757,6 @@ static bool copy_in(wr *x, const char *table_sql, const buf *data)
     return db_failed(x, &e);
 }
 
-/* Appends the JSON text of string s, escaped for COPY's text format (its
- * backslashes doubled): "a\"b" is written "a\\"b". */
-static void copy_json_string(buf *out, const char *s)
-{
-    static const char hex[] = "0123456789abcdef";
-    buf_append(out, "\"", 1);
-    const char *run = s;
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch >= 0x20 && ch != '"' && ch != '\\')
-            continue;
-        buf_append(out, run, (size_t)(s - run));
-        run = s + 1;
-        if (ch == '"') {
-            buf_append(out, "\\\\\"", 3);
-        } else if (ch == '\\') {
-            buf_append(out, "\\\\\\\\", 4);
-        } else {
-            char esc[7] = {'\\', '\\', 'u', '0', '0', hex[ch >> 4], hex[ch & 15]};
-            buf_append(out, esc, 7);
-        }
-    }
-    buf_append(out, run, (size_t)(s - run));
-    buf_append(out, "\"", 1);
-}
-
 /* The changes of a created record, {"f": [null, v], ...} as changes()
  * makes them, written as COPY text straight away: an import writes one per
  * row, so no JSON tree is built for it. */
@@ -2802,7 +2776,7 @@ static void created_changes(wr *x, json_t *rec, buf *out)
         buf_puts(out, id);
         buf_puts(out, "\":[null,");
         if (json_is_string(v)) {
-            copy_json_string(out, json_string_value(v));
+            buf_json_string(out, json_string_value(v), true);
         } else if (json_is_integer(v)) {
             char n[24];
             buf_append(out, n, (size_t)snprintf(n, sizeof n, "%lld", (long long)json_integer_value(v)));

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "core/arena.h"
 #include "core/buf.h"
 #include "core/error.h"
@@ -58,6 +60,22 @@ static void test_arena_defer_runs_in_reverse(void **state)
     arena_defer(a, record_cb, (void *)(intptr_t)9);
     arena_free(a);
     assert_int_equal(order[3], 9);
+}
+
+/* JSON strings, plain and inside COPY text (every backslash doubled again) */
+static void test_buf_json_string(void **state)
+{
+    (void)state;
+    buf b = {0};
+    buf_json_string(&b, "a\"b\\c\nd\te\x01" "f 引号", false);
+    assert_string_equal(b.data, "\"a\\\"b\\\\c\\nd\\te\\u0001f 引号\"");
+    json_t *back = json_loads(b.data, JSON_DECODE_ANY, NULL);
+    assert_string_equal(json_string_value(back), "a\"b\\c\nd\te\x01" "f 引号");
+    json_decref(back);
+    buf_reset(&b);
+    buf_json_string(&b, "a\"b\\c\n", true);
+    assert_string_equal(b.data, "\"a\\\\\"b\\\\\\\\c\\\\n\"");
+    buf_free(&b);
 }
 
 static void test_buf(void **state)
@@ -190,6 +208,7 @@ int main(void)
         cmocka_unit_test(test_arena_alignment_and_growth),
         cmocka_unit_test(test_arena_defer_runs_in_reverse),
         cmocka_unit_test(test_buf),
+        cmocka_unit_test(test_buf_json_string),
         cmocka_unit_test(test_error_table),
         cmocka_unit_test(test_sha256_and_base64url),
         cmocka_unit_test(test_tokens),
