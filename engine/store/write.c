@@ -40,6 +40,8 @@ typedef struct wr {
     bool peek;               /* read a record without locking it (what the caller may do) */
     bool approving;          /* completing an approved transition: no new approval, none pending to stop it */
     json_t *pending;         /* the approval pending on the record being written, or NULL */
+    int manages;             /* the caller manages the user of the state's manager_of assignee: 0 not asked
+                                yet, 1 no, 2 yes (asked once however many transitions are weighed) */
 } wr;
 
 static bool fail(wr *x, loom_code code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -1720,6 +1722,8 @@ static bool allowed(wr *x, json_t *t, json_t *old)
     flow_match m = a ? flow_assignee_match(a, old, fc->me, fc->roles, &managed) : FLOW_NO;
     if (m != FLOW_MANAGER)
         return m == FLOW_YES;
+    if (x->manages)
+        return x->manages == 2;
     static db_stmt st = {.sql = "SELECT 1 FROM loom.users WHERE id = $1::bigint AND manager = $2::bigint"};
     char u[24], me[24];
     snprintf(u, sizeof u, "%lld", managed);
@@ -1730,7 +1734,8 @@ static bool allowed(wr *x, json_t *t, json_t *old)
         db_failed(x, &e);   /* out->code says it was not a refusal */
         return false;
     }
-    return PQntuples(res) == 1;
+    x->manages = PQntuples(res) == 1 ? 2 : 1;
+    return x->manages == 2;
 }
 
 /* A transition's set: field assignments ("now", "today", "me" resolved). */

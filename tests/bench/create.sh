@@ -17,9 +17,8 @@ PORT=${PORT:-18183}
 "$LOOM" app import "$ROOT/tests/bench/write-app.json" --publish --db "$url" >/dev/null
 LOOM_ADMIN_PASSWORD=bench-admin-pw "$LOOM" serve --db "$url" --listen 127.0.0.1:$PORT 2>/dev/null &
 server=$!
-for i in $(seq 1 100); do curl -sf http://127.0.0.1:$PORT/healthz >/dev/null && break; sleep 0.1; done
-token=$(curl -sf -X POST http://127.0.0.1:$PORT/api/auth/login \
-    -d '{"username":"admin","password":"bench-admin-pw"}' | sed 's/.*"token":"\([^"]*\)".*/\1/')
+wait_healthy $PORT
+token=$(admin_token $PORT)
 body='{"name":"订单 A-1","code":"C-1","level":"vip","qty":3,"price":"12.50","active":true,"due":"2026-12-01","seen":"2026-11-22T10:00:00Z","note":"bench","email":"a@example.cn","city":"bj"}'
 cat > "$dir/post.lua" <<LUA
 wrk.method = "POST"

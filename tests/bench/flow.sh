@@ -26,9 +26,8 @@ trap 'kill $server2 2>/dev/null; wait $server2 2>/dev/null; cleanup' EXIT INT TE
 "$LOOM" app import "$ROOT/tests/bench/flow-app.json" --publish --db "$url" >/dev/null
 LOOM_ADMIN_PASSWORD=bench-admin-pw "$LOOM" serve --db "$url" --listen 127.0.0.1:$PORT 2>/dev/null &
 server=$!
-for i in $(seq 1 100); do curl -sf http://127.0.0.1:$PORT/healthz >/dev/null && break; sleep 0.1; done
-token=$(curl -sf -X POST http://127.0.0.1:$PORT/api/auth/login \
-    -d '{"username":"admin","password":"bench-admin-pw"}' | sed 's/.*"token":"\([^"]*\)".*/\1/')
+wait_healthy $PORT
+token=$(admin_token $PORT)
 import() {   # form rows
     awk -v n="$2" 'BEGIN { print "title"; for (i = 1; i <= n; i++) printf "任务 %d\n", i }' > "$dir/$1.csv"
     curl -sf -X POST -H "Authorization: Bearer $token" -H "Content-Type: text/csv" --data-binary "@$dir/$1.csv" \
@@ -75,7 +74,7 @@ echo "$pg | $rps | $(echo "$rps $pg" | awk '{printf "%.0f%%", 100 * $1 / $2}') |
 import ticket "$TIMERS"
 LOOM_ADMIN_PASSWORD=bench-admin-pw "$LOOM" serve --db "$url" --listen 127.0.0.1:$PORT2 2>/dev/null &
 server2=$!
-for i in $(seq 1 100); do curl -sf http://127.0.0.1:$PORT2/healthz >/dev/null && break; sleep 0.1; done
+wait_healthy $PORT2
 pending=$(psql -t -A -c "SELECT count(*) FROM loom.jobs WHERE form = 'ticket' AND status = 'pending'")
 start=$(date +%s.%N)
 psql -c "UPDATE loom.jobs SET run_at = now() WHERE form = 'ticket' AND status = 'pending'; NOTIFY loom_jobs"

@@ -17,9 +17,8 @@ psql() { $run_as "$PGBIN/psql" -q -X -v ON_ERROR_STOP=1 "$url" "$@"; }
 "$LOOM" app import "$ROOT/tests/bench/write-app.json" --publish --db "$url" >/dev/null
 LOOM_ADMIN_PASSWORD=bench-admin-pw "$LOOM" serve --db "$url" --listen 127.0.0.1:$PORT 2>/dev/null &
 server=$!
-for i in $(seq 1 100); do curl -sf http://127.0.0.1:$PORT/healthz >/dev/null && break; sleep 0.1; done
-token=$(curl -sf -X POST http://127.0.0.1:$PORT/api/auth/login \
-    -d '{"username":"admin","password":"bench-admin-pw"}' | sed 's/.*"token":"\([^"]*\)".*/\1/')
+wait_healthy $PORT
+token=$(admin_token $PORT)
 awk -v n="$ROWS" 'BEGIN {
     print "name,code,level,qty,price,active,due,seen,note,email,city"
     split("vip gold normal new", lv, " "); split("bj sh gz", ct, " ")

@@ -25,9 +25,8 @@ psql -c "INSERT INTO app_bench.item (name, code, level, qty, price, weight, acti
 
 LOOM_ADMIN_PASSWORD=bench-admin-pw "$LOOM" serve --db "$url" --listen 127.0.0.1:$PORT 2>/dev/null &
 server=$!
-for i in $(seq 1 100); do curl -sf http://127.0.0.1:$PORT/healthz >/dev/null && break; sleep 0.1; done
-token=$(curl -sf -X POST http://127.0.0.1:$PORT/api/auth/login \
-    -d '{"username":"admin","password":"bench-admin-pw"}' | sed 's/.*"token":"\([^"]*\)".*/\1/')
+wait_healthy $PORT
+token=$(admin_token $PORT)
 auth="Authorization: Bearer $token"
 base="http://127.0.0.1:$PORT/api/apps/bench/forms/item/records?filter=%7B%22level%22%3A%22vip%22%7D&sort=-price&limit=50"
 

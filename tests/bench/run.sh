@@ -25,9 +25,8 @@ rss() { awk '/VmRSS/ {print int($2/1024)}' "/proc/$1/status"; }
 LOOM_ADMIN_PASSWORD=bench-admin-pw "$LOOM" serve --db "$url" --listen 127.0.0.1:$PORT \
     ${WORKERS:+--workers $WORKERS} 2>/dev/null &
 server=$!
-for i in $(seq 1 100); do curl -sf http://127.0.0.1:$PORT/healthz >/dev/null && break; sleep 0.1; done
-token=$(curl -sf -X POST http://127.0.0.1:$PORT/api/auth/login \
-    -d '{"username":"admin","password":"bench-admin-pw"}' | sed 's/.*"token":"\([^"]*\)".*/\1/')
+wait_healthy $PORT
+token=$(admin_token $PORT)
 auth="Authorization: Bearer $token"
 wrk -t2 -c16 -d2s -H "$auth" http://127.0.0.1:$PORT/api/me >/dev/null   # warm-up
 sleep 1
