@@ -2,15 +2,14 @@
 #include "buf.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-void buf_reserve(buf *b, size_t extra)
+void buf_grow(buf *b, size_t extra)
 {
     size_t need = b->len + extra + 1;
-    if (need <= b->cap)
-        return;
     size_t cap = b->cap ? b->cap : 256;
     while (cap < need)
         cap *= 2;
@@ -19,14 +18,6 @@ void buf_reserve(buf *b, size_t extra)
         abort();
     b->data = p;
     b->cap = cap;
-}
-
-void buf_append(buf *b, const void *p, size_t n)
-{
-    buf_reserve(b, n);
-    memcpy(b->data + b->len, p, n);
-    b->len += n;
-    b->data[b->len] = '\0';
 }
 
 void buf_puts(buf *b, const char *s)
@@ -81,14 +72,41 @@ void buf_free(buf *b)
 
 void buf_json_string(buf *b, const char *s, bool in_copy)
 {
+    buf_json_stringn(b, s, strlen(s), in_copy);
+}
+
+/* Bytes a JSON string must escape: control characters, quote, backslash. */
+#define CTL16(x) x, x, x, x, x, x, x, x, x, x, x, x, x, x, x, x
+static const unsigned char needs_escape[256] = {CTL16(1), CTL16(1), ['"'] = 1, ['\\'] = 1};
+
+/* Whether one of the 8 bytes at s needs escaping (bit tricks on a word:
+ * a byte below 0x20, or equal to '"' or '\\'). */
+static inline bool word_needs_escape(const char *s)
+{
+    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+    uint64_t w;
+    memcpy(&w, s, 8);
+    uint64_t quote = w ^ (ones * '"'), backslash = w ^ (ones * '\\');
+    uint64_t below = (w - ones * 0x20) & ~w;
+    uint64_t zero = ((quote - ones) & ~quote) | ((backslash - ones) & ~backslash);
+    return ((below | zero) & highs) != 0;
+}
+
+void buf_json_stringn(buf *b, const char *s, size_t n, bool in_copy)
+{
     static const char hex[] = "0123456789abcdef";
     const char *bs = in_copy ? "\\\\" : "\\";
     size_t nbs = in_copy ? 2 : 1;
-    buf_append(b, "\"", 1);
-    const char *run = s;
-    for (; *s; s++) {
+    buf_reserve(b, n + 2);   /* most strings have nothing to escape */
+    b->data[b->len++] = '"';
+    const char *end = s + n, *run = s;
+    for (; s < end; s++) {
+        while (end - s >= 8 && !word_needs_escape(s))   /* eight bytes at a time while there is nothing to do */
+            s += 8;
+        if (s == end)
+            break;
         unsigned char ch = (unsigned char)*s;
-        if (ch >= 0x20 && ch != '"' && ch != '\\')
+        if (!needs_escape[ch])
             continue;
         buf_append(b, run, (size_t)(s - run));
         run = s + 1;

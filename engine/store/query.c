@@ -14,6 +14,12 @@
 /* Decoders of a selected column's text into JSON. */
 enum { DEC_INT = 'i', DEC_STR = 's', DEC_BOOL = 'b', DEC_JSON = 'j', DEC_TIME = 't' };
 
+/* How a cursor reads the value of a sort key compared as cast. */
+static char cursor_decoder(const char *cast)
+{
+    return !strcmp(cast, "bigint") || !strcmp(cast, "timestamptz") ? DEC_INT : !strcmp(cast, "boolean") ? DEC_BOOL : DEC_STR;
+}
+
 static const struct {
     const char *name, *type;
 } system_fields[] = {
@@ -80,7 +86,9 @@ static char render(buf *s, const char *alias, const char *col, const char *type,
         buf_printf(s, "%s.\"%s\"", alias, col);
         return DEC_JSON;
     }
-    buf_printf(s, "%s.\"%s\"::text", alias, col);   /* text kinds, decimals with their scale */
+    /* text kinds, and decimals: a numeric(p,s) column's text has its scale
+     * already; inside JSON they must be made strings */
+    buf_printf(s, in_json ? "%s.\"%s\"::text" : "%s.\"%s\"", alias, col);
     return DEC_STR;
 }
 
@@ -523,6 +531,24 @@ static bool select_from(const filter_ctx *c, const char *form, const char *field
     return true;
 }
 
+/* The selected column that holds sort key's value as its cursor reads it
+ * (a plain column rendered as is), or -1. */
+static int same_column(const query *q, json_t *key)
+{
+    const char *name = jstr(json_array_get(key, 0)), *cast = jstr(json_array_get(key, 2));
+    char want[160];
+    snprintf(want, sizeof want, "t.\"%s\"", name);
+    if (strcmp(jstr(json_array_get(key, 3)), want) || !strcmp(cast, "timestamptz"))
+        return -1;
+    char dec = cursor_decoder(cast);
+    size_t k;
+    json_t *col;
+    json_array_foreach(q->out, k, col)
+    if (!strcmp(jstr(json_array_get(col, 0)), name))
+        return *jstr(json_array_get(col, 1)) == dec ? (int)k : -1;
+    return -1;
+}
+
 static void from_where(const filter_ctx *c, const char *form, buf *sql)
 {
     buf_puts(sql, " FROM ");
@@ -541,16 +567,20 @@ bool query_list_base(const filter_ctx *c, const char *form, const query_spec *sp
     q->limit = spec->limit ? spec->limit : QUERY_DEFAULT_LIMIT;
     if (ok && (q->limit < 1 || q->limit > QUERY_MAX_LIMIT))
         ok = fail(err, LOOM_BAD_REQUEST, "/limit", "limit is 1 to 1000");
-    /* the sort values of the last row, for its cursor */
+    /* the sort values of the last row, for its cursor: a selected column
+     * that has the same text, else a column of their own after the others */
     size_t i;
     json_t *key;
+    int extra = (int)json_array_size(q->out);
     json_array_foreach(ok ? q->sort : NULL, i, key)
     {
         const char *expr = jstr(json_array_get(key, 3));
-        if (!strcmp(jstr(json_array_get(key, 2)), "timestamptz"))
+        int col = same_column(q, key);
+        if (col < 0 && !strcmp(jstr(json_array_get(key, 2)), "timestamptz"))
             buf_printf(&q->sql, ", (extract(epoch FROM %s) * 1000000)::bigint", expr);
-        else
+        else if (col < 0)
             buf_printf(&q->sql, ", %s", expr);
+        json_array_append_new(key, json_integer(col < 0 ? extra++ : col));
     }
     /* WHERE: the read scope and the filter, shared with the count */
     buf where = {0};
@@ -767,15 +797,11 @@ static json_t *decode(char dec, PGresult *r, int row, int col)
 /* The cursor after row (the last of a page): its sort values and the sort. */
 static char *cursor_after(const query *q, PGresult *r, int row)
 {
-    int ncols = (int)json_array_size(q->out);
     json_t *k = json_array();
     for (size_t s = 0; s < json_array_size(q->sort); s++) {
         json_t *key = json_array_get(q->sort, s);
-        const char *cast = jstr(json_array_get(key, 2));
-        char dec = !strcmp(cast, "bigint") || !strcmp(cast, "timestamptz") ? DEC_INT
-                   : !strcmp(cast, "boolean")                             ? DEC_BOOL
-                                                                           : DEC_STR;
-        json_array_append_new(k, decode(dec, r, row, ncols + (int)s));
+        json_array_append_new(k, decode(cursor_decoder(jstr(json_array_get(key, 2))), r, row,
+                                        (int)json_integer_value(json_array_get(key, 4))));
     }
     json_t *cur = json_pack("{s:s, s:o}", "s", q->sort_text, "k", k);
     char *text = json_dumps(cur, JSON_COMPACT);
@@ -820,14 +846,12 @@ void query_page_json(const query *q, PGresult *r, buf *out, char **next)
         json_t *col = json_array_get(q->out, (size_t)k);
         decs[k] = *jstr(json_array_get(col, 1));
         at[k] = keys.len;
-        buf_printf(&keys, "%s\"%s\":", k ? "," : "", jstr(json_array_get(col, 0)));   /* ids: [a-z0-9_] */
+        buf_puts(&keys, k ? ",\"" : "\"");
+        buf_puts(&keys, jstr(json_array_get(col, 0)));   /* ids: [a-z0-9_] */
+        buf_puts(&keys, "\":");
     }
     at[ncols] = keys.len;
-    size_t need = keys.len * (size_t)rows + 8;   /* one allocation for the page, near enough */
-    for (int i = 0; i < rows; i++)
-        for (int k = 0; k < ncols; k++)
-            need += (size_t)PQgetlength(r, i, k) + 8;
-    buf_reserve(out, need);
+    buf_reserve(out, (keys.len + (size_t)ncols * 16) * (size_t)rows + 8);   /* near enough: it grows if not */
     buf_append(out, "[", 1);
     for (int i = 0; i < rows; i++) {
         buf_append(out, i ? ",{" : "{", i ? 2 : 1);
@@ -838,21 +862,25 @@ void query_page_json(const query *q, PGresult *r, buf *out, char **next)
                 continue;
             }
             const char *v = PQgetvalue(r, i, k);
+            size_t n = (size_t)PQgetlength(r, i, k);
             switch (decs[k]) {
             case DEC_INT:
             case DEC_JSON:   /* numbers and JSON as PostgreSQL wrote them */
-                buf_puts(out, v);
+                buf_append(out, v, n);
                 break;
             case DEC_BOOL:
-                buf_puts(out, *v == 't' ? "true" : "false");
+                buf_append(out, *v == 't' ? "true" : "false", *v == 't' ? 4 : 5);
                 break;
             case DEC_TIME: {
                 char t[21];
-                buf_json_string(out, utc_time(v, t) ? t : v, false);
+                if (utc_time(v, t))
+                    buf_json_stringn(out, t, 20, false);
+                else
+                    buf_json_stringn(out, v, n, false);
                 break;
             }
             default:
-                buf_json_string(out, v, false);
+                buf_json_stringn(out, v, n, false);
             }
         }
         buf_append(out, "}", 1);

@@ -37,7 +37,7 @@ typedef struct query {
     buf count_sql;        /* with spec.count; empty otherwise */
     json_t *count_args;
     json_t *out;          /* per selected column: [key, decoder] */
-    json_t *sort;         /* per sort key: [name, desc, cast, SQL expression] (a cursor column each, after out) */
+    json_t *sort;         /* per sort key: [name, desc, cast, SQL expression, the result column of its value] */
     long limit;
     char sort_text[256];  /* the normalised sort, which a cursor must match */
 } query;

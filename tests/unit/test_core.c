@@ -78,6 +78,33 @@ static void test_buf_json_string(void **state)
     buf_free(&b);
 }
 
+/* Every byte value at every place of a 21-byte string (the escaper looks at
+ * eight bytes at a time) comes back from a JSON parser as it went in. */
+static void test_buf_json_string_every_byte(void **state)
+{
+    (void)state;
+    buf b = {0};
+    char s[22];
+    for (int c = 1; c < 256; c++) {
+        for (int at = 0; at < 21; at++) {
+            memset(s, 'x', 21);
+            s[21] = '\0';
+            s[at] = (char)c;
+            if (c >= 0x80)   /* a whole UTF-8 character: the parser checks it */
+                memcpy(s + (at < 18 ? at : 18), "\xe5\xbc\x95", 3);
+            buf_reset(&b);
+            buf_json_stringn(&b, s, 21, false);
+            json_t *back = json_loads(b.data, JSON_DECODE_ANY, NULL);
+            assert_non_null(back);
+            assert_string_equal(json_string_value(back), s);
+            json_decref(back);
+            bool special = c < 0x20 || c == '"' || c == '\\';
+            assert_int_equal(b.len, 23 + (special ? (c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t' ? 1 : 5) : 0));
+        }
+    }
+    buf_free(&b);
+}
+
 static void test_buf(void **state)
 {
     (void)state;
@@ -209,6 +236,7 @@ int main(void)
         cmocka_unit_test(test_arena_defer_runs_in_reverse),
         cmocka_unit_test(test_buf),
         cmocka_unit_test(test_buf_json_string),
+        cmocka_unit_test(test_buf_json_string_every_byte),
         cmocka_unit_test(test_error_table),
         cmocka_unit_test(test_sha256_and_base64url),
         cmocka_unit_test(test_tokens),
