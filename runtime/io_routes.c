@@ -12,6 +12,7 @@
  * as it is read (CSV into the response, XLSX streamed to a temporary file);
  * cells that a spreadsheet would run as a formula are neutralised with a
  * leading apostrophe. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,7 @@
 #include "model/bundle.h"
 #include "perm/perm.h"
 #include "records.h"
+#include "rule/sandbox.h"
 #include "store/query.h"
 
 #define IMPORT_BATCH 5000
@@ -45,6 +47,70 @@ static void decref_cb(void *p)
 }
 
 /* ---- import ---- */
+
+/* The CSV being imported, read a batch at a time (by one thread at a time). */
+typedef struct import_reader {
+    csv_reader *rd;
+    int ncols;
+    const char **names;   /* per column: its field id, or "id" / "_owner" */
+    json_t **col;         /* per column: its field, or NULL */
+    bool upsert;          /* an empty cell clears the field (else it is absent, so a default applies) */
+    const char *form;
+    long row;             /* data rows read so far */
+} import_reader;
+
+/* One batch: its rows as JSON objects, the problems of reading them, and
+ * with w, the rows checked (write_import_check). */
+typedef struct import_batch {
+    import_reader *in;
+    const write_ctx *w;   /* check with it while reading, or NULL */
+    long first;           /* the data row of the first row */
+    json_t *bodies, *errors;
+    bool more;            /* rows follow */
+    bool checked;         /* b holds the check (false: not done, or it failed with b.out) */
+    write_import_batch b;
+} import_batch;
+
+static void read_batch(import_batch *t)
+{
+    import_reader *in = t->in;
+    csv_reader *rd = in->rd;
+    t->first = in->row + 1;
+    t->bodies = json_array();
+    t->errors = json_array();
+    const char *err = NULL;
+    while (json_array_size(t->bodies) < IMPORT_BATCH && (t->more = csv_next(rd, &err))) {
+        in->row++;
+        json_t *body = json_object();
+        if (rd->n > in->ncols)
+            json_array_append_new(t->errors, json_pack("{s:I, s:s, s:s, s:s}", "row", (json_int_t)in->row, "field", "",
+                                                       "code", "bad_request", "message", "more cells than the header has"));
+        for (int i = 0; i < in->ncols && i < rd->n; i++) {
+            if (!*rd->cells[i] && !in->upsert)
+                continue;   /* empty: absent, so a default applies */
+            json_object_set_new(body, in->names[i], *rd->cells[i] ? csv_value(in->col[i], rd->cells[i]) : json_null());
+        }
+        json_array_append_new(t->bodies, body);
+    }
+    if (!t->more && err)
+        json_array_append_new(t->errors, json_pack("{s:I, s:s, s:s, s:s}", "row", (json_int_t)in->row + 1, "field", "",
+                                                   "code", "bad_request", "message", err));
+    if (t->w && json_array_size(t->bodies))
+        t->checked = write_import_check(t->w, in->form, t->bodies, t->first, &t->b);
+}
+
+static void *read_batch_thread(void *t)
+{
+    read_batch(t);
+    return NULL;
+}
+
+static void batch_free(import_batch *t)
+{
+    json_decref(t->bodies);
+    json_decref(t->errors);
+    write_import_batch_free(&t->b);
+}
 
 void records_import(void *cp)
 {
@@ -122,37 +188,58 @@ void records_import(void *cp)
     write_ctx w = rec_write_ctx(c, &r);
     write_import_result res = {.errors = errors};
     write_result out = {0};
-    long row = 0, first = 1;
     bool ok = true;
-    json_t *batch = json_array();
-    for (;;) {
-        bool more = csv_next(&rd, &err);
-        if (more) {
-            row++;
-            json_t *body = json_object();
-            if (rd.n > ncols)
-                json_array_append_new(errors, json_pack("{s:I, s:s, s:s, s:s}", "row", (json_int_t)row, "field", "",
-                                                        "code", "bad_request", "message", "more cells than the header has"));
-            for (int i = 0; i < ncols && i < rd.n; i++) {
-                if (!*rd.cells[i] && !o.upsert)
-                    continue;   /* empty: absent, so a default applies */
-                json_object_set_new(body, names[i], *rd.cells[i] ? csv_value(col[i], rd.cells[i]) : json_null());
-            }
-            json_array_append_new(batch, body);
-        } else if (err) {
-            json_array_append_new(errors, json_pack("{s:I, s:s, s:s, s:s}", "row", (json_int_t)row + 1, "field", "",
-                                                    "code", "bad_request", "message", err));
-        }
-        if (json_array_size(batch) == IMPORT_BATCH || (!more && json_array_size(batch))) {
-            o.validate_only = !o.partial && json_array_size(errors) > 0;
-            ok = write_import(&w, r.form, batch, first, &o, &res, &out);
-            first = row + 1;
-            json_array_clear(batch);
-        }
-        if (!more || !ok || json_array_size(errors) >= IMPORT_MAX_ERRORS)
-            break;
+    /* inserts whose checks need no database: batch N+1 is read and checked on a thread of its own (with a
+     * sandbox of its own) while batch N is written, so that Loom and PostgreSQL work at the same time */
+    write_ctx wc = w;
+    bool offload = !o.upsert && write_fix_clock(&w, &out) && write_import_check_offloadable(&w, r.form);
+    if (!o.upsert && out.code) {
+        rec_write_failed(c, &out);
+        write_result_free(&out);
+        csv_close(&rd);
+        return;
     }
-    json_decref(batch);
+    if (offload) {
+        wc = w;
+        wc.db = NULL;   /* never touched by a check: see write_import_check_offloadable */
+        wc.a = NULL;
+        wc.sb = sandbox_new(NULL);
+    }
+    import_reader in = {.rd = &rd, .ncols = ncols, .names = names, .col = col, .upsert = o.upsert, .form = r.form};
+    import_batch cur = {.in = &in, .w = offload ? &wc : NULL};
+    read_batch(&cur);
+    for (;;) {
+        import_batch next = {.in = &in, .w = cur.w};
+        pthread_t th;
+        bool ahead = offload && cur.more && json_array_size(errors) < IMPORT_MAX_ERRORS &&
+                     pthread_create(&th, NULL, read_batch_thread, &next) == 0;
+        json_array_extend(errors, cur.errors);
+        if (json_array_size(cur.bodies)) {
+            o.validate_only = !o.partial && json_array_size(errors) > 0;
+            if (o.upsert) {
+                ok = write_import(&w, r.form, cur.bodies, cur.first, &o, &res, &out);
+            } else {
+                if (!cur.w)
+                    cur.checked = write_import_check(&w, r.form, cur.bodies, cur.first, &cur.b);
+                ok = cur.checked && write_import_store(&w, r.form, &cur.b, &o, &res, &out);
+                if (!cur.checked)
+                    out = cur.b.out, memset(&cur.b.out, 0, sizeof cur.b.out);
+            }
+        }
+        bool go = ok && cur.more && json_array_size(errors) < IMPORT_MAX_ERRORS;
+        batch_free(&cur);
+        if (ahead)
+            pthread_join(th, NULL);
+        else if (go)
+            read_batch(&next);
+        if (!go) {
+            batch_free(&next);
+            break;
+        }
+        cur = next;
+    }
+    if (offload)
+        sandbox_free(wc.sb);
     csv_close(&rd);
     if (!ok) {
         if (out.from_db)

@@ -139,19 +139,45 @@ static void child_table(const char *form, const char *sub, char out[DDL_NAME_MAX
 
 /* What now() and today() answer during this write: the transaction's time,
  * today in the app's time zone. */
-static bool tx_clock(wr *x)
+/* The transaction's clock, now and today in the app's timezone. */
+static bool read_clock(const write_ctx *w, char now[24], char today[12], loom_err *e)
 {
     static db_stmt st = {.sql = "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
                                 "to_char(now() AT TIME ZONE $1, 'YYYY-MM-DD')"};
+    const char *p[] = {w->fc->timezone};
+    PGresult *r = db_query(w->db, w->a, &st, 1, p, e);
+    if (!r)
+        return false;
+    snprintf(now, 24, "%s", PQgetvalue(r, 0, 0));
+    snprintf(today, 12, "%s", PQgetvalue(r, 0, 1));
+    return true;
+}
+
+bool write_fix_clock(write_ctx *w, write_result *out)
+{
+    memset(out, 0, sizeof *out);
+    loom_err e = {0};
+    if (read_clock(w, w->now, w->today, &e))
+        return true;
+    w->now[0] = '\0';
+    out->code = e.code;
+    out->db = e;
+    out->from_db = true;
+    snprintf(out->message, sizeof out->message, "%s", e.message ? e.message : "database error");
+    return false;
+}
+
+static bool tx_clock(wr *x)
+{
     if (x->have_clock)
         return true;
-    const char *p[] = {x->w->fc->timezone};
     loom_err e = {0};
-    PGresult *r = db_query(x->w->db, x->w->a, &st, 1, p, &e);
-    if (!r)
+    if (x->w->now[0]) {
+        memcpy(x->now, x->w->now, sizeof x->now);
+        memcpy(x->today, x->w->today, sizeof x->today);
+    } else if (!read_clock(x->w, x->now, x->today, &e)) {
         return db_failed(x, &e);
-    snprintf(x->now, sizeof x->now, "%s", PQgetvalue(r, 0, 0));
-    snprintf(x->today, sizeof x->today, "%s", PQgetvalue(r, 0, 1));
+    }
     sandbox_set_clock(x->w->sb, x->now, x->today);
     x->have_clock = true;
     return true;
@@ -3104,9 +3130,33 @@ bool write_import(const write_ctx *w, const char *form, json_t *bodies, long fir
         }
         return finish(&x, ok);
     }
-    /* insert: check every row as a create would, the links of all in one query */
-    json_t *recs = json_array(), *links = json_object();
-    long *rownum = calloc(n + 1, sizeof *rownum);
+    write_import_batch b;
+    ok = write_import_check(w, form, bodies, first_row, &b);
+    if (ok)
+        ok = write_import_store(w, form, &b, o, res, out);
+    else
+        *out = b.out, memset(&b.out, 0, sizeof b.out);
+    write_import_batch_free(&b);
+    return finish(&x, ok);
+}
+
+bool write_import_check(const write_ctx *w, const char *form, json_t *bodies, long first_row, write_import_batch *b)
+{
+    memset(b, 0, sizeof *b);
+    b->bodies = json_incref(bodies);
+    b->first_row = first_row;
+    b->errors = json_array();
+    b->recs = json_array();
+    b->links = json_object();
+    size_t n = json_array_size(bodies);
+    b->rownum = calloc(n + 1, sizeof *b->rownum);
+    wr x;
+    if (!begin(&x, w, form, &b->out))
+        return finish(&x, false);
+    if (!x.d.create)
+        return finish(&x, fail(&x, LOOM_FORBIDDEN, "you may not create %s records", form));
+    /* every row checked as a create would; the links of all verified in one query by write_import_store */
+    bool ok = true;
     for (size_t i = 0; ok && i < n; i++) {
         json_decref(x.errors);
         json_decref(x.expr_errors);
@@ -3114,8 +3164,8 @@ bool write_import(const write_ctx *w, const char *form, json_t *bodies, long fir
         x.expr_errors = json_array();
         json_t *body = json_array_get(bodies, i), *rec = NULL;
         if (!json_is_object(body)) {
-            json_array_append_new(res->errors, json_pack("{s:I, s:s, s:s, s:s}", "row", (json_int_t)(first_row + (long)i),
-                                                         "field", "", "code", "type", "message", "a row is an object"));
+            json_array_append_new(b->errors, json_pack("{s:I, s:s, s:s, s:s}", "row", (json_int_t)(first_row + (long)i),
+                                                       "field", "", "code", "type", "message", "a row is an object"));
             continue;
         }
         bool sys_ok = check_body(&x, body, NULL, &rec);
@@ -3128,24 +3178,55 @@ bool write_import(const write_ctx *w, const char *form, json_t *bodies, long fir
         ok = fill_defaults(&x, body, rec, true) && check_files(&x, rec, NULL) && expressions(&x, rec);
         json_t *problems = json_array_size(x.errors) ? x.errors : x.expr_errors;
         if (json_array_size(problems)) {
-            row_errors(res->errors, first_row + (long)i, problems);
+            row_errors(b->errors, first_row + (long)i, problems);
         } else if (ok) {
             char base[24];
-            snprintf(base, sizeof base, "/%zu", json_array_size(recs));
-            links_of(&x, rec, NULL, links, base);
-            rownum[json_array_size(recs)] = first_row + (long)i;
-            json_array_append(recs, rec);
+            snprintf(base, sizeof base, "/%zu", json_array_size(b->recs));
+            links_of(&x, rec, NULL, b->links, base);
+            b->rownum[json_array_size(b->recs)] = first_row + (long)i;
+            json_array_append(b->recs, rec);
         }
         json_decref(rec);
     }
-    json_decref(x.errors);
+    json_decref(x.errors);   /* the rows' problems are in b->errors, not the batch's */
     json_decref(x.expr_errors);
     x.errors = json_array();
     x.expr_errors = json_array();
-    if (ok)
-        ok = verify_links(&x, links);
-    else
-        json_decref(links);
+    return finish(&x, ok);
+}
+
+bool write_import_check_offloadable(const write_ctx *w, const char *form)
+{
+    wr x;
+    write_result out;
+    bool ok = begin(&x, w, form, &out) && !x.has_files && w->now[0];
+    finish(&x, true);
+    write_result_free(&out);
+    return ok;
+}
+
+void write_import_batch_free(write_import_batch *b)
+{
+    json_decref(b->bodies);
+    json_decref(b->errors);
+    json_decref(b->recs);
+    json_decref(b->links);
+    free(b->rownum);
+    write_result_free(&b->out);
+    memset(b, 0, sizeof *b);
+}
+
+bool write_import_store(const write_ctx *w, const char *form, write_import_batch *b, const write_import_opts *o,
+                        write_import_result *res, write_result *out)
+{
+    wr x;
+    if (!begin(&x, w, form, out))
+        return finish(&x, false);
+    json_array_extend(res->errors, b->errors);
+    json_t *recs = b->recs, *bodies = b->bodies;
+    const long *rownum = b->rownum;
+    long first_row = b->first_row;
+    bool ok = verify_links(&x, json_incref(b->links));
     /* link problems are at /<index in recs>/<field>: back to rows, and those records out */
     json_t *bad = json_object();
     size_t i;
@@ -3211,8 +3292,6 @@ bool write_import(const write_ctx *w, const char *form, json_t *bodies, long fir
             ok = false;
         }
     }
-    free(rownum);
-    json_decref(recs);
     json_decref(good);
     return finish(&x, ok);
 }

@@ -36,6 +36,7 @@ typedef struct write_ctx {
     const char *app;        /* the app's id */
     int version;            /* its published version: compiled expressions are cached under it */
     const char *locale;     /* the language of check messages */
+    char now[24], today[12];   /* the transaction's clock once write_fix_clock read it, else empty */
 } write_ctx;
 
 typedef struct write_result {
@@ -122,5 +123,32 @@ typedef struct write_import_result {
  * false only when the import as a whole failed (out says why). */
 bool write_import(const write_ctx *w, const char *form, json_t *bodies, long first_row, const write_import_opts *o,
                   write_import_result *res, write_result *out);
+
+/* An insert batch of an import between its two steps: write_import_check
+ * checks the rows, write_import_store verifies their refs and unique keys
+ * and writes them. The check needs no database when
+ * write_import_check_offloadable says so: it may then run on another
+ * thread (with a write_ctx of its own: its own sandbox) while the store of
+ * the batch before it runs. write_import is the two in a row. */
+typedef struct write_import_batch {
+    json_t *bodies;       /* the rows as given */
+    long first_row;       /* the data row of the first */
+    json_t *recs;         /* the rows that passed, checked */
+    long *rownum;         /* the data row of each of recs */
+    json_t *links;        /* the refs and users of recs, to verify */
+    json_t *errors;       /* the other rows' problems, [{row, field, code, message}] */
+    write_result out;     /* a failure of the batch as a whole */
+} write_import_batch;
+
+bool write_import_check(const write_ctx *w, const char *form, json_t *bodies, long first_row, write_import_batch *b);
+bool write_import_store(const write_ctx *w, const char *form, write_import_batch *b, const write_import_opts *o,
+                        write_import_result *res, write_result *out);
+/* Whether write_import_check of form needs no database: no file fields,
+ * and the clock fixed (write_fix_clock). */
+bool write_import_check_offloadable(const write_ctx *w, const char *form);
+void write_import_batch_free(write_import_batch *b);
+/* Reads the transaction's clock into w, so that writes with w take it from
+ * there (w must not outlive the transaction). False with out on a database failure. */
+bool write_fix_clock(write_ctx *w, write_result *out);
 
 #endif
