@@ -81,10 +81,13 @@ static void read_batch(import_batch *t)
     const char *err = NULL;
     while (json_array_size(t->bodies) < IMPORT_BATCH && (t->more = csv_next(rd, &err))) {
         in->row++;
-        json_t *body = json_object();
-        if (rd->n > in->ncols)
+        if (rd->n > in->ncols) {   /* the row's problem; a null in its place keeps the rows' numbers */
             json_array_append_new(t->errors, json_pack("{s:I, s:s, s:s, s:s}", "row", (json_int_t)in->row, "field", "",
                                                        "code", "bad_request", "message", "more cells than the header has"));
+            json_array_append_new(t->bodies, json_null());
+            continue;
+        }
+        json_t *body = json_object();
         for (int i = 0; i < in->ncols && i < rd->n; i++) {
             if (!*rd->cells[i] && !in->upsert)
                 continue;   /* empty: absent, so a default applies */

@@ -3099,6 +3099,8 @@ bool write_import(const write_ctx *w, const char *form, json_t *bodies, long fir
     if (o->upsert) {   /* each row updates the record with its key, or creates one */
         for (size_t i = 0; ok && i < n; i++) {
             json_t *body = json_array_get(bodies, i);
+            if (json_is_null(body))
+                continue;   /* a row the caller found wrong and reported */
             json_t *kv = json_object_get(body, o->key);
             char id[24] = "";
             if (kv && !json_is_null(kv)) {
@@ -3163,6 +3165,8 @@ bool write_import_check(const write_ctx *w, const char *form, json_t *bodies, lo
         x.errors = json_array();
         x.expr_errors = json_array();
         json_t *body = json_array_get(bodies, i), *rec = NULL;
+        if (json_is_null(body))
+            continue;   /* a row the caller found wrong and reported */
         if (!json_is_object(body)) {
             json_array_append_new(b->errors, json_pack("{s:I, s:s, s:s, s:s}", "row", (json_int_t)(first_row + (long)i),
                                                        "field", "", "code", "type", "message", "a row is an object"));

@@ -114,7 +114,8 @@ typedef struct write_import_result {
     json_t *errors;       /* [{row, field, code, message}], appended to (the caller's) */
 } write_import_result;
 
-/* Imports bodies (JSON objects; the first is data row first_row) into form
+/* Imports bodies (JSON objects, or null for a row the caller found wrong
+ * and reported; the first is data row first_row) into form
  * as one batch. Inserts check every row as write_create does, refs and
  * users of all rows in one query, then write the good rows with COPY (ids
  * and autonumbers reserved up front, subform rows, history); a clash only

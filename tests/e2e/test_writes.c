@@ -926,6 +926,68 @@ static void test_import(void **state)
     assert_int_equal(sql_int(sql), 120 + 1000 * 120);
 }
 
+/* More rows than a batch (5,000): batch N+1 is read and checked on another
+ * thread while batch N is written. Problems found while reading (row
+ * 12000), checking (7000: a formula error, on the other thread's sandbox)
+ * and writing (3: a ref nobody has) come in row order, and nothing is
+ * written; with partial=true the other rows are, with their formulas,
+ * numbers and history. */
+static void test_import_batches(void **state)
+{
+    (void)state;
+    long long maxid = sql_int("SELECT coalesce(max(id), 0) FROM app_shop.\"order\"");
+    long long hist = sql_int("SELECT count(*) FROM loom.history WHERE form = 'order'");
+    buf csv = {0};
+    buf_puts(&csv, "customer,discount,urgent,note\n");
+    for (int i = 1; i <= 12001; i++) {
+        if (i == 3)
+            buf_puts(&csv, "999999,1,no,\n");
+        else if (i == 7000)
+            buf_puts(&csv, "1,1,no,explode\n");
+        else if (i == 12000)
+            buf_puts(&csv, "1,1,no,,extra\n");
+        else
+            buf_printf(&csv, "1,%d,%s,row %d\n", i % 50, i % 2 ? "no" : "否", i);
+    }
+    h_resp r = post_csv(manager, "order/import", csv.data);
+    assert_int_equal(r.status, 422);
+    json_t *errs = json_object_get(r.json, "errors");
+    assert_int_equal(json_array_size(errs), 3);
+    static const struct { long row; const char *field, *code; } want[] = {
+        {3, "customer", "not_found"}, {7000, "boom", "formula_error"}, {12000, "", "bad_request"}};
+    for (size_t i = 0; i < 3; i++) {
+        json_t *e = json_array_get(errs, i);
+        assert_int_equal(json_integer_value(json_object_get(e, "row")), want[i].row);
+        assert_string_equal(json_string_value(json_object_get(e, "field")), want[i].field);
+        assert_string_equal(json_string_value(json_object_get(e, "code")), want[i].code);
+    }
+    h_resp_free(&r);
+    assert_int_equal(sql_int("SELECT coalesce(max(id), 0) FROM app_shop.\"order\""), maxid);
+    assert_int_equal(sql_int("SELECT count(*) FROM loom.history WHERE form = 'order'"), hist);
+    r = post_csv(manager, "order/import?partial=true", csv.data);
+    buf_free(&csv);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "inserted")), 11998);
+    assert_int_equal(json_array_size(json_object_get(r.json, "errors")), 3);
+    h_resp_free(&r);
+    char sql[400];
+    /* the formula everywhere, a number each, one clock (the transaction's) for the default "now" */
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FILTER (WHERE boom = 2) + 100000 * count(DISTINCT number) + "
+             "10000000000 * count(DISTINCT placed_at) FROM app_shop.\"order\" WHERE id > %lld",
+             maxid);
+    assert_int_equal(sql_int(sql), 11998 + 100000LL * 11998 + 10000000000LL);
+    assert_int_equal(sql_int("SELECT count(*) FROM loom.history WHERE form = 'order'"), hist + 11998);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM app_shop.\"order\" WHERE id > %lld AND note = 'row 12001' "
+                              "AND urgent = false AND discount = 1.00",
+             maxid);
+    assert_int_equal(sql_int(sql), 1);
+    /* gone again: the tests after this one walk every order */
+    snprintf(sql, sizeof sql, "WITH d AS (DELETE FROM app_shop.\"order\" WHERE id > %lld RETURNING 1) SELECT count(*) FROM d",
+             maxid);
+    assert_int_equal(sql_int(sql), 11998);
+}
+
 static void test_export(void **state)
 {
     (void)state;
@@ -1348,6 +1410,7 @@ int main(void)
         cmocka_unit_test(test_expand),
         cmocka_unit_test(test_files),
         cmocka_unit_test(test_import),
+        cmocka_unit_test(test_import_batches),
         cmocka_unit_test(test_export),
         cmocka_unit_test(test_hostile_bodies),
         cmocka_unit_test(test_permission_matrix),
