@@ -194,7 +194,6 @@ void records_import(void *cp)
     bool ok = true;
     /* inserts whose checks need no database: batch N+1 is read and checked on a thread of its own (with a
      * sandbox of its own) while batch N is written, so that Loom and PostgreSQL work at the same time */
-    write_ctx wc = w;
     bool offload = !o.upsert && write_fix_clock(&w, &out) && write_import_check_offloadable(&w, r.form);
     if (!o.upsert && out.code) {
         rec_write_failed(c, &out);
@@ -202,8 +201,8 @@ void records_import(void *cp)
         csv_close(&rd);
         return;
     }
+    write_ctx wc = w;
     if (offload) {
-        wc = w;
         wc.db = NULL;   /* never touched by a check: see write_import_check_offloadable */
         wc.a = NULL;
         wc.sb = sandbox_new(NULL);
