@@ -62,7 +62,9 @@ PGconn *db_connect_once(const char *conninfo, char *err, size_t errlen)
         return NULL;
     }
     PQsetNoticeProcessor(c, quiet_notice_cb, NULL);
-    PQclear(PQexec(c, "SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, YMD'"));
+    /* generic plans for prepared statements: a keyset page's cursor values change with every request, and
+     * PostgreSQL's "auto" kept planning each one again (about 0.1 ms of its CPU a page, half the query) */
+    PQclear(PQexec(c, "SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, YMD'; SET plan_cache_mode = force_generic_plan"));
     return c;
 }
 
