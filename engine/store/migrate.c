@@ -187,6 +187,15 @@ static const struct {
      "  created_at timestamptz NOT NULL DEFAULT now(),"
      "  read_at timestamptz);"
      "CREATE INDEX notifications_user_idx ON loom.notifications (user_id, id);"},
+    {7, "history: changes as json, app and form in the C collation",
+     /* history is written with every record and read back whole: json keeps the text as written, which
+      * PostgreSQL validates without building a jsonb tree; app and form are identifiers, compared
+      * byte-wise in its index */
+     "ALTER TABLE loom.history ALTER changes DROP DEFAULT,"
+     "  ALTER changes TYPE json USING changes::json,"
+     "  ALTER changes SET DEFAULT '{}',"
+     "  ALTER app TYPE text COLLATE \"C\","
+     "  ALTER form TYPE text COLLATE \"C\";"},
 };
 
 #define N_MIGRATIONS (sizeof migrations / sizeof migrations[0])

@@ -1637,7 +1637,7 @@ bool write_create(const write_ctx *w, const char *form, json_t *body, write_resu
         else
             buf_puts(&sql, "(SELECT $1::jsonb) AS x");
         buf_puts(&sql, " RETURNING \"id\", \"_owner\", \"_created_at\", \"_created_by\"), h AS (INSERT INTO loom.history "
-                       "(app, form, record, actor, action, changes) SELECT $4, $5, r.\"id\", $3, 'create', $6::jsonb "
+                       "(app, form, record, actor, action, changes) SELECT $4, $5, r.\"id\", $3, 'create', $6::json "
                        "FROM r) SELECT \"id\", \"_owner\", to_char(\"_created_at\" AT TIME ZONE 'UTC', "
                        "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \"_created_by\" FROM r");
         PGresult *r = write_sql(&x, sql.data, args);
@@ -1868,10 +1868,10 @@ static bool update_row(wr *x, const char *id, json_t *old, json_t *rec, json_t *
     buf_puts(&sql, " WHERE t.\"id\" = $1::bigint RETURNING t.\"id\", t.\"_version\"), ");
     if (t)
         buf_puts(&sql, "h AS (INSERT INTO loom.history (app, form, record, actor, action, changes, from_state, to_state, "
-                       "transition, comment) SELECT $4, $5, u.\"id\", $3, 'transition', $6::jsonb, $8, $9, $10, $11 FROM u) ");
+                       "transition, comment) SELECT $4, $5, u.\"id\", $3, 'transition', $6::json, $8, $9, $10, $11 FROM u) ");
     else
         buf_puts(&sql, "h AS (INSERT INTO loom.history (app, form, record, actor, action, changes) "
-                       "SELECT $4, $5, u.\"id\", $3, 'update', $6::jsonb FROM u) ");
+                       "SELECT $4, $5, u.\"id\", $3, 'update', $6::json FROM u) ");
     buf_puts(&sql, "SELECT \"_version\", to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM u");
     PGresult *r = write_sql(x, sql.data, args);
     if (r) {
@@ -2581,7 +2581,7 @@ static bool dependents(wr *x, const char *id, int depth)
                 ddl_quote(&sql, col);
                 buf_puts(&sql, " = $1::bigint AND \"id\" <> $1::bigint RETURNING \"id\") "
                                "INSERT INTO loom.history (app, form, record, actor, action, changes) "
-                               "SELECT $3, $4, u.\"id\", $2, 'update', $5::jsonb FROM u");
+                               "SELECT $3, $4, u.\"id\", $2, 'update', $5::json FROM u");
                 ok = must(x, sql.data, args) != NULL;
             } else {
                 buf_puts(&sql, "SELECT \"id\" FROM ");
@@ -2642,7 +2642,7 @@ static bool remove_record(wr *x, const char *id, json_t *old, int depth)
     qualified(&sql, x->w->fc->schema, x->form);
     buf_puts(&sql, " WHERE \"id\" = $1::bigint RETURNING \"id\") "
                    "INSERT INTO loom.history (app, form, record, actor, action, changes) "
-                   "SELECT $2, $3, d.\"id\", $4, 'delete', $5::jsonb FROM d");
+                   "SELECT $2, $3, d.\"id\", $4, 'delete', $5::json FROM d");
     loom_err e = {0};
     bool ok = run(x, sql.data, args, &e) != NULL;
     if (!ok && e.code == LOOM_CONFLICT)

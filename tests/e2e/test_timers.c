@@ -157,7 +157,7 @@ static void test_sla_breach_once(void **state)
     assert_int_equal(sql_int("SELECT count(*) FROM loom.history WHERE record = %lld AND action = 'breach' AND "
                              "from_state = 'pending' AND actor IS NULL", id), 1);
     assert_int_equal(sql_int("SELECT count(*) FROM loom.history WHERE record = %lld AND action = 'update' AND "
-                             "actor IS NULL AND changes ? 'overdue'", id), 1);
+                             "actor IS NULL AND changes::jsonb ? 'overdue'", id), 1);
     /* the managers are notified; the state is unchanged */
     h_resp r = req(srv.port, "GET", mgr, NULL, "/api/notifications?unread=true");
     assert_int_equal(r.status, 200);
