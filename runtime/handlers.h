@@ -87,6 +87,10 @@ json_t *app_caller_roles(ctx *c, const char *app);
 /* record_routes.c: the runtime API's records */
 void records_list(void *c);
 void records_query(void *c);
+/* their halves (ctx_run_split) */
+bool records_list_plan(ctx *c, route_query *q);
+bool records_query_plan(ctx *c, route_query *q);
+void records_page_finish(ctx *c, route_query *q);
 void records_get(void *c);
 void records_create(void *c);
 void records_update(void *c);

@@ -10,6 +10,7 @@ typedef struct metrics metrics;
 typedef struct metrics_gauges {
     int workers, workers_busy, queued, connections, db_connections_up;
     unsigned long long batched_lookups;   /* token lookups sent in pipelined batches */
+    unsigned long long batched_queries;   /* requests' queries sent in pipelined batches */
     unsigned long long jobs_done, jobs_failed;   /* jobs this server's scheduler ran, and attempts that failed */
 } metrics_gauges;
 

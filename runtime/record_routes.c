@@ -90,42 +90,65 @@ static bool page_query(ctx *c, rec_req *r, const query_spec *spec, const char *f
     return ok && query_list_end(q, spec->cursor, e);
 }
 
-/* Runs the page and responds {"items", "next_cursor", "total"?}. */
-static void respond_page(ctx *c, rec_req *r, const query_spec *spec, const char *filter_text)
+/* Responds {"items", "next_cursor", "total"?} from the page (and count). */
+static void write_page(ctx *c, const query *q, PGresult *page, PGresult *count)
 {
-    query q;
+    char *next;
+    buf *out = &c->res->body;   /* written as text: no JSON tree for a page */
+    buf_reset(out);
+    buf_puts(out, "{\"items\":");
+    query_page_json(q, page, out, &next);
+    if (next)
+        buf_printf(out, ",\"next_cursor\":\"%s\"", next);   /* base64url */
+    else
+        buf_puts(out, ",\"next_cursor\":null");
+    if (count)
+        buf_printf(out, ",\"total\":%lld", strtoll(PQgetvalue(count, 0, 0), NULL, 10));
+    buf_puts(out, "}");
+    free(next);
+    c->res->status = 200;
+    c->res->content_type = "application/json; charset=utf-8";
+}
+
+static void query_free_cb(void *q)
+{
+    query_free(q);
+}
+
+/* The page of spec: its query in *rq (true), or false after responding: with
+ * a problem, or with a page and its total, which take two queries in one
+ * snapshot. */
+static bool plan_page(ctx *c, rec_req *r, const query_spec *spec, const char *filter_text, route_query *rq)
+{
+    query *q = arena_alloc(c->a, sizeof *q);
     filter_err e;
-    if (!page_query(c, r, spec, filter_text, &q, &e)) {
+    bool ok = page_query(c, r, spec, filter_text, q, &e);
+    arena_defer(c->a, query_free_cb, q);
+    if (!ok) {
         rec_problem(c, &e);
-        query_free(&q);
-        return;
+        return false;
     }
-    loom_err be = {0};
-    if (spec->count && !db_begin_snapshot(c->db, c->a, &be)) {   /* the total and the page from one snapshot */
-        ctx_db_fail(c, &be);
-        query_free(&q);
-        return;
+    if (spec->count) {
+        loom_err be = {0};
+        PGresult *page = NULL, *count = NULL;
+        if (!db_begin_snapshot(c->db, c->a, &be))
+            ctx_db_fail(c, &be);
+        else if ((page = rec_run(c, &q->sql, q->args)) && (count = rec_run(c, &q->count_sql, q->count_args)))
+            write_page(c, q, page, count);
+        return false;
     }
-    PGresult *page = rec_run(c, &q.sql, q.args);
-    PGresult *count = page && spec->count ? rec_run(c, &q.count_sql, q.count_args) : NULL;
-    if (page && (!spec->count || count)) {   /* the body written as text: no JSON tree for a page */
-        char *next;
-        buf *out = &c->res->body;
-        buf_reset(out);
-        buf_puts(out, "{\"items\":");
-        query_page_json(&q, page, out, &next);
-        if (next)
-            buf_printf(out, ",\"next_cursor\":\"%s\"", next);   /* base64url */
-        else
-            buf_puts(out, ",\"next_cursor\":null");
-        if (count)
-            buf_printf(out, ",\"total\":%lld", strtoll(PQgetvalue(count, 0, 0), NULL, 10));
-        buf_puts(out, "}");
-        free(next);
-        c->res->status = 200;
-        c->res->content_type = "application/json; charset=utf-8";
-    }
-    query_free(&q);
+    rq->sql = q->sql.data;
+    rq->params = query_params(c->a, q->args, &rq->nparams);
+    rq->state = q;
+    return true;
+}
+
+void records_page_finish(ctx *c, route_query *rq)
+{
+    if (rq->result)
+        write_page(c, rq->state, rq->result, NULL);
+    else
+        ctx_db_fail(c, &rq->err);
 }
 
 static bool bad(ctx *c, loom_code code, const char *path, const char *message)
@@ -148,12 +171,16 @@ bool rec_parse_limit(ctx *c, const char *s, long *out)
     return true;
 }
 
-void records_list(void *cp)
+void records_list(void *c)
 {
-    ctx *c = cp;
+    ctx_run_split(c, records_list_plan, records_page_finish);
+}
+
+bool records_list_plan(ctx *c, route_query *rq)
+{
     rec_req r;
     if (!rec_begin(c, &r))
-        return;
+        return false;
     const char *query = c->req->query;
     const char *filter = query_param(c->a, query, "filter"), *count = query_param(c->a, query, "count");
     query_spec spec = {.sort = query_param(c->a, query, "sort"),
@@ -161,22 +188,18 @@ void records_list(void *cp)
                        .cursor = query_param(c->a, query, "cursor"),
                        .expand = query_param(c->a, query, "expand")};
     if (!rec_parse_limit(c, query_param(c->a, query, "limit"), &spec.limit))
-        return;
-    if (count && strcmp(count, "true") && strcmp(count, "false")) {
-        bad(c, LOOM_BAD_REQUEST, "/count", "count is true or false");
-        return;
-    }
+        return false;
+    if (count && strcmp(count, "true") && strcmp(count, "false"))
+        return bad(c, LOOM_BAD_REQUEST, "/count", "count is true or false");
     spec.count = count && !strcmp(count, "true");
     if (filter && *filter) {
         char err[200];
         spec.filter = bundle_parse(filter, strlen(filter), err, sizeof err);
-        if (!spec.filter) {
-            bad(c, LOOM_BAD_FILTER, "/filter", err);
-            return;
-        }
+        if (!spec.filter)
+            return bad(c, LOOM_BAD_FILTER, "/filter", err);
         arena_defer(c->a, decref_cb, spec.filter);
     }
-    respond_page(c, &r, &spec, filter);
+    return plan_page(c, &r, &spec, filter, rq);
 }
 
 /* A list of names in a body: "a,b" or ["a", "b"], as comma text. */
@@ -210,15 +233,19 @@ static bool names(ctx *c, json_t *body, const char *key, const char **out)
     return true;
 }
 
-void records_query(void *cp)
+void records_query(void *c)
 {
-    ctx *c = cp;
+    ctx_run_split(c, records_query_plan, records_page_finish);
+}
+
+bool records_query_plan(ctx *c, route_query *rq)
+{
     rec_req r;
     if (!rec_begin(c, &r))
-        return;
+        return false;
     json_t *body = ctx_body_object(c);
     if (!body)
-        return;
+        return false;
     static const char *const known[] = {"filter", "sort", "limit", "cursor", "fields", "count", "expand"};
     const char *k;
     json_t *v;
@@ -230,23 +257,18 @@ void records_query(void *cp)
         if (!ok) {
             char path[160];
             snprintf(path, sizeof path, "/%.150s", k);
-            bad(c, LOOM_BAD_REQUEST, path, "not a query key");
-            return;
+            return bad(c, LOOM_BAD_REQUEST, path, "not a query key");
         }
     }
     query_spec spec = {.filter = json_object_get(body, "filter")};
     json_t *limit = json_object_get(body, "limit"), *count = json_object_get(body, "count"),
            *cursor = json_object_get(body, "cursor");
     if (limit && !(json_is_integer(limit) && json_integer_value(limit) >= 1 &&
-                   json_integer_value(limit) <= QUERY_MAX_LIMIT)) {
-        bad(c, LOOM_BAD_REQUEST, "/limit", "limit is a whole number from 1 to 1000");
-        return;
-    }
-    if ((count && !json_is_boolean(count)) || (cursor && !json_is_string(cursor) && !json_is_null(cursor))) {
-        bad(c, LOOM_BAD_REQUEST, count && !json_is_boolean(count) ? "/count" : "/cursor",
-            count && !json_is_boolean(count) ? "count is true or false" : "cursor is text");
-        return;
-    }
+                   json_integer_value(limit) <= QUERY_MAX_LIMIT))
+        return bad(c, LOOM_BAD_REQUEST, "/limit", "limit is a whole number from 1 to 1000");
+    if ((count && !json_is_boolean(count)) || (cursor && !json_is_string(cursor) && !json_is_null(cursor)))
+        return bad(c, LOOM_BAD_REQUEST, count && !json_is_boolean(count) ? "/count" : "/cursor",
+                   count && !json_is_boolean(count) ? "count is true or false" : "cursor is text");
     if (spec.filter && json_is_null(spec.filter))
         spec.filter = NULL;
     spec.limit = limit ? (long)json_integer_value(limit) : QUERY_DEFAULT_LIMIT;
@@ -254,10 +276,11 @@ void records_query(void *cp)
     spec.cursor = json_string_value(cursor);
     if (!names(c, body, "sort", &spec.sort) || !names(c, body, "fields", &spec.fields) ||
         !names(c, body, "expand", &spec.expand))
-        return;
+        return false;
     char *ftext = spec.filter ? json_dumps(spec.filter, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-    respond_page(c, &r, &spec, ftext);
+    bool planned = plan_page(c, &r, &spec, ftext, rq);
     free(ftext);
+    return planned;
 }
 
 void records_get(void *cp)

@@ -84,6 +84,17 @@ static const route routes[] = {
 };
 #define NROUTES (int)(sizeof routes / sizeof routes[0])
 
+/* The handlers in two halves (ctx_run_split), which a worker may plan
+ * together and send the queries of in one round trip. */
+static const struct {
+    void (*fn)(void *c);
+    route_plan_fn plan;
+    route_finish_fn finish;
+} splits[] = {
+    {records_list, records_list_plan, records_page_finish},
+    {records_query, records_query_plan, records_page_finish},
+};
+
 const route *server_routes(int *out_n)
 {
     *out_n = NROUTES;
@@ -105,7 +116,7 @@ struct server {
     const char *route_names[NROUTES];
     char conninfo[1024];
     atomic_int db_up;
-    atomic_ullong batched_lookups;
+    atomic_ullong batched_lookups, batched_queries;
     meta *meta;                /* the published apps, as snapshots */
     scheduler *sched;          /* runs the jobs that fall due */
     PGconn *listen;            /* LISTEN loom_meta and loom_auth (loop thread, non-blocking) */
@@ -135,6 +146,11 @@ typedef struct job {
     bool prefetched;     /* lookup holds the authentication lookup */
     auth_lookup lookup;
     auth_cached *cached; /* the token's cached lookup (the exchange's arena holds the reference), or NULL */
+    int split;           /* its index in splits, or -1 */
+    bool planning;       /* plan_batch took it: answered, or planned */
+    bool planned;        /* its query ran with the batch's: finish it */
+    ctx c;               /* the request, from plan_batch to finish */
+    route_query q;
 } job;
 
 #define BATCH_MAX 8
@@ -446,38 +462,106 @@ static bool listen_start(server *s)
 
 /* ---- dispatch ---- */
 
-static void run_route(server *s, worker *w, job *j)
+/* Everything before a worker's handler: the connection, the caller, the
+ * transaction of R_TX routes. False when that answered the request. */
+static bool route_enter(worker *w, job *j, ctx *c)
 {
-    http_exchange *ex = j->ex;
     const route *rt = &routes[j->m.index];
-    ctx c = {.srv = s, .ex = ex, .req = &ex->req, .res = &ex->res, .a = ex->arena,
-             .db = w ? w->db : NULL, .sb = w ? w->sb : NULL, .qc = w ? w->qc : NULL, .params = j->m.params};
-    if (rt->flags & R_LOOP) {
-        rt->fn(&c);
-        return;
-    }
+    *c = (ctx){.srv = w->srv, .ex = j->ex, .req = &j->ex->req, .res = &j->ex->res, .a = j->ex->arena,
+               .db = w->db, .sb = w->sb, .qc = w->qc, .params = j->m.params};
     if (!db_ready(w->db)) {
-        ctx_problem(&c, LOOM_UNAVAILABLE, "the database is unreachable", NULL);
-        return;
+        ctx_problem(c, LOOM_UNAVAILABLE, "the database is unreachable", NULL);
+        return false;
     }
-    if ((rt->flags & (R_AUTH | R_ADMIN)) && !auth_authenticate(&c, j->prefetched ? &j->lookup : NULL, j->cached))
-        return;
-    if ((rt->flags & R_ADMIN) && !c.user->admin) {
-        ctx_problem(&c, LOOM_FORBIDDEN, "this needs the platform role admin", NULL);
-        return;
+    if ((rt->flags & (R_AUTH | R_ADMIN)) && !auth_authenticate(c, j->prefetched ? &j->lookup : NULL, j->cached))
+        return false;
+    if ((rt->flags & R_ADMIN) && !c->user->admin) {
+        ctx_problem(c, LOOM_FORBIDDEN, "this needs the platform role admin", NULL);
+        return false;
     }
     loom_err e = {0};
-    if ((rt->flags & R_TX) && !db_begin(w->db, c.a, &e)) {
-        ctx_db_fail(&c, &e);
-        return;
+    if ((rt->flags & R_TX) && !db_begin(w->db, c->a, &e)) {
+        ctx_db_fail(c, &e);
+        return false;
     }
-    rt->fn(&c);
+    return true;
+}
+
+/* After the handler: commits what it did, or rolls back when it failed. */
+static void route_leave(worker *w, ctx *c)
+{
+    loom_err e = {0};
     if (!db_in_tx(w->db))
         return;
-    if (ex->res.status >= 400 || ex->res.status == 0)
+    if (c->res->status >= 400 || c->res->status == 0)
         db_rollback(w->db);
-    else if (!db_commit(w->db, c.a, &e))
-        ctx_db_fail(&c, &e);
+    else if (!db_commit(w->db, c->a, &e))
+        ctx_db_fail(c, &e);
+}
+
+static void run_route(worker *w, job *j)
+{
+    ctx c;
+    if (!route_enter(w, j, &c))
+        return;
+    routes[j->m.index].fn(&c);
+    route_leave(w, &c);
+}
+
+void ctx_run_split(ctx *c, route_plan_fn plan, route_finish_fn finish)
+{
+    route_query q = {0};
+    if (!plan(c, &q))
+        return;
+    q.result = db_query_text(c->db, c->a, q.sql, q.nparams, q.params, &q.err);
+    finish(c, &q);
+}
+
+/* The jobs of a batch whose routes are in two halves: each planned, then
+ * their queries sent together in one round trip; run_batch finishes them. */
+static void plan_batch(worker *w, job **jobs, int n)
+{
+    arena *arenas[BATCH_MAX];
+    const char *sqls[BATCH_MAX];
+    int nparams[BATCH_MAX];
+    const char *const *params[BATCH_MAX];
+    PGresult *out[BATCH_MAX];
+    loom_err errs[BATCH_MAX];
+    job *planned[BATCH_MAX];
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        job *j = jobs[i];
+        j->split = -1;
+        for (int k = 0; j->kind == JOB_HTTP && k < (int)(sizeof splits / sizeof splits[0]); k++)
+            if (splits[k].fn == routes[j->m.index].fn && !(routes[j->m.index].flags & R_TX))
+                j->split = k;
+        if (j->split < 0)
+            continue;
+        j->planning = true;
+        if (!route_enter(w, j, &j->c))
+            continue;   /* answered */
+        if (!splits[j->split].plan(&j->c, &j->q)) {
+            route_leave(w, &j->c);   /* answered by plan, which may have run its own transaction */
+            db_rollback(w->db);
+            continue;
+        }
+        j->planned = true;
+        arenas[m] = j->c.a;
+        sqls[m] = j->q.sql;
+        nparams[m] = j->q.nparams;
+        params[m] = j->q.params;
+        planned[m++] = j;
+    }
+    if (!m)
+        return;
+    memset(errs, 0, sizeof errs);
+    db_query_text_many(w->db, arenas, m, sqls, nparams, params, out, errs);
+    if (m > 1)
+        atomic_fetch_add(&w->srv->batched_queries, (unsigned long long)m);
+    for (int i = 0; i < m; i++) {
+        planned[i]->q.result = out[i];
+        planned[i]->q.err = errs[i];
+    }
 }
 
 /* Looks up the tokens of every job in the batch that needs a user, in one
@@ -528,8 +612,10 @@ static void worker_batch_cb(void *wp, void **jp, int n)
     http_exchange *done[BATCH_MAX];
     int ndone = 0;
     double since = http_now();
-    if (n > 1 && db_ready(w->db))
+    if (n > 1 && db_ready(w->db)) {
         prefetch_auth(w, jobs, n);
+        plan_batch(w, jobs, n);
+    }
     for (int i = 0; i < n; i++) {
         job *j = jobs[i];
         if (j->kind == JOB_RELOAD) {
@@ -538,7 +624,12 @@ static void worker_batch_cb(void *wp, void **jp, int n)
             free(j);
             continue;
         }
-        run_route(w->srv, w, j);
+        if (j->planned) {
+            splits[j->split].finish(&j->c, &j->q);
+            route_leave(w, &j->c);
+        } else if (!j->planning) {
+            run_route(w, j);
+        }
         db_rollback(w->db);   /* a handler never leaves a transaction open */
         if (j->ex->res.status == 0)   /* a handler that answered nothing */
             problem_write(j->ex, LOOM_INTERNAL, NULL, NULL);
@@ -618,7 +709,8 @@ static void dispatch_cb(void *ud, http_exchange *ex)
     }
     ex->route_name = s->route_names[j->m.index];
     if (routes[j->m.index].flags & R_LOOP) {
-        run_route(s, NULL, j);
+        ctx c = {.srv = s, .ex = ex, .req = &ex->req, .res = &ex->res, .a = ex->arena, .params = j->m.params};
+        routes[j->m.index].fn(&c);
         http_exchange_done(ex);
     } else {
         if (s->npending == s->cap_pending) {
@@ -724,7 +816,8 @@ void ops_metrics(void *cp)
     metrics_gauges g = {.workers = pool_size(s->pool), .workers_busy = pool_busy(s->pool),
                         .queued = pool_queued(s->pool), .connections = http_server_connections(s->http),
                         .db_connections_up = atomic_load(&s->db_up),
-                        .batched_lookups = atomic_load(&s->batched_lookups)};
+                        .batched_lookups = atomic_load(&s->batched_lookups),
+                        .batched_queries = atomic_load(&s->batched_queries)};
     scheduler_counts(s->sched, &g.jobs_done, &g.jobs_failed);
     c->res->status = 200;
     c->res->content_type = "text/plain; version=0.0.4; charset=utf-8";

@@ -63,6 +63,25 @@ typedef struct ctx {
     auth_user *user;
 } ctx;
 
+/* The one query of a handler in two halves: plan responds and returns
+ * false, or fills sql, params and state and returns true; the query runs
+ * (outside any transaction), and finish responds from result (NULL: the
+ * query failed with err). */
+typedef struct route_query {
+    const char *sql;
+    int nparams;
+    const char **params;
+    void *state;
+    PGresult *result;
+    loom_err err;
+} route_query;
+typedef bool (*route_plan_fn)(ctx *c, route_query *q);
+typedef void (*route_finish_fn)(ctx *c, route_query *q);
+/* Runs a handler in two halves. A worker that takes several requests at
+ * once plans those whose routes are listed in server.c's splits, and sends
+ * their queries in one round trip. */
+void ctx_run_split(ctx *c, route_plan_fn plan, route_finish_fn finish);
+
 /* The route table (for the OpenAPI consistency test). */
 const route *server_routes(int *out_n);
 

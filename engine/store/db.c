@@ -286,32 +286,29 @@ PGresult *db_query_text(db *d, arena *a, const char *sql, int nparams, const cha
     }
 }
 
-void db_query_many(db *d, arena *const *arenas, db_stmt *st, int nparams, int count,
-                   const char *const *const *params, PGresult **out, loom_err *errs)
+/* Sends the prepared statements names[0..count-1] (each with its own
+ * parameters) in one pipeline and reads their results into out. A statement
+ * that a failure before it aborted, or that failed itself when redo_failed,
+ * is left NULL with redo[i] set, for the caller to run again alone. False
+ * when the connection broke or its state is unknown: then it is dropped, and
+ * every statement without a result has errs[i] set. */
+static bool pipeline(db *d, arena *const *arenas, int count, const char (*names)[16], const int *nparams,
+                     const char *const *const *params, bool redo_failed, PGresult **out, loom_err *errs, bool *redo)
 {
-    char name[16];
-    for (int i = 0; i < count; i++)
+    for (int i = 0; i < count; i++) {
         out[i] = NULL;
-    if (!db_check(d, &errs[0]) || !db_flush_begin(d, arenas[0], &errs[0]) ||
-        !stmt_prepare(d, arenas[0], st, nparams, name, &errs[0])) {
-        for (int i = 1; i < count; i++)
-            errs[i] = errs[0];
-        return;
+        redo[i] = false;
     }
-    if (count == 1 || !PQenterPipelineMode(d->conn)) {
-        for (int i = 0; i < count; i++)
-            out[i] = db_query(d, arenas[i], st, nparams, params[i], &errs[i]);
-        return;
-    }
-    bool sent = true;
+    bool sent = PQenterPipelineMode(d->conn) == 1;
     for (int i = 0; i < count && sent; i++)
-        sent = PQsendQueryPrepared(d->conn, name, nparams, params[i], NULL, NULL, 0) == 1;
+        sent = PQsendQueryPrepared(d->conn, names[i], nparams[i], params[i], NULL, NULL, 0) == 1;
     if (sent && PQpipelineSync(d->conn) == 1) {
-        bool aborted[count];
         for (int i = 0; i < count; i++) {
             PGresult *r = PQgetResult(d->conn);
-            aborted[i] = r && PQresultStatus(r) == PGRES_PIPELINE_ABORTED;
-            if (aborted[i])
+            ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+            redo[i] = st == PGRES_PIPELINE_ABORTED ||
+                      (redo_failed && st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK && PQstatus(d->conn) == CONNECTION_OK);
+            if (redo[i])
                 PQclear(r);
             else
                 out[i] = db_result(d, arenas[i], r, &errs[i]);
@@ -320,25 +317,66 @@ void db_query_many(db *d, arena *const *arenas, db_stmt *st, int nparams, int co
         PGresult *sync = PQgetResult(d->conn);
         bool synced = sync && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
         PQclear(sync);
-        if (synced && PQexitPipelineMode(d->conn) == 1) {
-            /* a failure aborts the rest of a pipeline: run those again alone */
-            for (int i = 0; i < count; i++)
-                if (aborted[i])
-                    out[i] = db_query(d, arenas[i], st, nparams, params[i], &errs[i]);
-            return;
-        }
+        if (synced && PQexitPipelineMode(d->conn) == 1)
+            return true;
     }
-    /* the connection broke or its state is unknown: drop it, reconnect later */
     PQfinish(d->conn);
     d->conn = NULL;
     d->up = false;
     for (int i = 0; i < count; i++) {
         if (out[i])
             continue;
+        redo[i] = false;
         errs[i].code = LOOM_UNAVAILABLE;
         errs[i].message = "could not reach the database";
         errs[i].path = NULL;
     }
+    return false;
+}
+
+void db_query_many(db *d, arena *const *arenas, db_stmt *st, int nparams, int count,
+                   const char *const *const *params, PGresult **out, loom_err *errs)
+{
+    char names[count][16];
+    int np[count];
+    for (int i = 0; i < count; i++)
+        out[i] = NULL;
+    if (!db_check(d, &errs[0]) || !db_flush_begin(d, arenas[0], &errs[0]) ||
+        !stmt_prepare(d, arenas[0], st, nparams, names[0], &errs[0])) {
+        for (int i = 1; i < count; i++)
+            errs[i] = errs[0];
+        return;
+    }
+    bool redo[count];
+    for (int i = 0; i < count; i++) {
+        memcpy(names[i], names[0], 16);
+        np[i] = nparams;
+    }
+    if (count > 1 && pipeline(d, arenas, count, (const char (*)[16])names, np, params, false, out, errs, redo)) {
+        for (int i = 0; i < count; i++)   /* a failure aborts the rest of a pipeline: those run again alone */
+            if (redo[i])
+                out[i] = db_query(d, arenas[i], st, nparams, params[i], &errs[i]);
+    } else if (count == 1) {
+        out[0] = db_query(d, arenas[0], st, nparams, params[0], &errs[0]);
+    }
+}
+
+void db_query_text_many(db *d, arena *const *arenas, int count, const char *const *sqls, const int *nparams,
+                        const char *const *const *params, PGresult **out, loom_err *errs)
+{
+    char names[count][16];
+    bool redo[count], piped = count > 1 && db_check(d, &errs[0]) && !d->pending_begin && !d->in_tx;
+    /* every text prepared first (a batch needs fewer slots than there are, so none evicts another) */
+    for (int i = 0; piped && i < count; i++) {
+        int slot = text_slot(d, arenas[i], sqls[i], nparams[i], &errs[i]);
+        piped = slot >= 0;
+        snprintf(names[i], 16, "t%d", slot);
+    }
+    if (piped)   /* when the connection breaks, the results read before stay, the others are its errors */
+        pipeline(d, arenas, count, (const char (*)[16])names, nparams, params, true, out, errs, redo);
+    for (int i = 0; i < count; i++)   /* a failure (a plan a publish changed, say) runs alone: its own answer */
+        if (!piped || redo[i])
+            out[i] = db_query_text(d, arenas[i], sqls[i], nparams[i], params[i], &errs[i]);
 }
 
 PGresult *db_exec(db *d, arena *a, const char *sql, loom_err *err)

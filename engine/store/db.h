@@ -52,6 +52,12 @@ void db_query_many(db *d, arena *const *arenas, db_stmt *st, int nparams, int co
  * text parameters, like db_query. The DB_TEXT_STMTS most recently used texts
  * stay prepared on the connection, so a list asked again is only executed. */
 PGresult *db_query_text(db *d, arena *a, const char *sql, int nparams, const char *const *params, loom_err *err);
+/* Runs sqls[i] (with nparams[i] params[i]) for each i like db_query_text,
+ * all in one round trip when the connection is outside a transaction, each
+ * in its own implicit transaction; a statement that fails is run again alone
+ * for its own error. */
+void db_query_text_many(db *d, arena *const *arenas, int count, const char *const *sqls, const int *nparams,
+                        const char *const *const *params, PGresult **out, loom_err *errs);
 /* Runs SQL text without parameters (transaction control, DDL). */
 PGresult *db_exec(db *d, arena *a, const char *sql, loom_err *err);
 

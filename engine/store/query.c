@@ -902,11 +902,18 @@ void query_free(query *q)
     json_decref(q->sort);
 }
 
+const char **query_params(arena *a, json_t *args, int *n)
+{
+    *n = (int)json_array_size(args);
+    const char **vals = arena_alloc(a, ((size_t)*n + 1) * sizeof *vals);
+    for (int i = 0; i < *n; i++)
+        vals[i] = json_string_value(json_array_get(args, (size_t)i));
+    return vals;
+}
+
 PGresult *query_exec(db *d, arena *a, const char *sql, json_t *args, loom_err *err)
 {
-    size_t n = json_array_size(args);
-    const char **vals = arena_alloc(a, (n + 1) * sizeof *vals);
-    for (size_t i = 0; i < n; i++)
-        vals[i] = json_string_value(json_array_get(args, i));
-    return db_query_text(d, a, sql, (int)n, vals, err);
+    int n;
+    const char **vals = query_params(a, args, &n);
+    return db_query_text(d, a, sql, n, vals, err);
 }

@@ -78,6 +78,8 @@ json_t *query_items(const query *q, PGresult *r, char **next);
  * JSON tree: a page is the hottest path), with *next as above. */
 void query_page_json(const query *q, PGresult *r, buf *out, char **next);
 void query_free(query *q);
+/* args (an array of strings or nulls) as *n text parameters, on a. */
+const char **query_params(arena *a, json_t *args, int *n);
 /* Runs sql with args (an array of strings or nulls, $1 = args[0]) as
  * run-time SQL (db_query_text): the result, or NULL with *err. */
 PGresult *query_exec(db *d, arena *a, const char *sql, json_t *args, loom_err *err);

@@ -208,6 +208,78 @@ static void test_pages_and_query_body(void **state)
     h_resp_free(&r);
 }
 
+/* Many callers at once: a worker that takes several sends their page queries in one round trip (libpq
+ * pipeline mode); each answer is still the one the request gets alone, problems and totals included. */
+static void test_batched_pages(void **state)
+{
+    (void)state;
+    h_resp first = list(boss, "lead", (const char *[]){"sort", "-budget", "limit", "1", NULL});
+    char cursor[512];
+    snprintf(cursor, sizeof cursor, "%s", json_string_value(json_object_get(first.json, "next_cursor")));
+    h_resp_free(&first);
+    struct {
+        const char *token, *method, *path, *body;
+    } reqs[] = {
+        {ana, "GET", "/api/apps/fours/forms/lead/records?sort=name", NULL},
+        {bo, "GET", "/api/apps/fours/forms/lead/records?sort=name", NULL},
+        {boss, "GET", "/api/apps/fours/forms/lead/records?sort=-budget&limit=1", NULL},
+        {boss, "GET", NULL, NULL},   /* the second page, by its cursor */
+        {nobody, "GET", "/api/apps/fours/forms/lead/records", NULL},
+        {ana, "GET", "/api/apps/fours/forms/lead/records?filter=%7B%22budget%22%3A%7B%22%24gt%22%3A%22x%22%7D%7D", NULL},
+        {admin, "GET", "/api/apps/fours/forms/lead/records?count=true&fields=name", NULL},
+        {boss, "POST", "/api/apps/fours/forms/lead/records/query", "{\"filter\": {\"source\": \"campaign\"}, \"sort\": \"-name\"}"},
+        {ana, "GET", "/api/apps/fours/forms/lead/records?filter=%7B%22internal_note%22%3A%22x%22%7D", NULL},
+    };
+    enum { NREQ = sizeof reqs / sizeof reqs[0], CONNS = 24, ROUNDS = 8 };
+    char page2[700];
+    snprintf(page2, sizeof page2, "/api/apps/fours/forms/lead/records?sort=-budget&limit=1&cursor=%s", cursor);
+    reqs[3].path = page2;
+    /* each alone first: the answers to expect */
+    h_resp want[NREQ];
+    for (int k = 0; k < NREQ; k++) {
+        want[k] = send(reqs[k].method, reqs[k].path, reqs[k].token, reqs[k].body);
+        assert_true(want[k].status == 200 || want[k].status == 400 || want[k].status == 404);
+    }
+    assert_int_equal(want[0].status, 200);
+    assert_int_equal(want[4].status, 404);
+    assert_int_equal(want[5].status, 400);
+    h_conn c[CONNS];
+    for (int i = 0; i < CONNS; i++)
+        assert_true(h_conn_open(&c[i], srv.port));
+    for (int round = 0; round < ROUNDS; round++) {
+        for (int i = 0; i < CONNS; i++) {
+            int k = (i + round) % NREQ;
+            char req[2048];
+            snprintf(req, sizeof req,
+                     "%s %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: %zu\r\n\r\n%s",
+                     reqs[k].method, reqs[k].path, reqs[k].token, reqs[k].body ? strlen(reqs[k].body) : 0,
+                     reqs[k].body ? reqs[k].body : "");
+            assert_true(h_conn_sends(&c[i], req));
+        }
+        for (int i = 0; i < CONNS; i++) {
+            int k = (i + round) % NREQ;
+            h_resp r;
+            assert_true(h_conn_read(&c[i], &r, 10000));
+            assert_int_equal(r.status, want[k].status);
+            if (r.status == 200)
+                assert_string_equal(r.body, want[k].body);   /* byte for byte */
+            else
+                assert_string_equal(h_code(&r), h_code(&want[k]));
+            h_resp_free(&r);
+        }
+    }
+    for (int i = 0; i < CONNS; i++)
+        h_conn_close(&c[i]);
+    for (int k = 0; k < NREQ; k++)
+        h_resp_free(&want[k]);
+    /* the batched path did run */
+    h_resp m = send("GET", "/metrics", NULL, NULL);
+    const char *line = strstr(m.body, "\nloom_batched_queries_total ");
+    assert_non_null(line);
+    assert_true(atoll(line + strlen("\nloom_batched_queries_total ")) > 0);
+    h_resp_free(&m);
+}
+
 static void test_one_record(void **state)
 {
     (void)state;
@@ -342,6 +414,7 @@ int main(void)
         cmocka_unit_test(test_scope_and_hidden_fields),
         cmocka_unit_test(test_hidden_is_unknown),
         cmocka_unit_test(test_pages_and_query_body),
+        cmocka_unit_test(test_batched_pages),
         cmocka_unit_test(test_one_record),
         cmocka_unit_test(test_hostile_parameters),
         cmocka_unit_test(test_form_schemas),

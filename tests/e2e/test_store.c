@@ -110,6 +110,51 @@ static void test_query_many_failure_in_the_middle(void **state)
             assert_int_equal(atoi(PQgetvalue(out[i], 0, 0)), want[i]);
 }
 
+/* Texts of several requests in one round trip: each its own answer, a failure only its own, and a
+ * text prepared by an earlier call reused */
+static void test_query_text_many(void **state)
+{
+    fixture *f = *state;
+    db *d = f->d;
+    arena *a = f->a;
+    enum { N = 4 };
+    const char *sqls[N] = {"SELECT $1::int * 3", "SELECT 100 / $1::int", "SELECT $1::text || '!'", "SELECT $1::int * 3"};
+    const char *vals[N] = {"7", "0", "hi", "8"};
+    const char *const *params[N];
+    arena *arenas[N];
+    int nparams[N];
+    PGresult *out[N];
+    loom_err errs[N];
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < N; i++) {
+            params[i] = &vals[i];
+            arenas[i] = a;
+            nparams[i] = 1;
+        }
+        memset(errs, 0, sizeof errs);
+        db_query_text_many(d, arenas, N, sqls, nparams, params, out, errs);
+        assert_string_equal(PQgetvalue(out[0], 0, 0), "21");
+        assert_null(out[1]);   /* division by zero: its own error */
+        assert_int_not_equal(errs[1].code, LOOM_OK);
+        assert_int_not_equal(errs[1].code, LOOM_UNAVAILABLE);
+        assert_string_equal(PQgetvalue(out[2], 0, 0), "hi!");
+        assert_string_equal(PQgetvalue(out[3], 0, 0), "24");
+    }
+    /* inside a transaction they run in it, one after the other */
+    loom_err e = {0};
+    assert_true(db_begin(d, a, &e));
+    const char *sqls2[2] = {"SELECT set_config('loom.t', $1, true)", "SELECT current_setting('loom.t', $1::boolean)"};
+    const char *vals2[2] = {"in", "true"};
+    for (int i = 0; i < 2; i++)
+        params[i] = &vals2[i];
+    memset(errs, 0, sizeof errs);
+    db_query_text_many(d, arenas, 2, sqls2, nparams, params, out, errs);
+    assert_string_equal(PQgetvalue(out[1], 0, 0), "in");
+    db_rollback(d);
+    PGresult *r = db_exec(d, a, "SELECT current_setting('loom.t', true)", &e);
+    assert_string_equal(PQgetvalue(r, 0, 0), "");   /* rolled back with it */
+}
+
 static void test_commit_of_failed_transaction(void **state)
 {
     fixture *f = *state;
@@ -244,6 +289,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_query_many_in_order, open_db, close_db),
+        cmocka_unit_test_setup_teardown(test_query_text_many, open_db, close_db),
         cmocka_unit_test_setup_teardown(test_query_many_failure_in_the_middle, open_db, close_db),
         cmocka_unit_test_setup_teardown(test_commit_of_failed_transaction, open_db, close_db),
         cmocka_unit_test_setup_teardown(test_text_statements, open_db, close_db),
