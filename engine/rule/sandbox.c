@@ -16,6 +16,7 @@
  * __gc, so no code runs outside a run's budget. */
 #include "rule/sandbox.h"
 
+#include <ctype.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
@@ -24,6 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "core/buf.h"
 
 #define HOOK_EVERY 1000
 #define REP_MAX (1u << 20)      /* string.rep result, bytes */
@@ -37,6 +40,8 @@ struct sandbox {
     bool in_run, tripped, mem_hit, rejected;
     long count;
     int nchunks;
+    char **names;              /* per chunk id: the names it reads from its _ENV, or NULL: any */
+    int names_cap;
     char now[24], today[12];   /* "" = the system clock */
     char reject_msg[256], reject_field[64];
 };
@@ -493,11 +498,21 @@ sandbox *sandbox_new(const sandbox_limits *limits)
     return sb;
 }
 
+static void names_forget(sandbox *sb)
+{
+    for (int i = 0; i < sb->names_cap; i++) {
+        free(sb->names[i]);
+        sb->names[i] = NULL;
+    }
+}
+
 void sandbox_free(sandbox *sb)
 {
     if (!sb)
         return;
     lua_close(sb->L);
+    names_forget(sb);
+    free(sb->names);
     free(sb);
 }
 
@@ -535,6 +550,123 @@ int sandbox_load(lua_State *L, const char *code, size_t len, bool expression)
     return st;
 }
 
+static bool name_start(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+}
+
+static bool name_char(char c)
+{
+    return name_start(c) || (c >= '0' && c <= '9');
+}
+
+/* The level of a long bracket at s ("[[" 0, "[==[" 2), or -1 when s does not
+ * open one. */
+static int long_bracket(const char *s, const char *end)
+{
+    if (s >= end || *s != '[')
+        return -1;
+    int level = 0;
+    for (s++; s < end && *s == '='; s++)
+        level++;
+    return s < end && *s == '[' ? level : -1;
+}
+
+/* Past the long bracket of level opened at s (its end, or end). */
+static const char *skip_long(const char *s, const char *end, int level)
+{
+    for (s += level + 2; s < end; s++) {
+        if (*s != ']')
+            continue;
+        const char *e = s + 1;
+        int n = 0;
+        while (e < end && *e == '=')
+            e++, n++;
+        if (n == level && e < end && *e == ']')
+            return e + 1;
+    }
+    return end;
+}
+
+/* The global names chunk code may read: every name token that does not
+ * follow a single "." or ":" (a field or a method), as "a\0b\0\0"; NULL when
+ * it names _ENV, which reaches any name. It errs only on the side of too
+ * many names (keywords, locals, labels), which is harmless: a run's _ENV
+ * gets the variables that are named here. */
+static char *env_names(const char *code, size_t len)
+{
+    buf out = {0};
+    const char *s = code, *end = code + len;
+    int prev_dots = 0;   /* the last token was "." (1) or ":" (1), "..", "..." or anything else (0) */
+    while (s < end) {
+        char c = *s;
+        if (c == '-' && s + 1 < end && s[1] == '-') {   /* a comment */
+            int level = long_bracket(s + 2, end);
+            if (level >= 0) {
+                s = skip_long(s + 2, end, level);
+            } else {
+                while (s < end && *s != '\n')
+                    s++;
+            }
+        } else if (c == '[' && long_bracket(s, end) >= 0) {
+            s = skip_long(s, end, long_bracket(s, end));
+            prev_dots = 0;
+        } else if (c == '"' || c == '\'') {
+            for (s++; s < end && *s != c; s++)
+                if (*s == '\\' && s + 1 < end)
+                    s++;
+            s++;
+            prev_dots = 0;
+        } else if (c >= '0' && c <= '9') {   /* a numeral, read as Lua's lexer reads one */
+            const char *expo = "Ee";
+            if (c == '0' && s + 1 < end && (s[1] == 'x' || s[1] == 'X')) {
+                expo = "Pp";
+                s += 2;
+            }
+            for (;;) {
+                if (s < end && (*s == expo[0] || *s == expo[1])) {
+                    s++;
+                    if (s < end && (*s == '+' || *s == '-'))
+                        s++;
+                } else if (s < end && (isxdigit((unsigned char)*s) || *s == '.')) {
+                    s++;
+                } else {
+                    break;
+                }
+            }
+            prev_dots = 0;   /* a name glued to a numeral is a malformed number: no such chunk compiles */
+        } else if (name_start(c)) {
+            const char *start = s;
+            while (s < end && name_char(*s))
+                s++;
+            size_t n = (size_t)(s - start);
+            if (n == 4 && !memcmp(start, "_ENV", 4)) {
+                buf_free(&out);
+                return NULL;
+            }
+            bool seen = false;
+            for (size_t at = 0; prev_dots != 1 && !seen && at < out.len; at += strlen(out.data + at) + 1)
+                seen = strlen(out.data + at) == n && !memcmp(out.data + at, start, n);
+            if (prev_dots != 1 && !seen) {
+                buf_append(&out, start, n);
+                buf_append(&out, "", 1);
+            }
+            prev_dots = 0;
+        } else if (c == '.' || c == ':') {
+            int n = 0;
+            while (s < end && *s == c)
+                s++, n++;
+            prev_dots = n == 1 ? 1 : 0;
+        } else {
+            if (c != ' ' && c != '\t' && c != '\n' && c != '\r')
+                prev_dots = 0;
+            s++;
+        }
+    }
+    buf_append(&out, "", 1);
+    return out.data;
+}
+
 int sandbox_compile(sandbox *sb, const char *key, const char *code, size_t len, bool expression, char *err,
                     size_t errlen)
 {
@@ -555,6 +687,7 @@ int sandbox_compile(sandbox *sb, const char *key, const char *code, size_t len, 
         lua_settop(L, 0);
         lua_rawgetp(L, LUA_REGISTRYINDEX, &ids_key);
         sb->nchunks = 0;
+        names_forget(sb);
     }
     if (sandbox_load(L, code, len, expression) != LUA_OK) {
         snprintf(err, errlen, "%s", lua_tostring(L, -1));
@@ -562,6 +695,18 @@ int sandbox_compile(sandbox *sb, const char *key, const char *code, size_t len, 
         return -1;
     }
     int id = ++sb->nchunks;
+    if (id >= sb->names_cap) {
+        int cap = sb->names_cap ? 2 * sb->names_cap : 64;
+        while (cap <= id)
+            cap *= 2;
+        char **names = realloc(sb->names, sizeof *names * (size_t)cap);
+        if (!names)
+            abort();
+        memset(names + sb->names_cap, 0, sizeof *names * (size_t)(cap - sb->names_cap));
+        sb->names = names;
+        sb->names_cap = cap;
+    }
+    sb->names[id] = env_names(code, len);
     lua_rawgetp(L, LUA_REGISTRYINDEX, &chunks_key);
     lua_pushvalue(L, -2);
     lua_rawseti(L, -2, id);
@@ -689,14 +834,27 @@ loom_code sandbox_run(sandbox *sb, int chunk, json_t *vars, json_t **out, char *
         return LOOM_INTERNAL;
     }
     lua_remove(L, 1);
-    /* a fresh _ENV: the variables, then everything else read through base */
-    lua_createtable(L, 0, vars ? (int)json_object_size(vars) : 0);
-    const char *k;
-    json_t *x;
-    json_object_foreach(vars, k, x)
-    {
-        push_json(L, x, 0);
-        lua_setfield(L, -2, k);
+    /* a fresh _ENV: the variables the chunk names (all when it names _ENV), then everything else read
+     * through base */
+    const char *names = chunk < sb->names_cap ? sb->names[chunk] : NULL;
+    if (names) {
+        lua_createtable(L, 0, 4);
+        for (const char *k = names; *k; k += strlen(k) + 1) {
+            json_t *x = json_object_get(vars, k);
+            if (x) {
+                push_json(L, x, 0);
+                lua_setfield(L, -2, k);
+            }
+        }
+    } else {
+        lua_createtable(L, 0, vars ? (int)json_object_size(vars) : 0);
+        const char *k;
+        json_t *x;
+        json_object_foreach(vars, k, x)
+        {
+            push_json(L, x, 0);
+            lua_setfield(L, -2, k);
+        }
     }
     lua_rawgetp(L, LUA_REGISTRYINDEX, &env_mt_key);
     lua_setmetatable(L, -2);

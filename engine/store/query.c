@@ -765,7 +765,7 @@ bool query_lock(const filter_ctx *c, const char *form, const char *id, bool for_
 static bool utc_time(const char *v, char out[21])
 {
     size_t n = strlen(v);
-    if (n < 22 || v[10] != ' ' || (v[19] != '.' && v[19] != '+') || strcmp(v + n - 3, "+00") != 0)
+    if (n < 22 || v[10] != ' ' || (v[19] != '.' && v[19] != '+') || memcmp(v + n - 3, "+00", 3) != 0)
         return false;
     memcpy(out, v, 19);
     out[10] = 'T';
@@ -794,21 +794,36 @@ static json_t *decode(char dec, PGresult *r, int row, int col)
     }
 }
 
-/* The cursor after row (the last of a page): its sort values and the sort. */
+/* The cursor after row (the last of a page): {"s": the sort, "k": its sort
+ * values}, base64url, written as text. */
 static char *cursor_after(const query *q, PGresult *r, int row)
 {
-    json_t *k = json_array();
+    buf j = {0};
+    buf_puts(&j, "{\"s\":");
+    buf_json_string(&j, q->sort_text, false);
+    buf_puts(&j, ",\"k\":[");
     for (size_t s = 0; s < json_array_size(q->sort); s++) {
         json_t *key = json_array_get(q->sort, s);
-        json_array_append_new(k, decode(cursor_decoder(jstr(json_array_get(key, 2))), r, row,
-                                        (int)json_integer_value(json_array_get(key, 4))));
+        int col = (int)json_integer_value(json_array_get(key, 4));
+        if (s)
+            buf_append(&j, ",", 1);
+        if (PQgetisnull(r, row, col)) {
+            buf_puts(&j, "null");
+            continue;
+        }
+        const char *v = PQgetvalue(r, row, col);
+        switch (cursor_decoder(jstr(json_array_get(key, 2)))) {
+        case DEC_INT: buf_printf(&j, "%lld", strtoll(v, NULL, 10)); break;
+        case DEC_BOOL: buf_puts(&j, *v == 't' ? "true" : "false"); break;
+        default: buf_json_stringn(&j, v, (size_t)PQgetlength(r, row, col), false);
+        }
     }
-    json_t *cur = json_pack("{s:s, s:o}", "s", q->sort_text, "k", k);
-    char *text = json_dumps(cur, JSON_COMPACT);
-    char *out = malloc(strlen(text) * 4 / 3 + 4);
-    secret_base64url((const unsigned char *)text, strlen(text), out);
-    free(text);
-    json_decref(cur);
+    buf_puts(&j, "]}");
+    char *out = malloc(j.len * 4 / 3 + 4);
+    if (!out)
+        abort();
+    secret_base64url((const unsigned char *)j.data, j.len, out);
+    buf_free(&j);
     return out;
 }
 

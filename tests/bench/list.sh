@@ -3,7 +3,7 @@
 # 1,000,000-row form through Loom (wrk) against the equivalent hand-written
 # SELECT in pgbench (-M prepared), in the same run, same client count; first
 # page and 1000th page (keyset cursor) side by side.
-# Usage: tests/bench/list.sh BUILD_DIR   (env: ROWS=1000000, CLIENTS=16, DURATION=10)
+# Usage: tests/bench/list.sh BUILD_DIR   (env: ROWS=1000000, CLIENTS=16, DURATION=10, REPS=3)
 set -eu
 BUILD=$(realpath "$1")
 LOOM=$BUILD/loom
@@ -11,6 +11,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 ROWS=${ROWS:-1000000}
 CLIENTS=${CLIENTS:-16}
 DURATION=${DURATION:-10}
+REPS=${REPS:-3}
 PORT=${PORT:-18182}
 
 . "$(dirname "$0")/lib.sh"
@@ -46,18 +47,27 @@ echo "SELECT $cols FROM app_bench.item WHERE level = 'vip' ORDER BY price DESC N
 echo "SELECT $cols FROM app_bench.item WHERE level = 'vip' AND (price, id) < ($price, $id) ORDER BY price DESC NULLS FIRST, id DESC LIMIT 51" > "$dir/page1000.sql"
 chmod 644 "$dir"/*.sql
 
-echo "$ROWS rows, filter level = vip, sort -price, page of 50, $CLIENTS clients, ${DURATION}s each"
-echo "page | pgbench -M prepared (tps) | loom GET .../records (req/s) | ratio | loom p99"
-echo "---|---|---|---|---"
+# REPS runs of each, pgbench and wrk alternating; the medians are compared (this
+# 2-core machine's rates move by 10-20% from one 10 s run to the next)
+median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+echo "$ROWS rows, filter level = vip, sort -price, page of 50, $CLIENTS clients, ${DURATION}s each, median of $REPS"
+echo "page | pgbench -M prepared (tps) | loom GET .../records (req/s) | ratio | loom p99 | every run (pgbench / loom)"
+echo "---|---|---|---|---|---"
 for page in first page1000; do
-    pg=$($run_as "$PGBIN/pgbench" -n -M prepared -f "$dir/$page.sql" -c "$CLIENTS" -j 2 -T "$DURATION" "$url" 2>&1 \
-         | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
     target=$base
     [ "$page" = page1000 ] && target="$base&cursor=$cursor"
-    out=$(wrk -t2 -c"$CLIENTS" -d"${DURATION}s" --latency -H "$auth" "$target")
-    rps=$(echo "$out" | sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p')
-    p99=$(echo "$out" | awk '$1 == "99%" {print $2}')
-    bad=$(echo "$out" | sed -n 's/^ *Non-2xx or 3xx responses: *//p')
-    [ -n "$bad" ] && echo "warning: $bad non-2xx answers"
-    echo "$page | $pg | $rps | $(echo "$rps $pg" | awk '{printf "%.0f%%", 100 * $1 / $2}') | $p99"
+    pgs="" rpss="" p99s="" runs=""
+    for rep in $(seq 1 "$REPS"); do
+        pg=$($run_as "$PGBIN/pgbench" -n -M prepared -f "$dir/$page.sql" -c "$CLIENTS" -j 2 -T "$DURATION" "$url" 2>&1 \
+             | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
+        out=$(wrk -t2 -c"$CLIENTS" -d"${DURATION}s" --latency -H "$auth" "$target")
+        rps=$(echo "$out" | sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p')
+        p99=$(echo "$out" | awk '$1 == "99%" {v = $2; if (v ~ /us$/) v = v / 1000; else if (v ~ /ms$/) v = v + 0; else v = v * 1000; print v}')
+        bad=$(echo "$out" | sed -n 's/^ *Non-2xx or 3xx responses: *//p')
+        [ -n "$bad" ] && echo "warning: $bad non-2xx answers"
+        pgs="$pgs $pg" rpss="$rpss $rps" p99s="$p99s $p99"
+        runs="$runs$(printf '%s%.0f / %.0f' "${runs:+, }" "$pg" "$rps")"
+    done
+    pg=$(echo "$pgs" | median) rps=$(echo "$rpss" | median) p99=$(echo "$p99s" | median)
+    echo "$page | $pg | $rps | $(echo "$rps $pg" | awk '{printf "%.0f%%", 100 * $1 / $2}') | ${p99}ms | $runs"
 done

@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "rule/sandbox.h"
@@ -86,6 +87,45 @@ static void test_expressions(void **state)
     /* does not compile */
     assert_int_equal(run("mileage +", true, vars, &out, err), LOOM_INVALID_DEFINITION);
     json_decref(vars);
+}
+
+/* A run's _ENV holds only the variables its chunk names: every way of naming one must still reach it,
+ * and _ENV itself reaches them all. */
+static void test_variables_a_chunk_names(void **state)
+{
+    (void)state;
+    json_t *vars = json_pack("{s:s, s:s, s:i, s:s, s:i}", "a", "A", "b", "B", "n", 7, "s", "str", "x", 3);
+    struct {
+        const char *code;
+        bool expression;
+        const char *want;
+    } cases[] = {
+        {"a..b", true, "AB"},                                      /* concatenation without spaces */
+        {"a .. b", true, "AB"},
+        {"(\"q\\\"\" .. a) .. '\\'' .. b", true, "q\"A'B"},     /* escaped quotes in strings */
+        {"[[it's]] .. a .. [==[ \"]] ]==] .. b", true, "it'sA \"]] B"},   /* long strings with quotes */
+        {"-- don't\nreturn a .. b", false, "AB"},               /* a quote in a comment */
+        {"--[==[ it's\n ]] ]==] return a .. b", false, "AB"},   /* a long comment */
+        {"tostring(0x1e-x) .. tostring(1e-2 + x) .. tostring(3 ..x)", true, "273.0133"},   /* numerals */
+        {"s:upper() .. s.len(s)", true, "STR3"},                  /* a method, a field of a variable */
+        {"({n = 1}).n + n", true, "8"},                              /* a field named like a variable */
+        {"_ENV['a'] .. rawget(_ENV, 'b')", true, "AB"},           /* _ENV: every variable */
+        {"local t = {} for k, v in pairs(_ENV) do t[#t + 1] = k end table.sort(t) return table.concat(t, ',')", false,
+         "a,b,n,s,x"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        json_t *out = NULL;
+        char err[512];
+        if (run(cases[i].code, cases[i].expression, vars, &out, err) != LOOM_OK)
+            fail_msg("%s: %s", cases[i].code, err);
+        char *got = json_is_string(out) ? strdup(json_string_value(out)) : json_dumps(out, JSON_ENCODE_ANY);
+        if (strcmp(got, cases[i].want))
+            fail_msg("%s: %s, not %s", cases[i].code, got, cases[i].want);
+        free(got);
+        json_decref(out);
+    }
+    json_decref(vars);
+    assert_pristine();
 }
 
 static void test_globals_do_not_leak(void **state)
@@ -265,6 +305,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_expressions),
+        cmocka_unit_test(test_variables_a_chunk_names),
         cmocka_unit_test(test_globals_do_not_leak),
         cmocka_unit_test(test_escapes),
         cmocka_unit_test(test_budgets),
