@@ -419,29 +419,3 @@ json_t *bundle_flow(json_t *bundle, const char *form)
     }
     return NULL;
 }
-
-json_t *bundle_expr_names(const char *e)
-{
-    json_t *names = json_object();
-    for (const char *s = e; *s;) {
-        if (*s == '"' || *s == '\'') {
-            char q = *s++;
-            while (*s && *s != q)
-                s += (*s == '\\' && s[1]) ? 2 : 1;
-            if (*s)
-                s++;
-        } else if ((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || *s == '_') {
-            const char *start = s;
-            while ((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') || *s == '_')
-                s++;
-            if (start == e || (start[-1] != '.' && start[-1] != ':')) {
-                char name[64];
-                snprintf(name, sizeof name, "%.*s", (int)(s - start), start);
-                json_object_set_new(names, name, json_true());
-            }
-        } else {
-            s++;
-        }
-    }
-    return names;
-}

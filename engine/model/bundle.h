@@ -51,8 +51,5 @@ static inline bool field_is(json_t *field, const char *type)
 json_t *bundle_item(json_t *list, const char *id);
 /* The flow attached to form (borrowed), or NULL. */
 json_t *bundle_flow(json_t *bundle, const char *form);
-/* The identifiers a Lua expression mentions outside strings (not those after
- * "." or ":"), as a set: a new object of name -> true. */
-json_t *bundle_expr_names(const char *expr);
 
 #endif

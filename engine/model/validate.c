@@ -927,7 +927,7 @@ static bool formula_cycle(json_t *fields, const char *id, json_t *state)
     const char *formula = json_string_value(json_object_get(f, "formula"));
     bool cycle = false;
     if (formula) {
-        json_t *names = bundle_expr_names(formula);
+        json_t *names = sandbox_names(formula, strlen(formula));
         const char *n;
         json_t *x;
         json_object_foreach(names, n, x)

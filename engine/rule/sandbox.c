@@ -588,16 +588,11 @@ static const char *skip_long(const char *s, const char *end, int level)
     return end;
 }
 
-/* The global names chunk code may read: every name token that does not
- * follow a single "." or ":" (a field or a method), as "a\0b\0\0"; NULL when
- * it names _ENV, which reaches any name. It errs only on the side of too
- * many names (keywords, locals, labels), which is harmless: a run's _ENV
- * gets the variables that are named here. */
-static char *env_names(const char *code, size_t len)
+json_t *sandbox_names(const char *code, size_t len)
 {
-    buf out = {0};
+    json_t *names = json_object();
     const char *s = code, *end = code + len;
-    int prev_dots = 0;   /* the last token was "." (1) or ":" (1), "..", "..." or anything else (0) */
+    int prev_dots = 0;   /* the last token was "." or ":" (1), or anything else ("..", "...", "::": 0) */
     while (s < end) {
         char c = *s;
         if (c == '-' && s + 1 < end && s[1] == '-') {   /* a comment */
@@ -639,17 +634,16 @@ static char *env_names(const char *code, size_t len)
             const char *start = s;
             while (s < end && name_char(*s))
                 s++;
-            size_t n = (size_t)(s - start);
-            if (n == 4 && !memcmp(start, "_ENV", 4)) {
-                buf_free(&out);
-                return NULL;
-            }
-            bool seen = false;
-            for (size_t at = 0; prev_dots != 1 && !seen && at < out.len; at += strlen(out.data + at) + 1)
-                seen = strlen(out.data + at) == n && !memcmp(out.data + at, start, n);
-            if (prev_dots != 1 && !seen) {
-                buf_append(&out, start, n);
-                buf_append(&out, "", 1);
+            const char *next = s;
+            while (next < end && (*next == ' ' || *next == '\t' || *next == '\n' || *next == '\r'))
+                next++;
+            bool assigned = next < end && *next == '=' && (next + 1 >= end || next[1] != '=');
+            if (prev_dots != 1 && !assigned) {   /* "name =": a table's key, or a variable written */
+                char *name = strndup(start, (size_t)(s - start));
+                if (!name)
+                    abort();
+                json_object_set_new(names, name, json_true());
+                free(name);
             }
             prev_dots = 0;
         } else if (c == '.' || c == ':') {
@@ -663,8 +657,24 @@ static char *env_names(const char *code, size_t len)
             s++;
         }
     }
+    return names;
+}
+
+/* The variables a run of code gets: its names packed as "a\0b\0\0", or
+ * NULL (all of them) when it names _ENV, which reaches any name. */
+static char *env_names(const char *code, size_t len)
+{
+    json_t *names = sandbox_names(code, len);
+    buf out = {0};
+    const char *k;
+    json_t *v;
+    json_object_foreach(names, k, v) buf_append(&out, k, strlen(k) + 1);
     buf_append(&out, "", 1);
-    return out.data;
+    bool all = json_object_get(names, "_ENV") != NULL;
+    json_decref(names);
+    if (all)
+        buf_free(&out);
+    return all ? NULL : out.data;
 }
 
 int sandbox_compile(sandbox *sb, const char *key, const char *code, size_t len, bool expression, char *err,

@@ -27,6 +27,13 @@ typedef struct sandbox_limits {
 sandbox *sandbox_new(const sandbox_limits *limits);
 void sandbox_free(sandbox *sb);
 
+/* The global names a chunk of Lua may read: every name token that is not in
+ * a string or comment, does not follow a single "." or ":" (a field, a
+ * method) and is not followed by a single "=" (a table's key, a variable
+ * written), as a new object name -> true. Never too few; keywords, locals and
+ * labels may be among them. */
+json_t *sandbox_names(const char *code, size_t len);
+
 /* Compiles code (an expression when expression, else a script), caching the
  * chunk under key. Returns a chunk id >= 0, or -1 with the message in err. */
 int sandbox_compile(sandbox *sb, const char *key, const char *code, size_t len, bool expression, char *err,

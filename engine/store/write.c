@@ -438,7 +438,7 @@ static json_t *formula_order(json_t *fields)
             const char *id = jstr(json_object_get(f, "id")), *code = json_string_value(json_object_get(f, "formula"));
             if (!code || json_object_get(done, id))
                 continue;
-            json_t *names = bundle_expr_names(code);
+            json_t *names = sandbox_names(code, strlen(code));
             bool ready = true;
             const char *n;
             json_t *y;
@@ -597,7 +597,7 @@ static bool mentions_clock(const char *expr)
 {
     if (!expr)
         return false;
-    json_t *names = bundle_expr_names(expr);
+    json_t *names = sandbox_names(expr, strlen(expr));
     bool yes = json_object_get(names, "now") || json_object_get(names, "today");
     json_decref(names);
     return yes;

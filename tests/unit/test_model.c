@@ -117,6 +117,42 @@ static void test_hostile_many_fields(void **state)
     json_decref(b);
 }
 
+/* Formulas that depend on each other in a circle, however the names are written */
+static void test_formula_cycles(void **state)
+{
+    (void)state;
+    const char *pairs[][2] = {
+        {"b .. 'x'", "'y' .. a"},
+        {"b..'x'", "'y'..a"},                         /* no spaces around the concatenation */
+        {"[[it's]] .. b", "-- don't\n a"},          /* quotes in a long string and a comment */
+        {"({b = 1}).b + b", "a"},                     /* a field named like a formula, and the formula */
+    };
+    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+        json_t *b = minimal_app();
+        json_t *fields = json_pack("[{s:s, s:s, s:s}, {s:s, s:s, s:s}, {s:s, s:s}]", "id", "a", "type", "text", "formula",
+                                   pairs[i][0], "id", "b", "type", "text", "formula", pairs[i][1], "id", "c", "type", "text");
+        json_array_append_new(json_object_get(b, "forms"), json_pack("{s:s, s:o}", "id", "f", "fields", fields));
+        json_t *got = model_validate(b);
+        bool cycle = false;
+        size_t k;
+        json_t *p;
+        json_array_foreach(got, k, p) cycle = cycle || !strcmp(json_string_value(json_object_get(p, "code")), "formula_cycle");
+        if (!cycle)
+            fail_msg("no cycle found in a = %s, b = %s", pairs[i][0], pairs[i][1]);
+        json_decref(got);
+        json_decref(b);
+    }
+    /* a field of a table is not a dependency: no cycle */
+    json_t *b = minimal_app();
+    json_array_append_new(json_object_get(b, "forms"),
+                          json_pack("{s:s, s:[{s:s, s:s, s:s}, {s:s, s:s, s:s}]}", "id", "f", "fields", "id", "a", "type",
+                                    "text", "formula", "({b = 'x'}).b", "id", "b", "type", "text", "formula", "a"));
+    json_t *got = model_validate(b);
+    assert_int_equal(json_array_size(got), 0);
+    json_decref(got);
+    json_decref(b);
+}
+
 static void test_hostile_text(void **state)
 {
     (void)state;
@@ -205,6 +241,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fixtures),
         cmocka_unit_test(test_hostile_many_fields),
+        cmocka_unit_test(test_formula_cycles),
         cmocka_unit_test(test_hostile_text),
         cmocka_unit_test(test_directory_layout),
     };

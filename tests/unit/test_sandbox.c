@@ -109,6 +109,8 @@ static void test_variables_a_chunk_names(void **state)
         {"tostring(0x1e-x) .. tostring(1e-2 + x) .. tostring(3 ..x)", true, "273.0133"},   /* numerals */
         {"s:upper() .. s.len(s)", true, "STR3"},                  /* a method, a field of a variable */
         {"({n = 1}).n + n", true, "8"},                              /* a field named like a variable */
+        {"({n = n}).n + ({x=1}).x", true, "8"},                     /* a key, then the variable */
+        {"x = x + 1 return x", false, "4"},                          /* written, and read */
         {"_ENV['a'] .. rawget(_ENV, 'b')", true, "AB"},           /* _ENV: every variable */
         {"local t = {} for k, v in pairs(_ENV) do t[#t + 1] = k end table.sort(t) return table.concat(t, ',')", false,
          "a,b,n,s,x"},
