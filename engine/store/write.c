@@ -30,6 +30,7 @@ typedef struct wr {
     char now[24], today[12];
     int clock_use;           /* whether expressions read the clock: -1 not known yet */
     json_t *orders;          /* formula order per field list ("" the record's, else the subform's id) */
+    json_t *view_names;      /* the names the record's expressions read (null: any); NULL: not known yet */
     char key_prefix[200];    /* of the chunk cache keys */
     size_t key_len;
     bool plain;              /* every field writable by the caller, no subforms: a body needs no stripping */
@@ -363,17 +364,19 @@ static json_t *lua_value(json_t *f, json_t *v)
 }
 
 /* The variables of an expression over rec (fields of fields): subform rows
- * included unless rows is false. */
-static json_t *lua_view(json_t *fields, json_t *rec, bool rows)
+ * included unless rows is false; only those in names unless names is NULL
+ * or null. */
+static json_t *lua_view(json_t *fields, json_t *rec, bool rows, json_t *names)
 {
     json_t *o = json_object();
     size_t i;
     json_t *f;
+    bool all = !json_is_object(names);
     json_array_foreach(fields, i, f)
     {
         const char *k = jstr(json_object_get(f, "id"));
         json_t *v = json_object_get(rec, k);
-        if (!v) {
+        if (!v || (!all && !json_object_get(names, k))) {
             continue;
         } else if (!field_is(f, "subform")) {
             json_object_set_new(o, k, lua_value(f, v));
@@ -381,14 +384,44 @@ static json_t *lua_view(json_t *fields, json_t *rec, bool rows)
             json_t *a = json_array();
             size_t r;
             json_t *row;
-            json_array_foreach(v, r, row) json_array_append_new(a, lua_view(json_object_get(f, "fields"), row, false));
+            json_array_foreach(v, r, row) json_array_append_new(a, lua_view(json_object_get(f, "fields"), row, false, NULL));
             json_object_set_new(o, k, a);
         }
     }
     const char *k;
     json_t *v;
-    json_object_foreach(rec, k, v) if (*k == '_' || !strcmp(k, "id")) json_object_set(o, k, v);   /* system fields */
+    json_object_foreach(rec, k, v) if ((*k == '_' || !strcmp(k, "id")) && (all || json_object_get(names, k)))
+        json_object_set(o, k, v);   /* system fields */
     return o;
+}
+
+static void add_names(json_t *into, const char *code)
+{
+    if (!code)
+        return;
+    json_t *names = sandbox_names(code, strlen(code));
+    json_object_update(into, names);
+    json_decref(names);
+}
+
+/* The names the record's own expressions (its subform rows' aside) read: a
+ * set, or null when one names _ENV (then the view holds every field). */
+static json_t *view_names(json_t *fields, json_t *checks)
+{
+    json_t *names = json_object();
+    size_t i;
+    json_t *f;
+    json_array_foreach(fields, i, f)
+    {
+        add_names(names, json_string_value(json_object_get(f, "formula")));
+        add_names(names, json_string_value(json_object_get(f, "required")));
+        add_names(names, json_string_value(json_object_get(f, "visible_when")));
+    }
+    json_array_foreach(checks, i, f) add_names(names, json_string_value(json_object_get(f, "expr")));
+    if (!json_object_get(names, "_ENV"))
+        return names;
+    json_decref(names);
+    return json_null();
 }
 
 /* Runs expression code (cached under what) with vars; *out its value. */
@@ -631,7 +664,9 @@ static bool expressions(wr *x, json_t *rec)
         x->clock_use = uses_clock(x->fields, checks);
     if (x->clock_use && !tx_clock(x))
         return false;
-    json_t *view = lua_view(x->fields, rec, true);
+    if (!x->view_names)
+        x->view_names = view_names(x->fields, checks);
+    json_t *view = lua_view(x->fields, rec, true, x->view_names);
     json_t *parent = NULL;   /* what a subform row sees of the record: made when a row needs it */
     size_t i;
     json_t *f;
@@ -642,7 +677,7 @@ static bool expressions(wr *x, json_t *rec)
         if (!field_is(f, "subform") || !has_expressions(json_object_get(f, "fields")) || !json_array_size(rows))
             continue;
         if (!parent)
-            parent = lua_view(x->fields, rec, false);
+            parent = lua_view(x->fields, rec, false, NULL);
         const char *sid = jstr(json_object_get(f, "id"));
         json_t *subfields = json_object_get(f, "fields");
         char prefix[80];
@@ -654,7 +689,7 @@ static bool expressions(wr *x, json_t *rec)
         {
             char base[160];
             snprintf(base, sizeof base, "/%s/%zu", sid, r);
-            json_t *rv = lua_view(subfields, row, false);
+            json_t *rv = lua_view(subfields, row, false, NULL);
             json_object_set(rv, "parent", parent);
             formulas(x, subfields, prefix, row, rv, base);
             requirements(x, subfields, prefix, row, rv, base);
@@ -1486,6 +1521,7 @@ static bool finish(wr *x, bool ok)
     json_decref(x->errors);
     json_decref(x->expr_errors);
     json_decref(x->orders);
+    json_decref(x->view_names);
     perm_free(&x->d);
     return ok;
 }
@@ -1796,7 +1832,7 @@ static bool guard(wr *x, json_t *t, json_t *rec)
         return false;
     char what[160];
     snprintf(what, sizeof what, "transition/%s/when", jstr(json_object_get(t, "id")));
-    json_t *view = lua_view(x->fields, rec, true);
+    json_t *view = lua_view(x->fields, rec, true, NULL);
     bool truth = true;
     bool ran = condition(x, what, when, view, "", &truth);
     json_decref(view);
