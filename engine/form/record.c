@@ -304,13 +304,32 @@ static json_t *c_date(json_t *f, json_t *v, const char **c, char *m, size_t n)
 }
 
 /* RFC 3339, any offset, fraction dropped -> UTC "YYYY-MM-DDTHH:MM:SSZ". */
+/* The number written by the n digits at s, or -1. */
+static int digits(const char *s, int n)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    return v;
+}
+
 static json_t *c_datetime(json_t *f, json_t *v, const char **c, char *m, size_t n)
 {
     const char *s = json_string_value(v);
-    int y, mo, d, h, mi, sec, used = 0;
-    if (!s || sscanf(s, "%4d-%2d-%2d%*1[Tt]%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &used) != 6 || used != 19 ||
-        !valid_date(y, mo, d) || h > 23 || mi > 59 || sec > 60)
+    int y = -1, mo = 0, d = 0, h = 0, mi = 0, sec = 0;
+    if (s && json_string_length(v) >= 19 && s[4] == '-' && s[7] == '-' && (s[10] == 'T' || s[10] == 't') &&
+        s[13] == ':' && s[16] == ':') {
+        y = digits(s, 4), mo = digits(s + 5, 2), d = digits(s + 8, 2);
+        h = digits(s + 11, 2), mi = digits(s + 14, 2), sec = digits(s + 17, 2);
+    }
+    if (y < 0 || mo < 0 || d < 0 || h < 0 || mi < 0 || sec < 0 || !valid_date(y, mo, d) || h > 23 || mi > 59 ||
+        sec > 60)
         return bad(c, "type", m, n, "must be a date-time such as 2026-11-22T09:30:00Z");
+    if (s[10] == 'T' && sec < 60 && s[19] == 'Z' && !s[20])   /* already as it is kept */
+        return date_in_bounds(f, s, c, m, n) ? json_incref(v) : NULL;
     const char *z = s + 19;
     if (*z == '.')
         while (isdigit((unsigned char)*++z))
@@ -333,8 +352,11 @@ static json_t *c_datetime(json_t *f, json_t *v, const char **c, char *m, size_t 
                     .tm_sec = sec > 59 ? 59 : sec};
     time_t t = timegm(&tm) - (time_t)off * 60;
     gmtime_r(&t, &tm);
+    if (tm.tm_year + 1900 < 1 || tm.tm_year + 1900 > 9999)   /* an offset past the years written with 4 digits */
+        return bad(c, "type", m, n, "must be a date-time such as 2026-11-22T09:30:00Z");
     char out[24];
-    strftime(out, sizeof out, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    snprintf(out, sizeof out, "%04d-%02d-%02dT%02d:%02d:%02dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+             tm.tm_hour, tm.tm_min, tm.tm_sec);
     return date_in_bounds(f, out, c, m, n) ? json_string(out) : NULL;
 }
 

@@ -541,18 +541,21 @@ static void formulas(wr *x, json_t *fields, const char *what_prefix, json_t *rec
         const char *id = jstr(json_object_get(f, "id"));
         char what[160], path[512], err[256];
         snprintf(what, sizeof what, "%s%s/formula", what_prefix, id);
-        snprintf(path, sizeof path, "%s/%s", base, id);
-        json_t *v;
+        json_t *v, *canon = NULL;
+        const char *code = NULL;
         loom_code c = eval(x, what, jstr(json_object_get(f, "formula")), view, &v, err, sizeof err);
+        if (c == LOOM_OK) {
+            canon = formula_value(f, v, &code, err, sizeof err);
+            json_decref(v);
+        }
+        if (!canon)   /* the path only for a problem */
+            snprintf(path, sizeof path, "%s/%s", base, id);
         if (c != LOOM_OK) {
             problem(x->expr_errors, path, c == LOOM_RULE_LIMIT ? "rule_limit" : "formula_error", "%s", err);
             json_object_set_new(rec, id, json_null());
             json_object_set_new(view, id, json_null());
             continue;
         }
-        const char *code;
-        json_t *canon = formula_value(f, v, &code, err, sizeof err);
-        json_decref(v);
         if (!canon) {
             problem(x->errors, path, code, "%s", err);
             canon = json_null();
@@ -703,9 +706,8 @@ static bool expressions(wr *x, json_t *rec)
     json_t *c;
     json_array_foreach(checks, i, c)
     {
-        char what[32], path[32];
+        char what[32];
         snprintf(what, sizeof what, "check/%zu", i);
-        snprintf(path, sizeof path, "/checks/%zu", i);
         bool ok;
         if (!condition(x, what, jstr(json_object_get(c, "expr")), view, "", &ok) || ok)
             continue;
