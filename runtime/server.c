@@ -518,7 +518,8 @@ void ctx_run_split(ctx *c, route_plan_fn plan, route_finish_fn finish)
 }
 
 /* The jobs of a batch whose routes are in two halves: each planned, then
- * their queries sent together in one round trip; run_batch finishes them. */
+ * their queries sent together in one round trip; worker_batch_cb finishes
+ * them. */
 static void plan_batch(worker *w, job **jobs, int n)
 {
     arena *arenas[BATCH_MAX];
