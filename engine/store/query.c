@@ -872,12 +872,12 @@ void query_page_json(const query *q, PGresult *r, buf *out, char **next)
         buf_append(out, i ? ",{" : "{", i ? 2 : 1);
         for (int k = 0; k < ncols; k++) {
             buf_append(out, keys.data + at[k], at[k + 1] - at[k]);
-            if (PQgetisnull(r, i, k)) {
+            size_t n = (size_t)PQgetlength(r, i, k);
+            if (!n && PQgetisnull(r, i, k)) {   /* only an empty value may be a null */
                 buf_append(out, "null", 4);
                 continue;
             }
             const char *v = PQgetvalue(r, i, k);
-            size_t n = (size_t)PQgetlength(r, i, k);
             switch (decs[k]) {
             case DEC_INT:
             case DEC_JSON:   /* numbers and JSON as PostgreSQL wrote them */
