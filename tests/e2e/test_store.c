@@ -234,6 +234,43 @@ static void test_reconnects_after_backend_killed(void **state)
     assert_string_equal(PQgetvalue(r, 0, 0), "42");
 }
 
+/* The connection lost under a pipeline of texts: every statement fails as unavailable, none half
+ * answered; the next call reconnects and prepares the texts again */
+static void test_text_many_after_backend_killed(void **state)
+{
+    fixture *f = *state;
+    db *d = f->d;
+    arena *a = f->a;
+    enum { N = 3 };
+    const char *sqls[N] = {"SELECT $1::int + 1", "SELECT $1::int + 2", "SELECT $1::int + 3"};
+    const char *vals[N] = {"10", "20", "30"};
+    const char *const *params[N] = {&vals[0], &vals[1], &vals[2]};
+    arena *arenas[N] = {a, a, a};
+    int nparams[N] = {1, 1, 1};
+    PGresult *out[N];
+    loom_err errs[N];
+    memset(errs, 0, sizeof errs);
+    db_query_text_many(d, arenas, N, sqls, nparams, params, out, errs);   /* prepared on this connection */
+    assert_string_equal(PQgetvalue(out[2], 0, 0), "33");
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%d)", PQbackendPID(db_conn(d)));
+    assert_true(h_sql(url, sql));
+    memset(errs, 0, sizeof errs);
+    db_query_text_many(d, arenas, N, sqls, nparams, params, out, errs);
+    for (int i = 0; i < N; i++) {
+        assert_null(out[i]);
+        assert_int_equal(errs[i].code, LOOM_UNAVAILABLE);
+    }
+    assert_false(db_up(d));
+    double end = h_now() + 5;
+    while (!db_ready(d) && h_now() < end)
+        ;
+    memset(errs, 0, sizeof errs);
+    db_query_text_many(d, arenas, N, sqls, nparams, params, out, errs);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(atoi(PQgetvalue(out[i], 0, 0)), 11 * (i + 1));
+}
+
 static void test_migrations_idempotent(void **state)
 {
     (void)state;
@@ -294,6 +331,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_commit_of_failed_transaction, open_db, close_db),
         cmocka_unit_test_setup_teardown(test_text_statements, open_db, close_db),
         cmocka_unit_test_setup_teardown(test_reconnects_after_backend_killed, open_db, close_db),
+        cmocka_unit_test_setup_teardown(test_text_many_after_backend_killed, open_db, close_db),
         cmocka_unit_test(test_migrations_idempotent),
         cmocka_unit_test(test_migration_drops_system_user_keys),
     };
