@@ -190,7 +190,7 @@ static json_t *decimal(json_t *f, json_t *v, const char **c, char *m, size_t n, 
         if (!isfinite(d) || strtod(text, NULL) != d || strchr(text, 'e'))
             return bad(c, "type", m, n, "send decimals of more than 15 digits as a string");
     } else if (json_is_string(v) && json_string_length(v) < sizeof text) {
-        snprintf(text, sizeof text, "%s", json_string_value(v));
+        memcpy(text, json_string_value(v), json_string_length(v) + 1);
     } else {
         return bad(c, "type", m, n, "must be a decimal number");
     }
@@ -239,15 +239,14 @@ static json_t *decimal(json_t *f, json_t *v, const char **c, char *m, size_t n, 
             out[o++] = i < (long long)frac_len ? frac[i] : '0';
     }
     out[o] = '\0';
-    double x = strtod(out, NULL), lim;
-    if (bound(json_object_get(f, "min"), &lim) && x < lim)
-        return bad(c, "too_small", m, n, "must be at least %s", json_is_string(json_object_get(f, "min"))
-                                                                   ? json_string_value(json_object_get(f, "min"))
-                                                                   : "the minimum");
-    if (bound(json_object_get(f, "max"), &lim) && x > lim)
-        return bad(c, "too_large", m, n, "must be at most %s", json_is_string(json_object_get(f, "max"))
-                                                                  ? json_string_value(json_object_get(f, "max"))
-                                                                  : "the maximum");
+    json_t *min = json_object_get(f, "min"), *max = json_object_get(f, "max");
+    double x = min || max ? strtod(out, NULL) : 0, lim;
+    if (bound(min, &lim) && x < lim)
+        return bad(c, "too_small", m, n, "must be at least %s",
+                   json_is_string(min) ? json_string_value(min) : "the minimum");
+    if (bound(max, &lim) && x > lim)
+        return bad(c, "too_large", m, n, "must be at most %s",
+                   json_is_string(max) ? json_string_value(max) : "the maximum");
     return json_string(out);
 }
 
