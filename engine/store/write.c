@@ -35,6 +35,8 @@ typedef struct wr {
     size_t key_len;
     bool plain;              /* every field writable by the caller, no subforms: a body needs no stripping */
     bool has_files;          /* the form has file fields (in rows too) */
+    /* what the record's own fields hold, so that a write (an import's every row) skips what has nothing to do */
+    bool has_subforms, has_links, has_defaults, has_conditions;
     json_t *flow;            /* the form's flow, or NULL */
     const char *state;       /* an update of a record in a flow: its state (what is editable) */
     json_t *input;           /* a transition: the fields it takes, writable whatever their mode, else NULL */
@@ -702,7 +704,8 @@ static bool expressions(wr *x, json_t *rec)
         json_object_set_new(view, sid, vrows);
     }
     formulas(x, x->fields, "", rec, view, "");
-    requirements(x, x->fields, "", rec, view, "");
+    if (x->has_conditions)
+        requirements(x, x->fields, "", rec, view, "");
     json_t *c;
     json_array_foreach(checks, i, c)
     {
@@ -804,12 +807,14 @@ static void collect_links(json_t *fields, const char *sub, json_t *rec, json_t *
 /* Notes the links of rec that changed from old, under base. */
 static void links_of(wr *x, json_t *rec, json_t *old, json_t *links, const char *base)
 {
-    collect_links(x->fields, NULL, rec, old, links, base, rec);
+    if (x->has_links)
+        collect_links(x->fields, NULL, rec, old, links, base, rec);
     json_t *owner = json_object_get(rec, "_owner");
-    char path[64];
-    snprintf(path, sizeof path, "%s/_owner", base);
-    if (owner && !(old && json_equal(owner, json_object_get(old, "_owner"))))
+    if (owner && !(old && json_equal(owner, json_object_get(old, "_owner")))) {
+        char path[64];
+        snprintf(path, sizeof path, "%s/_owner", base);
         note_link(links, NULL, "user:", owner, path);
+    }
 }
 
 /* Every link noted exists (refs: and the caller may read the record;
@@ -1504,6 +1509,11 @@ static bool begin(wr *x, const write_ctx *w, const char *form, write_result *out
         x->plain = x->plain && !field_is(f, "subform") && mode(x, NULL, jstr(json_object_get(f, "id"))) == FIELD_WRITE;
         x->has_files = x->has_files || field_is(f, "file");
         json_array_foreach(json_object_get(f, "fields"), k, sf) x->has_files = x->has_files || field_is(sf, "file");
+        x->has_subforms = x->has_subforms || field_is(f, "subform");
+        x->has_links = x->has_links || field_is(f, "ref") || field_is(f, "user") || field_is(f, "subform");
+        x->has_defaults = x->has_defaults || json_object_get(f, "default");
+        x->has_conditions = x->has_conditions || json_object_get(f, "visible_when") ||
+                            json_is_string(json_object_get(f, "required"));
     }
     return true;
 }
@@ -1563,8 +1573,10 @@ static bool check_body(wr *x, json_t *body, json_t *old, json_t **values)
 /* Defaults of absent fields, in the record and in new subform rows. */
 static bool fill_defaults(wr *x, json_t *body, json_t *rec, bool create)
 {
-    if (create && !defaults(x, x->fields, body, rec))
+    if (create && x->has_defaults && !defaults(x, x->fields, body, rec))
         return false;
+    if (!x->has_subforms)
+        return true;
     size_t i;
     json_t *f;
     json_array_foreach(x->fields, i, f)
