@@ -610,7 +610,8 @@ json_t *sandbox_names(const char *code, size_t len)
             for (s++; s < end && *s != c; s++)
                 if (*s == '\\' && s + 1 < end)
                     s++;
-            s++;
+            if (s < end)   /* past the closing quote */
+                s++;
             prev_dots = 0;
         } else if (c >= '0' && c <= '9') {   /* a numeral, read as Lua's lexer reads one */
             const char *expo = "Ee";
