@@ -93,6 +93,10 @@ bool records_query_plan(ctx *c, route_query *q);
 void records_page_finish(ctx *c, route_query *q);
 void records_get(void *c);
 void records_create(void *c);
+/* its halves: a create that is one statement (records_create_plan decides)
+ * runs outside a transaction, alone or with others' queries */
+bool records_create_plan(ctx *c, route_query *q);
+void records_create_finish(ctx *c, route_query *q);
 void records_update(void *c);
 void records_delete(void *c);
 void records_history(void *c);

@@ -478,15 +478,30 @@ static void idempotency_end(ctx *c, const char *p[4], const char *etag)
         return;   /* responded 5xx: the transaction rolls back */
 }
 
-void records_create(void *cp)
+void records_create(void *c)
 {
-    ctx *c = cp;
+    ctx_run_split(c, records_create_plan, records_create_finish);
+}
+
+typedef struct create_state {
     rec_req r;
-    if (!rec_begin(c, &r))
-        return;
+    write_pending *p;
+} create_state;
+
+bool records_create_plan(ctx *c, route_query *q)
+{
+    create_state *s = arena_alloc(c->a, sizeof *s);
+    s->p = NULL;
+    if (!rec_begin(c, &s->r))
+        return false;
     json_t *body = ctx_body_object(c);
     if (!body)
-        return;
+        return false;
+    loom_err e = {0};
+    if (!db_begin(c->db, c->a, &e)) {   /* committed by the route when the answer is < 400 */
+        ctx_db_fail(c, &e);
+        return false;
+    }
     const char *key = http_request_header(c->req, "idempotency-key");
     char user[24], hash[65];
     const char *p[4] = {NULL, NULL, NULL, NULL};
@@ -500,18 +515,38 @@ void records_create(void *cp)
     }
     bool claimed;
     if (!idempotency_begin(c, key, p, &claimed))
-        return;
-    write_ctx w = rec_write_ctx(c, &r);
+        return false;
+    write_ctx w = rec_write_ctx(c, &s->r);
     write_result out;
-    if (!write_create(&w, r.form, body, &out)) {
+    /* a key's claim and an expanded answer go in the create's transaction: only a plain create is left pending */
+    bool plain = !key && !query_param(c->a, c->req->query, "expand");
+    if (!write_create_plan(&w, s->r.form, body, plain ? &s->p : NULL, &out)) {
         rec_write_failed(c, &out);
-        return;
+        return false;
+    }
+    if (s->p) {
+        db_rollback(c->db);   /* nothing ran in it: the statement is a transaction of its own */
+        q->sql = write_pending_sql(s->p, &q->nparams, &q->params);
+        q->writes = true;
+        q->state = s;
+        return true;
     }
     char etag[32];
     snprintf(etag, sizeof etag, "\"%lld\"", out.version);
-    rec_respond_written(c, &r, &out, 201);
+    rec_respond_written(c, &s->r, &out, 201);
     if (claimed && c->res->status == 201)
         idempotency_end(c, p, etag);
+    return false;
+}
+
+void records_create_finish(ctx *c, route_query *q)
+{
+    create_state *s = q->state;
+    write_result out;
+    if (write_create_done(s->p, q->result, &q->err, &out))
+        rec_respond_written(c, &s->r, &out, 201);
+    else
+        rec_write_failed(c, &out);
 }
 
 /* The record a PATCH or DELETE names, and its If-Match (-1: none); false

@@ -48,7 +48,7 @@ static const route routes[] = {
     {"GET", "/api/apps/{app}/forms/{form}/records", records_list, R_AUTH},
     {"POST", "/api/apps/{app}/forms/{form}/records/query", records_query, R_AUTH},
     {"GET", "/api/apps/{app}/forms/{form}/records/{id}", records_get, R_AUTH},
-    {"POST", "/api/apps/{app}/forms/{form}/records", records_create, R_AUTH | R_TX},
+    {"POST", "/api/apps/{app}/forms/{form}/records", records_create, R_AUTH},
     {"PATCH", "/api/apps/{app}/forms/{form}/records/{id}", records_update, R_AUTH | R_TX},
     {"DELETE", "/api/apps/{app}/forms/{form}/records/{id}", records_delete, R_AUTH | R_TX},
     {"GET", "/api/apps/{app}/forms/{form}/records/{id}/history", records_history, R_AUTH},
@@ -93,6 +93,7 @@ static const struct {
 } splits[] = {
     {records_list, records_list_plan, records_page_finish},
     {records_query, records_query_plan, records_page_finish},
+    {records_create, records_create_plan, records_create_finish},
 };
 
 const route *server_routes(int *out_n)
@@ -530,6 +531,7 @@ static void plan_batch(worker *w, job **jobs, int n)
     loom_err errs[BATCH_MAX];
     job *planned[BATCH_MAX];
     int m = 0;
+    bool writes = false;
     for (int i = 0; i < n; i++) {
         job *j = jobs[i];
         j->split = -1;
@@ -551,12 +553,13 @@ static void plan_batch(worker *w, job **jobs, int n)
         sqls[m] = j->q.sql;
         nparams[m] = j->q.nparams;
         params[m] = j->q.params;
+        writes = writes || j->q.writes;
         planned[m++] = j;
     }
     if (!m)
         return;
     memset(errs, 0, sizeof errs);
-    db_query_text_many(w->db, arenas, m, sqls, nparams, params, out, errs);
+    db_query_text_many(w->db, arenas, m, sqls, nparams, params, writes, out, errs);
     if (m > 1)
         atomic_fetch_add(&w->srv->batched_queries, (unsigned long long)m);
     for (int i = 0; i < m; i++) {

@@ -64,13 +64,15 @@ typedef struct ctx {
 } ctx;
 
 /* The one query of a handler in two halves: plan responds and returns
- * false, or fills sql, params and state and returns true; the query runs
- * (outside any transaction), and finish responds from result (NULL: the
- * query failed with err). */
+ * false (having run its own transaction, if it needed one), or fills sql,
+ * params and state and returns true; the query runs outside any transaction
+ * (so as its own when it writes), and finish responds from result (NULL:
+ * the query failed with err). */
 typedef struct route_query {
     const char *sql;
     int nparams;
     const char **params;
+    bool writes;   /* the query writes: it commits before finish runs */
     void *state;
     PGresult *result;
     loom_err err;

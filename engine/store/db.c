@@ -287,13 +287,17 @@ PGresult *db_query_text(db *d, arena *a, const char *sql, int nparams, const cha
 }
 
 /* Sends the prepared statements names[0..count-1] (each with its own
- * parameters) in one pipeline and reads their results into out. A statement
- * that a failure before it aborted, or that failed itself when redo_failed,
- * is left NULL with redo[i] set, for the caller to run again alone. False
- * when the connection broke or its state is unknown: then it is dropped, and
- * every statement without a result has errs[i] set. */
+ * parameters) in one pipeline and reads their results into out. They are one
+ * implicit transaction, committed at the pipeline's end. A statement that a
+ * failure before it aborted, or that failed itself when redo_failed, is left
+ * NULL with redo[i] set, for the caller to run again alone; when atomic (the
+ * statements write), any failure rolled all of them back, so all are left to
+ * run again. False when the connection broke or its state is unknown: then it
+ * is dropped, and every statement without a result (every one, when atomic:
+ * whether they committed is not known) has errs[i] set. */
 static bool pipeline(db *d, arena *const *arenas, int count, const char (*names)[16], const int *nparams,
-                     const char *const *const *params, bool redo_failed, PGresult **out, loom_err *errs, bool *redo)
+                     const char *const *const *params, bool redo_failed, bool atomic, PGresult **out, loom_err *errs,
+                     bool *redo)
 {
     for (int i = 0; i < count; i++) {
         out[i] = NULL;
@@ -317,15 +321,24 @@ static bool pipeline(db *d, arena *const *arenas, int count, const char (*names)
         PGresult *sync = PQgetResult(d->conn);
         bool synced = sync && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
         PQclear(sync);
-        if (synced && PQexitPipelineMode(d->conn) == 1)
+        if (synced && PQexitPipelineMode(d->conn) == 1) {
+            bool failed = false;
+            for (int i = 0; atomic && i < count; i++)
+                failed = failed || !out[i];
+            for (int i = 0; failed && i < count; i++) {   /* rolled back: the results before the failure too */
+                out[i] = NULL;
+                redo[i] = true;
+            }
             return true;
+        }
     }
     PQfinish(d->conn);
     d->conn = NULL;
     d->up = false;
     for (int i = 0; i < count; i++) {
-        if (out[i])
+        if (out[i] && !atomic)
             continue;
+        out[i] = NULL;
         redo[i] = false;
         errs[i].code = LOOM_UNAVAILABLE;
         errs[i].message = "could not reach the database";
@@ -352,7 +365,7 @@ void db_query_many(db *d, arena *const *arenas, db_stmt *st, int nparams, int co
         memcpy(names[i], names[0], 16);
         np[i] = nparams;
     }
-    if (count > 1 && pipeline(d, arenas, count, (const char (*)[16])names, np, params, false, out, errs, redo)) {
+    if (count > 1 && pipeline(d, arenas, count, (const char (*)[16])names, np, params, false, false, out, errs, redo)) {
         for (int i = 0; i < count; i++)   /* a failure aborts the rest of a pipeline: those run again alone */
             if (redo[i])
                 out[i] = db_query(d, arenas[i], st, nparams, params[i], &errs[i]);
@@ -362,7 +375,7 @@ void db_query_many(db *d, arena *const *arenas, db_stmt *st, int nparams, int co
 }
 
 void db_query_text_many(db *d, arena *const *arenas, int count, const char *const *sqls, const int *nparams,
-                        const char *const *const *params, PGresult **out, loom_err *errs)
+                        const char *const *const *params, bool writes, PGresult **out, loom_err *errs)
 {
     char names[count][16];
     bool redo[count], piped = count > 1 && db_check(d, &errs[0]) && !d->pending_begin && !d->in_tx;
@@ -373,7 +386,7 @@ void db_query_text_many(db *d, arena *const *arenas, int count, const char *cons
         snprintf(names[i], 16, "t%d", slot);
     }
     if (piped)   /* when the connection breaks, the results read before stay, the others are its errors */
-        pipeline(d, arenas, count, (const char (*)[16])names, nparams, params, true, out, errs, redo);
+        pipeline(d, arenas, count, (const char (*)[16])names, nparams, params, true, writes, out, errs, redo);
     for (int i = 0; i < count; i++)   /* a failure (a plan a publish changed, say) runs alone: its own answer */
         if (!piped || redo[i])
             out[i] = db_query_text(d, arenas[i], sqls[i], nparams[i], params[i], &errs[i]);
@@ -457,4 +470,9 @@ void db_rollback(db *d)
 bool db_in_tx(const db *d)
 {
     return d->in_tx;
+}
+
+bool db_tx_unused(const db *d)
+{
+    return d->in_tx && d->pending_begin;
 }

@@ -44,7 +44,7 @@ PGconn *db_conn(db *d);
  * SQLSTATE, the message is PostgreSQL's (for logs, not for clients). */
 PGresult *db_query(db *d, arena *a, db_stmt *st, int nparams, const char *const *params, loom_err *err);
 /* Runs st once per parameter set (params[i] has nparams values), all in one
- * round trip (libpq pipeline mode), each in its own implicit transaction.
+ * round trip (libpq pipeline mode) and one implicit transaction (st reads).
  * out[i] is the result (owned by arenas[i]) or NULL with errs[i] set. */
 void db_query_many(db *d, arena *const *arenas, db_stmt *st, int nparams, int count,
                    const char *const *const *params, PGresult **out, loom_err *errs);
@@ -53,11 +53,13 @@ void db_query_many(db *d, arena *const *arenas, db_stmt *st, int nparams, int co
  * stay prepared on the connection, so a list asked again is only executed. */
 PGresult *db_query_text(db *d, arena *a, const char *sql, int nparams, const char *const *params, loom_err *err);
 /* Runs sqls[i] (with nparams[i] params[i]) for each i like db_query_text,
- * all in one round trip when the connection is outside a transaction, each
- * in its own implicit transaction; a statement that fails is run again alone
- * for its own error. */
+ * all in one round trip and one implicit transaction when the connection is
+ * outside a transaction; a statement that fails is run again alone for its
+ * own error. When writes, the statements are writes each of which must stand
+ * alone: any failure (which rolled back the others) runs every one of them
+ * again alone, each its own transaction. */
 void db_query_text_many(db *d, arena *const *arenas, int count, const char *const *sqls, const int *nparams,
-                        const char *const *const *params, PGresult **out, loom_err *errs);
+                        const char *const *const *params, bool writes, PGresult **out, loom_err *errs);
 /* Runs SQL text without parameters (transaction control, DDL). */
 PGresult *db_exec(db *d, arena *a, const char *sql, loom_err *err);
 
@@ -74,6 +76,9 @@ bool db_commit(db *d, arena *a, loom_err *err);
 /* Rolls back if a transaction is open; never fails. */
 void db_rollback(db *d);
 bool db_in_tx(const db *d);
+/* True inside a transaction where nothing has run yet (its BEGIN still
+ * pending): rolling it back then costs nothing and undoes nothing. */
+bool db_tx_unused(const db *d);
 
 /* Opens a connection for one-off use (CLI, migrations) with a short connect
  * timeout. Returns NULL and writes PostgreSQL's message into err on failure. */

@@ -1603,14 +1603,22 @@ static bool fill_defaults(wr *x, json_t *body, json_t *rec, bool create)
  * was written: sys (its system fields, stolen) and the fields the caller
  * sees; or NULL when only a read can say: a read scope other than "all" (is
  * it readable?) or subform rows (their ids, and what of them is hidden). */
-static json_t *shown(wr *x, json_t *rec, json_t *sys)
+/* Whether rec holds subform rows. */
+static bool holds_rows(wr *x, json_t *rec)
 {
     size_t i;
     json_t *f;
     bool rows = false;
-    json_array_foreach(x->fields, i, f) rows = rows || (field_is(f, "subform") &&
-                                                        json_array_size(json_object_get(rec, jstr(json_object_get(f, "id")))));
-    if (!perm_scope_all(x->d.read) || rows) {
+    json_array_foreach(x->has_subforms ? x->fields : NULL, i, f) rows =
+        rows || (field_is(f, "subform") && json_array_size(json_object_get(rec, jstr(json_object_get(f, "id")))));
+    return rows;
+}
+
+static json_t *shown(wr *x, json_t *rec, json_t *sys)
+{
+    size_t i;
+    json_t *f;
+    if (!perm_scope_all(x->d.read) || holds_rows(x, rec)) {
         json_decref(sys);
         return NULL;
     }
@@ -1644,9 +1652,74 @@ static json_t *created_record(wr *x, json_t *rec, PGresult *r, json_t *flow)
     return shown(x, rec, out);
 }
 
+/* The statement that inserts the checked record rec and its history entry
+ * (returning id, _owner, _created_at, _created_by): into sql and args. */
+static void create_statement(wr *x, json_t *rec, buf *sql, json_t *args)
+{
+    buf cols = {0}, def = {0}, xcols = {0};
+    int n = columns(x->fields, &cols, &xcols, &def);
+    json_t *vals = column_values(x->fields, rec);
+    json_t *ch = changes(x, NULL, rec);
+    json_t *owner = json_object_get(rec, "_owner");
+    arg_json(args, vals);
+    arg_me(args, json_is_integer(owner) ? json_integer_value(owner) : x->w->fc->me);
+    arg_me(args, x->w->fc->me);
+    arg(args, x->w->app);
+    arg(args, x->form);
+    arg_json(args, ch);
+    if (x->flow)
+        arg(args, jstr(json_object_get(x->flow, "initial")));
+    buf_puts(sql, "WITH r AS (INSERT INTO ");
+    qualified(sql, x->w->fc->schema, x->form);
+    buf_printf(sql, " (\"_owner\", \"_created_by\", \"_updated_by\"%s%s) SELECT $2, $3, $3%s%s FROM ",
+               x->flow ? ", \"_state\"" : "", cols.data ? cols.data : "", x->flow ? ", $7" : "",
+               xcols.data ? xcols.data : "");
+    if (n)
+        buf_printf(sql, "jsonb_to_record($1::jsonb) AS x(%s)", def.data);
+    else
+        buf_puts(sql, "(SELECT $1::jsonb) AS x");
+    buf_puts(sql, " RETURNING \"id\", \"_owner\", \"_created_at\", \"_created_by\"), h AS (INSERT INTO loom.history "
+                  "(app, form, record, actor, action, changes) SELECT $4, $5, r.\"id\", $3, 'create', $6::json "
+                  "FROM r) SELECT \"id\", \"_owner\", to_char(\"_created_at\" AT TIME ZONE 'UTC', "
+                  "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \"_created_by\" FROM r");
+    buf_free(&cols);
+    buf_free(&def);
+    buf_free(&xcols);
+    json_decref(vals);
+    json_decref(ch);
+}
+
+/* A create left to its one statement (write_create_plan). */
+struct write_pending {
+    write_ctx w;        /* the write's own copy: x.w points here */
+    wr x;
+    write_result none;  /* x.out until write_create_done */
+    json_t *rec, *args;
+    buf sql;
+    const char **params;
+    int nparams;
+};
+
+static void pending_free(void *arg)
+{
+    write_pending *p = arg;
+    p->x.out = &p->none;
+    finish(&p->x, false);
+    json_decref(p->rec);
+    json_decref(p->args);
+    buf_free(&p->sql);
+}
+
 bool write_create(const write_ctx *w, const char *form, json_t *body, write_result *out)
 {
+    return write_create_plan(w, form, body, NULL, out);
+}
+
+bool write_create_plan(const write_ctx *w, const char *form, json_t *body, write_pending **pending, write_result *out)
+{
     wr x;
+    if (pending)
+        *pending = NULL;
     if (!begin(&x, w, form, out))
         return finish(&x, false);
     if (!x.d.create)
@@ -1661,58 +1734,65 @@ bool write_create(const write_ctx *w, const char *form, json_t *body, write_resu
     json_t *one = json_pack("[O]", rec);
     ok = ok && autonumbers(&x, one);
     json_decref(one);
+    /* nothing read on the way (links, files, counters, the clock) and nothing to write after it (rows, the
+     * flow's state), and the record as the caller sees it known: the one statement is the whole create */
+    if (ok && pending && db_tx_unused(w->db) && !x.flow && !holds_rows(&x, rec) && perm_scope_all(x.d.read)) {
+        write_pending *p = arena_alloc(w->a, sizeof *p);
+        *p = (write_pending){.w = *w, .x = x, .rec = rec, .args = json_array()};
+        p->x.w = &p->w;
+        p->x.out = &p->none;
+        create_statement(&p->x, rec, &p->sql, p->args);
+        p->params = query_params(w->a, p->args, &p->nparams);
+        arena_defer(w->a, pending_free, p);
+        *pending = p;
+        return true;
+    }
     if (ok) {
-        buf sql = {0}, cols = {0}, def = {0}, xcols = {0};
-        int n = columns(x.fields, &cols, &xcols, &def);
-        json_t *flow = bundle_flow(w->fc->bundle, form);
+        buf sql = {0};
         json_t *args = json_array();
-        json_t *vals = column_values(x.fields, rec);
-        json_t *ch = changes(&x, NULL, rec);
-        json_t *owner = json_object_get(rec, "_owner");
-        arg_json(args, vals);
-        arg_me(args, json_is_integer(owner) ? json_integer_value(owner) : w->fc->me);
-        arg_me(args, w->fc->me);
-        arg(args, w->app);
-        arg(args, form);
-        arg_json(args, ch);
-        if (flow)
-            arg(args, jstr(json_object_get(flow, "initial")));
-        buf_puts(&sql, "WITH r AS (INSERT INTO ");
-        qualified(&sql, w->fc->schema, form);
-        buf_printf(&sql, " (\"_owner\", \"_created_by\", \"_updated_by\"%s%s) SELECT $2, $3, $3%s%s FROM ",
-                   flow ? ", \"_state\"" : "", cols.data ? cols.data : "", flow ? ", $7" : "",
-                   xcols.data ? xcols.data : "");
-        if (n)
-            buf_printf(&sql, "jsonb_to_record($1::jsonb) AS x(%s)", def.data);
-        else
-            buf_puts(&sql, "(SELECT $1::jsonb) AS x");
-        buf_puts(&sql, " RETURNING \"id\", \"_owner\", \"_created_at\", \"_created_by\"), h AS (INSERT INTO loom.history "
-                       "(app, form, record, actor, action, changes) SELECT $4, $5, r.\"id\", $3, 'create', $6::json "
-                       "FROM r) SELECT \"id\", \"_owner\", to_char(\"_created_at\" AT TIME ZONE 'UTC', "
-                       "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \"_created_by\" FROM r");
+        create_statement(&x, rec, &sql, args);
         PGresult *r = write_sql(&x, sql.data, args);
         if (r) {
             out->id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
             out->version = 1;
         }
         ok = r && write_rows(&x, out->id, rec, NULL) && link_files(&x, out->id, rec, NULL);
-        if (ok && flow) {
+        if (ok && x.flow) {
             char ids[32];
             snprintf(ids, sizeof ids, "{%lld}", out->id);
-            ok = enter_state(&x, ids, jstr(json_object_get(flow, "initial")), false);
+            ok = enter_state(&x, ids, jstr(json_object_get(x.flow, "initial")), false);
         }
         if (ok)
-            out->record = created_record(&x, rec, r, flow);
+            out->record = created_record(&x, rec, r, x.flow);
         buf_free(&sql);
-        buf_free(&cols);
-        buf_free(&def);
-        buf_free(&xcols);
         json_decref(args);
-        json_decref(vals);
-        json_decref(ch);
     }
     json_decref(rec);
     return finish(&x, ok);
+}
+
+const char *write_pending_sql(const write_pending *p, int *nparams, const char ***params)
+{
+    *nparams = p->nparams;
+    *params = p->params;
+    return p->sql.data;
+}
+
+bool write_create_done(write_pending *p, PGresult *r, const loom_err *e, write_result *out)
+{
+    memset(out, 0, sizeof *out);
+    p->x.out = out;
+    bool ok;
+    if (!r) {
+        ok = e->code == LOOM_NOT_UNIQUE ? not_unique(&p->x, e) : db_failed(&p->x, e);
+    } else {
+        out->id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+        out->version = 1;
+        out->record = created_record(&p->x, p->rec, r, NULL);
+        ok = true;
+    }
+    p->x.out = &p->none;
+    return ok;
 }
 
 /* Locks record id (unless x->peek) and reads it whole; *old the record,

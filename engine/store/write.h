@@ -53,6 +53,23 @@ typedef struct write_result {
 
 /* Creates a record of form from body (a JSON object). */
 bool write_create(const write_ctx *w, const char *form, json_t *body, write_result *out);
+/* A create that is one statement, left for the caller to run. */
+typedef struct write_pending write_pending;
+/* Like write_create, but when pending is not NULL and the create turns out
+ * to be one statement (nothing read from the database on the way, which
+ * leaves the transaction begun on w->db unused; no subform rows, files or
+ * flow state to write after it; the record readable to the caller whole),
+ * returns true with *pending set instead of running it: the caller rolls
+ * the unused transaction back, runs write_pending_sql outside any
+ * transaction (alone, or in one round trip with others' statements), and
+ * ends with write_create_done. *pending lives as long as w->a. */
+bool write_create_plan(const write_ctx *w, const char *form, json_t *body, write_pending **pending,
+                       write_result *out);
+/* The statement of a pending create and its text parameters. */
+const char *write_pending_sql(const write_pending *p, int *nparams, const char ***params);
+/* Ends a pending create with its statement's result r (NULL: it failed
+ * with e), as write_create would have. */
+bool write_create_done(write_pending *p, PGresult *r, const loom_err *e, write_result *out);
 /* Updates record id (digits) with the fields of body; if_match < 0: no
  * If-Match was sent. */
 bool write_update(const write_ctx *w, const char *form, const char *id, json_t *body, long long if_match,

@@ -132,7 +132,7 @@ static void test_query_text_many(void **state)
             nparams[i] = 1;
         }
         memset(errs, 0, sizeof errs);
-        db_query_text_many(d, arenas, N, sqls, nparams, params, out, errs);
+        db_query_text_many(d, arenas, N, sqls, nparams, params, false, out, errs);
         assert_string_equal(PQgetvalue(out[0], 0, 0), "21");
         assert_null(out[1]);   /* division by zero: its own error */
         assert_int_not_equal(errs[1].code, LOOM_OK);
@@ -148,11 +148,60 @@ static void test_query_text_many(void **state)
     for (int i = 0; i < 2; i++)
         params[i] = &vals2[i];
     memset(errs, 0, sizeof errs);
-    db_query_text_many(d, arenas, 2, sqls2, nparams, params, out, errs);
+    db_query_text_many(d, arenas, 2, sqls2, nparams, params, false, out, errs);
     assert_string_equal(PQgetvalue(out[1], 0, 0), "in");
     db_rollback(d);
     PGresult *r = db_exec(d, a, "SELECT current_setting('loom.t', true)", &e);
     assert_string_equal(PQgetvalue(r, 0, 0), "");   /* rolled back with it */
+}
+
+/* Writes in one round trip: each stands alone. A failure rolls back the
+ * pipeline's one implicit transaction, the writes before it too, so every
+ * write runs again alone: each committed once, the failing one with its own
+ * error. */
+static void test_writes_many(void **state)
+{
+    fixture *f = *state;
+    db *d = f->d;
+    arena *a = f->a;
+    loom_err e = {0};
+    assert_non_null(db_exec(d, a, "DROP TABLE IF EXISTS piped; CREATE TABLE piped (k int PRIMARY KEY, n serial)", &e));
+    enum { N = 4 };
+    const char *sql = "INSERT INTO piped (k) VALUES ($1::int) RETURNING k";
+    const char *sqls[N] = {sql, sql, sql, sql};
+    const char *vals[N] = {"1", "2", "1", "3"};   /* the third clashes with the first */
+    const char *const *params[N];
+    arena *arenas[N];
+    int nparams[N];
+    PGresult *out[N];
+    loom_err errs[N];
+    for (int i = 0; i < N; i++) {
+        params[i] = &vals[i];
+        arenas[i] = a;
+        nparams[i] = 1;
+    }
+    memset(errs, 0, sizeof errs);
+    db_query_text_many(d, arenas, N, sqls, nparams, params, true, out, errs);
+    for (int i = 0; i < N; i++) {
+        if (i == 2) {
+            assert_null(out[i]);
+            assert_int_equal(errs[i].code, LOOM_NOT_UNIQUE);
+        } else {
+            assert_non_null(out[i]);
+            assert_string_equal(PQgetvalue(out[i], 0, 0), vals[i]);
+        }
+    }
+    PGresult *r = db_exec(d, a, "SELECT string_agg(k::text, ',' ORDER BY k) FROM piped", &e);
+    assert_string_equal(PQgetvalue(r, 0, 0), "1,2,3");
+    /* without a failure, one round trip commits them all */
+    const char *more[N] = {"4", "5", "6", "7"};
+    for (int i = 0; i < N; i++)
+        params[i] = &more[i];
+    db_query_text_many(d, arenas, N, sqls, nparams, params, true, out, errs);
+    r = db_exec(d, a, "SELECT count(*), max(n) - min(n) FROM piped WHERE k >= 4", &e);
+    assert_string_equal(PQgetvalue(r, 0, 0), "4");
+    assert_string_equal(PQgetvalue(r, 0, 1), "3");   /* no statement ran twice */
+    assert_non_null(db_exec(d, a, "DROP TABLE piped", &e));
 }
 
 static void test_commit_of_failed_transaction(void **state)
@@ -250,13 +299,13 @@ static void test_text_many_after_backend_killed(void **state)
     PGresult *out[N];
     loom_err errs[N];
     memset(errs, 0, sizeof errs);
-    db_query_text_many(d, arenas, N, sqls, nparams, params, out, errs);   /* prepared on this connection */
+    db_query_text_many(d, arenas, N, sqls, nparams, params, false, out, errs);   /* prepared on this connection */
     assert_string_equal(PQgetvalue(out[2], 0, 0), "33");
     char sql[128];
     snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%d)", PQbackendPID(db_conn(d)));
     assert_true(h_sql(url, sql));
     memset(errs, 0, sizeof errs);
-    db_query_text_many(d, arenas, N, sqls, nparams, params, out, errs);
+    db_query_text_many(d, arenas, N, sqls, nparams, params, false, out, errs);
     for (int i = 0; i < N; i++) {
         assert_null(out[i]);
         assert_int_equal(errs[i].code, LOOM_UNAVAILABLE);
@@ -266,7 +315,7 @@ static void test_text_many_after_backend_killed(void **state)
     while (!db_ready(d) && h_now() < end)
         ;
     memset(errs, 0, sizeof errs);
-    db_query_text_many(d, arenas, N, sqls, nparams, params, out, errs);
+    db_query_text_many(d, arenas, N, sqls, nparams, params, false, out, errs);
     for (int i = 0; i < N; i++)
         assert_int_equal(atoi(PQgetvalue(out[i], 0, 0)), 11 * (i + 1));
 }
@@ -327,6 +376,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_query_many_in_order, open_db, close_db),
         cmocka_unit_test_setup_teardown(test_query_text_many, open_db, close_db),
+        cmocka_unit_test_setup_teardown(test_writes_many, open_db, close_db),
         cmocka_unit_test_setup_teardown(test_query_many_failure_in_the_middle, open_db, close_db),
         cmocka_unit_test_setup_teardown(test_commit_of_failed_transaction, open_db, close_db),
         cmocka_unit_test_setup_teardown(test_text_statements, open_db, close_db),

@@ -1258,6 +1258,76 @@ static void test_parallel_autonumbers(void **state)
     assert_int_equal(sql_int(sql), N);
 }
 
+static long long batched_queries(void)
+{
+    h_resp m = req("GET", NULL, NULL, NULL, "/metrics");
+    const char *line = strstr(m.body, "\nloom_batched_queries_total ");
+    assert_non_null(line);
+    long long n = atoll(line + strlen("\nloom_batched_queries_total "));
+    h_resp_free(&m);
+    return n;
+}
+
+/* Creates that are one statement each (form tag: nothing to read first, no
+ * rows, no flow) go to the database in one round trip per worker's batch. A
+ * unique clash in a batch rolls back the others' too: they run again alone,
+ * so every create is answered once, as if it had run alone. */
+static void test_parallel_creates(void **state)
+{
+    (void)state;
+    enum { N = 48, NAMED = 30, CLASH = 10, BAD = 4 };
+    shot s[N];
+    char bodies[N][96];
+    for (int i = 0; i < N; i++) {
+        const char *token = manager;
+        if (i < NAMED + CLASH)   /* the last CLASH reuse the first names */
+            snprintf(bodies[i], sizeof bodies[i], "{\"name\": \"t%d\", \"weight\": %d}", i % NAMED, i);
+        else if (i < NAMED + CLASH + BAD)
+            snprintf(bodies[i], sizeof bodies[i], "{\"name\": \"bad%d\", \"weight\": -1}", i);
+        else   /* clerk reads only its own: the whole create in a transaction, as before */
+            snprintf(bodies[i], sizeof bodies[i], "{\"name\": \"c%d\", \"weight\": 1}", i), token = clerk;
+        s[i] = (shot){.method = "POST", .token = token, .body = bodies[i]};
+        snprintf(s[i].path, sizeof s[i].path, "/api/apps/shop/forms/tag/records");
+    }
+    long long batched = batched_queries();
+    volley(s, N);
+    int created = 0, clashed = 0, invalid = 0;
+    for (int i = 0; i < N; i++) {
+        h_resp *r = &s[i].r;
+        if (r->status == 201) {
+            created++;
+            long long id = json_integer_value(json_object_get(r->json, "id"));
+            long long weight = json_integer_value(json_object_get(r->json, "weight"));
+            assert_int_equal(json_integer_value(json_object_get(r->json, "double")), 2 * weight);
+            assert_int_equal(json_integer_value(json_object_get(r->json, "_version")), 1);
+            char etag[32], sql[256];
+            assert_true(h_resp_header(r, "ETag", etag, sizeof etag));
+            assert_string_equal(etag, "\"1\"");
+            /* the answer is the row stored, with one history entry */
+            snprintf(sql, sizeof sql,
+                     "SELECT count(*) FROM app_shop.tag t JOIN loom.history h ON h.form = 'tag' AND h.record = t.id "
+                     "WHERE t.id = %lld AND t.name = '%s' AND t.weight = %lld AND t.double = %lld AND h.action = 'create'",
+                     id, json_string_value(json_object_get(r->json, "name")), weight, 2 * weight);
+            assert_int_equal(sql_int(sql), 1);
+        } else if (r->status == 409) {
+            clashed++;
+            expect_errors(r, 409, "not_unique", "/name not_unique");
+            continue;
+        } else {
+            invalid++;
+            expect_errors(r, 422, "validation_failed", "/weight too_small");
+            continue;
+        }
+        h_resp_free(r);
+    }
+    assert_int_equal(created, N - CLASH - BAD);
+    assert_int_equal(clashed, CLASH);
+    assert_int_equal(invalid, BAD);
+    assert_int_equal(sql_int("SELECT count(*) FROM app_shop.tag"), N - CLASH - BAD);
+    assert_int_equal(sql_int("SELECT count(*) FROM loom.history WHERE form = 'tag'"), N - CLASH - BAD);
+    assert_true(batched_queries() > batched);
+}
+
 static void test_parallel_patch_same_version(void **state)
 {
     (void)state;
@@ -1416,6 +1486,7 @@ int main(void)
         cmocka_unit_test(test_permission_matrix),
         cmocka_unit_test(test_idempotency_key),
         cmocka_unit_test(test_parallel_autonumbers),
+        cmocka_unit_test(test_parallel_creates),
         cmocka_unit_test(test_parallel_patch_same_version),
         cmocka_unit_test(test_sort_through_refs),
         cmocka_unit_test(test_lists_follow_a_publish),
