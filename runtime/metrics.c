@@ -102,7 +102,7 @@ void metrics_render(const metrics *m, const metrics_gauges *g, buf *out)
                "# TYPE loom_http_connections gauge\nloom_http_connections %d\n"
                "# HELP loom_auth_batched_lookups_total Token lookups a worker sent in one pipelined batch.\n"
                "# TYPE loom_auth_batched_lookups_total counter\nloom_auth_batched_lookups_total %llu\n"
-               "# HELP loom_batched_queries_total Record pages whose query a worker sent with others in one round trip.\n"
+               "# HELP loom_batched_queries_total Record pages and one-statement creates a worker sent with others in one round trip.\n"
                "# TYPE loom_batched_queries_total counter\nloom_batched_queries_total %llu\n"
                "# HELP loom_jobs_total Durable jobs (timers) this server ran, by result (failed: attempts that failed).\n"
                "# TYPE loom_jobs_total counter\nloom_jobs_total{result=\"done\"} %llu\nloom_jobs_total{result=\"failed\"} %llu\n",
