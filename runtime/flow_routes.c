@@ -84,6 +84,7 @@ void records_transition(void *cp)
         return;
     }
     write_ctx w = rec_write_ctx(c, &r);
+    w.last = !query_param(c->a, c->req->query, "expand");   /* else the answer is read in the transaction */
     write_result out;
     if (!write_transition(&w, r.form, c->params[2], c->params[3], json_is_object(values) ? values : NULL,
                           json_string_value(json_object_get(body, "comment")), im, &out)) {

@@ -578,6 +578,7 @@ void records_update(void *cp)
     if (!body)
         return;
     write_ctx w = rec_write_ctx(c, &r);
+    w.last = !query_param(c->a, c->req->query, "expand");   /* else the answer is read in the transaction */
     write_result out;
     if (!write_update(&w, r.form, c->params[2], body, im, &out)) {
         rec_write_failed(c, &out);

@@ -187,27 +187,41 @@ static bool stmt_prepare(db *d, arena *a, db_stmt *st, int nparams, char name[16
 
 /* Runs prepared statement name; a pending BEGIN goes first in the same
  * round trip (libpq pipeline mode). Returns the statement's raw result. */
-static PGresult *exec_prepared(db *d, const char *name, int nparams, const char *const *params)
+static PGresult *exec_prepared(db *d, const char *name, int nparams, const char *const *params, bool commit,
+                               bool *committed)
 {
-    if (!d->pending_begin)
+    if (!d->pending_begin && !commit)
         return PQexecPrepared(d->conn, name, nparams, params, NULL, NULL, 0);
     const char *begin_sql = d->pending_begin;
     d->pending_begin = NULL;
     if (PQenterPipelineMode(d->conn) != 1)
         return NULL;
     PGresult *out = NULL;
-    bool ok = PQsendQueryParams(d->conn, begin_sql, 0, NULL, NULL, NULL, NULL, 0) == 1 &&
-              PQsendQueryPrepared(d->conn, name, nparams, params, NULL, NULL, 0) == 1 && PQpipelineSync(d->conn) == 1;
-    if (ok) {
+    bool ok = (!begin_sql || PQsendQueryParams(d->conn, begin_sql, 0, NULL, NULL, NULL, NULL, 0) == 1) &&
+              PQsendQueryPrepared(d->conn, name, nparams, params, NULL, NULL, 0) == 1 &&
+              (!commit || PQsendQueryParams(d->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) == 1) &&
+              PQpipelineSync(d->conn) == 1;
+    if (ok && begin_sql) {
         PGresult *b = PQgetResult(d->conn);
         ok = b && PQresultStatus(b) == PGRES_COMMAND_OK;
         PQclear(b);
         PQclear(PQgetResult(d->conn));   /* the NULL that ends BEGIN */
+    }
+    if (ok) {
         out = PQgetResult(d->conn);
         if (out)
             PQclear(PQgetResult(d->conn));   /* the NULL that ends the statement */
+    }
+    if (ok && commit) {   /* aborted when the statement failed; ROLLBACK as its tag when the commit did */
+        PGresult *c = PQgetResult(d->conn);
+        *committed = c && PQresultStatus(c) == PGRES_COMMAND_OK && !strcmp(PQcmdStatus(c), "COMMIT");
+        if (c)
+            PQclear(PQgetResult(d->conn));
+        PQclear(c);
+    }
+    if (ok) {
         PGresult *sync = PQgetResult(d->conn);
-        ok = ok && sync && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
+        ok = sync && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
         PQclear(sync);
     }
     if (PQexitPipelineMode(d->conn) != 1 || !ok) {
@@ -222,7 +236,7 @@ PGresult *db_query(db *d, arena *a, db_stmt *st, int nparams, const char *const 
     char name[16];
     if (!db_check(d, err) || !stmt_prepare(d, a, st, nparams, name, err))
         return NULL;
-    return db_result(d, a, exec_prepared(d, name, nparams, params), err);
+    return db_result(d, a, exec_prepared(d, name, nparams, params, false, NULL), err);
 }
 
 /* The slot of sql in the text statement cache, prepared; -1 with *err set. */
@@ -271,7 +285,7 @@ PGresult *db_query_text(db *d, arena *a, const char *sql, int nparams, const cha
             return NULL;
         char name[16];
         snprintf(name, sizeof name, "t%d", slot);
-        PGresult *r = exec_prepared(d, name, nparams, params);
+        PGresult *r = exec_prepared(d, name, nparams, params, false, NULL);
         const char *st = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
         /* a publish changed a column's type under the cached plan: prepare it again, once (not inside a
          * transaction, which the error has aborted) */
@@ -284,6 +298,32 @@ PGresult *db_query_text(db *d, arena *a, const char *sql, int nparams, const cha
         }
         return db_result(d, a, r, err);
     }
+}
+
+PGresult *db_query_text_commit(db *d, arena *a, const char *sql, int nparams, const char *const *params,
+                               loom_err *err)
+{
+    if (!d->in_tx)
+        return db_query_text(d, a, sql, nparams, params, err);
+    if (!db_check(d, err))
+        return NULL;
+    int slot = text_slot(d, a, sql, nparams, err);
+    PGresult *r = NULL;
+    if (slot >= 0) {
+        char name[16];
+        bool committed = false;
+        snprintf(name, sizeof name, "t%d", slot);
+        r = db_result(d, a, exec_prepared(d, name, nparams, params, true, &committed), err);
+        if (r && !committed) {
+            r = NULL;
+            *err = (loom_err){.code = LOOM_CONFLICT, .message = "transaction was rolled back"};
+        }
+    }
+    if (!r && d->in_tx && !d->pending_begin && PQstatus(d->conn) == CONNECTION_OK)
+        PQclear(PQexec(d->conn, "ROLLBACK"));   /* the statement failed: its transaction is aborted */
+    d->in_tx = false;
+    d->pending_begin = NULL;
+    return r;
 }
 
 /* Sends the prepared statements names[0..count-1] (each with its own

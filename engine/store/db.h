@@ -52,6 +52,13 @@ void db_query_many(db *d, arena *const *arenas, db_stmt *st, int nparams, int co
  * text parameters, like db_query. The DB_TEXT_STMTS most recently used texts
  * stay prepared on the connection, so a list asked again is only executed. */
 PGresult *db_query_text(db *d, arena *a, const char *sql, int nparams, const char *const *params, loom_err *err);
+/* Runs sql like db_query_text as the last statement of the open
+ * transaction, and commits it in the same round trip. The transaction is
+ * over when it returns: committed with the statement's result, or rolled
+ * back (NULL with *err: the statement's failure, or LOOM_CONFLICT when the
+ * commit failed). Outside a transaction it is db_query_text. */
+PGresult *db_query_text_commit(db *d, arena *a, const char *sql, int nparams, const char *const *params,
+                               loom_err *err);
 /* Runs sqls[i] (with nparams[i] params[i]) for each i like db_query_text,
  * all in one round trip and one implicit transaction when the connection is
  * outside a transaction; a statement that fails is run again alone for its

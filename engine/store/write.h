@@ -37,6 +37,9 @@ typedef struct write_ctx {
     int version;            /* its published version: compiled expressions are cached under it */
     const char *locale;     /* the language of check messages */
     char now[24], today[12];   /* the transaction's clock once write_fix_clock read it, else empty */
+    bool last;              /* the caller runs nothing in the transaction after the write, and responds from
+                               what it returns: an update or transition whose last statement is its row's may
+                               send COMMIT with it (then the transaction is over when the write returns) */
 } write_ctx;
 
 typedef struct write_result {

@@ -1328,6 +1328,60 @@ static void test_parallel_creates(void **state)
     assert_true(batched_queries() > batched);
 }
 
+/* An update whose row statement is all it writes commits with it, in one
+ * round trip: of parallel PATCHes with one If-Match exactly one wins, a
+ * unique clash is 409 with nothing written, and the worker's connection
+ * goes on (its transaction rolled back). */
+static void test_update_commits_with_its_row(void **state)
+{
+    (void)state;
+    long long id = create_id(manager, "tag", "{\"name\": \"u-1\", \"weight\": 1}");
+    create_id(manager, "tag", "{\"name\": \"u-2\"}");
+    enum { N = 12 };
+    shot s[N];
+    char bodies[N][64];
+    for (int i = 0; i < N; i++) {
+        snprintf(bodies[i], sizeof bodies[i], "{\"weight\": %d}", 10 + i);
+        s[i] = (shot){.method = "PATCH", .token = manager, .headers = "If-Match: \"1\"\r\n", .body = bodies[i]};
+        snprintf(s[i].path, sizeof s[i].path, "/api/apps/shop/forms/tag/records/%lld", id);
+    }
+    volley(s, N);
+    int ok = 0, stale = 0;
+    long long won = -1;
+    for (int i = 0; i < N; i++) {
+        if (s[i].r.status == 200) {
+            ok++;
+            won = json_integer_value(json_object_get(s[i].r.json, "weight"));
+            assert_int_equal(json_integer_value(json_object_get(s[i].r.json, "double")), 2 * won);
+            assert_int_equal(json_integer_value(json_object_get(s[i].r.json, "_version")), 2);
+        }
+        stale += s[i].r.status == 412;
+        h_resp_free(&s[i].r);
+    }
+    assert_int_equal(ok, 1);
+    assert_int_equal(stale, N - 1);
+    char sql[200];
+    snprintf(sql, sizeof sql, "SELECT weight * 1000 + _version FROM app_shop.tag WHERE id = %lld", id);
+    assert_int_equal(sql_int(sql), won * 1000 + 2);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM loom.history WHERE form = 'tag' AND record = %lld", id);
+    assert_int_equal(sql_int(sql), 2);
+    /* a clash, as many times as there are workers: each rolls back and serves the next request */
+    for (int i = 0; i < 8; i++) {
+        h_resp r = req("PATCH", manager, NULL, "{\"name\": \"u-2\", \"weight\": 5}", "/api/apps/shop/forms/tag/records/%lld", id);
+        expect_errors(&r, 409, "not_unique", "/name not_unique");
+        r = req("GET", manager, NULL, NULL, "/api/apps/shop/forms/tag/records/%lld", id);
+        assert_int_equal(r.status, 200);
+        assert_string_equal(str(&r, "name"), "u-1");
+        assert_int_equal(json_integer_value(json_object_get(r.json, "weight")), won);
+        h_resp_free(&r);
+    }
+    h_resp r = req("PATCH", manager, NULL, "{\"name\": \"u-3\"}", "/api/apps/shop/forms/tag/records/%lld", id);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "_version")), 3);
+    h_resp_free(&r);
+    assert_int_equal(sql_int(sql), 3);
+}
+
 static void test_parallel_patch_same_version(void **state)
 {
     (void)state;
@@ -1487,6 +1541,7 @@ int main(void)
         cmocka_unit_test(test_idempotency_key),
         cmocka_unit_test(test_parallel_autonumbers),
         cmocka_unit_test(test_parallel_creates),
+        cmocka_unit_test(test_update_commits_with_its_row),
         cmocka_unit_test(test_parallel_patch_same_version),
         cmocka_unit_test(test_sort_through_refs),
         cmocka_unit_test(test_lists_follow_a_publish),
