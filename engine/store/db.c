@@ -186,7 +186,8 @@ static bool stmt_prepare(db *d, arena *a, db_stmt *st, int nparams, char name[16
 }
 
 /* Runs prepared statement name; a pending BEGIN goes first in the same
- * round trip (libpq pipeline mode). Returns the statement's raw result. */
+ * round trip (libpq pipeline mode), and when commit, a COMMIT after it
+ * (*committed: its tag was COMMIT). Returns the statement's raw result. */
 static PGresult *exec_prepared(db *d, const char *name, int nparams, const char *const *params, bool commit,
                                bool *committed)
 {

@@ -1611,10 +1611,6 @@ static bool fill_defaults(wr *x, json_t *body, json_t *rec, bool create)
     return true;
 }
 
-/* The record rec as a read would show it to the caller, built from what
- * was written: sys (its system fields, stolen) and the fields the caller
- * sees; or NULL when only a read can say: a read scope other than "all" (is
- * it readable?) or subform rows (their ids, and what of them is hidden). */
 /* Whether rec holds subform rows. */
 static bool holds_rows(wr *x, json_t *rec)
 {
@@ -1626,6 +1622,10 @@ static bool holds_rows(wr *x, json_t *rec)
     return rows;
 }
 
+/* The record rec as a read would show it to the caller, built from what
+ * was written: sys (its system fields, stolen) and the fields the caller
+ * sees; or NULL when only a read can say: a read scope other than "all" (is
+ * it readable?) or subform rows (their ids, and what of them is hidden). */
 static json_t *shown(wr *x, json_t *rec, json_t *sys)
 {
     size_t i;
@@ -1962,8 +1962,6 @@ static void required_by(wr *x, json_t *t, json_t *rec)
     }
 }
 
-/* Writes rec over old (record id): its changes ch, and with transition t
- * the new state and visit, all in history as one entry. */
 /* Whether an update's row statement is all it writes (no subform rows, no
  * files, no timers to cancel or start, no update scope to check after it),
  * and the caller reads the answer from it (read scope all): with w->last,
@@ -1974,6 +1972,8 @@ static bool row_is_last(wr *x, json_t *old, json_t *rec, json_t *t)
            (t ? !flow_has_timers(x->flow) : perm_scope_all(x->d.update)) && perm_scope_all(x->d.read);
 }
 
+/* Writes rec over old (record id): its changes ch, and with transition t
+ * the new state and visit, all in history as one entry. */
 static bool update_row(wr *x, const char *id, json_t *old, json_t *rec, json_t *ch, json_t *t, const char *comment)
 {
     const write_ctx *w = x->w;
