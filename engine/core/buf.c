@@ -92,12 +92,38 @@ static inline bool word_needs_escape(const char *s)
     return ((below | zero) & highs) != 0;
 }
 
+/* Whether one of the n bytes at s needs escaping: a word at a time (the
+ * last word overlapping the one before), byte by byte under eight. */
+static inline bool any_needs_escape(const char *s, size_t n)
+{
+    if (n < 8) {
+        for (size_t i = 0; i < n; i++)
+            if (needs_escape[(unsigned char)s[i]])
+                return true;
+        return false;
+    }
+    for (size_t i = 0; i + 8 <= n; i += 8)
+        if (word_needs_escape(s + i))
+            return true;
+    return n % 8 && word_needs_escape(s + n - 8);
+}
+
 void buf_json_stringn(buf *b, const char *s, size_t n, bool in_copy)
 {
+    if (!any_needs_escape(s, n)) {   /* most strings: quoted as they are */
+        buf_reserve(b, n + 2);
+        char *d = b->data + b->len;
+        d[0] = '"';
+        memcpy(d + 1, s, n);
+        d[n + 1] = '"';
+        d[n + 2] = '\0';
+        b->len += n + 2;
+        return;
+    }
     static const char hex[] = "0123456789abcdef";
     const char *bs = in_copy ? "\\\\" : "\\";
     size_t nbs = in_copy ? 2 : 1;
-    buf_reserve(b, n + 2);   /* most strings have nothing to escape */
+    buf_reserve(b, n + 2);
     b->data[b->len++] = '"';
     const char *end = s + n, *run = s;
     for (; s < end; s++) {

@@ -78,30 +78,39 @@ static void test_buf_json_string(void **state)
     buf_free(&b);
 }
 
-/* Every byte value at every place of a 21-byte string (the escaper looks at
- * eight bytes at a time) comes back from a JSON parser as it went in. */
+/* Every byte value at every place of strings of 3 to 21 bytes (the escaper
+ * looks at eight bytes at a time, then at what is left) comes back from a
+ * JSON parser as it went in. */
 static void test_buf_json_string_every_byte(void **state)
 {
     (void)state;
     buf b = {0};
     char s[22];
-    for (int c = 1; c < 256; c++) {
-        for (int at = 0; at < 21; at++) {
-            memset(s, 'x', 21);
-            s[21] = '\0';
-            s[at] = (char)c;
-            if (c >= 0x80)   /* a whole UTF-8 character: the parser checks it */
-                memcpy(s + (at < 18 ? at : 18), "\xe5\xbc\x95", 3);
-            buf_reset(&b);
-            buf_json_stringn(&b, s, 21, false);
-            json_t *back = json_loads(b.data, JSON_DECODE_ANY, NULL);
-            assert_non_null(back);
-            assert_string_equal(json_string_value(back), s);
-            json_decref(back);
-            bool special = c < 0x20 || c == '"' || c == '\\';
-            assert_int_equal(b.len, 23 + (special ? (c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t' ? 1 : 5) : 0));
+    for (size_t n = 3; n <= 21; n++) {
+        for (int c = 1; c < 256; c++) {
+            for (size_t at = 0; at < n; at++) {
+                memset(s, 'x', n);
+                s[n] = '\0';
+                s[at] = (char)c;
+                if (c >= 0x80)   /* a whole UTF-8 character: the parser checks it */
+                    memcpy(s + (at < n - 3 ? at : n - 3), "\xe5\xbc\x95", 3);
+                buf_reset(&b);
+                buf_puts(&b, "x");   /* appended to what is there */
+                buf_json_stringn(&b, s, n, false);
+                assert_int_equal(b.len, strlen(b.data));
+                json_t *back = json_loads(b.data + 1, JSON_DECODE_ANY, NULL);
+                assert_non_null(back);
+                assert_string_equal(json_string_value(back), s);
+                json_decref(back);
+                bool special = c < 0x20 || c == '"' || c == '\\';
+                assert_int_equal(b.len,
+                                 n + 3 + (special ? (c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t' ? 1 : 5) : 0));
+            }
         }
     }
+    buf_reset(&b);
+    buf_json_stringn(&b, "", 0, false);
+    assert_string_equal(b.data, "\"\"");
     buf_free(&b);
 }
 
