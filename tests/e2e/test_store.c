@@ -110,6 +110,18 @@ static void test_query_many_failure_in_the_middle(void **state)
             assert_int_equal(atoi(PQgetvalue(out[i], 0, 0)), want[i]);
 }
 
+/* The arguments of n statements of one parameter each, vals[i] the i-th's. */
+static void one_param_each(arena *a, int n, const char *const *vals, arena **arenas, int *nparams,
+                           const char *const **params, loom_err *errs)
+{
+    for (int i = 0; i < n; i++) {
+        params[i] = &vals[i];
+        arenas[i] = a;
+        nparams[i] = 1;
+    }
+    memset(errs, 0, sizeof *errs * (size_t)n);
+}
+
 /* Texts of several requests in one round trip: each its own answer, a failure only its own, and a
  * text prepared by an earlier call reused */
 static void test_query_text_many(void **state)
@@ -126,12 +138,7 @@ static void test_query_text_many(void **state)
     PGresult *out[N];
     loom_err errs[N];
     for (int round = 0; round < 2; round++) {
-        for (int i = 0; i < N; i++) {
-            params[i] = &vals[i];
-            arenas[i] = a;
-            nparams[i] = 1;
-        }
-        memset(errs, 0, sizeof errs);
+        one_param_each(a, N, vals, arenas, nparams, params, errs);
         db_query_text_many(d, arenas, N, sqls, nparams, params, false, out, errs);
         assert_string_equal(PQgetvalue(out[0], 0, 0), "21");
         assert_null(out[1]);   /* division by zero: its own error */
@@ -175,12 +182,7 @@ static void test_writes_many(void **state)
     int nparams[N];
     PGresult *out[N];
     loom_err errs[N];
-    for (int i = 0; i < N; i++) {
-        params[i] = &vals[i];
-        arenas[i] = a;
-        nparams[i] = 1;
-    }
-    memset(errs, 0, sizeof errs);
+    one_param_each(a, N, vals, arenas, nparams, params, errs);
     db_query_text_many(d, arenas, N, sqls, nparams, params, true, out, errs);
     for (int i = 0; i < N; i++) {
         if (i == 2) {
