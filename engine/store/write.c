@@ -1747,7 +1747,8 @@ bool write_create_plan(const write_ctx *w, const char *form, json_t *body, write
     ok = ok && autonumbers(&x, one);
     json_decref(one);
     /* nothing read on the way (links, files, counters, the clock) and nothing to write after it (rows, the
-     * flow's state), and the record as the caller sees it known: the one statement is the whole create */
+     * flow's state; create rules, when they come, will be such writes), and the record as the caller sees
+     * it known: the one statement is the whole create */
     if (ok && pending && db_tx_unused(w->db) && !x.flow && !holds_rows(&x, rec) && perm_scope_all(x.d.read)) {
         write_pending *p = arena_alloc(w->a, sizeof *p);
         *p = (write_pending){.w = *w, .x = x, .rec = rec, .args = json_array()};
