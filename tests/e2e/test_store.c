@@ -233,6 +233,10 @@ static void test_text_statements(void **state)
                                   "INSERT INTO text_stmt_t VALUES (41)", &e));
     const char *sql = "SELECT x + $1::int FROM text_stmt_t";
     const char *one[] = {"1"};
+    /* a text PostgreSQL refuses to prepare is its error, not an unreachable database */
+    assert_null(db_query_text(d, a, "SELECT 1", 1, one, &e));
+    assert_int_equal(e.code, LOOM_INTERNAL);
+    assert_non_null(db_exec(d, a, "SELECT 1", &e));
     for (int i = 0; i < 3; i++) {
         PGresult *r = db_query_text(d, a, sql, 1, one, &e);
         assert_non_null(r);

@@ -153,6 +153,7 @@ static void test_error_table(void **state)
     assert_int_equal(loom_code_from_sqlstate("23503"), LOOM_CONFLICT);
     assert_int_equal(loom_code_from_sqlstate("40001"), LOOM_CONFLICT);
     assert_int_equal(loom_code_from_sqlstate("08006"), LOOM_UNAVAILABLE);
+    assert_int_equal(loom_code_from_sqlstate("08P01"), LOOM_INTERNAL);   /* a protocol violation is a bug of ours */
     assert_int_equal(loom_code_from_sqlstate("57P01"), LOOM_UNAVAILABLE);
     assert_int_equal(loom_code_from_sqlstate(NULL), LOOM_UNAVAILABLE);
     assert_int_equal(loom_code_from_sqlstate("42P01"), LOOM_INTERNAL);
