@@ -518,9 +518,10 @@ bool records_create_plan(ctx *c, route_query *q)
         return false;
     write_ctx w = rec_write_ctx(c, &s->r);
     write_result out;
-    /* a key's claim and an expanded answer go in the create's transaction: only a plain create is left pending */
-    bool plain = !key && !query_param(c->a, c->req->query, "expand");
-    if (!write_create_plan(&w, s->r.form, body, plain ? &s->p : NULL, &out)) {
+    /* a key's answer and an expanded record are written and read in the create's transaction, after it: only
+     * a plain create may be left pending, or commit with its statement */
+    w.last = !key && !query_param(c->a, c->req->query, "expand");
+    if (!write_create_plan(&w, s->r.form, body, w.last ? &s->p : NULL, &out)) {
         rec_write_failed(c, &out);
         return false;
     }

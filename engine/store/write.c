@@ -1664,8 +1664,18 @@ static json_t *created_record(wr *x, json_t *rec, PGresult *r, json_t *flow)
     return shown(x, rec, out);
 }
 
-/* The statement that inserts the checked record rec and its history entry
- * (returning id, _owner, _created_at, _created_by): into sql and args. */
+/* The seconds until the SLA and the timeout of state of x's flow fall due
+ * (0: none), as enter_state schedules them. */
+static void state_timers(wr *x, const char *state, long long *sla, long long *timeout)
+{
+    json_t *st = flow_state(x->flow, state);
+    *sla = flow_seconds(json_string_value(json_object_get(json_object_get(st, "sla"), "within")));
+    *timeout = flow_seconds(json_string_value(json_object_get(json_object_get(st, "timeout"), "after")));
+}
+
+/* The statement that inserts the checked record rec, its history entry and
+ * the timers of its flow's initial state (returning id, _owner, _created_at,
+ * _created_by): into sql and args. */
 static void create_statement(wr *x, json_t *rec, buf *sql, json_t *args)
 {
     buf cols = {0}, def = {0}, xcols = {0};
@@ -1679,8 +1689,15 @@ static void create_statement(wr *x, json_t *rec, buf *sql, json_t *args)
     arg(args, x->w->app);
     arg(args, x->form);
     arg_json(args, ch);
-    if (x->flow)
+    long long sla = 0, timeout = 0;
+    if (x->flow) {
         arg(args, jstr(json_object_get(x->flow, "initial")));
+        state_timers(x, jstr(json_object_get(x->flow, "initial")), &sla, &timeout);
+        if (sla > 0 || timeout > 0) {   /* $8, $9: only when the statement uses them */
+            arg_int(args, sla);
+            arg_int(args, timeout);
+        }
+    }
     buf_puts(sql, "WITH r AS (INSERT INTO ");
     qualified(sql, x->w->fc->schema, x->form);
     buf_printf(sql, " (\"_owner\", \"_created_by\", \"_updated_by\"%s%s) SELECT $2, $3, $3%s%s FROM ",
@@ -1690,10 +1707,19 @@ static void create_statement(wr *x, json_t *rec, buf *sql, json_t *args)
         buf_printf(sql, "jsonb_to_record($1::jsonb) AS x(%s)", def.data);
     else
         buf_puts(sql, "(SELECT $1::jsonb) AS x");
-    buf_puts(sql, " RETURNING \"id\", \"_owner\", \"_created_at\", \"_created_by\"), h AS (INSERT INTO loom.history "
-                  "(app, form, record, actor, action, changes) SELECT $4, $5, r.\"id\", $3, 'create', $6::json "
-                  "FROM r) SELECT \"id\", \"_owner\", to_char(\"_created_at\" AT TIME ZONE 'UTC', "
-                  "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \"_created_by\" FROM r");
+    buf_printf(sql, " RETURNING \"id\", \"_owner\", \"_created_at\", \"_created_by\"%s), h AS (INSERT INTO loom.history "
+                    "(app, form, record, actor, action, changes) SELECT $4, $5, r.\"id\", $3, 'create', $6::json FROM r)",
+               x->flow ? ", \"_visit\"" : "");
+    if (sla > 0 || timeout > 0)   /* as enter_state schedules them, in the same statement */
+        buf_puts(sql, ", j AS (INSERT INTO loom.jobs (kind, app, form, record, state, visit, run_at) SELECT k.kind, $4, $5, "
+                      "r.\"id\", $7, r.\"_visit\", now() + k.after * interval '1 second' FROM r, (VALUES ('sla', $8::bigint), "
+                      "('timeout', $9::bigint)) AS k(kind, after) WHERE k.after > 0 RETURNING 1)");
+    buf_puts(sql, " SELECT \"id\", \"_owner\", to_char(\"_created_at\" AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
+                  "\"_created_by\"");
+    if (sla > 0 || timeout > 0)
+        buf_puts(sql, ", (SELECT count(*) FROM (SELECT pg_notify('loom_jobs', '') FROM (SELECT 1 FROM j LIMIT 1) AS "
+                      "any_job) AS woken)");
+    buf_puts(sql, " FROM r");
     buf_free(&cols);
     buf_free(&def);
     buf_free(&xcols);
@@ -1746,10 +1772,11 @@ bool write_create_plan(const write_ctx *w, const char *form, json_t *body, write
     json_t *one = json_pack("[O]", rec);
     ok = ok && autonumbers(&x, one);
     json_decref(one);
-    /* nothing read on the way (links, files, counters, the clock) and nothing to write after it (rows, the
-     * flow's state; create rules, when they come, will be such writes), and the record as the caller sees
-     * it known: the one statement is the whole create */
-    if (ok && pending && db_tx_unused(w->db) && !x.flow && !holds_rows(&x, rec) && perm_scope_all(x.d.read)) {
+    /* nothing to write after the statement (subform rows, files; create rules, when they come, will be such
+     * writes) and the record as the caller sees it known from it */
+    bool alone = !holds_rows(&x, rec) && !x.has_files && perm_scope_all(x.d.read);
+    /* and nothing read on the way (links, counters, the clock): the one statement is the whole create */
+    if (ok && pending && alone && db_tx_unused(w->db)) {
         write_pending *p = arena_alloc(w->a, sizeof *p);
         *p = (write_pending){.w = *w, .x = x, .rec = rec, .args = json_array()};
         p->x.w = &p->w;
@@ -1764,17 +1791,12 @@ bool write_create_plan(const write_ctx *w, const char *form, json_t *body, write
         buf sql = {0};
         json_t *args = json_array();
         create_statement(&x, rec, &sql, args);
-        PGresult *r = write_sql(&x, sql.data, args);
+        PGresult *r = write_sql_as(&x, sql.data, args, w->last && alone);   /* what follows then writes nothing */
         if (r) {
             out->id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
             out->version = 1;
         }
         ok = r && write_rows(&x, out->id, rec, NULL) && link_files(&x, out->id, rec, NULL);
-        if (ok && x.flow) {
-            char ids[32];
-            snprintf(ids, sizeof ids, "{%lld}", out->id);
-            ok = enter_state(&x, ids, jstr(json_object_get(x.flow, "initial")), false);
-        }
         if (ok)
             out->record = created_record(&x, rec, r, x.flow);
         buf_free(&sql);
@@ -1801,7 +1823,7 @@ bool write_create_done(write_pending *p, PGresult *r, const loom_err *e, write_r
     } else {
         out->id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
         out->version = 1;
-        out->record = created_record(&p->x, p->rec, r, NULL);
+        out->record = created_record(&p->x, p->rec, r, p->x.flow);
         ok = true;
     }
     p->x.out = &p->none;
