@@ -1459,15 +1459,38 @@ static json_t *changes(wr *x, json_t *old, json_t *rec)
 
 /* ---- timers ---- */
 
+/* The seconds until the SLA and the timeout of state of x's flow fall due
+ * (0: none), as enter_state schedules them. */
+static void state_timers(wr *x, const char *state, long long *sla, long long *timeout)
+{
+    json_t *st = flow_state(x->flow, state);
+    *sla = flow_seconds(json_string_value(json_object_get(json_object_get(st, "sla"), "within")));
+    *timeout = flow_seconds(json_string_value(json_object_get(json_object_get(st, "timeout"), "after")));
+}
+
+/* Wakes the scheduler when the CTE j (the jobs inserted) has a row. */
+#define NOTIFY_JOBS "SELECT pg_notify('loom_jobs', '') FROM (SELECT 1 FROM j LIMIT 1) AS any_job"
+
+/* Appends the INSERT of the SLA and timeout jobs (due in $after and
+ * $after+1 seconds, those above 0) of the rows of from, which names them t
+ * (with "id", "_state" and "_visit"), where cond holds; app and form are
+ * $app and $app+1. */
+static void jobs_insert(buf *sql, int app, const char *from, const char *cond, int after)
+{
+    buf_printf(sql, "INSERT INTO loom.jobs (kind, app, form, record, state, visit, run_at) SELECT k.kind, $%d, $%d, t.\"id\", "
+                    "t.\"_state\", t.\"_visit\", now() + k.after * interval '1 second' FROM %s, (VALUES ('sla', $%d::bigint), "
+                    "('timeout', $%d::bigint)) AS k(kind, after) WHERE %sk.after > 0 RETURNING 1",
+               app, app + 1, from, after, after + 1, cond);
+}
+
 /* Records ids (an array literal "{1,2}") have entered state in a new visit:
  * the timers of the visit they left are cancelled (leaving), and the
  * state's SLA and timeout are scheduled for this one (loom_jobs wakes the
  * schedulers when the transaction commits). */
 static bool enter_state(wr *x, const char *ids, const char *state, bool leaving)
 {
-    json_t *st = flow_state(x->flow, state);
-    long long sla = flow_seconds(json_string_value(json_object_get(json_object_get(st, "sla"), "within")));
-    long long timeout = flow_seconds(json_string_value(json_object_get(json_object_get(st, "timeout"), "after")));
+    long long sla, timeout;
+    state_timers(x, state, &sla, &timeout);
     if (leaving && flow_has_timers(x->flow)) {   /* without timers in the flow, any left from before are stale */
         json_t *args = json_pack("[s, s, s]", x->w->app, x->form, ids);
         PGresult *r = must(x, "UPDATE loom.jobs SET status = 'cancelled', done_at = now() WHERE app = $1 AND form = $2 "
@@ -1478,18 +1501,18 @@ static bool enter_state(wr *x, const char *ids, const char *state, bool leaving)
     }
     if (sla <= 0 && timeout <= 0)
         return true;
-    buf sql = {0};
-    buf_puts(&sql, "WITH j AS (INSERT INTO loom.jobs (kind, app, form, record, state, visit, run_at) SELECT k.kind, $1, $2, "
-                   "t.\"id\", t.\"_state\", t.\"_visit\", now() + k.after * interval '1 second' FROM ");
-    qualified(&sql, x->w->fc->schema, x->form);
-    buf_puts(&sql, " AS t, (VALUES ('sla', $4::bigint), ('timeout', $5::bigint)) AS k(kind, after) WHERE t.\"id\" = "
-                   "ANY($3::bigint[]) AND k.after > 0 RETURNING 1) SELECT pg_notify('loom_jobs', '') FROM (SELECT 1 "
-                   "FROM j LIMIT 1) AS any_job");
+    buf sql = {0}, from = {0};
+    qualified(&from, x->w->fc->schema, x->form);
+    buf_puts(&from, " AS t");
+    buf_puts(&sql, "WITH j AS (");
+    jobs_insert(&sql, 1, from.data, "t.\"id\" = ANY($3::bigint[]) AND ", 4);
+    buf_puts(&sql, ") " NOTIFY_JOBS);
     json_t *args = json_pack("[s, s, s]", x->w->app, x->form, ids);
     arg_int(args, sla);
     arg_int(args, timeout);
     PGresult *r = must(x, sql.data, args);
     buf_free(&sql);
+    buf_free(&from);
     json_decref(args);
     return r != NULL;
 }
@@ -1649,28 +1672,19 @@ static json_t *shown(wr *x, json_t *rec, json_t *sys)
 }
 
 /* The record just created (r: id, _owner, _created_at, _created_by), as shown(). */
-static json_t *created_record(wr *x, json_t *rec, PGresult *r, json_t *flow)
+static json_t *created_record(wr *x, json_t *rec, PGresult *r)
 {
     json_t *user = PQgetisnull(r, 0, 3) ? json_null() : json_integer(strtoll(PQgetvalue(r, 0, 3), NULL, 10));
     json_t *owner = PQgetisnull(r, 0, 1) ? json_null() : json_integer(strtoll(PQgetvalue(r, 0, 1), NULL, 10));
     json_t *out = json_pack("{s:I, s:i}", "id", (json_int_t)strtoll(PQgetvalue(r, 0, 0), NULL, 10), "_version", 1);
-    if (flow)
-        json_object_set(out, "_state", json_object_get(flow, "initial"));
+    if (x->flow)
+        json_object_set(out, "_state", json_object_get(x->flow, "initial"));
     json_object_set_new(out, "_owner", owner);
     json_object_set_new(out, "_created_at", json_string(PQgetvalue(r, 0, 2)));
     json_object_set(out, "_created_by", user);
     json_object_set_new(out, "_updated_at", json_string(PQgetvalue(r, 0, 2)));
     json_object_set_new(out, "_updated_by", user);
     return shown(x, rec, out);
-}
-
-/* The seconds until the SLA and the timeout of state of x's flow fall due
- * (0: none), as enter_state schedules them. */
-static void state_timers(wr *x, const char *state, long long *sla, long long *timeout)
-{
-    json_t *st = flow_state(x->flow, state);
-    *sla = flow_seconds(json_string_value(json_object_get(json_object_get(st, "sla"), "within")));
-    *timeout = flow_seconds(json_string_value(json_object_get(json_object_get(st, "timeout"), "after")));
 }
 
 /* The statement that inserts the checked record rec, its history entry and
@@ -1693,10 +1707,11 @@ static void create_statement(wr *x, json_t *rec, buf *sql, json_t *args)
     if (x->flow) {
         arg(args, jstr(json_object_get(x->flow, "initial")));
         state_timers(x, jstr(json_object_get(x->flow, "initial")), &sla, &timeout);
-        if (sla > 0 || timeout > 0) {   /* $8, $9: only when the statement uses them */
-            arg_int(args, sla);
-            arg_int(args, timeout);
-        }
+    }
+    bool timers = sla > 0 || timeout > 0;
+    if (timers) {   /* $8, $9: only when the statement uses them */
+        arg_int(args, sla);
+        arg_int(args, timeout);
     }
     buf_puts(sql, "WITH r AS (INSERT INTO ");
     qualified(sql, x->w->fc->schema, x->form);
@@ -1709,16 +1724,16 @@ static void create_statement(wr *x, json_t *rec, buf *sql, json_t *args)
         buf_puts(sql, "(SELECT $1::jsonb) AS x");
     buf_printf(sql, " RETURNING \"id\", \"_owner\", \"_created_at\", \"_created_by\"%s), h AS (INSERT INTO loom.history "
                     "(app, form, record, actor, action, changes) SELECT $4, $5, r.\"id\", $3, 'create', $6::json FROM r)",
-               x->flow ? ", \"_visit\"" : "");
-    if (sla > 0 || timeout > 0)   /* as enter_state schedules them, in the same statement */
-        buf_puts(sql, ", j AS (INSERT INTO loom.jobs (kind, app, form, record, state, visit, run_at) SELECT k.kind, $4, $5, "
-                      "r.\"id\", $7, r.\"_visit\", now() + k.after * interval '1 second' FROM r, (VALUES ('sla', $8::bigint), "
-                      "('timeout', $9::bigint)) AS k(kind, after) WHERE k.after > 0 RETURNING 1)");
+               x->flow ? ", \"_state\", \"_visit\"" : "");
+    if (timers) {   /* as enter_state schedules them, in the same statement */
+        buf_puts(sql, ", j AS (");
+        jobs_insert(sql, 4, "r AS t", "", 8);
+        buf_puts(sql, ")");
+    }
     buf_puts(sql, " SELECT \"id\", \"_owner\", to_char(\"_created_at\" AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "
                   "\"_created_by\"");
-    if (sla > 0 || timeout > 0)
-        buf_puts(sql, ", (SELECT count(*) FROM (SELECT pg_notify('loom_jobs', '') FROM (SELECT 1 FROM j LIMIT 1) AS "
-                      "any_job) AS woken)");
+    if (timers)
+        buf_puts(sql, ", (SELECT count(*) FROM (" NOTIFY_JOBS ") AS woken)");
     buf_puts(sql, " FROM r");
     buf_free(&cols);
     buf_free(&def);
@@ -1798,7 +1813,7 @@ bool write_create_plan(const write_ctx *w, const char *form, json_t *body, write
         }
         ok = r && write_rows(&x, out->id, rec, NULL) && link_files(&x, out->id, rec, NULL);
         if (ok)
-            out->record = created_record(&x, rec, r, x.flow);
+            out->record = created_record(&x, rec, r);
         buf_free(&sql);
         json_decref(args);
     }
@@ -1823,7 +1838,7 @@ bool write_create_done(write_pending *p, PGresult *r, const loom_err *e, write_r
     } else {
         out->id = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
         out->version = 1;
-        out->record = created_record(&p->x, p->rec, r, p->x.flow);
+        out->record = created_record(&p->x, p->rec, r);
         ok = true;
     }
     p->x.out = &p->none;
