@@ -1723,8 +1723,8 @@ static void create_statement(wr *x, json_t *rec, buf *sql, json_t *args)
     else
         buf_puts(sql, "(SELECT $1::jsonb) AS x");
     buf_printf(sql, " RETURNING \"id\", \"_owner\", \"_created_at\", \"_created_by\"%s), h AS (INSERT INTO loom.history "
-                    "(app, form, record, actor, action, changes) SELECT $4, $5, r.\"id\", $3, 'create', $6::json FROM r)",
-               x->flow ? ", \"_state\", \"_visit\"" : "");
+                    "(app, form, record, actor, action, changes%s) SELECT $4, $5, r.\"id\", $3, 'create', $6::json%s FROM r)",
+               x->flow ? ", \"_state\", \"_visit\"" : "", x->flow ? ", to_state" : "", x->flow ? ", $7" : "");
     if (timers) {   /* as enter_state schedules them, in the same statement */
         buf_puts(sql, ", j AS (");
         jobs_insert(sql, 4, "r AS t", "", 8);
@@ -3089,6 +3089,10 @@ static bool bulk_insert(wr *x, json_t *recs)
         buf_puts(&rows, "\n");
         buf_printf(&hist, "%s\t%s\t%s\t%s\tcreate\t", x->w->app, x->form, id, me);
         created_changes(x, rec, &hist);
+        if (flow) {   /* the record entered its initial state */
+            buf_puts(&hist, "\t");
+            copy_value(&hist, NULL, json_object_get(flow, "initial"));
+        }
         buf_puts(&hist, "\n");
     }
     buf target = {0};
@@ -3111,7 +3115,8 @@ static bool bulk_insert(wr *x, json_t *recs)
         ok = copy_in(x, target.data, &children[i]);
         buf_free(&sc);
     }
-    ok = ok && copy_in(x, "loom.history (app, form, record, actor, action, changes)", &hist);
+    ok = ok && copy_in(x, flow ? "loom.history (app, form, record, actor, action, changes, to_state)"
+                               : "loom.history (app, form, record, actor, action, changes)", &hist);
     if (ok && flow) {   /* the initial state's timers, for every record */
         buf all = {0};
         buf_puts(&all, "{");

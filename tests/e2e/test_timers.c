@@ -289,6 +289,9 @@ static long long import_tickets(int n)
     h_resp_free(&r);
     assert_int_equal(sql_int("SELECT count(*) FROM loom.jobs WHERE record >= %lld AND kind = 'sla' AND status = 'pending' "
                              "AND visit = 1", first), n);
+    /* each create entry notes the state it entered, as an API create's does */
+    assert_int_equal(sql_int("SELECT count(*) FROM loom.history WHERE app = 'svc' AND form = 'ticket' AND record >= %lld "
+                             "AND action = 'create' AND from_state IS NULL AND to_state = 'pending'", first), n);
     return first;
 }
 
