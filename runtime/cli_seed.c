@@ -9,14 +9,15 @@
  * display_name, password?, roles}], "forms": [{"form", "count" (x scale), "values":
  * {field: generator}}]} in dependency order. Generators: a literal;
  * {"pick": list|name, "weights"}; {"option": true}; {"concat": [...]};
- * {"pattern": "京A#####"} (# digit, @ letter, % VIN character); {"int": [lo,
+ * {"pattern": "京A#####"} (# digit, @ letter, % VIN character, ? a VIN's
+ * check digit); {"int": [lo,
  * hi]}; {"decimal": [lo, hi], "scale"}; {"date": [from, to]} and
  * {"datetime": [from, to]} ("today", "now", "-5y", "+30d", "-6m", "-2w");
  * {"bool": p}; {"seq": width, "scramble": true?} (the row's number,
  * zero-padded, or a permutation of it: unique either way);
  * {"ref": form, "copy": {field: their_field}}; {"user": [roles]};
  * {"rows": [min, max], "values": {...}} (subform rows); and "null": p on any
- * of them. */
+ * of them, "split": [fields] on one that gives a text. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -140,6 +141,34 @@ static pool *pool_of(seed *s, const char *form, json_t *copy)
     return p;
 }
 
+/* v, the value generator g gave field k of row: with "split": [fields], a
+ * text is cut at its spaces into those fields of row (the last one takes the
+ * rest), and k gets its own part. */
+static json_t *split(json_t *g, json_t *row, const char *k, json_t *v)
+{
+    json_t *into = json_object_get(g, "split");
+    const char *t = json_string_value(v);
+    if (!t || !json_array_size(into))
+        return v;
+    json_t *own = NULL;
+    size_t i, n = json_array_size(into);
+    json_t *f;
+    json_array_foreach(into, i, f)
+    {
+        while (*t == ' ')
+            t++;
+        const char *end = i + 1 < n ? strchr(t, ' ') : NULL;
+        json_t *part = json_stringn(t, end ? (size_t)(end - t) : strlen(t));
+        t = end ? end : t + strlen(t);
+        if (!strcmp(jstr(f), k))
+            own = part;
+        else
+            json_object_set_new(row, jstr(f), part);
+    }
+    json_decref(v);
+    return own ? own : json_null();
+}
+
 static json_t *gen(seed *s, json_t *g, json_t *field, json_t *row);
 
 static json_t *pick(seed *s, json_t *g, json_t *field, json_t *row)
@@ -163,6 +192,20 @@ static json_t *pick(seed *s, json_t *g, json_t *field, json_t *row)
     return gen(s, json_array_get(list, at), field, row);
 }
 
+/* The check digit of a 17-character VIN (ISO 3779, position 9; GB 16735). */
+static char vin_check(const char *v)
+{
+    static const int weight[17] = {8, 7, 6, 5, 4, 3, 2, 10, 0, 9, 8, 7, 6, 5, 4, 3, 2};
+    static const char letters[] = "ABCDEFGHJKLMNPRSTUVWXYZ";
+    static const int value[] = {1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 7, 9, 2, 3, 4, 5, 6, 7, 8, 9};
+    int sum = 0;
+    for (int i = 0; i < 17; i++) {
+        const char *l = strchr(letters, v[i]);
+        sum += weight[i] * (v[i] >= '0' && v[i] <= '9' ? v[i] - '0' : l && v[i] ? value[l - letters] : 0);
+    }
+    return sum % 11 == 10 ? 'X' : (char)('0' + sum % 11);
+}
+
 static json_t *gen_text(seed *s, json_t *g, json_t *field, json_t *row)
 {
     buf b = {0};
@@ -180,13 +223,18 @@ static json_t *gen_text(seed *s, json_t *g, json_t *field, json_t *row)
     }
     const char *pat = json_string_value(json_object_get(g, "pattern"));
     static const char vin[] = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789";
+    size_t check = SIZE_MAX;
     for (const char *c = pat; c && *c; c++) {
         char ch = *c == '#'   ? (char)('0' + between(s, 0, 9))
                   : *c == '@' ? (char)('A' + between(s, 0, 25))
                   : *c == '%' ? vin[between(s, 0, (long long)sizeof vin - 2)]
                               : *c;
+        if (*c == '?')
+            check = b.len;
         buf_append(&b, &ch, 1);
     }
+    if (check != SIZE_MAX && b.len == 17)
+        b.data[check] = vin_check(b.data);
     json_t *out = json_string(b.data ? b.data : "");
     buf_free(&b);
     return out;
@@ -287,7 +335,7 @@ static json_t *gen(seed *s, json_t *g, json_t *field, json_t *row)
             {
                 if (json_object_get(r, k))
                     continue;   /* set by a copy */
-                json_object_set_new(r, k, gen(s, sg, bundle_item(json_object_get(field, "fields"), k), r));
+                json_object_set_new(r, k, split(sg, r, k, gen(s, sg, bundle_item(json_object_get(field, "fields"), k), r)));
             }
             json_array_append_new(rows, r);
         }
@@ -460,7 +508,7 @@ int cli_seed(int argc, char **argv)
             json_object_foreach(values, k, g)
             {
                 if (!json_object_get(row, k))
-                    json_object_set_new(row, k, gen(&s, g, bundle_item(json_object_get(fdef, "fields"), k), row));
+                    json_object_set_new(row, k, split(g, row, k, gen(&s, g, bundle_item(json_object_get(fdef, "fields"), k), row)));
             }
             json_array_append_new(batch, row);
             if (s.bad_spec) {

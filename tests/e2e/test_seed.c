@@ -1,6 +1,6 @@
 /* test_seed.c - `loom app seed` with the 4S spec on a fresh database: the
- * counts the scale asks for, data that looks like 4S data (VINs that pass the
- * form's pattern, plates, Chinese names, unique phones), references that
+ * counts the scale asks for, data that looks like 4S data (VINs with their
+ * check digit, brands and models, plates, Chinese names, unique phones), references that
  * agree (a ticket's customer owns its vehicle), subform rows, autonumbers,
  * formulas, history as the system actor; --if-empty; the same seed gives
  * the same data. */
@@ -47,6 +47,14 @@ static char *fresh(const char *name)
     return url;
 }
 
+/* Counts the VINs of src (a query of a column vin) whose check digit
+ * (position 9) is wrong: the ISO 3779 sum, written here again in SQL. */
+#define VIN_CHECK_WRONG(src)                                                                                            \
+    "SELECT count(*) FROM (SELECT vin, (SELECT sum((ARRAY[8,7,6,5,4,3,2,10,0,9,8,7,6,5,4,3,2])[i] * CASE WHEN "         \
+    "substr(vin, i, 1) ~ '[0-9]' THEN substr(vin, i, 1)::int ELSE substr('12345678123457923456789', "                  \
+    "strpos('ABCDEFGHJKLMNPRSTUVWXYZ', substr(vin, i, 1)), 1)::int END) % 11 FROM generate_series(1, 17) i) AS s "     \
+    "FROM (" src ") AS v) AS w WHERE substr(vin, 9, 1) <> CASE s WHEN 10 THEN 'X' ELSE s::text END"
+
 static void test_seed_4s(void **state)
 {
     (void)state;
@@ -67,7 +75,12 @@ static void test_seed_4s(void **state)
         total += want[i].n;
     }
     /* looks like 4S data */
-    assert_int_equal(count(url, "SELECT count(*) FROM app_fours.vehicle WHERE vin !~ '^[A-HJ-NPR-Z0-9]{17}$'"), 0);
+    assert_int_equal(count(url, "SELECT count(*) FROM app_fours.vehicle WHERE vin !~ '^L[A-HJ-NPR-Z0-9]{7}[0-9X][A-HJ-NPR-Z0-9]{2}[0-9]{6}$'"), 0);
+    assert_int_equal(count(url, VIN_CHECK_WRONG("SELECT '1M8GDM9AXKP042788' AS vin")), 0);   /* ISO 3779's example */
+    assert_int_equal(count(url, VIN_CHECK_WRONG("SELECT '1M8GDM9A1KP042788' AS vin")), 1);
+    assert_int_equal(count(url, VIN_CHECK_WRONG("SELECT vin FROM app_fours.vehicle")), 0);
+    assert_int_equal(count(url, "SELECT count(*) FROM app_fours.vehicle WHERE brand !~ '^[一-龥]+$' OR model IS NULL "
+                                "OR (brand = '特斯拉') <> (model LIKE 'Model %')"), 0);
     assert_int_equal(count(url, "SELECT count(*) FROM app_fours.vehicle WHERE plate_no !~ '^[京沪粤浙苏川鄂陕渝津湘豫鲁闽皖][A-Z]'"), 0);
     assert_int_equal(count(url, "SELECT count(*) FROM app_fours.customer WHERE name !~ '[一-龥]'"), 0);
     assert_int_equal(count(url, "SELECT count(DISTINCT phone) FROM app_fours.customer"), 200);
@@ -242,9 +255,10 @@ static void test_4s_flows(void **state)
     assert_int_equal(count(url, sql), 2);
 
     /* sales order approval: submitted by its consultant, approved by the manager */
-    long long so = count(url, "SELECT min(o.id) FROM app_fours.sales_order o JOIN loom.users u ON u.id = o.sales "
-                              "WHERE u.username = 'sales01'");
-    assert_true(so > 0);
+    long long so = count(url, "SELECT min(id) FROM app_fours.sales_order");
+    snprintf(sql, sizeof sql, "UPDATE app_fours.sales_order SET sales = (SELECT id FROM loom.users WHERE username = 'sales01') "
+                              "WHERE id = %lld", so);   /* sales01's, whatever the generator drew */
+    assert_true(h_sql(url, sql));
     act4s(srv.port, salesmgr, "sales_order", so, "submit", NULL, 403);   /* neither its owner nor its consultant */
     act4s(srv.port, sales, "sales_order", so, "submit", NULL, 202);
     h_resp r = h_req(srv.port, "GET", "/api/tasks?app=fours", salesmgr, NULL);
