@@ -1,14 +1,15 @@
 # lib.sh - sourced by the benchmark scripts (after they set LOOM): a
 # throwaway embedded PostgreSQL in a temporary directory. Sets PGBIN, dir, url
 # and run_as (the account PostgreSQL tools run as); wait_healthy and
-# admin_token serve the server a script starts. On exit stops $server (a pid
-# the script may set), the database, and removes $dir.
+# admin_token serve the server a script starts. On exit stops $server and
+# $helper (pids the script may set), the database, and removes $dir.
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 dir=$(mktemp -d /tmp/loom-bench.XXXXXX)
 chmod 755 "$dir"
-server=""
+server="" helper=""
 cleanup() {
     [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
+    [ -n "$helper" ] && kill "$helper" 2>/dev/null && wait "$helper" 2>/dev/null
     "$LOOM" db stop --data-dir "$dir/data" >/dev/null 2>&1 || true
     rm -rf "$dir"
 }

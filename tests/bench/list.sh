@@ -2,7 +2,10 @@
 # Part of `make bench` (issue 4): a filtered, sorted page of 50 records from a
 # 1,000,000-row form through Loom (wrk) against the equivalent hand-written
 # SELECT in pgbench (-M prepared), in the same run, same client count; first
-# page and 1000th page (keyset cursor) side by side.
+# page and 1000th page (keyset cursor) side by side. A third column is the
+# same page from list_plain (tests/bench/list_plain.c), a plain hand-written
+# server (thread per connection, blocking libpq, no auth or permissions): a
+# reference for what a dedicated server reaches on the same machine.
 # Usage: tests/bench/list.sh BUILD_DIR   (env: ROWS=1000000, CLIENTS=16, DURATION=10, REPS=3)
 set -eu
 BUILD=$(realpath "$1")
@@ -51,12 +54,15 @@ chmod 644 "$dir"/*.sql
 # 2-core machine's rates move by 10-20% from one 10 s run to the next)
 median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 echo "$ROWS rows, filter level = vip, sort -price, page of 50, $CLIENTS clients, ${DURATION}s each, median of $REPS"
-echo "page | pgbench -M prepared (tps) | loom GET .../records (req/s) | ratio | loom p99 | every run (pgbench / loom)"
-echo "---|---|---|---|---|---"
+echo "page | pgbench -M prepared (tps) | loom GET .../records (req/s) | ratio | loom p99 | list_plain (req/s, ratio) | every run (pgbench / loom / list_plain)"
+echo "---|---|---|---|---|---|---"
 for page in first page1000; do
     target=$base
     [ "$page" = page1000 ] && target="$base&cursor=$cursor"
-    pgs="" rpss="" p99s="" runs=""
+    "$BUILD/list_plain" "$url" $((PORT + 1)) "$dir/$page.sql" &
+    helper=$!
+    sleep 0.2
+    pgs="" rpss="" p99s="" floors="" runs=""
     for rep in $(seq 1 "$REPS"); do
         pg=$($run_as "$PGBIN/pgbench" -n -M prepared -f "$dir/$page.sql" -c "$CLIENTS" -j 2 -T "$DURATION" "$url" 2>&1 \
              | sed -n 's/^tps = \([0-9.]*\).*/\1/p' | head -1)
@@ -65,9 +71,15 @@ for page in first page1000; do
         p99=$(echo "$out" | awk '$1 == "99%" {v = $2; if (v ~ /us$/) v = v / 1000; else if (v ~ /ms$/) v = v + 0; else v = v * 1000; print v}')
         bad=$(echo "$out" | sed -n 's/^ *Non-2xx or 3xx responses: *//p')
         [ -n "$bad" ] && echo "warning: $bad non-2xx answers"
-        pgs="$pgs $pg" rpss="$rpss $rps" p99s="$p99s $p99"
-        runs="$runs$(printf '%s%.0f / %.0f' "${runs:+, }" "$pg" "$rps")"
+        fl=$(wrk -t2 -c"$CLIENTS" -d"${DURATION}s" -H "$auth" "http://127.0.0.1:$((PORT + 1))/" \
+             | sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p')
+        pgs="$pgs $pg" rpss="$rpss $rps" p99s="$p99s $p99" floors="$floors $fl"
+        runs="$runs$(printf '%s%.0f / %.0f / %.0f' "${runs:+, }" "$pg" "$rps" "$fl")"
     done
-    pg=$(echo "$pgs" | median) rps=$(echo "$rpss" | median) p99=$(echo "$p99s" | median)
-    echo "$page | $pg | $rps | $(echo "$rps $pg" | awk '{printf "%.0f%%", 100 * $1 / $2}') | ${p99}ms | $runs"
+    kill $helper
+    wait $helper 2>/dev/null || true
+    helper=""
+    pg=$(echo "$pgs" | median) rps=$(echo "$rpss" | median) p99=$(echo "$p99s" | median) fl=$(echo "$floors" | median)
+    echo "$page | $pg | $rps | $(echo "$rps $pg" | awk '{printf "%.0f%%", 100 * $1 / $2}') | ${p99}ms |" \
+         "$fl, $(echo "$fl $pg" | awk '{printf "%.0f%%", 100 * $1 / $2}') | $runs"
 done
