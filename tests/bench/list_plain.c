@@ -73,11 +73,17 @@ static size_t page(PGresult *r, char *out)
 {
     char *body = out + 256, *o = body;
     int rows = PQntuples(r) > PAGE ? PAGE : PQntuples(r), cols = PQnfields(r);
+    char keys[64][72];   /* per column, once: ",\"name\":" */
+    size_t klen[64];
+    if (cols > 64)
+        return 0;
+    for (int k = 0; k < cols; k++)
+        klen[k] = (size_t)snprintf(keys[k], sizeof keys[k], ",\"%s\":", PQfname(r, k));
     o = stpcpy(o, "{\"items\":[");
     for (int i = 0; i < rows; i++) {
         o = stpcpy(o, i ? ",{" : "{");
         for (int k = 0; k < cols; k++) {
-            o += sprintf(o, k ? ",\"%s\":" : "\"%s\":", PQfname(r, k));
+            o = mempcpy(o, keys[k] + !k, klen[k] - !k);
             if (PQgetisnull(r, i, k)) {
                 o = stpcpy(o, "null");
                 continue;
