@@ -45,6 +45,7 @@ typedef struct wr {
     json_t *pending;         /* the approval pending on the record being written, or NULL */
     int manages;             /* the caller manages the user of the state's manager_of assignee: 0 not asked
                                 yet, 1 no, 2 yes (asked once however many transitions are weighed) */
+    bool copying;            /* a COPY FROM STDIN is open and its data goes through (copy_start) */
 } wr;
 
 static bool fail(wr *x, loom_code code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -2934,48 +2935,80 @@ static void copy_value(buf *out, json_t *f, json_t *v)
 }
 
 /* COPY table (columns) FROM STDIN with the rows in data. */
-static bool copy_in(wr *x, const char *table_sql, const buf *data)
+/* COPY table_sql FROM STDIN, in three steps so that PostgreSQL reads the
+ * rows while the next ones are written: copy_start, copy_send (as often as
+ * wanted; it sends data and empties it), copy_end. Both false with x's
+ * error. */
+static bool copy_failed(wr *x, PGresult *r)
+{
+    loom_err e = {.code = LOOM_UNAVAILABLE, .message = "the database connection broke"};
+    if (r) {
+        const char *detail = PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL), *primary = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+        const char *cn = PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME);
+        e.code = loom_code_from_sqlstate(PQresultErrorField(r, PG_DIAG_SQLSTATE));
+        e.message = arena_strdup(x->w->a, detail ? detail : primary ? primary : "COPY failed");
+        e.path = cn ? arena_strdup(x->w->a, cn) : NULL;
+    }
+    return e.code == LOOM_NOT_UNIQUE ? not_unique(x, &e) : db_failed(x, &e);
+}
+
+static bool copy_start(wr *x, const char *table_sql)
 {
     loom_err e = {0};
     if (!db_flush_begin(x->w->db, x->w->a, &e))
         return db_failed(x, &e);
-    PGconn *conn = db_conn(x->w->db);
     buf sql = {0};
     buf_printf(&sql, "COPY %s FROM STDIN", table_sql);
-    PGresult *r = PQexec(conn, sql.data);
+    PGresult *r = PQexec(db_conn(x->w->db), sql.data);
     buf_free(&sql);
-    bool ok = PQresultStatus(r) == PGRES_COPY_IN;
+    x->copying = PQresultStatus(r) == PGRES_COPY_IN;
+    bool ok = x->copying || copy_failed(x, r);
     PQclear(r);
-    if (ok) {
-        size_t off = 0;
-        while (ok && off < data->len) {
-            size_t n = data->len - off > (1u << 20) ? (1u << 20) : data->len - off;
-            ok = PQputCopyData(conn, data->data + off, (int)n) == 1;
-            off += n;
-        }
-        ok = PQputCopyEnd(conn, ok ? NULL : "could not send the rows") == 1 && ok;
+    return ok;
+}
+
+static void copy_send(wr *x, buf *data)
+{
+    for (size_t off = 0; x->copying && off < data->len; off += 1u << 20) {
+        size_t n = data->len - off > (1u << 20) ? (1u << 20) : data->len - off;
+        x->copying = PQputCopyData(db_conn(x->w->db), data->data + off, (int)n) == 1;
     }
-    bool done = ok;
+    buf_reset(data);
+}
+
+static bool copy_end(wr *x)
+{
+    PGconn *conn = db_conn(x->w->db);
+    bool sent = x->copying && PQputCopyEnd(conn, NULL) == 1, ok = sent;
+    x->copying = false;
+    PGresult *r, *bad = NULL;
     while ((r = PQgetResult(conn))) {
-        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-            done = false;
-            const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE), *cn = PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME);
-            const char *detail = PQresultErrorField(r, PG_DIAG_MESSAGE_DETAIL);
-            e.code = loom_code_from_sqlstate(st);
-            e.message = arena_strdup(x->w->a, detail ? detail : PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY)
-                                                                 ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY)
-                                                                 : "COPY failed");
-            e.path = cn ? arena_strdup(x->w->a, cn) : NULL;
+        if (PQresultStatus(r) == PGRES_COPY_IN) {   /* a send failed: the COPY is still open */
+            PQclear(r);
+            ok = false;
+            if (PQputCopyEnd(conn, "could not send the rows") != 1)
+                break;
+            continue;
         }
-        PQclear(r);
+        if (PQresultStatus(r) == PGRES_COMMAND_OK || bad) {
+            PQclear(r);
+            continue;
+        }
+        bad = r;   /* the first error */
+        ok = false;
     }
-    if (done)
-        return true;
-    if (!e.code)
-        e = (loom_err){.code = LOOM_UNAVAILABLE, .message = "the database connection broke"};
-    if (e.code == LOOM_NOT_UNIQUE)
-        return not_unique(x, &e);
-    return db_failed(x, &e);
+    if (!ok)
+        copy_failed(x, bad);
+    PQclear(bad);
+    return ok;
+}
+
+static bool copy_in(wr *x, const char *table_sql, buf *data)
+{
+    if (!copy_start(x, table_sql))
+        return false;
+    copy_send(x, data);
+    return copy_end(x);
 }
 
 /* The changes of a created record, {"f": [null, v], ...} as changes()
@@ -3041,14 +3074,18 @@ static bool bulk_insert(wr *x, json_t *recs)
         snprintf(me, sizeof me, "%lld", x->w->fc->me);
     else
         snprintf(me, sizeof me, "\\N");   /* the system actor */
-    buf rows = {0}, hist = {0}, cols = {0};
+    buf rows = {0}, hist = {0}, cols = {0}, target = {0};
     columns(x->fields, &cols, NULL, NULL);
+    buf_printf(&target, "%s (\"id\", \"_owner\", \"_created_by\", \"_updated_by\"%s%s)", table, flow ? ", \"_state\"" : "",
+               cols.data ? cols.data : "");
     size_t nsub = json_array_size(x->fields);
     buf *children = calloc(nsub + 1, sizeof *children);   /* per field: its subform rows */
-    bool ok = true;
+    bool ok = copy_start(x, target.data);   /* the rows go as they are written: PostgreSQL reads while we write */
     json_t *rec;
     json_array_foreach(recs, i, rec)
     {
+        if (!ok)
+            break;
         const char *id = PQgetvalue(ids, (int)i, 0);
         json_t *owner = json_object_get(rec, "_owner");
         buf_printf(&rows, "%s\t", id);
@@ -3087,6 +3124,8 @@ static bool bulk_insert(wr *x, json_t *recs)
             }
         }
         buf_puts(&rows, "\n");
+        if (rows.len >= 1u << 18)
+            copy_send(x, &rows);
         buf_printf(&hist, "%s\t%s\t%s\t%s\tcreate\t", x->w->app, x->form, id, me);
         created_changes(x, rec, &hist);
         if (flow) {   /* the record entered its initial state */
@@ -3095,10 +3134,10 @@ static bool bulk_insert(wr *x, json_t *recs)
         }
         buf_puts(&hist, "\n");
     }
-    buf target = {0};
-    buf_printf(&target, "%s (\"id\", \"_owner\", \"_created_by\", \"_updated_by\"%s%s)", table, flow ? ", \"_state\"" : "",
-               cols.data ? cols.data : "");
-    ok = copy_in(x, target.data, &rows);
+    if (ok) {
+        copy_send(x, &rows);
+        ok = copy_end(x);
+    }
     json_array_foreach(x->fields, i, f)
     {
         if (!ok || !children[i].len)
@@ -3173,7 +3212,7 @@ static bool import_one(const write_ctx *w, const char *form, json_t *body, const
         return false;
     } else {
         db_exec(w->db, w->a, "ROLLBACK TO SAVEPOINT loom_row", &e);
-        if (one.errors) {
+        if (json_array_size(one.errors)) {   /* (a clash on an index Loom did not make has none) */
             row_errors(res->errors, row, one.errors);
         } else {
             json_array_append_new(res->errors, json_pack("{s:I, s:s, s:s, s:s}", "row", (json_int_t)row, "field", "",
