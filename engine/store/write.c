@@ -331,11 +331,26 @@ static json_t *assigned_value(wr *x, json_t *f, json_t *d, const char **code, ch
     return field_coerce(f, d, code, msg, n);
 }
 
+/* Whether the caller holds one of user field f's roles (or f has none). */
+static bool holds_field_role(wr *x, json_t *f)
+{
+    json_t *want = json_object_get(f, "roles");
+    if (!json_array_size(want))
+        return true;
+    size_t i, k;
+    json_t *r, *mine;
+    json_array_foreach(want, i, r) json_array_foreach(x->w->fc->roles, k, mine) if (json_equal(r, mine)) return true;
+    return false;
+}
+
 static json_t *default_value(wr *x, json_t *f)
 {
     const char *code;
     char msg[256];
-    return assigned_value(x, f, json_object_get(f, "default"), &code, msg, sizeof msg);
+    json_t *d = json_object_get(f, "default");
+    if (json_is_string(d) && !strcmp(json_string_value(d), "me") && !holds_field_role(x, f))
+        return json_null();   /* "me" only for whom the field may hold: else empty, for the caller to choose */
+    return assigned_value(x, f, d, &code, msg, sizeof msg);
 }
 
 /* Fills the defaults of the fields absent from given into values. */
