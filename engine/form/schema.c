@@ -199,10 +199,18 @@ static json_t *value_schema(const sctx *c, json_t *f)
         if (!strcmp(t, "email") || !strcmp(t, "url"))
             json_object_set_new(s, "format", json_string(!strcmp(t, "email") ? "email" : "uri"));
     }
-    /* an empty value is null, except for lists */
-    json_t *type = json_object_get(s, "type");
-    if (!json_is_true(json_object_get(f, "required")) && json_is_string(type) && strcmp(json_string_value(type), "array"))
+    /* an empty value is null (what a write accepts for a field not always required), except for lists */
+    json_t *type = json_object_get(s, "type"), *e = json_object_get(s, "enum"), *one = json_object_get(s, "oneOf");
+    if (json_is_true(json_object_get(f, "required")))
+        return s;
+    if (json_is_string(type) && strcmp(json_string_value(type), "array"))
         json_object_set_new(s, "type", json_pack("[O, s]", type, "null"));
+    else if (json_is_array(type))
+        json_array_append_new(type, json_string("null"));
+    else if (e)
+        json_array_append_new(e, json_null());
+    else if (one)
+        json_array_append_new(one, json_pack("{s:s}", "type", "null"));
     return s;
 }
 

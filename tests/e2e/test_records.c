@@ -342,6 +342,19 @@ static void test_hostile_parameters(void **state)
 
 /* The render schema and the JSON Schema per caller: hidden fields absent,
  * read-only ones marked, the flow's states, localized labels. */
+/* Whether JSON Schema s (as Loom writes one) admits null. */
+static bool takes_null(json_t *s)
+{
+    json_t *type = json_object_get(s, "type"), *x;
+    size_t i;
+    if (json_is_string(type))
+        return !strcmp(json_string_value(type), "null");
+    json_array_foreach(type, i, x) if (!strcmp(json_string_value(x), "null")) return true;
+    json_array_foreach(json_object_get(s, "enum"), i, x) if (json_is_null(x)) return true;
+    json_array_foreach(json_object_get(s, "oneOf"), i, x) if (takes_null(x)) return true;
+    return false;
+}
+
 static void test_form_schemas(void **state)
 {
     (void)state;
@@ -373,7 +386,8 @@ static void test_form_schemas(void **state)
     assert_true(json_is_false(json_object_get(r.json, "additionalProperties")));
     assert_string_equal(json_string_value(json_object_get(r.json, "$schema")), "https://json-schema.org/draft/2020-12/schema");
     json_t *src = json_object_get(props, "source");
-    assert_int_equal(json_array_size(json_object_get(src, "enum")), 2);
+    assert_int_equal(json_array_size(json_object_get(src, "enum")), 3);   /* its 2 options and null */
+    assert_true(json_is_null(json_array_get(json_object_get(src, "enum"), 2)));
     h_resp_free(&r);
     r = send("GET", "/api/apps/fours/forms/lead?format=xml", ana, NULL);
     assert_int_equal(r.status, 400);
@@ -402,6 +416,21 @@ static void test_form_schemas(void **state)
     r = send("GET", "/api/apps/fours/forms/service_ticket?format=jsonschema", admin, NULL);
     props = json_object_get(r.json, "properties");
     assert_null(json_object_get(props, "number"));
+    /* null is allowed exactly where a write takes it: every field not always required, lists aside */
+    h_resp form = send("GET", "/api/apps/fours/forms/service_ticket", admin, NULL);
+    int nullable = 0;
+    json_array_foreach(json_object_get(form.json, "fields"), i, f)
+    {
+        json_t *p = json_object_get(props, json_string_value(json_object_get(f, "id")));
+        const char *type = json_string_value(json_object_get(f, "type"));
+        if (!p || !strcmp(type, "subform") || !strcmp(type, "multiselect"))
+            continue;
+        bool must = json_is_true(json_object_get(f, "required"));
+        assert_int_equal(takes_null(p), !must);
+        nullable += !must;
+    }
+    assert_true(nullable >= 4);
+    h_resp_free(&form);
     json_t *rows = json_object_get(json_object_get(props, "parts"), "items");
     assert_non_null(json_object_get(json_object_get(rows, "properties"), "unit_cost"));
     assert_non_null(json_object_get(props, "_owner"));   /* update scope all */
