@@ -143,7 +143,7 @@ static pool *pool_of(seed *s, const char *form, json_t *copy)
 
 /* v, the value generator g gave field k of row: with "split": [fields], a
  * text is cut at its spaces into those fields of row (the last one takes the
- * rest), and k gets its own part. */
+ * rest), and k gets its own part (the whole text when it is not one of them). */
 static json_t *split(json_t *g, json_t *row, const char *k, json_t *v)
 {
     json_t *into = json_object_get(g, "split");
@@ -165,8 +165,10 @@ static json_t *split(json_t *g, json_t *row, const char *k, json_t *v)
         else
             json_object_set_new(row, jstr(f), part);
     }
+    if (!own)
+        return v;
     json_decref(v);
-    return own ? own : json_null();
+    return own;
 }
 
 static json_t *gen(seed *s, json_t *g, json_t *field, json_t *row);

@@ -2949,11 +2949,8 @@ static void copy_value(buf *out, json_t *f, json_t *v)
     }
 }
 
-/* COPY table (columns) FROM STDIN with the rows in data. */
-/* COPY table_sql FROM STDIN, in three steps so that PostgreSQL reads the
- * rows while the next ones are written: copy_start, copy_send (as often as
- * wanted; it sends data and empties it), copy_end. Both false with x's
- * error. */
+/* A COPY that failed (r: its error, or NULL when the connection broke) as
+ * x's error; false. */
 static bool copy_failed(wr *x, PGresult *r)
 {
     loom_err e = {.code = LOOM_UNAVAILABLE, .message = "the database connection broke"};
@@ -2967,6 +2964,10 @@ static bool copy_failed(wr *x, PGresult *r)
     return e.code == LOOM_NOT_UNIQUE ? not_unique(x, &e) : db_failed(x, &e);
 }
 
+/* COPY table_sql FROM STDIN, in three steps so that PostgreSQL reads the
+ * rows while the next ones are written: copy_start, copy_send (as often as
+ * wanted; it sends data and empties it), copy_end. Both false with x's
+ * error. */
 static bool copy_start(wr *x, const char *table_sql)
 {
     loom_err e = {0};
@@ -2994,7 +2995,7 @@ static void copy_send(wr *x, buf *data)
 static bool copy_end(wr *x)
 {
     PGconn *conn = db_conn(x->w->db);
-    bool sent = x->copying && PQputCopyEnd(conn, NULL) == 1, ok = sent;
+    bool ok = x->copying && PQputCopyEnd(conn, NULL) == 1;
     x->copying = false;
     PGresult *r, *bad = NULL;
     while ((r = PQgetResult(conn))) {
@@ -3018,6 +3019,7 @@ static bool copy_end(wr *x)
     return ok;
 }
 
+/* COPY table_sql FROM STDIN with the rows in data. */
 static bool copy_in(wr *x, const char *table_sql, buf *data)
 {
     if (!copy_start(x, table_sql))
