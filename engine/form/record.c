@@ -88,19 +88,35 @@ static json_t *text_like(json_t *field, json_t *v, const char **code, char *msg,
     return json_incref(v);
 }
 
+/* The max_length of each text kind when the field sets none. */
+enum { MAX_TEXT = 200, MAX_LONGTEXT = 100000, MAX_EMAIL = 254, MAX_PHONE = 32, MAX_URL = 2000 };
+
+long long field_max_length(json_t *f)
+{
+    static const struct {
+        const char *type;
+        long long max;
+    } kinds[] = {{"text", MAX_TEXT}, {"longtext", MAX_LONGTEXT}, {"email", MAX_EMAIL}, {"phone", MAX_PHONE}, {"url", MAX_URL}};
+    const char *t = json_string_value(json_object_get(f, "type"));
+    for (size_t i = 0; t && i < sizeof kinds / sizeof kinds[0]; i++)
+        if (!strcmp(t, kinds[i].type))
+            return prop_int(f, "max_length", kinds[i].max);
+    return 0;
+}
+
 static json_t *c_text(json_t *f, json_t *v, const char **c, char *m, size_t n)
 {
-    return text_like(f, v, c, m, n, 200);
+    return text_like(f, v, c, m, n, MAX_TEXT);
 }
 
 static json_t *c_longtext(json_t *f, json_t *v, const char **c, char *m, size_t n)
 {
-    return text_like(f, v, c, m, n, 100000);
+    return text_like(f, v, c, m, n, MAX_LONGTEXT);
 }
 
 static json_t *c_email(json_t *f, json_t *v, const char **c, char *m, size_t n)
 {
-    json_t *r = text_like(f, v, c, m, n, 254);
+    json_t *r = text_like(f, v, c, m, n, MAX_EMAIL);
     const char *s = json_string_value(r);
     const char *at = s ? strchr(s, '@') : NULL;
     if (r && (!at || at == s || strchr(at + 1, '@') || !strchr(at + 1, '.') || strpbrk(s, " \t\r\n<>,;\"") ||
@@ -113,7 +129,7 @@ static json_t *c_email(json_t *f, json_t *v, const char **c, char *m, size_t n)
 
 static json_t *c_phone(json_t *f, json_t *v, const char **c, char *m, size_t n)
 {
-    json_t *r = text_like(f, v, c, m, n, 32);
+    json_t *r = text_like(f, v, c, m, n, MAX_PHONE);
     const char *s = json_string_value(r);
     int digits = 0;
     bool ok = r != NULL;
@@ -132,7 +148,7 @@ static json_t *c_phone(json_t *f, json_t *v, const char **c, char *m, size_t n)
 
 static json_t *c_url(json_t *f, json_t *v, const char **c, char *m, size_t n)
 {
-    json_t *r = text_like(f, v, c, m, n, 2000);
+    json_t *r = text_like(f, v, c, m, n, MAX_URL);
     const char *s = json_string_value(r);
     if (r && ((strncmp(s, "http://", 7) && strncmp(s, "https://", 8)) || strpbrk(s, " \t\r\n") ||
               strlen(s) <= (size_t)(s[4] == 's' ? 8 : 7))) {
@@ -397,7 +413,7 @@ static json_t *c_multiselect(json_t *f, json_t *v, const char **c, char *m, size
             return bad(c, "not_an_option", m, n, "\"%.64s\" is not an option", s);
         json_array_foreach(v, k, y) if (k < i && json_equal(x, y)) return bad(c, "type", m, n, "\"%.64s\" is given twice", s);
     }
-    long long mn = prop_int(f, "min_items", 0), mx = prop_int(f, "max_items", 1000);
+    long long mn = prop_int(f, "min_items", 0), mx = prop_int(f, "max_items", RECORD_MAX_ITEMS);
     if ((long long)json_array_size(v) < mn)
         return bad(c, "too_short", m, n, "choose at least %lld", mn);
     if ((long long)json_array_size(v) > mx)
@@ -505,7 +521,7 @@ static json_t *check_rows(json_t *f, json_t *v, const char *path, json_t *errors
         problem(errors, path, "type", "must be a list of rows");
         return NULL;
     }
-    long long mn = prop_int(f, "min_rows", 0), mx = prop_int(f, "max_rows", 1000);
+    long long mn = prop_int(f, "min_rows", 0), mx = prop_int(f, "max_rows", RECORD_MAX_ROWS);
     char msg[64];
     if ((long long)json_array_size(v) < mn) {
         snprintf(msg, sizeof msg, "needs at least %lld rows", mn);

@@ -37,5 +37,11 @@ json_t *field_coerce(json_t *field, json_t *value, const char **code, char *mess
 size_t record_text_length(const char *s);
 /* True when no caller writes the field: readonly, a formula, an autonumber. */
 bool field_computed(json_t *field);
+/* The max_length in force for a text kind (text, longtext, email, phone,
+ * url): the field's own, else its type's default; 0 for other types. */
+long long field_max_length(json_t *field);
+/* A multiselect's max_items and a subform's max_rows when the field sets none. */
+#define RECORD_MAX_ITEMS 1000
+#define RECORD_MAX_ROWS 1000
 
 #endif

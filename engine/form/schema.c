@@ -33,8 +33,8 @@ static perm_mode mode_of(const sctx *c, const char *prefix, const char *id)
 }
 
 /* Properties copied as they are, when present. */
-static const char *const passthrough[] = {"required", "default", "min", "max", "max_length", "pattern", "precision",
-                                          "scale", "multiple", "max_size", "content_types", "max_items",
+static const char *const passthrough[] = {"required", "default", "min", "max", "min_length", "pattern", "precision",
+                                          "scale", "multiple", "max_size", "content_types", "min_items", "max_items",
                                           "min_rows", "max_rows", "visible_when", "form", "roles", "unique",
                                           "formula", NULL};
 
@@ -58,6 +58,8 @@ static json_t *render_fields(const sctx *c, json_t *fields, const char *prefix)
         for (const char *const *k = passthrough; *k; k++)
             if (json_object_get(f, *k))
                 json_object_set(r, *k, json_object_get(f, *k));
+        if (field_max_length(f))   /* the limit in force, the type's default when the field sets none */
+            json_object_set_new(r, "max_length", json_integer(field_max_length(f)));
         json_t *opts = json_object_get(f, "options");
         if (opts) {
             json_t *ro = json_array();
@@ -167,8 +169,10 @@ static json_t *value_schema(const sctx *c, json_t *f)
             json_object_set_new(s, "type", json_string("array"));
             json_object_set_new(s, "items", json_pack("{s:o}", "enum", e));
             json_object_set_new(s, "uniqueItems", json_true());
-            if (json_object_get(f, "max_items"))
-                json_object_set(s, "maxItems", json_object_get(f, "max_items"));
+            if (json_object_get(f, "min_items"))
+                json_object_set(s, "minItems", json_object_get(f, "min_items"));
+            json_t *mx = json_object_get(f, "max_items");
+            json_object_set_new(s, "maxItems", json_is_integer(mx) ? json_incref(mx) : json_integer(RECORD_MAX_ITEMS));
         }
     } else if (!strcmp(t, "ref") || !strcmp(t, "user")) {
         json_object_set_new(s, "oneOf", json_pack("[{s:s, s:i}, {s:s, s:[s], s:{s:{s:s, s:i}}}]", "type", "integer",
@@ -179,8 +183,8 @@ static json_t *value_schema(const sctx *c, json_t *f)
         json_object_set_new(s, "items", json_fields(c, json_object_get(f, "fields"), jstr(json_object_get(f, "id")), true));
         if (json_object_get(f, "min_rows"))
             json_object_set(s, "minItems", json_object_get(f, "min_rows"));
-        if (json_object_get(f, "max_rows"))
-            json_object_set(s, "maxItems", json_object_get(f, "max_rows"));
+        json_t *mx = json_object_get(f, "max_rows");
+        json_object_set_new(s, "maxItems", json_is_integer(mx) ? json_incref(mx) : json_integer(RECORD_MAX_ROWS));
     } else if (!strcmp(t, "file")) {
         json_t *one = json_pack("{s:s, s:[s]}", "type", "object", "required", "id");
         if (json_is_true(json_object_get(f, "multiple"))) {
@@ -192,8 +196,10 @@ static json_t *value_schema(const sctx *c, json_t *f)
         }
     } else {   /* text kinds */
         json_object_set_new(s, "type", json_string("string"));
-        if (json_object_get(f, "max_length"))
-            json_object_set(s, "maxLength", json_object_get(f, "max_length"));
+        if (json_object_get(f, "min_length"))
+            json_object_set(s, "minLength", json_object_get(f, "min_length"));
+        if (field_max_length(f))
+            json_object_set_new(s, "maxLength", json_integer(field_max_length(f)));
         if (json_object_get(f, "pattern"))
             json_object_set(s, "pattern", json_object_get(f, "pattern"));
         if (!strcmp(t, "email") || !strcmp(t, "url"))

@@ -428,8 +428,17 @@ static void test_form_schemas(void **state)
         bool must = json_is_true(json_object_get(f, "required"));
         assert_int_equal(takes_null(p), !must);
         nullable += !must;
+        /* the length limit in force, the same in both schemas (the type's default when the field sets none) */
+        json_t *max = json_object_get(f, "max_length");
+        if (max)
+            assert_int_equal(json_integer_value(json_object_get(p, "maxLength")), json_integer_value(max));
+        if (!strcmp(type, "longtext") && !strcmp(json_string_value(json_object_get(f, "id")), "complaint"))
+            assert_int_equal(json_integer_value(max), 100000);
+        if (!strcmp(type, "text") || !strcmp(type, "longtext"))
+            assert_non_null(max);
     }
     assert_true(nullable >= 4);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(props, "parts"), "maxItems")), 1000);
     h_resp_free(&form);
     json_t *rows = json_object_get(json_object_get(props, "parts"), "items");
     assert_non_null(json_object_get(json_object_get(rows, "properties"), "unit_cost"));
