@@ -54,12 +54,12 @@ static json_t *design_body(ctx *c)
     char err[256];
     json_t *v = bundle_parse(c->req->body, c->req->body_len, err, sizeof err);
     if (!v) {
-        ctx_problem(c, LOOM_BAD_JSON, arena_strdup(c->a, err), NULL);
+        ctx_bad_json(c, arena_strdup(c->a, err));
         return NULL;
     }
     arena_defer(c->a, decref_cb, v);
     if (!json_is_object(v)) {
-        ctx_problem(c, LOOM_BAD_JSON, "the body must be a JSON object", NULL);
+        ctx_bad_json(c, "the body must be a JSON object");
         return NULL;
     }
     return v;
@@ -533,7 +533,7 @@ static void section(ctx *c, bool put)
     char err[256];
     json_t *v = bundle_parse(c->req->body, c->req->body_len, err, sizeof err);
     if (!v) {
-        ctx_problem(c, LOOM_BAD_JSON, arena_strdup(c->a, err), NULL);
+        ctx_bad_json(c, arena_strdup(c->a, err));
         return;
     }
     if (!strcmp(name, "settings") && strcmp(jstr(json_object_get(v, "id")), c->params[0]) != 0) {

@@ -218,18 +218,22 @@ static void json_decref_cb(void *p)
     json_decref(p);
 }
 
+void ctx_bad_json(ctx *c, const char *detail)
+{
+    ctx_problem(c, LOOM_BAD_JSON, detail, json_pack("[{s:s, s:s, s:s}]", "path", "", "code", "bad_json", "message", detail));
+}
+
 json_t *ctx_body_object(ctx *c)
 {
     json_error_t jerr;
     json_t *v = json_loadb(c->req->body, c->req->body_len, JSON_REJECT_DUPLICATES, &jerr);
     if (!v) {
-        char *d = arena_printf(c->a, "%s at line %d, column %d", jerr.text, jerr.line, jerr.column);
-        ctx_problem(c, LOOM_BAD_JSON, d, NULL);
+        ctx_bad_json(c, arena_printf(c->a, "%s at line %d, column %d", jerr.text, jerr.line, jerr.column));
         return NULL;
     }
     arena_defer(c->a, json_decref_cb, v);
     if (!json_is_object(v)) {
-        ctx_problem(c, LOOM_BAD_JSON, "the body must be a JSON object", NULL);
+        ctx_bad_json(c, "the body must be a JSON object");
         return NULL;
     }
     return v;

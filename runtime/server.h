@@ -101,6 +101,8 @@ void ctx_db_fail(ctx *c, const loom_err *e);
 /* The body parsed as a JSON object, or NULL after responding 400. The result
  * is owned by the request arena. */
 json_t *ctx_body_object(ctx *c);
+/* 400 bad_json: the body (path "") is not JSON, or not the JSON expected (detail says why). */
+void ctx_bad_json(ctx *c, const char *detail);
 /* Runs a statement with ctx's db and arena; on failure responds and returns NULL. */
 PGresult *ctx_query(ctx *c, db_stmt *st, int n, const char *const *params);
 /* Seconds a new session lasts (LOOM_SESSION_TTL, default 12 h). */

@@ -94,6 +94,7 @@ static void test_who_may_design(void **state)
     r = send("POST", "/api/design/apps", dana, "{\"app\": {\"id\": \"x\"}, \"app\": {}}");
     assert_int_equal(r.status, 400);
     assert_string_equal(h_code(&r), "bad_json");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(r.json, "errors"), 0), "path")), "");
     h_resp_free(&r);
     r = send("POST", "/api/design/apps", dana, "{\"format\": \"loom.app/1\", \"app\": {\"id\": \"x\\\"; DROP SCHEMA loom --\"}}");
     assert_int_equal(r.status, 422);

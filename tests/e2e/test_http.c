@@ -302,6 +302,9 @@ static void test_routing_errors(void **state)
     r = h_req(srv.port, "POST", "/api/auth/login", NULL, "{not json");
     assert_int_equal(r.status, 400);
     assert_string_equal(h_code(&r), "bad_json");
+    json_t *e0 = json_array_get(json_object_get(r.json, "errors"), 0);   /* the whole body: path "" */
+    assert_string_equal(json_string_value(json_object_get(e0, "path")), "");
+    assert_string_equal(json_string_value(json_object_get(e0, "code")), "bad_json");
     h_resp_free(&r);
 
     r = h_req(srv.port, "POST", "/api/auth/login", NULL, "{\"username\":\"a\",\"username\":\"b\",\"password\":\"x\"}");
