@@ -152,3 +152,25 @@ void buf_json_stringn(buf *b, const char *s, size_t n, bool in_copy)
     buf_append(b, run, (size_t)(s - run));
     buf_append(b, "\"", 1);
 }
+
+void buf_json_compact(buf *b, const char *s, size_t n)
+{
+    buf_reserve(b, n);
+    char *o = b->data + b->len;
+    bool in_string = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (in_string) {
+            *o++ = c;
+            if (c == '\\' && i + 1 < n)
+                *o++ = s[++i];   /* an escaped character, quote or backslash included */
+            else if (c == '"')
+                in_string = false;
+        } else if (c != ' ' && c != '\n' && c != '\t' && c != '\r') {
+            *o++ = c;
+            in_string = c == '"';
+        }
+    }
+    b->len = (size_t)(o - b->data);
+    b->data[b->len] = '\0';
+}

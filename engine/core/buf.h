@@ -38,6 +38,9 @@ void buf_printf(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3
 void buf_json_string(buf *b, const char *s, bool in_copy);
 /* The same for the n bytes at s. */
 void buf_json_stringn(buf *b, const char *s, size_t n, bool in_copy);
+/* Appends the JSON text s (n bytes, valid JSON) without the whitespace
+ * between its tokens, as PostgreSQL's json and jsonb output has it. */
+void buf_json_compact(buf *b, const char *s, size_t n);
 /* Drops the first n bytes. */
 void buf_consume(buf *b, size_t n);
 void buf_reset(buf *b);

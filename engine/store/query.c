@@ -145,17 +145,26 @@ static void render_subform(query *q, const filter_ctx *c, const perm_decision *d
     char tmp[160], child[DDL_NAME_MAX + 1];
     snprintf(tmp, sizeof tmp, "%s__%s", form, jstr(json_object_get(sub, "id")));
     ddl_physical_name(tmp, child);
-    buf_puts(s, "(SELECT coalesce(json_agg((jsonb_build_object('id', s.\"id\"");
-    int pairs = 1;
-    size_t i;
+    /* json_build_object keeps the form's order; a function takes at most 100
+     * arguments, so a row of more fields is built as jsonb in parts (its keys
+     * then come in jsonb's order) */
+    size_t i, visible = 0;
     json_t *f;
+    json_array_foreach(json_object_get(sub, "fields"), i, f)
+    {
+        snprintf(tmp, sizeof tmp, "%s.%s", jstr(json_object_get(sub, "id")), jstr(json_object_get(f, "id")));
+        visible += c->system || perm_field(d, tmp) != FIELD_HIDDEN;
+    }
+    const char *build = visible < 49 ? "json_build_object" : "jsonb_build_object";
+    buf_printf(s, "(SELECT coalesce(json_agg((%s('id', s.\"id\"", build);
+    int pairs = 1;
     json_array_foreach(json_object_get(sub, "fields"), i, f)
     {
         const char *id = jstr(json_object_get(f, "id"));
         snprintf(tmp, sizeof tmp, "%s.%s", jstr(json_object_get(sub, "id")), id);
         if (!c->system && perm_field(d, tmp) == FIELD_HIDDEN)
             continue;
-        if (++pairs % 40 == 0)   /* a function takes at most 100 arguments */
+        if (++pairs % 40 == 0 && visible >= 49)
             buf_puts(s, ") || jsonb_build_object(");
         else
             buf_puts(s, ", ");
@@ -879,9 +888,11 @@ void query_page_json(const query *q, PGresult *r, buf *out, char **next)
             }
             const char *v = PQgetvalue(r, i, k);
             switch (decs[k]) {
-            case DEC_INT:
-            case DEC_JSON:   /* numbers and JSON as PostgreSQL wrote them */
+            case DEC_INT:   /* numbers as PostgreSQL wrote them */
                 buf_append(out, v, n);
+                break;
+            case DEC_JSON:   /* PostgreSQL's JSON text spaces its tokens out */
+                buf_json_compact(out, v, n);
                 break;
             case DEC_BOOL:
                 buf_append(out, *v == 't' ? "true" : "false", *v == 't' ? 4 : 5);

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "harness.h"
 
@@ -446,6 +447,75 @@ static void test_form_schemas(void **state)
     h_resp_free(&r);
 }
 
+/* Subform rows come in the form's order of fields and as compact JSON, in a
+ * list and in one record: for a row of 48 fields (one json_build_object)
+ * and of 60 (built as jsonb in parts, past PostgreSQL's 100 arguments). */
+static void test_subform_rows_json(void **state)
+{
+    (void)state;
+    const int widths[] = {48, 60};
+    for (int w = 0; w < 2; w++) {
+        char app[16];
+        snprintf(app, sizeof app, "wide%d", widths[w]);
+        json_t *cols = json_array(), *row = json_object();
+        for (int i = widths[w]; i > 0; i--) {   /* ids in descending order: not jsonb's order */
+            char id[16];
+            snprintf(id, sizeof id, "f%02d", i);
+            json_array_append_new(cols, json_pack("{s:s, s:s}", "id", id, "type", i % 2 ? "integer" : "text"));
+            json_object_set_new(row, id, i % 2 ? json_integer(i) : json_sprintf("v %d", i));
+        }
+        json_t *bundle = json_pack("{s:s, s:{s:s, s:s, s:s, s:[s], s:[]}, s:[{s:s, s:[{s:s, s:s}, {s:s, s:s, s:o}]}]}",
+                                   "format", "loom.app/1", "app", "id", app, "label", app, "version", "1", "locales", "en",
+                                   "roles", "forms", "id", "doc", "fields", "id", "name", "type", "text", "id", "rows",
+                                   "type", "subform", "fields", cols);
+        char *text = json_dumps(bundle, JSON_COMPACT);
+        h_resp r = send("POST", "/api/design/import?publish=true", admin, text);
+        assert_int_equal(r.status, 201);
+        h_resp_free(&r);
+        free(text);
+        char path[128], *body = NULL;
+        snprintf(path, sizeof path, "/api/apps/%s", app);
+        for (double end = h_now() + 5; h_now() < end; usleep(20000)) {   /* the publish reaches the server's snapshot */
+            r = send("GET", path, admin, NULL);
+            bool there = r.status == 200;
+            h_resp_free(&r);
+            if (there)
+                break;
+        }
+        json_t *rec = json_pack("{s:s, s:[O]}", "name", "wide", "rows", row);
+        body = json_dumps(rec, JSON_COMPACT);
+        snprintf(path, sizeof path, "/api/apps/%s/forms/doc/records", app);
+        r = send("POST", path, admin, body);
+        assert_int_equal(r.status, 201);
+        h_resp_free(&r);
+        free(body);
+        for (int k = 0; k < 2; k++) {   /* the list, then the record */
+            snprintf(path, sizeof path, k ? "/api/apps/%s/forms/doc/records/1" : "/api/apps/%s/forms/doc/records?fields=rows",
+                     app);
+            r = send("GET", path, admin, NULL);
+            assert_int_equal(r.status, 200);
+            assert_null(strstr(r.body, "\": "));   /* compact */
+            assert_null(strstr(r.body, ", "));
+            json_t *got = json_array_get(json_object_get(k ? r.json : json_array_get(json_object_get(r.json, "items"), 0),
+                                                         "rows"), 0);
+            assert_int_equal(json_object_size(got), (size_t)widths[w] + 1);
+            json_object_del(got, "id");
+            assert_true(json_equal(got, row));
+            if (widths[w] < 49) {   /* in the form's order */
+                const char *keys[3], *key;
+                json_t *v;
+                int n = 0;
+                json_object_foreach(got, key, v) if (n < 3) keys[n++] = key;
+                assert_string_equal(keys[0], "f48");
+                assert_string_equal(keys[1], "f47");
+            }
+            h_resp_free(&r);
+        }
+        json_decref(rec);
+        json_decref(bundle);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -456,6 +526,7 @@ int main(void)
         cmocka_unit_test(test_one_record),
         cmocka_unit_test(test_hostile_parameters),
         cmocka_unit_test(test_form_schemas),
+        cmocka_unit_test(test_subform_rows_json),
     };
     return cmocka_run_group_tests_name("e2e_records", tests, setup, teardown);
 }

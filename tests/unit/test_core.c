@@ -81,6 +81,30 @@ static void test_buf_json_string(void **state)
 /* Every byte value at every place of strings of 3 to 21 bytes (the escaper
  * looks at eight bytes at a time, then at what is left) comes back from a
  * JSON parser as it went in. */
+/* PostgreSQL's spaced-out JSON made compact; strings (escapes included) kept. */
+static void test_buf_json_compact(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"[{\"id\" : 1, \"a b\" : \"x , y : z\"}, \n {\"id\" : 2}]", "[{\"id\":1,\"a b\":\"x , y : z\"},{\"id\":2}]"},
+        {"{\"q\": \"say \\\" hi \\\\\", \"n\": null}", "{\"q\":\"say \\\" hi \\\\\",\"n\":null}"},
+        {"\t[ ]\r\n", "[]"},
+        {"\"\\u0020 \"", "\"\\u0020 \""},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        buf b = {0};
+        buf_puts(&b, "<");
+        buf_json_compact(&b, cases[i].in, strlen(cases[i].in));
+        buf_puts(&b, ">");
+        char want[256];
+        snprintf(want, sizeof want, "<%s>", cases[i].out);
+        assert_string_equal(b.data, want);
+        buf_free(&b);
+    }
+}
+
 static void test_buf_json_string_every_byte(void **state)
 {
     (void)state;
@@ -247,6 +271,7 @@ int main(void)
         cmocka_unit_test(test_buf),
         cmocka_unit_test(test_buf_json_string),
         cmocka_unit_test(test_buf_json_string_every_byte),
+        cmocka_unit_test(test_buf_json_compact),
         cmocka_unit_test(test_error_table),
         cmocka_unit_test(test_sha256_and_base64url),
         cmocka_unit_test(test_tokens),
