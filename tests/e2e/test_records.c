@@ -512,6 +512,7 @@ static void test_subform_rows_json(void **state)
             h_resp_free(&r);
         }
         json_decref(rec);
+        json_decref(row);
         json_decref(bundle);
     }
 }
