@@ -164,8 +164,21 @@ void records_import(void *cp)
             return;
         }
     }
+    const char *text = c->req->body;
+    size_t len = c->req->body_len;
+    if (!csv_is_utf8(text, len)) {   /* Excel on a Chinese Windows saves GB18030 */
+        char *utf8 = csv_from_gb18030(text, len, &len);
+        if (!utf8) {
+            ctx_problem(c, LOOM_BAD_REQUEST, "the file is neither UTF-8 nor GB18030 text",
+                        json_pack("[{s:s, s:s, s:s}]", "path", "", "code", "bad_request", "message",
+                                  "save it as CSV UTF-8"));
+            return;
+        }
+        arena_defer(c->a, free, utf8);
+        text = utf8;
+    }
     csv_reader rd;
-    csv_open(&rd, c->req->body, c->req->body_len);
+    csv_open(&rd, text, len);
     const char *err = NULL;
     json_t *errors = json_array();
     arena_defer(c->a, decref_cb, errors);

@@ -1,6 +1,7 @@
 /* csv.c - see csv.h. */
 #include "form/csv.h"
 
+#include <iconv.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -15,6 +16,55 @@ void csv_open(csv_reader *r, const char *text, size_t len)
     if (len >= 3 && !memcmp(text, "\xEF\xBB\xBF", 3))
         r->p += 3;
     r->next_line = 1;
+}
+
+bool csv_is_utf8(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    while (p < end) {
+        unsigned c = *p;
+        if (c < 0x80) {
+            p++;
+            continue;
+        }
+        int more = c >= 0xC2 && c <= 0xDF ? 1 : c >= 0xE0 && c <= 0xEF ? 2 : c >= 0xF0 && c <= 0xF4 ? 3 : -1;
+        if (more < 0 || end - p <= more)
+            return false;
+        unsigned lo = 0x80, hi = 0xBF;   /* the second byte's range: no overlongs, surrogates or > U+10FFFF */
+        if (c == 0xE0)
+            lo = 0xA0;
+        else if (c == 0xED)
+            hi = 0x9F;
+        else if (c == 0xF0)
+            lo = 0x90;
+        else if (c == 0xF4)
+            hi = 0x8F;
+        if (p[1] < lo || p[1] > hi)
+            return false;
+        for (int i = 2; i <= more; i++)
+            if ((p[i] & 0xC0) != 0x80)
+                return false;
+        p += more + 1;
+    }
+    return true;
+}
+
+char *csv_from_gb18030(const char *text, size_t n, size_t *out_n)
+{
+    iconv_t cd = iconv_open("UTF-8", "GB18030");
+    if (cd == (iconv_t)-1)
+        return NULL;
+    size_t cap = n * 2 + 4, left_in = n, left_out = cap - 1;   /* at most 2 bytes of GB18030 for 3 of UTF-8, or 4 for 4 */
+    char *out = malloc(cap), *in = (char *)text, *o = out;
+    bool ok = out && iconv(cd, &in, &left_in, &o, &left_out) != (size_t)-1 && left_in == 0;
+    iconv_close(cd);
+    if (!ok || !csv_is_utf8(out, (size_t)(o - out))) {
+        free(out);
+        return NULL;
+    }
+    *o = '\0';
+    *out_n = (size_t)(o - out);
+    return out;
 }
 
 void csv_close(csv_reader *r)

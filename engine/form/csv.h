@@ -1,6 +1,6 @@
 /* csv.h - CSV as spreadsheets write it (RFC 4180): a reader that walks a
  * text row by row (quoted cells with commas, quotes and line breaks, CRLF or
- * LF, a UTF-8 byte order mark skipped), and a writer of cells that
+ * LF, a UTF-8 byte order mark skipped; GB18030 converted), and a writer of cells that
  * neutralises what a spreadsheet would run as a formula. */
 #ifndef LOOM_CSV_H
 #define LOOM_CSV_H
@@ -23,6 +23,13 @@ typedef struct csv_reader {
 } csv_reader;
 
 void csv_open(csv_reader *r, const char *text, size_t len);
+/* Whether the n bytes at s are UTF-8 (no overlong forms, surrogates or
+ * code points past U+10FFFF). */
+bool csv_is_utf8(const char *s, size_t n);
+/* text (n bytes that are not UTF-8) read as GB18030, which is what Excel on
+ * a Chinese Windows saves a CSV as: the same text in UTF-8 (malloc'd, NUL
+ * terminated, *out_n its length), or NULL when it is not GB18030 either. */
+char *csv_from_gb18030(const char *text, size_t n, size_t *out_n);
 /* Reads the next row into r->cells / r->n. False at the end of the text,
  * or with *err set ("unterminated quote", "too many cells"). A row whose
  * only cell is empty (a blank line) is skipped. */

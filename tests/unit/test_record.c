@@ -9,8 +9,10 @@
 #include <cmocka.h>
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "form/csv.h"
 #include "form/record.h"
 
 static const struct {
@@ -170,6 +172,30 @@ static bool has(json_t *errors, const char *path, const char *code)
     return false;
 }
 
+/* What a CSV import takes as text: UTF-8, or GB18030 converted. */
+static void test_csv_encodings(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *s;
+        bool utf8;
+    } cases[] = {
+        {"plain", true},          {"张三 €", true},       {"\xF0\x9F\x9A\x97", true},   /* 🚗 */
+        {"\xC0\xAF", false},      /* overlong "/" */    {"\xED\xA0\x80", false},      /* a surrogate */
+        {"\xF4\x90\x80\x80", false}, /* past U+10FFFF */ {"\xE5\xBC", false},            /* cut short */
+        {"\x80", false},           {"\xD5\xC5\xC8\xFD", false},                           /* 张三 in GB18030 */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        assert_int_equal(csv_is_utf8(cases[i].s, strlen(cases[i].s)), cases[i].utf8);
+    size_t n = 0;
+    char *u = csv_from_gb18030("name\n\xD5\xC5\xC8\xFD,\x81\x30\x81\x30\n", 15, &n);   /* 2- and 4-byte forms */
+    assert_non_null(u);
+    assert_string_equal(u, "name\n张三,\xC2\x80\n");
+    assert_int_equal(n, strlen(u));
+    free(u);
+    assert_null(csv_from_gb18030("\xFF\xFF", 2, &n));   /* neither */
+}
+
 static void test_records(void **state)
 {
     (void)state;
@@ -237,6 +263,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_field_types),
         cmocka_unit_test(test_text_default_length),
+        cmocka_unit_test(test_csv_encodings),
         cmocka_unit_test(test_records),
     };
     return cmocka_run_group_tests_name("unit_record", tests, NULL, NULL);
