@@ -1,7 +1,8 @@
 /* csv.h - CSV as spreadsheets write it (RFC 4180): a reader that walks a
  * text row by row (quoted cells with commas, quotes and line breaks, CRLF or
- * LF, a UTF-8 byte order mark skipped; GB18030 converted), and a writer of cells that
- * neutralises what a spreadsheet would run as a formula. */
+ * LF, a UTF-8 byte order mark skipped), a check for UTF-8 and a conversion
+ * from GB18030, and a writer of cells that neutralises what a spreadsheet
+ * would run as a formula. */
 #ifndef LOOM_CSV_H
 #define LOOM_CSV_H
 
