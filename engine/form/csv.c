@@ -170,22 +170,44 @@ void csv_cell(buf *out, const char *s, bool neutralise)
     free(v);
 }
 
+/* Whether label (a string, or a map from locale to string) reads text in
+ * some locale, case aside. */
+static bool labelled(json_t *label, const char *text)
+{
+    if (json_is_string(label))
+        return !strcasecmp(json_string_value(label), text);
+    const char *k;
+    json_t *v;
+    json_object_foreach(label, k, v) if (json_is_string(v) && !strcasecmp(json_string_value(v), text)) return true;
+    return false;
+}
+
 json_t *csv_header_field(json_t *fields, const char *h)
 {
     json_t *f = bundle_item(fields, h);
     if (f)
         return f;
     size_t i;
-    json_array_foreach(fields, i, f)
-    {
-        json_t *label = json_object_get(f, "label");
-        if (json_is_string(label) && !strcasecmp(json_string_value(label), h))
-            return f;
-        const char *k;
-        json_t *v;
-        json_object_foreach(label, k, v) if (json_is_string(v) && !strcasecmp(json_string_value(v), h)) return f;
-    }
+    json_array_foreach(fields, i, f) if (labelled(json_object_get(f, "label"), h)) return f;
     return NULL;
+}
+
+/* The option of (multi)select f that text names, by value or else by label
+ * (what a person types in a spreadsheet), as a new JSON string; the text
+ * itself when it names none (validation reports it). */
+static json_t *option_named(json_t *f, const char *text, size_t n)
+{
+    json_t *t = json_stringn(text, n), *o;
+    size_t i;
+    json_array_foreach(json_object_get(f, "options"), i, o) if (json_equal(json_object_get(o, "value"), t)) return t;
+    json_array_foreach(json_object_get(f, "options"), i, o)
+    {
+        if (t && labelled(json_object_get(o, "label"), json_string_value(t))) {
+            json_decref(t);
+            return json_incref(json_object_get(o, "value"));
+        }
+    }
+    return t;
 }
 
 json_t *csv_value(json_t *f, const char *s)
@@ -220,13 +242,17 @@ json_t *csv_value(json_t *f, const char *s)
             while (e > b && e[-1] == ' ')
                 e--;
             if (e > b)
-                json_array_append_new(a, json_stringn(b, (size_t)(e - b)));
+                json_array_append_new(a, option_named(f, b, (size_t)(e - b)));
             p += n + (p[n] == ';');
         }
         return a;
     }
     if (!strcmp(t, "file"))
         return json_pack("{s:s}", "id", s);
+    if (!strcmp(t, "select")) {
+        json_t *v = option_named(f, s, strlen(s));
+        return v ? v : json_null();
+    }
     json_t *v = json_string(s);
     return v ? v : json_null();   /* not UTF-8: validation says "type" */
 }

@@ -51,7 +51,8 @@ json_t *csv_header_field(json_t *fields, const char *text);
 /* A cell as the JSON value of field f (NULL: id or _owner): numbers and
  * booleans (true/false, 1/0, yes/no, y/n, 是/否) parsed when they are ones,
  * otherwise the text (validation reports it); multiselect values split on
- * ";"; a file as {"id"}; an apostrophe that neutralised a formula dropped.
+ * ";"; an option named by its value or else by its label in any locale; a
+ * file as {"id"}; an apostrophe that neutralised a formula dropped.
  * A new reference. */
 json_t *csv_value(json_t *f, const char *cell);
 

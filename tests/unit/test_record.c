@@ -196,6 +196,30 @@ static void test_csv_encodings(void **state)
     assert_null(csv_from_gb18030("\xFF\xFF", 2, &n));   /* neither */
 }
 
+/* A (multi)select cell names an option by its value, or else by its label in
+ * any locale; what names none stays as written, for validation to report. */
+static void test_csv_options(void **state)
+{
+    (void)state;
+    json_t *f = json_loads("{\"id\": \"kind\", \"type\": \"select\", \"options\": [{\"value\": \"personal\", \"label\": "
+                           "{\"zh-CN\": \"个人\", \"en\": \"Personal\"}}, {\"value\": \"fleet\", \"label\": \"车队\"}, "
+                           "{\"value\": \"Fleet\"}]}", 0, NULL);
+    static const char *const cases[][2] = {{"personal", "personal"}, {"个人", "personal"}, {"PERSONAL", "personal"},
+                                           {"车队", "fleet"}, {"Fleet", "Fleet"}, {"团购", "团购"}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        json_t *v = csv_value(f, cases[i][0]);
+        assert_string_equal(json_string_value(v), cases[i][1]);
+        json_decref(v);
+    }
+    json_object_set_new(f, "type", json_string("multiselect"));
+    json_t *v = csv_value(f, "个人; fleet ;车队;x");
+    char *got = json_dumps(v, JSON_COMPACT);
+    assert_string_equal(got, "[\"personal\",\"fleet\",\"fleet\",\"x\"]");
+    free(got);
+    json_decref(v);
+    json_decref(f);
+}
+
 static void test_records(void **state)
 {
     (void)state;
@@ -264,6 +288,7 @@ int main(void)
         cmocka_unit_test(test_field_types),
         cmocka_unit_test(test_text_default_length),
         cmocka_unit_test(test_csv_encodings),
+        cmocka_unit_test(test_csv_options),
         cmocka_unit_test(test_records),
     };
     return cmocka_run_group_tests_name("unit_record", tests, NULL, NULL);
