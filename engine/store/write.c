@@ -3352,18 +3352,26 @@ bool write_import(const write_ctx *w, const char *form, json_t *bodies, long fir
             json_t *body = json_array_get(bodies, i);
             if (json_is_null(body))
                 continue;   /* a row the caller found wrong and reported */
-            json_t *kv = json_object_get(body, o->key);
-            char id[24] = "";
-            if (kv && !json_is_null(kv)) {
+            /* the key's value as its column holds it (so that its unique index finds it), or NULL */
+            json_t *kv = json_object_get(body, o->key), *kf = bundle_item(x.fields, o->key), *key = NULL;
+            bool by_id = !strcmp(o->key, "id");
+            const char *code;
+            char msg[256], tmp[64], id[24] = "";
+            if (by_id && json_is_integer(kv) && json_integer_value(kv) > 0)
+                key = json_incref(kv);
+            else if (!by_id && kv && !json_is_null(kv))
+                key = field_coerce(kf, kv, &code, msg, sizeof msg);   /* NULL: the create below reports it */
+            if (key) {
                 buf sql = {0};
                 json_t *args = json_array();
                 buf_puts(&sql, "SELECT \"id\" FROM ");
                 qualified(&sql, w->fc->schema, form);
-                buf_printf(&sql, " WHERE \"%s\"::text = $1", o->key);   /* the key: a checked field id */
-                if (json_is_string(kv))
-                    arg(args, json_string_value(kv));
+                buf_printf(&sql, " WHERE \"%s\" = $1::%s", o->key, by_id ? "bigint" : ddl_column_type(kf, tmp));   /* a checked field id */
+                if (json_is_string(key))
+                    arg(args, json_string_value(key));
                 else
-                    arg_json(args, kv);
+                    arg_json(args, key);
+                json_decref(key);
                 PGresult *r = must(&x, sql.data, args);
                 buf_free(&sql);
                 json_decref(args);
@@ -3372,8 +3380,14 @@ bool write_import(const write_ctx *w, const char *form, json_t *bodies, long fir
                 if (PQntuples(r))
                     snprintf(id, sizeof id, "%s", PQgetvalue(r, 0, 0));
             }
+            if (by_id && kv && !json_is_null(kv) && !*id) {   /* ids are Loom's to give: a new record comes without */
+                json_array_append_new(res->errors, json_pack("{s:I, s:s, s:s, s:s}", "row", (json_int_t)(first_row + (long)i),
+                                                             "field", "id", "code", "not_found", "message",
+                                                             "no record has this id (new records go without one)"));
+                continue;
+            }
             json_t *b = body;
-            if (*id && !strcmp(o->key, "id")) {
+            if (by_id) {
                 b = json_copy(body);
                 json_object_del(b, "id");
             }

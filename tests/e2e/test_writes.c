@@ -936,6 +936,23 @@ static void test_import(void **state)
                      1);
     r = post_csv(manager, "customer/import?mode=upsert&key=email", "name\nX\n");
     expect_errors(&r, 400, "bad_request", NULL);
+    /* upsert by id: a known id updates, a row without one is new, an id nobody has is that row's not_found */
+    long long imp_a = sql_int("SELECT id FROM app_shop.customer WHERE name = 'Imp A'");
+    char csv_id[160];
+    snprintf(csv_id, sizeof csv_id, "id,name,email\n%lld,Imp A,id@imp.cn\n,Imp New,\n987654321,Imp Ghost,\n", imp_a);
+    r = post_csv(manager, "customer/import?mode=upsert&key=id&partial=true", csv_id);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "updated")), 1);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "inserted")), 1);
+    e0 = json_array_get(json_object_get(r.json, "errors"), 0);
+    assert_int_equal(json_array_size(json_object_get(r.json, "errors")), 1);
+    assert_int_equal(json_integer_value(json_object_get(e0, "row")), 3);
+    assert_string_equal(json_string_value(json_object_get(e0, "field")), "id");
+    assert_string_equal(json_string_value(json_object_get(e0, "code")), "not_found");
+    h_resp_free(&r);
+    assert_int_equal(sql_int("SELECT count(*) FROM app_shop.customer WHERE (name = 'Imp A' AND email = 'id@imp.cn') "
+                             "OR name = 'Imp New'"), 2);
+    assert_int_equal(sql_int("SELECT count(*) FROM app_shop.customer WHERE name = 'Imp Ghost' OR id = 987654321"), 0);
     /* orders: refs checked for the whole file at once, autonumbers in a row, formulas computed */
     long long maxid = sql_int("SELECT coalesce(max(id), 0) FROM app_shop.\"order\"");
     r = post_csv(manager, "order/import", "customer,discount\n1,5\n1,7\n999999,1\n");
