@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <poll.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
@@ -192,9 +193,10 @@ static void write_cb(uv_write_t *w, int status)
     conn_finish(c, status);
 }
 
-/* Serializes the status line and headers of ex into ex->head. Runs on any
- * thread: it reads only the exchange and the server's stopping flag. */
-static void exchange_serialize(http_server *s, http_exchange *ex)
+/* Serializes the status line and headers of ex into ex->head, with the
+ * body's length or, chunked, without. Runs on any thread: it reads only the
+ * exchange and the server's stopping flag. */
+static void head_serialize(http_server *s, http_exchange *ex, bool chunked)
 {
     http_response *r = &ex->res;
     buf *h = &ex->head;
@@ -205,7 +207,9 @@ static void exchange_serialize(http_server *s, http_exchange *ex)
         buf_puts(h, r->content_type);
         buf_puts(h, "\r\n");
     }
-    if (r->status != 204 && r->status != 304)
+    if (chunked)
+        buf_puts(h, "Transfer-Encoding: chunked\r\n");
+    else if (r->status != 204 && r->status != 304)
         buf_printf(h, "Content-Length: %zu\r\n", r->body.len);
     if (ex->req.request_id) {
         buf_puts(h, "X-Request-Id: ");
@@ -219,6 +223,21 @@ static void exchange_serialize(http_server *s, http_exchange *ex)
         buf_puts(h, "Connection: close\r\n");
     }
     buf_puts(h, "\r\n");
+}
+
+/* What is left to write of ex: its head and body, or the last chunk of a
+ * streamed body (nothing when that stream failed). */
+static void exchange_serialize(http_server *s, http_exchange *ex)
+{
+    if (!ex->streaming) {
+        head_serialize(s, ex, false);
+        return;
+    }
+    buf_reset(&ex->head);
+    buf_reset(&ex->res.body);
+    if (!ex->stream_failed)
+        buf_puts(&ex->res.body, "0\r\n\r\n");
+    ex->sent = 0;
 }
 
 /* Fills iov with what of ex is not written yet; returns the count. */
@@ -251,6 +270,60 @@ static bool exchange_send(conn *c, http_exchange *ex)
     }
     ex->finished = http_now();
     return true;
+}
+
+/* Writes all of iov (n parts) on c from the handling thread, waiting up to
+ * the idle timeout each time the client is not reading. */
+static bool write_waiting(conn *c, struct iovec *iov, int n)
+{
+    while (n > 0) {
+        ssize_t w = writev(c->fd, iov, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            struct pollfd p = {.fd = c->fd, .events = POLLOUT};
+            if (poll(&p, 1, c->srv->cfg.idle_timeout_ms) <= 0 || !(p.revents & POLLOUT))
+                return false;
+            continue;
+        }
+        if (w <= 0)
+            return false;
+        size_t left = (size_t)w;
+        for (; n > 0 && left >= iov->iov_len; n--, iov++)   /* the parts written whole */
+            left -= iov->iov_len;
+        if (n > 0) {   /* and the one written in part */
+            iov->iov_base = (char *)iov->iov_base + left;
+            iov->iov_len -= left;
+        }
+    }
+    return true;
+}
+
+bool http_exchange_stream(http_exchange *ex, const char *data, size_t n)
+{
+    conn *c = ex->conn;
+    if (ex->stream_failed || !n)
+        return !ex->stream_failed;
+    struct iovec iov[4];
+    int k = 0;
+    if (!ex->streaming) {
+        head_serialize(c->srv, ex, true);
+        ex->streaming = true;
+        iov[k++] = (struct iovec){ex->head.data, ex->head.len};
+    }
+    char size[24];
+    iov[k++] = (struct iovec){size, (size_t)snprintf(size, sizeof size, "%zx\r\n", n)};
+    iov[k++] = (struct iovec){(void *)data, n};
+    iov[k++] = (struct iovec){"\r\n", 2};
+    if (!write_waiting(c, iov, k))
+        http_exchange_abort(ex);
+    return !ex->stream_failed;
+}
+
+void http_exchange_abort(http_exchange *ex)
+{
+    ex->stream_failed = true;
+    ex->close_after = true;
 }
 
 /* Writes the rest of ex (c->busy) through libuv (loop thread). */

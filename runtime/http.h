@@ -64,6 +64,8 @@ typedef struct http_exchange {
     const char *route_name;
     /* internal */
     bool close_after;
+    bool streaming;        /* the body goes out in chunks as it is made (http_exchange_stream) */
+    bool stream_failed;    /* ... and the client stopped taking it, or the handler gave up on it */
     buf head;              /* the serialized status line and headers */
     size_t sent;           /* bytes of head + body already written */
     double finished;       /* when the response was fully written, or 0 */
@@ -106,6 +108,16 @@ int http_server_connections(const http_server *s);
 const char *http_request_header(const http_request *r, const char *name);
 /* Hands the response back to the loop; callable from any thread, once. */
 void http_exchange_done(http_exchange *ex);
+/* Sends data as the next part of ex's body, from the handling thread,
+ * before http_exchange_done: the first call sends ex->res's status and
+ * headers with Transfer-Encoding: chunked (ex->res.body is not used then),
+ * each call one chunk, waiting up to the idle timeout while the client does
+ * not read. False once the client is gone or too slow: the rest is dropped.
+ * http_exchange_done ends the body. */
+bool http_exchange_stream(http_exchange *ex, const char *data, size_t n);
+/* Gives up on a streamed body (the handler failed half way): it is left
+ * unterminated and the connection closes, so the client sees it cut short. */
+void http_exchange_abort(http_exchange *ex);
 /* The same for n exchanges at once, with a single wake-up of the loop. */
 void http_exchange_done_many(http_exchange **ex, int n);
 /* Adds a response header line. */

@@ -31,6 +31,7 @@
 #define IMPORT_BATCH 5000
 #define IMPORT_MAX_ERRORS 1000
 #define EXPORT_PAGE 1000
+#define STREAM_AT 65536   /* an export goes out in parts of this size (a smaller one in one answer) */
 
 /* Text kinds: what a user typed, so what an export neutralises. */
 static bool texty(json_t *f)
@@ -326,6 +327,7 @@ static char *cell_text(json_t *f, json_t *v)
 typedef struct sheet {
     bool xlsx;
     buf *csv;
+    http_exchange *ex;   /* where a CSV goes once it outgrows STREAM_AT, and a finished XLSX */
     char path[32];
     lxw_workbook *wb;
     lxw_worksheet *ws;
@@ -390,24 +392,33 @@ static void sheet_record(sheet *sh, json_t *rec)
             free(t);
         }
     }
-    if (!sh->xlsx)
+    if (!sh->xlsx) {
         buf_puts(sh->csv, "\r\n");
+        if (sh->csv->len >= STREAM_AT) {
+            http_exchange_stream(sh->ex, sh->csv->data, sh->csv->len);
+            buf_reset(sh->csv);   /* sent, or dropped with a client that is gone */
+        }
+    }
 }
 
-/* Ends the sheet into the response body (XLSX: the file's bytes); false
- * when the workbook could not be written. Removes the temporary file. */
+/* Ends the sheet: a CSV's last part, or the XLSX file, streamed (from the
+ * file, a chunk at a time); false when the workbook could not be written.
+ * Removes the temporary file. */
 static bool sheet_close(sheet *sh, bool ok)
 {
-    if (!sh->xlsx)
+    if (!sh->xlsx) {
+        if (sh->ex->streaming) {
+            ok = ok && http_exchange_stream(sh->ex, sh->csv->data, sh->csv->len);
+            buf_reset(sh->csv);
+        }
         return ok;
+    }
     ok = sh->wb && workbook_close(sh->wb) == LXW_NO_ERROR && ok;
     FILE *fp = ok ? fopen(sh->path, "rb") : NULL;
-    if (fp)
-        buf_reset(sh->csv);
-    char chunk[65536];
+    char chunk[STREAM_AT];
     size_t n;
-    while (fp && (n = fread(chunk, 1, sizeof chunk, fp)) > 0)
-        buf_append(sh->csv, chunk, n);
+    while (fp && (n = fread(chunk, 1, sizeof chunk, fp)) > 0 && http_exchange_stream(sh->ex, chunk, n))
+        ;
     if (fp)
         fclose(fp);
     if (*sh->path)
@@ -454,7 +465,15 @@ void records_export(void *cp)
     }
     json_t *app = json_object_get(r.snap->bundle, "app");
     const char *locale = app_locale(c, json_object_get(app, "locales"));
-    sheet sh = {.xlsx = xlsx, .csv = &c->res->body, .cols = json_array(),
+    /* the answer is streamed: its status and headers first */
+    char disp[160];
+    snprintf(disp, sizeof disp, "attachment; filename=\"%s.%s\"", r.form, xlsx ? "xlsx" : "csv");
+    c->res->status = 200;
+    c->res->content_type = xlsx ? "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+                                : "text/csv; charset=utf-8";
+    http_response_header(c->res, "Content-Disposition", disp);
+    http_response_header(c->res, "X-Content-Type-Options", "nosniff");
+    sheet sh = {.xlsx = xlsx, .csv = &c->res->body, .ex = c->ex, .cols = json_array(),
                 .fields = json_object_get(bundle_item(json_object_get(r.snap->bundle, "forms"), r.form), "fields")};
     json_t *heads = json_array();
     size_t i;
@@ -477,10 +496,12 @@ void records_export(void *cp)
         query page;
         query_copy(&base, &page);
         PGresult *res = NULL;
+        arena *pa = arena_new();   /* the page's result goes with it: an export holds one page at a time */
+        loom_err e = {0};
         if (!query_list_end(&page, cursor, &fe))
             ok = false;
-        else if (!(res = rec_run(c, &page.sql, page.args)))
-            failed = true;
+        else if (!(res = query_exec(c->db, pa, page.sql.data, page.args, &e)))
+            failed = true, ctx_db_fail(c, &e);
         free(cursor);
         cursor = NULL;
         if (res) {
@@ -489,24 +510,19 @@ void records_export(void *cp)
             json_array_foreach(items, i, rec) sheet_record(&sh, rec);
             json_decref(items);
         }
+        arena_free(pa);
         query_free(&page);
-    } while (ok && !failed && cursor);
+    } while (ok && !failed && cursor && !c->ex->stream_failed);
     free(cursor);
     query_free(&base);
     json_decref(heads);
     json_decref(sh.cols);
     ok = sheet_close(&sh, ok && !failed);
-    if (failed)
-        return;
-    if (!ok) {
-        ctx_problem(c, LOOM_INTERNAL, "could not write the export", NULL);
-        return;
+    if (c->ex->streaming && (failed || !ok)) {
+        http_exchange_abort(c->ex);   /* half sent: the client must see it cut short, not complete */
+    } else if (failed || !ok) {
+        buf_reset(&c->res->headers);   /* no attachment: a problem */
+        if (!failed)
+            ctx_problem(c, LOOM_INTERNAL, "could not write the export", NULL);
     }
-    char disp[160];
-    snprintf(disp, sizeof disp, "attachment; filename=\"%s.%s\"", r.form, xlsx ? "xlsx" : "csv");
-    c->res->status = 200;
-    c->res->content_type = xlsx ? "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-                                : "text/csv; charset=utf-8";
-    http_response_header(c->res, "Content-Disposition", disp);
-    http_response_header(c->res, "X-Content-Type-Options", "nosniff");
 }

@@ -315,6 +315,31 @@ bool h_resp_header(const h_resp *r, const char *name, char *out, size_t n)
     return false;
 }
 
+/* A chunked body at p (n bytes so far), decoded into r->body / r->body_len:
+ * the bytes it took, or -1 while it is not all here (r untouched). */
+static long dechunk(const char *p, size_t n, h_resp *r)
+{
+    buf out = {0};
+    size_t at = 0;
+    for (;;) {
+        const char *eol = memmem(p + at, n - at, "\r\n", 2);
+        if (!eol)
+            break;
+        size_t size = strtoul(p + at, NULL, 16), data = (size_t)(eol - p) + 2;
+        if (n < data + size + 2)
+            break;
+        if (size == 0) {   /* the last chunk (no trailers here) */
+            r->body = out.data ? out.data : strdup("");
+            r->body_len = out.len;
+            return (long)(data + 2);
+        }
+        buf_append(&out, p + data, size);
+        at = data + size + 2;
+    }
+    buf_free(&out);
+    return -1;
+}
+
 bool h_conn_read(h_conn *c, h_resp *r, int timeout_ms)
 {
     memset(r, 0, sizeof *r);
@@ -326,6 +351,20 @@ bool h_conn_read(h_conn *c, h_resp *r, int timeout_ms)
             h_resp tmp = {.head = strndup(c->in.data, head_len - 2)};
             char cl[32];
             size_t body_len = h_resp_header(&tmp, "Content-Length", cl, sizeof cl) ? (size_t)atol(cl) : 0;
+            if (h_resp_header(&tmp, "Transfer-Encoding", cl, sizeof cl) && !strcasecmp(cl, "chunked")) {
+                long used = dechunk(c->in.data + head_len, c->in.len - head_len, r);
+                if (used >= 0) {   /* the whole body is here: r->body holds it */
+                    r->head = tmp.head;
+                    r->status = atoi(c->in.data + 9);
+                    r->json = json_loadb(r->body, r->body_len, 0, NULL);
+                    buf_consume(&c->in, head_len + (size_t)used);
+                    return true;
+                }
+                free(tmp.head);
+                if (fill(c, deadline) <= 0)
+                    return false;
+                continue;
+            }
             if (c->in.len >= head_len + body_len) {
                 r->head = tmp.head;
                 r->status = atoi(c->in.data + 9);

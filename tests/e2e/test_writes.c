@@ -1073,6 +1073,46 @@ static void test_export(void **state)
     assert_true(r.body_len > 1000);
     assert_memory_equal(r.body, "PK", 2);   /* a zip: the OOXML package */
     h_resp_free(&r);
+    /* a big export is streamed in chunks, whole, and an XLSX too (small ones keep Content-Length) */
+    buf many = {0};
+    buf_puts(&many, "name,email\n");
+    for (int i = 0; i < 3000; i++)
+        buf_printf(&many, "Exp %04d,exp%d@example.cn\n", i, i);
+    r = post_csv(manager, "customer/import", many.data);
+    buf_free(&many);
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    const char *big = "/api/apps/shop/forms/customer/export?filter=%7B%22name%22%3A%7B%22%24startswith%22%3A%22Exp%20%22%7D%7D";
+    for (int x = 0; x < 2; x++) {
+        r = req("GET", manager, NULL, NULL, x ? "%s&format=xlsx" : "%s", big);
+        assert_int_equal(r.status, 200);
+        assert_true(h_resp_header(&r, "Transfer-Encoding", h, sizeof h));
+        assert_string_equal(h, "chunked");
+        assert_false(h_resp_header(&r, "Content-Length", h, sizeof h));
+        assert_true(h_resp_header(&r, "Content-Disposition", h, sizeof h));
+        if (x) {   /* a whole zip: it ends with its end-of-central-directory record */
+            assert_memory_equal(r.body, "PK", 2);
+            assert_memory_equal(r.body + r.body_len - 22, "PK\x05\x06", 4);
+        } else {
+            lines = 0;
+            for (const char *p = r.body; (p = strstr(p, "\r\n")); p += 2)
+                lines++;
+            assert_int_equal(lines, 3000 + 1);
+            assert_non_null(strstr(r.body, ",Exp 2999,"));
+            assert_memory_equal(r.body + r.body_len - 2, "\r\n", 2);
+        }
+        h_resp_free(&r);
+    }
+    /* a client that leaves half way: the server carries on */
+    h_conn gone;
+    assert_true(h_conn_open(&gone, srv.port));
+    char get[512];
+    snprintf(get, sizeof get, "GET %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", big, manager);
+    assert_true(h_conn_sends(&gone, get));
+    h_conn_close(&gone);
+    r = req("GET", manager, NULL, NULL, "%s&format=xlsx", big);
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
     r = req("GET", clerk, NULL, NULL, "/api/apps/shop/forms/customer/export?fields=owner_note");
     expect_errors(&r, 400, "unknown_field", NULL);
     r = req("GET", clerk, NULL, NULL, "/api/apps/shop/forms/customer/export?format=pdf");
