@@ -193,10 +193,11 @@ static void write_cb(uv_write_t *w, int status)
     conn_finish(c, status);
 }
 
-/* Serializes the status line and headers of ex into ex->head, with the
- * body's length or, chunked, without. Runs on any thread: it reads only the
- * exchange and the server's stopping flag. */
-static void head_serialize(http_server *s, http_exchange *ex, bool chunked)
+/* Serializes the status line and headers of ex into ex->head: with the
+ * body's length, or for a streamed body, chunked (an HTTP/1.0 client: ended
+ * by closing the connection). Runs on any thread: it reads only the exchange
+ * and the server's stopping flag. */
+static void head_serialize(http_server *s, http_exchange *ex, bool streamed)
 {
     http_response *r = &ex->res;
     buf *h = &ex->head;
@@ -207,7 +208,9 @@ static void head_serialize(http_server *s, http_exchange *ex, bool chunked)
         buf_puts(h, r->content_type);
         buf_puts(h, "\r\n");
     }
-    if (chunked)
+    if (streamed && ex->http10)
+        ex->close_after = true;
+    else if (streamed)
         buf_puts(h, "Transfer-Encoding: chunked\r\n");
     else if (r->status != 204 && r->status != 304)
         buf_printf(h, "Content-Length: %zu\r\n", r->body.len);
@@ -235,7 +238,7 @@ static void exchange_serialize(http_server *s, http_exchange *ex)
     }
     buf_reset(&ex->head);
     buf_reset(&ex->res.body);
-    if (!ex->stream_failed)
+    if (!ex->stream_failed && !ex->http10)
         buf_puts(&ex->res.body, "0\r\n\r\n");
     ex->sent = 0;
 }
@@ -312,9 +315,11 @@ bool http_exchange_stream(http_exchange *ex, const char *data, size_t n)
         iov[k++] = (struct iovec){ex->head.data, ex->head.len};
     }
     char size[24];
-    iov[k++] = (struct iovec){size, (size_t)snprintf(size, sizeof size, "%zx\r\n", n)};
+    if (!ex->http10)
+        iov[k++] = (struct iovec){size, (size_t)snprintf(size, sizeof size, "%zx\r\n", n)};
     iov[k++] = (struct iovec){(void *)data, n};
-    iov[k++] = (struct iovec){"\r\n", 2};
+    if (!ex->http10)
+        iov[k++] = (struct iovec){"\r\n", 2};
     if (!write_waiting(c, iov, k))
         http_exchange_abort(ex);
     return !ex->stream_failed;
@@ -531,6 +536,7 @@ static int on_message_complete(http_parser *p)
     ex->req.body = arena_strndup(ex->arena, c->body.data ? c->body.data : "", c->body.len);
     ex->req.body_len = c->body.len;
     ex->close_after = !http_should_keep_alive(p);
+    ex->http10 = p->http_major < 1 || (p->http_major == 1 && p->http_minor == 0);
     http_parser_pause(p, 1);
     return 0;
 }

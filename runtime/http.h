@@ -64,6 +64,7 @@ typedef struct http_exchange {
     const char *route_name;
     /* internal */
     bool close_after;
+    bool http10;           /* an HTTP/1.0 request: no chunks; a streamed body ends with the connection */
     bool streaming;        /* the body goes out in chunks as it is made (http_exchange_stream) */
     bool stream_failed;    /* ... and the client stopped taking it, or the handler gave up on it */
     buf head;              /* the serialized status line and headers */
@@ -110,7 +111,8 @@ const char *http_request_header(const http_request *r, const char *name);
 void http_exchange_done(http_exchange *ex);
 /* Sends data as the next part of ex's body, from the handling thread,
  * before http_exchange_done: the first call sends ex->res's status and
- * headers with Transfer-Encoding: chunked (ex->res.body is not used then),
+ * headers with Transfer-Encoding: chunked (to an HTTP/1.0 client: without,
+ * and the connection closes after; ex->res.body is not used then),
  * each call one chunk, waiting up to the idle timeout while the client does
  * not read. False once the client is gone or too slow: the rest is dropped.
  * http_exchange_done ends the body. */

@@ -1103,6 +1103,22 @@ static void test_export(void **state)
         }
         h_resp_free(&r);
     }
+    /* an HTTP/1.0 client gets no chunks: the body ends when the connection does */
+    h_conn old;
+    assert_true(h_conn_open(&old, srv.port));
+    char get10[512];
+    snprintf(get10, sizeof get10, "GET %s HTTP/1.0\r\nAuthorization: Bearer %s\r\n\r\n", big, manager);
+    assert_true(h_conn_sends(&old, get10));
+    assert_true(h_conn_closed(&old, 10000));
+    const char *body10 = strstr(old.in.data, "\r\n\r\n");
+    assert_non_null(body10);
+    assert_null(strcasestr(old.in.data, "Transfer-Encoding"));
+    assert_memory_equal(old.in.data, "HTTP/1.1 200", 12);
+    lines = 0;
+    for (const char *p = body10 + 4; (p = strstr(p, "\r\n")); p += 2)
+        lines++;
+    assert_int_equal(lines, 3000 + 1);
+    h_conn_close(&old);
     /* a client that leaves half way: the server carries on */
     h_conn gone;
     assert_true(h_conn_open(&gone, srv.port));
