@@ -533,8 +533,14 @@ static int on_message_complete(http_parser *p)
 {
     conn *c = pconn(p);
     http_exchange *ex = c->cur;
-    ex->req.body = arena_strndup(ex->arena, c->body.data ? c->body.data : "", c->body.len);
     ex->req.body_len = c->body.len;
+    if (c->body.len > 65536) {   /* a big body is handed over, not copied: an import's may be a gigabyte */
+        ex->req.body = c->body.data;
+        arena_defer(ex->arena, free, c->body.data);
+        c->body = (buf){0};
+    } else {   /* a small one is copied, and the connection keeps its buffer for the next */
+        ex->req.body = arena_strndup(ex->arena, c->body.data ? c->body.data : "", c->body.len);
+    }
     ex->close_after = !http_should_keep_alive(p);
     ex->http10 = p->http_major < 1 || (p->http_major == 1 && p->http_minor == 0);
     http_parser_pause(p, 1);
