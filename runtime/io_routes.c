@@ -331,6 +331,7 @@ typedef struct sheet {
     char path[32];
     lxw_workbook *wb;
     lxw_worksheet *ws;
+    lxw_format *date, *datetime;   /* how date cells show */
     lxw_row_t row;
     json_t *cols, *fields;   /* the column names; the form's fields */
 } sheet;
@@ -357,9 +358,27 @@ static bool sheet_open(sheet *sh, json_t *heads)
     lxw_workbook_options wo = {.constant_memory = LXW_TRUE, .tmpdir = "/tmp"};
     sh->wb = workbook_new_opt(sh->path, &wo);
     sh->ws = sh->wb ? workbook_add_worksheet(sh->wb, NULL) : NULL;
+    if (sh->ws) {   /* dates as dates, so a spreadsheet sorts and filters them as such; datetimes are UTC */
+        format_set_num_format(sh->date = workbook_add_format(sh->wb), "yyyy-mm-dd");
+        format_set_num_format(sh->datetime = workbook_add_format(sh->wb), "yyyy-mm-dd hh:mm:ss \"UTC\"");
+    }
     for (size_t k = 0; sh->ws && k < ncols; k++)
         worksheet_write_string(sh->ws, 0, (lxw_col_t)k, jstr(json_array_get(heads, k)), NULL);
     return sh->ws != NULL;
+}
+
+/* Writes v as a date cell when field f (or system field name) holds dates
+ * or datetimes and v is one Excel can show (from 1900 on); false otherwise. */
+static bool date_cell(sheet *sh, json_t *f, const char *name, json_t *v, lxw_col_t col)
+{
+    bool dt = field_is(f, "datetime") || (!f && (!strcmp(name, "_created_at") || !strcmp(name, "_updated_at")));
+    if (!json_is_string(v) || (!dt && !field_is(f, "date")))
+        return false;
+    lxw_datetime d = {0};
+    int n = sscanf(json_string_value(v), "%4d-%2d-%2dT%2d:%2d:%lfZ", &d.year, &d.month, &d.day, &d.hour, &d.min, &d.sec);
+    if (n != (dt ? 6 : 3) || d.year < 1900)
+        return false;
+    return worksheet_write_datetime(sh->ws, sh->row, col, &d, dt ? sh->datetime : sh->date) == LXW_NO_ERROR;
 }
 
 static void sheet_record(sheet *sh, json_t *rec)
@@ -384,6 +403,7 @@ static void sheet_record(sheet *sh, json_t *rec)
             worksheet_write_number(sh->ws, sh->row, col, strtod(json_string_value(v), NULL), NULL);
         } else if (json_is_boolean(v)) {
             worksheet_write_boolean(sh->ws, sh->row, col, json_is_true(v), NULL);
+        } else if (date_cell(sh, f, name, v, col)) {
         } else if (v && !json_is_null(v)) {
             char *t = cell_text(f, v);
             char *n = texty(f) && f ? csv_neutral(t) : strdup(t);

@@ -19,6 +19,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <zlib.h>
+
 #include "harness.h"
 
 #ifndef SOURCE_DIR
@@ -1036,6 +1038,38 @@ static void test_import_batches(void **state)
     assert_int_equal(sql_int(sql), 11998);
 }
 
+/* The text of the file called name inside the zip (n bytes) an XLSX is, or
+ * NULL: found by its local header, its data inflated (or stored). */
+static char *zip_entry(const char *zip, size_t n, const char *name)
+{
+    size_t ln = strlen(name);
+    for (size_t i = 0; i + 30 + ln <= n; i++) {
+        const unsigned char *h = (const unsigned char *)zip + i;
+        if (memcmp(h, "PK\x03\x04", 4) || (size_t)(h[26] | h[27] << 8) != ln || memcmp(h + 30, name, ln))
+            continue;
+        size_t at = i + 30 + ln + (size_t)(h[28] | h[29] << 8);
+        z_stream z = {.next_in = (unsigned char *)zip + at, .avail_in = (unsigned)(n - at)};
+        if ((h[8] | h[9] << 8) != 8 || inflateInit2(&z, -MAX_WBITS) != Z_OK)   /* raw deflate */
+            return NULL;
+        buf out = {0};
+        int rc;
+        do {
+            buf_reserve(&out, 65536);
+            z.next_out = (unsigned char *)out.data + out.len;
+            z.avail_out = 65536;
+            rc = inflate(&z, Z_NO_FLUSH);
+            out.len += 65536 - z.avail_out;
+        } while (rc == Z_OK);
+        inflateEnd(&z);
+        out.data[out.len] = '\0';
+        if (rc == Z_STREAM_END)
+            return out.data;
+        buf_free(&out);
+        return NULL;
+    }
+    return NULL;
+}
+
 static void test_export(void **state)
 {
     (void)state;
@@ -1093,6 +1127,14 @@ static void test_export(void **state)
         if (x) {   /* a whole zip: it ends with its end-of-central-directory record */
             assert_memory_equal(r.body, "PK", 2);
             assert_memory_equal(r.body + r.body_len - 22, "PK\x05\x06", 4);
+            /* numbers as numbers, dates as date cells (a number and a date style), text as text */
+            char *sheet = zip_entry(r.body, r.body_len, "xl/worksheets/sheet1.xml");
+            assert_non_null(sheet);
+            assert_non_null(strstr(sheet, "<t>Exp 2999</t>"));
+            assert_null(strstr(sheet, "<t>20"));   /* no date or datetime written as text */
+            assert_non_null(strstr(sheet, "<c r=\"D2\" s=\""));   /* _created_at: a styled number */
+            assert_non_null(strstr(sheet, "<c r=\"A2\"><v>"));    /* the id: a plain number */
+            free(sheet);
         } else {
             lines = 0;
             for (const char *p = r.body; (p = strstr(p, "\r\n")); p += 2)
