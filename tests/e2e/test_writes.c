@@ -1038,6 +1038,24 @@ static void test_import_batches(void **state)
     assert_int_equal(sql_int(sql), 11998);
 }
 
+/* The lines of s that end in CRLF. */
+static int crlf_lines(const char *s)
+{
+    int n = 0;
+    for (const char *p = s; (p = strstr(p, "\r\n")); p += 2)
+        n++;
+    return n;
+}
+
+/* Opens c and sends GET path as the manager, in HTTP/version. */
+static void raw_get(h_conn *c, const char *version, const char *path)
+{
+    assert_true(h_conn_open(c, srv.port));
+    char get[512];
+    snprintf(get, sizeof get, "GET %s HTTP/%s\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", path, version, manager);
+    assert_true(h_conn_sends(c, get));
+}
+
 /* The text of the file called name inside the zip (n bytes) an XLSX is, or
  * NULL: found by its local header, its data inflated (or stored). */
 static char *zip_entry(const char *zip, size_t n, const char *name)
@@ -1087,20 +1105,14 @@ static void test_export(void **state)
     assert_null(strstr(r.body, "hush"));
     assert_non_null(strstr(r.body, "\"'=HYPERLINK(\"\"http://x\"\")\""));   /* neutralised and quoted */
     assert_non_null(strstr(r.body, ",7.00,"));
-    int lines = 0;
-    for (const char *p = r.body; (p = strstr(p, "\r\n")); p += 2)
-        lines++;
-    assert_int_equal(lines, 2);   /* the header and the one match */
+    assert_int_equal(crlf_lines(r.body), 2);   /* the header and the one match */
     h_resp_free(&r);
     /* every record, across pages, as the manager sees them */
     long long n = sql_int("SELECT count(*) FROM app_shop.customer");
     r = req("GET", manager, NULL, NULL, "/api/apps/shop/forms/customer/export?header=id&fields=name,owner_note");
     assert_int_equal(r.status, 200);
     assert_memory_equal(r.body + 3, "id,name,owner_note\r\n", 20);
-    lines = 0;
-    for (const char *p = r.body; (p = strstr(p, "\r\n")); p += 2)
-        lines++;
-    assert_true(lines >= n + 1);   /* a quoted cell may hold a line break of its own */
+    assert_true(crlf_lines(r.body) >= n + 1);   /* a quoted cell may hold a line break of its own */
     h_resp_free(&r);
     r = req("GET", manager, NULL, NULL, "/api/apps/shop/forms/customer/export?format=xlsx");
     assert_int_equal(r.status, 200);
@@ -1136,10 +1148,7 @@ static void test_export(void **state)
             assert_non_null(strstr(sheet, "<c r=\"A2\"><v>"));    /* the id: a plain number */
             free(sheet);
         } else {
-            lines = 0;
-            for (const char *p = r.body; (p = strstr(p, "\r\n")); p += 2)
-                lines++;
-            assert_int_equal(lines, 3000 + 1);
+            assert_int_equal(crlf_lines(r.body), 3000 + 1);
             assert_non_null(strstr(r.body, ",Exp 2999,"));
             assert_memory_equal(r.body + r.body_len - 2, "\r\n", 2);
         }
@@ -1147,26 +1156,17 @@ static void test_export(void **state)
     }
     /* an HTTP/1.0 client gets no chunks: the body ends when the connection does */
     h_conn old;
-    assert_true(h_conn_open(&old, srv.port));
-    char get10[512];
-    snprintf(get10, sizeof get10, "GET %s HTTP/1.0\r\nAuthorization: Bearer %s\r\n\r\n", big, manager);
-    assert_true(h_conn_sends(&old, get10));
+    raw_get(&old, "1.0", big);
     assert_true(h_conn_closed(&old, 10000));
     const char *body10 = strstr(old.in.data, "\r\n\r\n");
     assert_non_null(body10);
     assert_null(strcasestr(old.in.data, "Transfer-Encoding"));
     assert_memory_equal(old.in.data, "HTTP/1.1 200", 12);
-    lines = 0;
-    for (const char *p = body10 + 4; (p = strstr(p, "\r\n")); p += 2)
-        lines++;
-    assert_int_equal(lines, 3000 + 1);
+    assert_int_equal(crlf_lines(body10 + 4), 3000 + 1);
     h_conn_close(&old);
     /* a client that leaves half way: the server carries on */
     h_conn gone;
-    assert_true(h_conn_open(&gone, srv.port));
-    char get[512];
-    snprintf(get, sizeof get, "GET %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", big, manager);
-    assert_true(h_conn_sends(&gone, get));
+    raw_get(&gone, "1.1", big);
     h_conn_close(&gone);
     r = req("GET", manager, NULL, NULL, "%s&format=xlsx", big);
     assert_int_equal(r.status, 200);
