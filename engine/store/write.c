@@ -3337,6 +3337,95 @@ static bool unique_precheck(wr *x, json_t *recs, const long *rownum, json_t *bad
     return ok;
 }
 
+/* Checks and writes the records bodies (nulls: rows left out) in bulk, as
+ * an insert-only import does. */
+static bool bulk_create(wr *x, json_t *bodies, long first_row, const write_import_opts *o, write_import_result *res)
+{
+    write_import_batch b;
+    bool ok = write_import_check(x->w, x->form, bodies, first_row, &b);
+    if (ok)
+        ok = write_import_store(x->w, x->form, &b, o, res, x->out);
+    else
+        *x->out = b.out, memset(&b.out, 0, sizeof b.out);
+    write_import_batch_free(&b);
+    return ok;
+}
+
+/* An upsert of the rows bodies: a row whose key finds a record updates it
+ * (one by one, each in a savepoint); the others are new records, checked and
+ * written in bulk as an insert is. By id, a row without one is new and an id
+ * no record has is that row's not_found. */
+static bool upsert(wr *x, json_t *bodies, long first_row, const write_import_opts *o, write_import_result *res)
+{
+    size_t n = json_array_size(bodies), i;
+    bool by_id = !strcmp(o->key, "id"), ok = true;
+    json_t *kf = bundle_item(x->fields, o->key), *keys = json_array(), *body;
+    /* the keys as their column holds them, so that its unique index finds them: [[row index, key], ...] */
+    json_array_foreach(bodies, i, body)
+    {
+        json_t *kv = json_object_get(body, o->key), *key = NULL;
+        const char *code;
+        char msg[256];
+        if (by_id && json_is_integer(kv) && json_integer_value(kv) > 0)
+            key = json_incref(kv);
+        else if (!by_id && kv && !json_is_null(kv))
+            key = field_coerce(kf, kv, &code, msg, sizeof msg);   /* NULL: the row's check reports it */
+        if (key)
+            json_array_append_new(keys, json_pack("[I, o]", (json_int_t)i, key));
+    }
+    char **found = calloc(n + 1, sizeof *found);   /* per row: the id of the record its key finds */
+    if (json_array_size(keys)) {
+        buf sql = {0};
+        char tmp[64];
+        buf_puts(&sql, "SELECT (k->>0)::int, t.\"id\" FROM jsonb_array_elements($1::jsonb) AS k JOIN ");
+        qualified(&sql, x->w->fc->schema, x->form);
+        buf_printf(&sql, " AS t ON t.\"%s\" = (k->>1)::%s", o->key, by_id ? "bigint" : ddl_column_type(kf, tmp));   /* a checked field id */
+        json_t *args = json_array();
+        arg_json(args, keys);
+        PGresult *r = must(x, sql.data, args);
+        ok = r != NULL;
+        for (int k = 0; r && k < PQntuples(r); k++)
+            found[atoi(PQgetvalue(r, k, 0))] = PQgetvalue(r, k, 1);
+        buf_free(&sql);
+        json_decref(args);
+    }
+    /* the new records in their rows' places (others null), so that row numbers hold */
+    json_t *fresh = json_array();
+    bool any = false;
+    json_array_foreach(bodies, i, body)
+    {
+        json_t *kv = json_object_get(body, o->key), *b = json_null();
+        if (json_is_null(body) || found[i]) {
+        } else if (by_id && kv && !json_is_null(kv)) {   /* ids are Loom's to give: a new record comes without */
+            json_array_append_new(res->errors, json_pack("{s:I, s:s, s:s, s:s}", "row", (json_int_t)(first_row + (long)i),
+                                                         "field", "id", "code", "not_found", "message",
+                                                         "no record has this id (new records go without one)"));
+        } else {
+            b = by_id ? json_copy(body) : json_incref(body);
+            json_object_del(b, "id");
+            any = true;
+        }
+        json_array_append_new(fresh, b);
+    }
+    if (ok && any && x->d.create)
+        ok = bulk_create(x, fresh, first_row, o, res);
+    json_array_foreach(bodies, i, body)
+    {
+        json_t *one = json_array_get(fresh, i);
+        if (!ok || (!found[i] && (json_is_null(one) || x->d.create)))
+            continue;   /* (without the right to create, each new row says so, one by one) */
+        json_t *b = found[i] && by_id ? json_copy(body) : json_incref(found[i] ? body : one);
+        if (found[i] && by_id)
+            json_object_del(b, "id");
+        ok = import_one(x->w, x->form, b, found[i], first_row + (long)i, res, x->out);
+        json_decref(b);
+    }
+    json_decref(fresh);
+    json_decref(keys);
+    free(found);
+    return ok;
+}
+
 bool write_import(const write_ctx *w, const char *form, json_t *bodies, long first_row, const write_import_opts *o,
                   write_import_result *res, write_result *out)
 {
@@ -3345,66 +3434,7 @@ bool write_import(const write_ctx *w, const char *form, json_t *bodies, long fir
         return finish(&x, false);
     if (!x.d.create && !(o->upsert && x.d.update))
         return finish(&x, fail(&x, LOOM_FORBIDDEN, "you may not create %s records", form));
-    size_t n = json_array_size(bodies);
-    bool ok = true;
-    if (o->upsert) {   /* each row updates the record with its key, or creates one */
-        for (size_t i = 0; ok && i < n; i++) {
-            json_t *body = json_array_get(bodies, i);
-            if (json_is_null(body))
-                continue;   /* a row the caller found wrong and reported */
-            /* the key's value as its column holds it (so that its unique index finds it), or NULL */
-            json_t *kv = json_object_get(body, o->key), *kf = bundle_item(x.fields, o->key), *key = NULL;
-            bool by_id = !strcmp(o->key, "id");
-            const char *code;
-            char msg[256], tmp[64], id[24] = "";
-            if (by_id && json_is_integer(kv) && json_integer_value(kv) > 0)
-                key = json_incref(kv);
-            else if (!by_id && kv && !json_is_null(kv))
-                key = field_coerce(kf, kv, &code, msg, sizeof msg);   /* NULL: the create below reports it */
-            if (key) {
-                buf sql = {0};
-                json_t *args = json_array();
-                buf_puts(&sql, "SELECT \"id\" FROM ");
-                qualified(&sql, w->fc->schema, form);
-                buf_printf(&sql, " WHERE \"%s\" = $1::%s", o->key, by_id ? "bigint" : ddl_column_type(kf, tmp));   /* a checked field id */
-                if (json_is_string(key))
-                    arg(args, json_string_value(key));
-                else
-                    arg_json(args, key);
-                json_decref(key);
-                PGresult *r = must(&x, sql.data, args);
-                buf_free(&sql);
-                json_decref(args);
-                if (!r)
-                    return finish(&x, false);
-                if (PQntuples(r))
-                    snprintf(id, sizeof id, "%s", PQgetvalue(r, 0, 0));
-            }
-            if (by_id && kv && !json_is_null(kv) && !*id) {   /* ids are Loom's to give: a new record comes without */
-                json_array_append_new(res->errors, json_pack("{s:I, s:s, s:s, s:s}", "row", (json_int_t)(first_row + (long)i),
-                                                             "field", "id", "code", "not_found", "message",
-                                                             "no record has this id (new records go without one)"));
-                continue;
-            }
-            json_t *b = body;
-            if (by_id) {
-                b = json_copy(body);
-                json_object_del(b, "id");
-            }
-            ok = import_one(w, form, b, *id ? id : NULL, first_row + (long)i, res, out);
-            if (b != body)
-                json_decref(b);
-        }
-        return finish(&x, ok);
-    }
-    write_import_batch b;
-    ok = write_import_check(w, form, bodies, first_row, &b);
-    if (ok)
-        ok = write_import_store(w, form, &b, o, res, out);
-    else
-        *out = b.out, memset(&b.out, 0, sizeof b.out);
-    write_import_batch_free(&b);
-    return finish(&x, ok);
+    return finish(&x, o->upsert ? upsert(&x, bodies, first_row, o, res) : bulk_create(&x, bodies, first_row, o, res));
 }
 
 bool write_import_check(const write_ctx *w, const char *form, json_t *bodies, long first_row, write_import_batch *b)

@@ -955,6 +955,24 @@ static void test_import(void **state)
     assert_int_equal(sql_int("SELECT count(*) FROM app_shop.customer WHERE (name = 'Imp A' AND email = 'id@imp.cn') "
                              "OR name = 'Imp New'"), 2);
     assert_int_equal(sql_int("SELECT count(*) FROM app_shop.customer WHERE name = 'Imp Ghost' OR id = 987654321"), 0);
+    assert_int_equal(sql_int("SELECT count(*) FROM loom.history h JOIN app_shop.customer c ON c.id = h.record AND "
+                             "h.form = 'customer' WHERE c.name = 'Imp New' AND h.action = 'create'"), 1);
+    /* new rows go in bulk, updates one by one; all or nothing: one bad row and none of it is written */
+    snprintf(csv_id, sizeof csv_id, "name,email\nImp A,aon@imp.cn\nImp Bulk 1,\nImp Bulk 2,bad-email\n");
+    r = post_csv(manager, "customer/import?mode=upsert&key=name", csv_id);
+    assert_int_equal(r.status, 422);
+    h_resp_free(&r);
+    assert_int_equal(sql_int("SELECT count(*) FROM app_shop.customer WHERE name LIKE 'Imp Bulk%' OR email = 'aon@imp.cn'"), 0);
+    snprintf(csv_id, sizeof csv_id, "name,email\nImp A,aon@imp.cn\nImp Bulk 1,\nImp Bulk 2,b2@imp.cn\nImp Bulk 1,\n");
+    r = post_csv(manager, "customer/import?mode=upsert&key=name&partial=true", csv_id);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "updated")), 1);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "inserted")), 2);
+    e0 = json_array_get(json_object_get(r.json, "errors"), 0);   /* a key twice in the file: the second is a clash */
+    assert_int_equal(json_integer_value(json_object_get(e0, "row")), 4);
+    assert_string_equal(json_string_value(json_object_get(e0, "code")), "not_unique");
+    h_resp_free(&r);
+    assert_int_equal(sql_int("SELECT count(*) FROM app_shop.customer WHERE name LIKE 'Imp Bulk%' OR email = 'aon@imp.cn'"), 3);
     /* orders: refs checked for the whole file at once, autonumbers in a row, formulas computed */
     long long maxid = sql_int("SELECT coalesce(max(id), 0) FROM app_shop.\"order\"");
     r = post_csv(manager, "order/import", "customer,discount\n1,5\n1,7\n999999,1\n");
