@@ -334,6 +334,8 @@ typedef struct sheet {
     lxw_format *date, *datetime;   /* how date cells show */
     lxw_row_t row;
     json_t *cols, *fields;   /* the column names; the form's fields */
+    json_t *colf[CSV_MAX_CELLS];   /* per column, found once: its field (NULL: a system field) */
+    bool neutral[CSV_MAX_CELLS];   /* ... and whether what a user typed in it is neutralised */
 } sheet;
 
 static bool sheet_open(sheet *sh, json_t *heads)
@@ -387,12 +389,16 @@ static void sheet_record(sheet *sh, json_t *rec)
     sh->row++;
     for (size_t k = 0; k < ncols; k++) {
         const char *name = jstr(json_array_get(sh->cols, k));
-        json_t *f = bundle_item(sh->fields, name), *v = json_object_get(rec, name);
+        json_t *f = sh->colf[k], *v = json_object_get(rec, name);
         if (!sh->xlsx) {
-            char *t = cell_text(f, v);
             if (k)
                 buf_puts(sh->csv, ",");
-            csv_cell(sh->csv, t, texty(f) && f);
+            if (json_is_string(v)) {   /* most cells: as they are */
+                csv_cell(sh->csv, json_string_value(v), sh->neutral[k]);
+                continue;
+            }
+            char *t = cell_text(f, v);
+            csv_cell(sh->csv, t, sh->neutral[k]);
             free(t);
             continue;
         }
@@ -406,7 +412,7 @@ static void sheet_record(sheet *sh, json_t *rec)
         } else if (date_cell(sh, f, name, v, col)) {
         } else if (v && !json_is_null(v)) {
             char *t = cell_text(f, v);
-            char *n = texty(f) && f ? csv_neutral(t) : strdup(t);
+            char *n = sh->neutral[k] ? csv_neutral(t) : strdup(t);
             worksheet_write_string(sh->ws, sh->row, col, n, NULL);
             free(n);
             free(t);
@@ -504,6 +510,10 @@ void records_export(void *cp)
         json_t *f = bundle_item(sh.fields, name);
         if (field_is(f, "subform"))
             continue;
+        if (json_array_size(sh.cols) == CSV_MAX_CELLS)
+            break;
+        sh.colf[json_array_size(sh.cols)] = f;
+        sh.neutral[json_array_size(sh.cols)] = f && texty(f);
         json_array_append_new(sh.cols, json_string(name));
         json_array_append_new(heads, f && !(header && !strcmp(header, "id"))
                                          ? schema_label(json_object_get(f, "label"), locale, json_object_get(app, "locales"), name)
