@@ -51,6 +51,8 @@ bool csv_is_utf8(const char *s, size_t n)
 
 char *csv_from_gb18030(const char *text, size_t n, size_t *out_n)
 {
+    if (memchr(text, '\0', n))   /* no text file has NULs (UTF-16 has them everywhere) */
+        return NULL;
     iconv_t cd = iconv_open("UTF-8", "GB18030");
     if (cd == (iconv_t)-1)
         return NULL;

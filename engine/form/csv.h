@@ -27,7 +27,7 @@ void csv_open(csv_reader *r, const char *text, size_t len);
 /* Whether the n bytes at s are UTF-8 (no overlong forms, surrogates or
  * code points past U+10FFFF). */
 bool csv_is_utf8(const char *s, size_t n);
-/* text (n bytes that are not UTF-8) read as GB18030, which is what Excel on
+/* text (n bytes that are not UTF-8, and no NUL) read as GB18030, which is what Excel on
  * a Chinese Windows saves a CSV as: the same text in UTF-8 (malloc'd, NUL
  * terminated, *out_n its length), or NULL when it is not GB18030 either. */
 char *csv_from_gb18030(const char *text, size_t n, size_t *out_n);

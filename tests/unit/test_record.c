@@ -194,6 +194,7 @@ static void test_csv_encodings(void **state)
     assert_int_equal(n, strlen(u));
     free(u);
     assert_null(csv_from_gb18030("\xFF\xFF", 2, &n));   /* neither */
+    assert_null(csv_from_gb18030("\xFF\xFEn\0a\0m\0e\0", 10, &n));   /* UTF-16, as Excel's "Unicode text" */
 }
 
 /* A (multi)select cell names an option by its value, or else by its label in
