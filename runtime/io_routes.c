@@ -167,7 +167,7 @@ void records_import(void *cp)
     }
     const char *text = c->req->body;
     size_t len = c->req->body_len;
-    if (!csv_is_utf8(text, len)) {   /* Excel on a Chinese Windows saves GB18030 */
+    if (!csv_is_utf8(text, len) || memchr(text, '\0', len)) {   /* Excel on a Chinese Windows saves GB18030 */
         char *utf8 = csv_from_gb18030(text, len, &len);
         if (!utf8) {
             ctx_problem(c, LOOM_BAD_REQUEST, "the file is neither UTF-8 nor GB18030 text",

@@ -919,6 +919,18 @@ static void test_import(void **state)
     assert_int_equal(sql_int("SELECT count(*) FROM app_shop.customer WHERE name = 'Imp 张三' AND level = 'vip'"), 1);
     r = post_csv(clerk, "customer/import", "name\nImp \xFF\xFF\n");
     expect_errors(&r, 400, "bad_request", NULL);
+    h_conn raw;   /* a NUL in the file: not text */
+    assert_true(h_conn_open(&raw, srv.port));
+    char head[512];
+    static const char nul_csv[] = "name\nImp \0x\n";
+    int hn = snprintf(head, sizeof head, "POST /api/apps/shop/forms/customer/import HTTP/1.1\r\nHost: x\r\n"
+                      "Authorization: Bearer %s\r\nContent-Type: text/csv\r\nContent-Length: %zu\r\n\r\n",
+                      clerk, sizeof nul_csv - 1);
+    assert_true(h_conn_send(&raw, head, (size_t)hn) && h_conn_send(&raw, nul_csv, sizeof nul_csv - 1));
+    assert_true(h_conn_read(&raw, &r, 5000));
+    expect_errors(&r, 400, "bad_request", NULL);
+    h_conn_close(&raw);
+    assert_int_equal(sql_int("SELECT count(*) FROM app_shop.customer WHERE name LIKE 'Imp %x'"), 0);
     /* a hidden column is an unknown one; a read-only one fails its rows */
     r = post_csv(clerk, "customer/import", "name,owner_note\nImp C,x\n");
     expect_errors(&r, 422, "validation_failed", NULL);
