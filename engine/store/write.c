@@ -3400,9 +3400,12 @@ static bool upsert(wr *x, json_t *bodies, long first_row, const write_import_opt
             json_array_append_new(res->errors, json_pack("{s:I, s:s, s:s, s:s}", "row", (json_int_t)(first_row + (long)i),
                                                          "field", "id", "code", "not_found", "message",
                                                          "no record has this id (new records go without one)"));
-        } else {
-            b = by_id ? json_copy(body) : json_incref(body);
+        } else if (by_id) {   /* its empty id left out */
+            b = json_copy(body);
             json_object_del(b, "id");
+            any = true;
+        } else {
+            b = json_incref(body);
             any = true;
         }
         json_array_append_new(fresh, b);

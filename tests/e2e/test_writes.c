@@ -950,6 +950,11 @@ static void test_import(void **state)
                      1);
     r = post_csv(manager, "customer/import?mode=upsert&key=email", "name\nX\n");
     expect_errors(&r, 400, "bad_request", NULL);
+    r = post_csv(manager, "customer/import?mode=upsert&key=name", "id,name\n5,Imp With Id\n");   /* ids are Loom's */
+    assert_int_equal(r.status, 422);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(r.json, "errors"), 0), "code")),
+                        "readonly");
+    h_resp_free(&r);
     /* upsert by id: a known id updates, a row without one is new, an id nobody has is that row's not_found */
     long long imp_a = sql_int("SELECT id FROM app_shop.customer WHERE name = 'Imp A'");
     char csv_id[160];
