@@ -17,9 +17,11 @@
 #include "rule/sandbox.h"
 #include "store/jobs.h"
 #include "store/write.h"
+#include "http.h"   /* http_now */
 
 #define CLAIM_BATCH 64
 #define IDLE_MS 5000   /* the longest sleep: a lease that runs out is noticed by then */
+#define PURGE_S 600    /* how often what has expired is deleted */
 
 struct scheduler {
     pthread_t thread;
@@ -130,13 +132,46 @@ static void listen_up(scheduler *s)
     PQclear(r);
 }
 
+/* What has outlived its use: idempotency keys past their 24 hours, and
+ * sessions a week past their end (a user who signs in again clears their
+ * own; these are the others'). A few thousand rows a statement, so that no
+ * statement holds much; several servers doing it at once is harmless. */
+static void purge(scheduler *s)
+{
+    static const char *const sql[] = {
+        "DELETE FROM loom.idempotency WHERE ctid IN (SELECT ctid FROM loom.idempotency "
+        "WHERE created_at < now() - interval '24 hours' LIMIT 5000)",
+        "DELETE FROM loom.sessions WHERE ctid IN (SELECT ctid FROM loom.sessions "
+        "WHERE expires_at < now() - interval '7 days' LIMIT 5000)",
+    };
+    for (size_t i = 0; i < sizeof sql / sizeof sql[0]; i++) {
+        long gone = 0, n;
+        do {
+            arena *a = arena_new();
+            loom_err e = {0};
+            PGresult *r = db_exec(s->db, a, sql[i], &e);
+            n = r ? atol(PQcmdTuples(r)) : 0;
+            gone += n;
+            arena_free(a);
+        } while (n == 5000 && !atomic_load(&s->stop));
+        if (gone)
+            log_json(LOG_INFO, "purged", json_pack("{s:s, s:I}", "what", i ? "sessions" : "idempotency keys", "rows",
+                                                   (json_int_t)gone));
+    }
+}
+
 static void *scheduler_main(void *arg)
 {
     scheduler *s = arg;
+    double purged = 0;   /* when, monotonic seconds: at start, then every PURGE_S */
     while (!atomic_load(&s->stop)) {
         listen_up(s);
         long wait = 1000;   /* the database is away: look again in a second */
         if (db_ready(s->db)) {
+            if (http_now() - purged >= PURGE_S || !purged) {
+                purge(s);
+                purged = http_now();
+            }
             while (run_due(s) == CLAIM_BATCH && !atomic_load(&s->stop))
                 ;
             arena *a = arena_new();

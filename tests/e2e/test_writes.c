@@ -1414,6 +1414,35 @@ static void test_idempotency_key(void **state)
     assert_int_equal(sql_int("SELECT count(*) FROM app_shop.customer WHERE name = 'Idem Par'"), 1);
 }
 
+/* A server deletes what has expired when it starts (and every 10 minutes):
+ * idempotency keys past their 24 hours, sessions a week past their end;
+ * what is still current stays. */
+static void test_purge(void **state)
+{
+    (void)state;
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO loom.idempotency (user_id, route, key, body_hash, created_at) VALUES "
+             "(%lld, 'purge', 'old', 'x', now() - interval '25 hours'), (%lld, 'purge', 'new', 'x', now() - interval '23 hours'); "
+             "INSERT INTO loom.sessions (token_hash, user_id, expires_at) VALUES "
+             "('purge-old', %lld, now() - interval '8 days'), ('purge-new', %lld, now() - interval '6 days')",
+             clerk_id, clerk_id, clerk_id, clerk_id);
+    assert_true(h_sql(url, sql));
+    h_server other;
+    const char *args[] = {"--workers", "1", NULL};
+    assert_true(h_server_start(&other, url, args, NULL));
+    double end = h_now() + 10;
+    while (h_now() < end && sql_int("SELECT count(*) FROM loom.idempotency WHERE route = 'purge'") > 1)
+        usleep(20000);
+    while (h_now() < end && sql_int("SELECT count(*) FROM loom.sessions WHERE token_hash LIKE 'purge-%'") > 1)
+        usleep(20000);
+    assert_int_equal(h_server_stop(&other), 0);
+    assert_int_equal(sql_int("SELECT count(*) FROM loom.idempotency WHERE route = 'purge' AND key = 'new'"), 1);
+    assert_int_equal(sql_int("SELECT count(*) FROM loom.idempotency WHERE route = 'purge'"), 1);
+    assert_int_equal(sql_int("SELECT count(*) FROM loom.sessions WHERE token_hash = 'purge-new'"), 1);
+    assert_int_equal(sql_int("SELECT count(*) FROM loom.sessions WHERE token_hash LIKE 'purge-%'"), 1);
+}
+
 static void test_parallel_autonumbers(void **state)
 {
     (void)state;
@@ -1723,6 +1752,7 @@ int main(void)
         cmocka_unit_test(test_hostile_bodies),
         cmocka_unit_test(test_permission_matrix),
         cmocka_unit_test(test_idempotency_key),
+        cmocka_unit_test(test_purge),
         cmocka_unit_test(test_parallel_autonumbers),
         cmocka_unit_test(test_parallel_creates),
         cmocka_unit_test(test_update_commits_with_its_row),
