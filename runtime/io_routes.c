@@ -58,7 +58,38 @@ typedef struct import_reader {
     bool upsert;          /* an empty cell clears the field (else it is absent, so a default applies) */
     const char *form;
     long row;             /* data rows read so far */
+    json_t *users;        /* username and unique display name -> id, when a column holds users; or NULL */
 } import_reader;
+
+/* When a column (of cols, n) is a user field: every active user by
+ * username, and by display name where no one else has it, to their id. */
+static json_t *import_users(ctx *c, json_t **cols, int n)
+{
+    static db_stmt all = {.sql = "SELECT id, username, display_name FROM loom.users WHERE active"};
+    int k = 0;
+    while (k < n && !field_is(cols[k], "user"))
+        k++;
+    loom_err e = {0};
+    PGresult *r = k < n ? db_query(c->db, c->a, &all, 0, NULL, &e) : NULL;
+    if (!r)
+        return NULL;   /* (names then stay names, and the rows' checks say so) */
+    json_t *names = json_object(), *twice = json_object();
+    for (int i = 0; i < PQntuples(r); i++) {
+        const char *dn = PQgetvalue(r, i, 2);
+        if (!*dn)
+            continue;
+        if (json_object_get(names, dn))
+            json_object_set_new(twice, dn, json_true());
+        json_object_set_new(names, dn, json_integer(strtoll(PQgetvalue(r, i, 0), NULL, 10)));
+    }
+    const char *dn;
+    json_t *v;
+    json_object_foreach(twice, dn, v) json_object_del(names, dn);   /* a name two people have names neither */
+    for (int i = 0; i < PQntuples(r); i++)   /* usernames are unique, and win */
+        json_object_set_new(names, PQgetvalue(r, i, 1), json_integer(strtoll(PQgetvalue(r, i, 0), NULL, 10)));
+    json_decref(twice);
+    return names;
+}
 
 /* One batch: its rows as JSON objects, the problems of reading them, and
  * with w, the rows checked (write_import_check). */
@@ -93,7 +124,10 @@ static void read_batch(import_batch *t)
         for (int i = 0; i < in->ncols && i < rd->n; i++) {
             if (!*rd->cells[i] && !in->upsert)
                 continue;   /* empty: absent, so a default applies */
-            json_object_set_new(body, in->names[i], *rd->cells[i] ? csv_value(in->col[i], rd->cells[i]) : json_null());
+            json_t *v = *rd->cells[i] ? csv_value(in->col[i], rd->cells[i]) : json_null(), *user;
+            if (json_is_string(v) && field_is(in->col[i], "user") && (user = json_object_get(in->users, json_string_value(v))))
+                json_decref(v), v = json_incref(user);   /* a user by name, as people write them */
+            json_object_set_new(body, in->names[i], v);
         }
         json_array_append_new(t->bodies, body);
     }
@@ -235,7 +269,9 @@ void records_import(void *cp)
         wc.a = NULL;
         wc.sb = sandbox_new(NULL);
     }
-    import_reader in = {.rd = &rd, .ncols = ncols, .names = names, .col = col, .upsert = o.upsert, .form = r.form};
+    import_reader in = {.rd = &rd, .ncols = ncols, .names = names, .col = col, .upsert = o.upsert, .form = r.form,
+                        .users = import_users(c, col, ncols)};
+    arena_defer(c->a, decref_cb, in.users);
     import_batch cur = {.in = &in, .w = offload ? &wc : NULL}, *written = NULL;
     read_batch(&cur);
     for (;;) {

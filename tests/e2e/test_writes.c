@@ -931,6 +931,25 @@ static void test_import(void **state)
     expect_errors(&r, 400, "bad_request", NULL);
     h_conn_close(&raw);
     assert_int_equal(sql_int("SELECT count(*) FROM app_shop.customer WHERE name LIKE 'Imp %x'"), 0);
+    /* a user by username (as people write them) or by id; a name no one has fails its row */
+    char csv_rep[256];
+    long long wang_id;
+    char *wang = h_user(srv.port, admin, "wanglei", json_pack("{s:s, s:{s:[s]}}", "display_name", "王磊", "roles", "shop", "clerk"),
+                        &wang_id);
+    assert_non_null(wang);
+    free(wang);
+    snprintf(csv_rep, sizeof csv_rep, "name,rep\nImp Rep A,manager\nImp Rep B,%lld\nImp Rep C,nobody-here\nImp Rep D,王磊\n",
+             clerk_id);
+    r = post_csv(manager, "customer/import?partial=true", csv_rep);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "inserted")), 3);
+    e0 = json_array_get(json_object_get(r.json, "errors"), 0);
+    assert_int_equal(json_integer_value(json_object_get(e0, "row")), 3);
+    assert_string_equal(json_string_value(json_object_get(e0, "field")), "rep");
+    h_resp_free(&r);
+    snprintf(csv_rep, sizeof csv_rep, "SELECT count(*) FROM app_shop.customer WHERE (name = 'Imp Rep A' AND rep = %lld) "
+             "OR (name = 'Imp Rep B' AND rep = %lld) OR (name = 'Imp Rep D' AND rep = %lld)", manager_id, clerk_id, wang_id);
+    assert_int_equal(sql_int(csv_rep), 3);
     /* a hidden column is an unknown one; a read-only one fails its rows */
     r = post_csv(clerk, "customer/import", "name,owner_note\nImp C,x\n");
     expect_errors(&r, 422, "validation_failed", NULL);
