@@ -72,18 +72,16 @@ static json_t *import_users(ctx *c, json_t **cols, int n)
     loom_err e = {0};
     PGresult *r = k < n ? db_query(c->db, c->a, &all, 0, NULL, &e) : NULL;
     if (!r)
-        return NULL;   /* (names then stay names, and the rows' checks say so) */
-    json_t *names = json_object(), *twice = json_object();
+        return NULL;   /* no user column; or the database failed, which the import's writes then report */
+    json_t *names = json_object(), *twice = json_object(), *v;
     for (int i = 0; i < PQntuples(r); i++) {
         const char *dn = PQgetvalue(r, i, 2);
-        if (!*dn)
-            continue;
-        if (json_object_get(names, dn))
+        if (*dn && json_object_get(names, dn))
             json_object_set_new(twice, dn, json_true());
-        json_object_set_new(names, dn, json_integer(strtoll(PQgetvalue(r, i, 0), NULL, 10)));
+        else if (*dn)
+            json_object_set_new(names, dn, json_integer(strtoll(PQgetvalue(r, i, 0), NULL, 10)));
     }
     const char *dn;
-    json_t *v;
     json_object_foreach(twice, dn, v) json_object_del(names, dn);   /* a name two people have names neither */
     for (int i = 0; i < PQntuples(r); i++)   /* usernames are unique, and win */
         json_object_set_new(names, PQgetvalue(r, i, 1), json_integer(strtoll(PQgetvalue(r, i, 0), NULL, 10)));
@@ -125,7 +123,8 @@ static void read_batch(import_batch *t)
             if (!*rd->cells[i] && !in->upsert)
                 continue;   /* empty: absent, so a default applies */
             json_t *v = *rd->cells[i] ? csv_value(in->col[i], rd->cells[i]) : json_null(), *user;
-            if (json_is_string(v) && field_is(in->col[i], "user") && (user = json_object_get(in->users, json_string_value(v))))
+            if (in->users && json_is_string(v) && field_is(in->col[i], "user") &&
+                (user = json_object_get(in->users, json_string_value(v))))
                 json_decref(v), v = json_incref(user);   /* a user by name, as people write them */
             json_object_set_new(body, in->names[i], v);
         }
