@@ -13,6 +13,7 @@
  * check digit); {"int": [lo,
  * hi]}; {"decimal": [lo, hi], "scale"}; {"date": [from, to]} and
  * {"datetime": [from, to]} ("today", "now", "-5y", "+30d", "-6m", "-2w");
+ * {"field": id} (the row's value of a field generated before it);
  * {"bool": p}; {"seq": width, "scramble": true?} (the row's number,
  * zero-padded, or a permutation of it: unique either way);
  * {"ref": form, "copy": {field: their_field}}; {"user": [roles]};
@@ -271,6 +272,10 @@ static json_t *gen(seed *s, json_t *g, json_t *field, json_t *row)
         char out[32];
         strftime(out, sizeof out, json_object_get(g, "date") ? "%Y-%m-%d" : "%Y-%m-%dT%H:%M:%SZ", &tm);
         return json_string(out);
+    }
+    if ((v = json_object_get(g, "field"))) {   /* a value the row already has: generated before this one */
+        json_t *got = json_object_get(row, jstr(v));
+        return got ? json_incref(got) : json_null();
     }
     if ((v = json_object_get(g, "bool")))
         return json_boolean(unit(s) < json_number_value(v));
