@@ -282,6 +282,31 @@ static void test_4s_flows(void **state)
     snprintf(sql, sizeof sql, "SELECT count(*) FROM app_fours.sales_order WHERE id = %lld AND _state = 'approved'", so);
     assert_int_equal(count(url, sql), 1);
 
+    /* a ticket's vehicle is one of its customer's (the ref filter {"customer": {"$field": "customer"}}) */
+    long long mine = count(url, "SELECT min(id) FROM app_fours.vehicle");
+    long long owner = count(url, "SELECT customer FROM app_fours.vehicle WHERE id = (SELECT min(id) FROM app_fours.vehicle)");
+    long long other = count(url, "SELECT min(customer) FROM app_fours.vehicle WHERE customer <> (SELECT customer FROM "
+                                 "app_fours.vehicle WHERE id = (SELECT min(id) FROM app_fours.vehicle))");
+    snprintf(body, sizeof body, "{\"customer\": %lld, \"vehicle\": %lld, \"kind\": \"repair\", \"complaint\": \"异响\"}",
+             other, mine);
+    r = h_req(srv.port, "POST", "/api/apps/fours/forms/service_ticket/records", advisor, body);
+    assert_int_equal(r.status, 422);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(r.json, "errors"), 0), "path")),
+                        "/vehicle");
+    h_resp_free(&r);
+    snprintf(body, sizeof body, "{\"customer\": %lld, \"vehicle\": %lld, \"kind\": \"repair\", \"complaint\": \"异响\"}",
+             owner, mine);
+    r = h_req(srv.port, "POST", "/api/apps/fours/forms/service_ticket/records", advisor, body);
+    assert_int_equal(r.status, 201);
+    char path[128];
+    snprintf(path, sizeof path, "/api/apps/fours/forms/service_ticket/records/%lld",
+             (long long)json_integer_value(json_object_get(r.json, "id")));
+    h_resp_free(&r);
+    snprintf(body, sizeof body, "{\"customer\": %lld}", other);   /* the vehicle stays: it is no longer the customer's */
+    r = h_req(srv.port, "PATCH", path, advisor, body);
+    assert_int_equal(r.status, 422);
+    h_resp_free(&r);
+
     /* a complaint: received, assigned to the service manager, resolved, closed */
     long long svcmgr_id = count(url, "SELECT id FROM loom.users WHERE username = 'svcmgr'");
     long long customer = count(url, "SELECT min(id) FROM app_fours.customer");
