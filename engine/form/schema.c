@@ -35,8 +35,8 @@ static perm_mode mode_of(const sctx *c, const char *prefix, const char *id)
 /* Properties copied as they are, when present. */
 static const char *const passthrough[] = {"required", "default", "min", "max", "min_length", "pattern", "precision",
                                           "scale", "multiple", "max_size", "content_types", "min_items", "max_items",
-                                          "min_rows", "max_rows", "visible_when", "form", "roles", "unique",
-                                          "formula", NULL};
+                                          "min_rows", "max_rows", "visible_when", "form", "filter", "roles",
+                                          "unique", "formula", NULL};
 
 static json_t *render_fields(const sctx *c, json_t *fields, const char *prefix)
 {

@@ -282,7 +282,16 @@ static void test_4s_flows(void **state)
     snprintf(sql, sizeof sql, "SELECT count(*) FROM app_fours.sales_order WHERE id = %lld AND _state = 'approved'", so);
     assert_int_equal(count(url, sql), 1);
 
-    /* a ticket's vehicle is one of its customer's (the ref filter {"customer": {"$field": "customer"}}) */
+    /* a ticket's vehicle is one of its customer's (the ref filter {"customer": {"$field": "customer"}}),
+     * which the render schema gives a form to narrow its choices with */
+    r = h_req(srv.port, "GET", "/api/apps/fours/forms/service_ticket", advisor, NULL);
+    assert_int_equal(r.status, 200);
+    json_t *vf = NULL, *fd;
+    json_array_foreach(json_object_get(r.json, "fields"), i, fd) if (!strcmp(json_string_value(json_object_get(fd, "id")), "vehicle"))
+        vf = fd;
+    assert_string_equal(json_string_value(json_object_get(json_object_get(json_object_get(vf, "filter"), "customer"), "$field")),
+                        "customer");
+    h_resp_free(&r);
     long long mine = count(url, "SELECT min(id) FROM app_fours.vehicle");
     long long owner = count(url, "SELECT customer FROM app_fours.vehicle WHERE id = (SELECT min(id) FROM app_fours.vehicle)");
     long long other = count(url, "SELECT min(customer) FROM app_fours.vehicle WHERE customer <> (SELECT customer FROM "
