@@ -21,6 +21,7 @@
 #include <xlsxwriter.h>
 
 #include "form/csv.h"
+#include "form/record.h"
 #include "form/schema.h"
 #include "model/bundle.h"
 #include "perm/perm.h"
@@ -47,6 +48,21 @@ static void decref_cb(void *p)
     json_decref(p);
 }
 
+static void perm_free_cb(void *p)
+{
+    perm_free(p);
+}
+
+/* The system columns of an export that no one writes (id and _owner are written). */
+static bool system_readonly(const char *name)
+{
+    static const char *const ro[] = {"_version", "_state", "_created_at", "_created_by", "_updated_at", "_updated_by"};
+    for (size_t i = 0; i < sizeof ro / sizeof ro[0]; i++)
+        if (!strcmp(ro[i], name))
+            return true;
+    return false;
+}
+
 /* ---- import ---- */
 
 /* The CSV being imported, read a batch at a time (by one thread at a time). */
@@ -55,6 +71,7 @@ typedef struct import_reader {
     int ncols;
     const char **names;   /* per column: its field id, or "id" / "_owner" */
     json_t **col;         /* per column: its field, or NULL */
+    const bool *skip;     /* per column: one the caller cannot write, left out (the answer's "ignored") */
     bool upsert;          /* an empty cell clears the field (else it is absent, so a default applies) */
     const char *form;
     long row;             /* data rows read so far */
@@ -120,7 +137,7 @@ static void read_batch(import_batch *t)
         }
         json_t *body = json_object();
         for (int i = 0; i < in->ncols && i < rd->n; i++) {
-            if (!*rd->cells[i] && !in->upsert)
+            if (in->skip[i] || (!*rd->cells[i] && !in->upsert))
                 continue;   /* empty: absent, so a default applies */
             json_t *v = *rd->cells[i] ? csv_value(in->col[i], rd->cells[i]) : json_null(), *user;
             if (in->users && json_is_string(v) && field_is(in->col[i], "user") &&
@@ -178,8 +195,8 @@ void records_import(void *cp)
     json_t *fields = json_object_get(fdef, "fields");
     perm_decision d;
     perm_decide(r.snap->bundle, r.form, r.fc.roles, r.fc.admin, &d);
+    arena_defer(c->a, perm_free_cb, &d);
     bool known = fdef && (d.read || d.create);
-    perm_free(&d);
     if (!known) {
         ctx_problem(c, LOOM_NOT_FOUND, "no such form", NULL);
         return;
@@ -225,6 +242,9 @@ void records_import(void *cp)
     int ncols = rd.n;
     json_t **col = arena_calloc(c->a, (size_t)ncols * sizeof *col);
     const char **names = arena_calloc(c->a, (size_t)ncols * sizeof *names);
+    bool *skip = arena_calloc(c->a, (size_t)ncols * sizeof *skip);
+    json_t *ignored = json_array();
+    arena_defer(c->a, decref_cb, ignored);
     for (int i = 0; i < ncols; i++) {
         char h[256];
         snprintf(h, sizeof h, "%s", rd.cells[i]);
@@ -240,7 +260,14 @@ void records_import(void *cp)
             if (!strcmp(names[k], names[i]))
                 json_array_append_new(errors, json_pack("{s:i, s:s, s:s, s:s}", "row", 0, "field", names[i], "code",
                                                         "bad_request", "message", "this column appears twice"));
-        if ((!f && strcmp(b, "id") && strcmp(b, "_owner")) || field_is(f, "subform"))
+        /* what an export holds and no one writes (system columns, computed fields, fields the caller may
+         * only read) is left out and named in the answer, so an exported file imports back as it is */
+        bool key_col = o.upsert && key && !strcmp(names[i], key);
+        skip[i] = f ? !key_col && (field_computed(f) || perm_field(&d, names[i]) == FIELD_READ) : system_readonly(b);
+        if (skip[i])
+            json_array_append_new(ignored, json_string(names[i]));
+        else if ((!f && strcmp(b, "id") && strcmp(b, "_owner")) || field_is(f, "subform") ||
+                 (f && perm_field(&d, names[i]) == FIELD_HIDDEN))
             json_array_append_new(errors, json_pack("{s:i, s:s, s:s, s:s}", "row", 0, "field", b, "code",
                                                     "unknown_field", "message", "no such field"));
     }
@@ -268,7 +295,7 @@ void records_import(void *cp)
         wc.a = NULL;
         wc.sb = sandbox_new(NULL);
     }
-    import_reader in = {.rd = &rd, .ncols = ncols, .names = names, .col = col, .upsert = o.upsert, .form = r.form,
+    import_reader in = {.rd = &rd, .ncols = ncols, .names = names, .col = col, .skip = skip, .upsert = o.upsert, .form = r.form,
                         .users = import_users(c, col, ncols)};
     arena_defer(c->a, decref_cb, in.users);
     import_batch cur = {.in = &in, .w = offload ? &wc : NULL}, *written = NULL;
@@ -326,8 +353,8 @@ void records_import(void *cp)
         ctx_problem(c, LOOM_VALIDATION_FAILED, "some rows are not valid: nothing was imported", json_incref(errors));
         return;
     }
-    ctx_json(c, 200, json_pack("{s:I, s:I, s:O}", "inserted", (json_int_t)res.inserted, "updated",
-                               (json_int_t)res.updated, "errors", errors));
+    ctx_json(c, 200, json_pack("{s:I, s:I, s:O, s:O}", "inserted", (json_int_t)res.inserted, "updated",
+                               (json_int_t)res.updated, "errors", errors, "ignored", ignored));
 }
 
 /* ---- export ---- */
@@ -371,7 +398,44 @@ typedef struct sheet {
     json_t *cols, *fields;   /* the column names; the form's fields */
     json_t *colf[CSV_MAX_CELLS];   /* per column, found once: its field (NULL: a system field) */
     bool neutral[CSV_MAX_CELLS];   /* ... and whether what a user typed in it is neutralised */
+    bool display;                  /* values as people read them (values=labels), not as stored (values=raw) */
+    json_t *labels[CSV_MAX_CELLS]; /* per column, with display: option or state value -> its label, or NULL */
 } sheet;
+
+/* What cell k shows of v (a new reference): with display, an option's or a
+ * state's label, and an expanded ref's or user's title (its id when the
+ * caller may not read the record). */
+static json_t *shown(const sheet *sh, size_t k, json_t *v)
+{
+    if (!sh->display || !v)
+        return json_incref(v);
+    if (json_is_object(v) && json_object_get(v, "id")) {
+        json_t *title = json_object_get(v, "title");
+        return json_incref(title ? title : json_object_get(v, "id"));
+    }
+    json_t *labels = sh->labels[k], *l;
+    if (labels && json_is_string(v))
+        return json_incref((l = json_object_get(labels, json_string_value(v))) ? l : v);
+    if (!labels || !json_is_array(v))
+        return json_incref(v);
+    json_t *out = json_array(), *x;
+    size_t i;
+    json_array_foreach(v, i, x) json_array_append(out, json_is_string(x) && (l = json_object_get(labels, json_string_value(x))) ? l : x);
+    return out;
+}
+
+/* Value -> label (in locale) of items, each {"value" or "id", "label"}. */
+static json_t *label_map(json_t *items, const char *key, const char *locale, json_t *locales)
+{
+    json_t *m = json_object(), *it;
+    size_t i;
+    json_array_foreach(items, i, it)
+    {
+        const char *v = jstr(json_object_get(it, key));
+        json_object_set_new(m, v, schema_label(json_object_get(it, "label"), locale, locales, v));
+    }
+    return m;
+}
 
 static bool sheet_open(sheet *sh, json_t *heads)
 {
@@ -425,15 +489,22 @@ static void sheet_record(sheet *sh, json_t *rec)
     for (size_t k = 0; k < ncols; k++) {
         const char *name = jstr(json_array_get(sh->cols, k));
         json_t *f = sh->colf[k], *v = json_object_get(rec, name);
+        bool neutral = sh->neutral[k];
+        if (sh->display && (sh->labels[k] || json_is_object(v))) {   /* a title or a label: text people wrote */
+            json_t *s = shown(sh, k, v);
+            json_object_set_new(rec, name, s);   /* the page's record: written once, so changed in place */
+            v = s;
+            neutral = true;
+        }
         if (!sh->xlsx) {
             if (k)
                 buf_puts(sh->csv, ",");
             if (json_is_string(v)) {   /* most cells: as they are */
-                csv_cell(sh->csv, json_string_value(v), sh->neutral[k]);
+                csv_cell(sh->csv, json_string_value(v), neutral);
                 continue;
             }
             char *t = cell_text(f, v);
-            csv_cell(sh->csv, t, sh->neutral[k]);
+            csv_cell(sh->csv, t, neutral);
             free(t);
             continue;
         }
@@ -447,7 +518,7 @@ static void sheet_record(sheet *sh, json_t *rec)
         } else if (date_cell(sh, f, name, v, col)) {
         } else if (v && !json_is_null(v)) {
             char *t = cell_text(f, v);
-            char *n = sh->neutral[k] ? csv_neutral(t) : strdup(t);
+            char *n = neutral ? csv_neutral(t) : strdup(t);
             worksheet_write_string(sh->ws, sh->row, col, n, NULL);
             free(n);
             free(t);
@@ -495,13 +566,37 @@ void records_export(void *cp)
         return;
     const char *q = c->req->query;
     const char *format = query_param(c->a, q, "format"), *filter = query_param(c->a, q, "filter"),
-               *header = query_param(c->a, q, "header");
+               *header = query_param(c->a, q, "header"), *values = query_param(c->a, q, "values");
     bool xlsx = format && !strcmp(format, "xlsx");
     if (format && !xlsx && strcmp(format, "csv")) {
         ctx_problem(c, LOOM_BAD_REQUEST, "format is csv or xlsx", NULL);
         return;
     }
+    bool display = values && !strcmp(values, "labels");
+    if (values && !display && strcmp(values, "raw")) {
+        ctx_problem(c, LOOM_BAD_REQUEST, "values is labels or raw",
+                    json_pack("[{s:s, s:s, s:s}]", "path", "/values", "code", "bad_request", "message", "labels or raw"));
+        return;
+    }
+    json_t *fdef = bundle_item(json_object_get(r.snap->bundle, "forms"), r.form);
     query_spec spec = {.sort = query_param(c->a, q, "sort"), .fields = query_param(c->a, q, "fields"), .limit = EXPORT_PAGE};
+    if (display) {   /* refs and users as their titles: expanded, those the caller sees */
+        buf ex = {0};
+        buf_puts(&ex, "_owner,_created_by,_updated_by");
+        perm_decision d;
+        perm_decide(r.snap->bundle, r.form, r.fc.roles, r.fc.admin, &d);
+        size_t i;
+        json_t *f;
+        json_array_foreach(json_object_get(fdef, "fields"), i, f)
+        {
+            const char *id = jstr(json_object_get(f, "id"));
+            if ((field_is(f, "ref") || field_is(f, "user")) && perm_field(&d, id) != FIELD_HIDDEN)
+                buf_printf(&ex, ",%s", id);
+        }
+        perm_free(&d);
+        spec.expand = arena_strdup(c->a, ex.data);
+        buf_free(&ex);
+    }
     if (!spec.sort)
         spec.sort = "id";
     if (filter && *filter) {
@@ -535,7 +630,8 @@ void records_export(void *cp)
     http_response_header(c->res, "Content-Disposition", disp);
     http_response_header(c->res, "X-Content-Type-Options", "nosniff");
     sheet sh = {.xlsx = xlsx, .csv = &c->res->body, .ex = c->ex, .cols = json_array(),
-                .fields = json_object_get(bundle_item(json_object_get(r.snap->bundle, "forms"), r.form), "fields")};
+                .fields = json_object_get(fdef, "fields"), .display = display};
+    json_t *flow = bundle_flow(r.snap->bundle, r.form);
     json_t *heads = json_array();
     size_t i;
     json_t *o;
@@ -547,8 +643,13 @@ void records_export(void *cp)
             continue;
         if (json_array_size(sh.cols) == CSV_MAX_CELLS)
             break;
-        sh.colf[json_array_size(sh.cols)] = f;
-        sh.neutral[json_array_size(sh.cols)] = f && texty(f);
+        size_t k = json_array_size(sh.cols);
+        sh.colf[k] = f;
+        sh.neutral[k] = f && texty(f);
+        if (display && f && json_object_get(f, "options"))
+            sh.labels[k] = label_map(json_object_get(f, "options"), "value", locale, json_object_get(app, "locales"));
+        else if (display && flow && !strcmp(name, "_state"))
+            sh.labels[k] = label_map(json_object_get(flow, "states"), "id", locale, json_object_get(app, "locales"));
         json_array_append_new(sh.cols, json_string(name));
         json_array_append_new(heads, f && !(header && !strcmp(header, "id"))
                                          ? schema_label(json_object_get(f, "label"), locale, json_object_get(app, "locales"), name)
@@ -582,6 +683,8 @@ void records_export(void *cp)
     query_free(&base);
     json_decref(heads);
     json_decref(sh.cols);
+    for (size_t k = 0; k < CSV_MAX_CELLS; k++)
+        json_decref(sh.labels[k]);
     ok = sheet_close(&sh, ok && !failed);
     if (c->ex->streaming && (failed || !ok)) {
         http_exchange_abort(c->ex);   /* half sent: the client must see it cut short, not complete */

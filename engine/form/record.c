@@ -614,8 +614,8 @@ static void check_fields(json_t *fields, json_t *body, bool create, const char *
         if (is_system && !row) {
             json_array_append_new(system, json_string(key));
         } else if (!row && !strcmp(key, "_owner")) {   /* writable with update scope "all": permissions decide */
-            if (!(json_is_integer(v) && json_integer_value(v) > 0))
-                problem(errors, path, "type", "must be a user id");
+            if (!json_is_null(v) && !(json_is_integer(v) && json_integer_value(v) > 0))   /* null: no owner */
+                problem(errors, path, "type", "must be a user id or null");
             else
                 json_object_set(values, key, v);
         } else {

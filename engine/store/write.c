@@ -1714,7 +1714,7 @@ static void create_statement(wr *x, json_t *rec, buf *sql, json_t *args)
     json_t *ch = changes(x, NULL, rec);
     json_t *owner = json_object_get(rec, "_owner");
     arg_json(args, vals);
-    arg_me(args, json_is_integer(owner) ? json_integer_value(owner) : x->w->fc->me);
+    arg_me(args, json_is_integer(owner) ? json_integer_value(owner) : json_is_null(owner) ? 0 : x->w->fc->me);   /* null: none */
     arg_me(args, x->w->fc->me);
     arg(args, x->w->app);
     arg(args, x->form);
@@ -3109,7 +3109,7 @@ static bool bulk_insert(wr *x, json_t *recs)
         if (json_is_integer(owner))
             buf_printf(&rows, "%lld", (long long)json_integer_value(owner));
         else
-            buf_puts(&rows, me);
+            buf_puts(&rows, json_is_null(owner) ? "\\N" : me);   /* an owner given as null: none */
         buf_printf(&rows, "\t%s\t%s", me, me);
         if (flow) {
             buf_puts(&rows, "\t");

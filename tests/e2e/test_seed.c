@@ -223,6 +223,28 @@ static void test_4s_flows(void **state)
                               "discount = 50 AND dispatched_at IS NOT NULL AND completed_at IS NOT NULL", t);
     assert_int_equal(count(url, sql), 1);
 
+    /* for people: the state and the kind by their labels, the customer by name */
+    snprintf(body, sizeof body, "/api/apps/fours/forms/service_ticket/export?values=labels&fields=_state,kind,customer&"
+                                "filter=%%7B%%22id%%22%%3A%lld%%7D", t);
+    h_resp ex = h_req(srv.port, "GET", body, advisor, NULL);
+    assert_int_equal(ex.status, 200);
+    snprintf(sql, sizeof sql, "SELECT c.name FROM app_fours.service_ticket t JOIN app_fours.customer c ON c.id = t.customer "
+                              "WHERE t.id = %lld", t);
+    char *cname = h_sql_value(url, sql), want[256];
+    snprintf(sql, sizeof sql, "SELECT kind FROM app_fours.service_ticket WHERE id = %lld", t);
+    char *kind = h_sql_value(url, sql);
+    const char *kinds[][2] = {{"maintenance", "保养"}, {"repair", "维修"}, {"warranty", "索赔"}, {"accident", "事故"}};
+    const char *klabel = "?";
+    for (size_t k = 0; k < 4; k++)
+        if (!strcmp(kind, kinds[k][0]))
+            klabel = kinds[k][1];
+    snprintf(want, sizeof want, "%lld,已关闭,%s,%s\r\n", t, cname, klabel);
+    assert_non_null(strstr(ex.body, "\r\n"));
+    assert_string_equal(strstr(ex.body, "\r\n") + 2, want);
+    free(cname);
+    free(kind);
+    h_resp_free(&ex);
+
     /* opportunity: pool -> ... -> won, the contract approved by the sales manager */
     long long o = count(url, "SELECT min(id) FROM app_fours.opportunity");
     act4s(srv.port, sales, "opportunity", o, "take", NULL, 200);

@@ -304,7 +304,22 @@ static void test_modes_and_mass_assignment(void **state)
     r = create(manager, "customer", body);
     assert_int_equal(r.status, 201);
     assert_int_equal(json_integer_value(json_object_get(r.json, "_owner")), clerk2_id);
+    long long owned = json_integer_value(json_object_get(r.json, "id"));
     h_resp_free(&r);
+    /* null is no owner: on a create, and on an update (the clerk may not) */
+    r = create(manager, "customer", "{\"name\": \"Mass Unowned\", \"_owner\": null}");
+    assert_int_equal(r.status, 201);
+    assert_true(json_is_null(json_object_get(r.json, "_owner")));
+    h_resp_free(&r);
+    r = req("PATCH", clerk, NULL, "{\"_owner\": null}", "/api/apps/shop/forms/customer/records/%lld", owned);
+    assert_int_equal(r.status, 403);   /* not the clerk's record to give away */
+    h_resp_free(&r);
+    r = req("PATCH", manager, NULL, "{\"_owner\": null}", "/api/apps/shop/forms/customer/records/%lld", owned);
+    assert_int_equal(r.status, 200);
+    assert_true(json_is_null(json_object_get(r.json, "_owner")));
+    h_resp_free(&r);
+    r = req("PATCH", manager, NULL, "{\"_owner\": \"x\"}", "/api/apps/shop/forms/customer/records/%lld", owned);
+    expect_errors(&r, 422, "validation_failed", "/_owner type");
     /* no create permission: 403; no permission on the form at all: 404 */
     r = create(clerk, "vehicle", "{\"vin\": \"V\"}");
     assert_int_equal(r.status, 404);
@@ -312,6 +327,7 @@ static void test_modes_and_mass_assignment(void **state)
     r = create(viewer, "customer", "{\"name\": \"V\"}");
     expect_errors(&r, 403, "forbidden", NULL);
     assert_int_equal(sql_int("SELECT count(*) FROM app_shop.customer WHERE name IN ('Mass', 'V')"), 1);
+    assert_int_equal(sql_int("SELECT count(*) FROM app_shop.customer WHERE name = 'Mass Unowned' AND _owner IS NULL"), 1);
 }
 
 static void test_refs_and_users(void **state)
@@ -950,14 +966,25 @@ static void test_import(void **state)
     snprintf(csv_rep, sizeof csv_rep, "SELECT count(*) FROM app_shop.customer WHERE (name = 'Imp Rep A' AND rep = %lld) "
              "OR (name = 'Imp Rep B' AND rep = %lld) OR (name = 'Imp Rep D' AND rep = %lld)", manager_id, clerk_id, wang_id);
     assert_int_equal(sql_int(csv_rep), 3);
-    /* a hidden column is an unknown one; a read-only one fails its rows */
+    /* a hidden column is an unknown one (at the header, row 0); one the caller may only read, a computed
+     * one and the read-only system columns are left out and named */
     r = post_csv(clerk, "customer/import", "name,owner_note\nImp C,x\n");
-    expect_errors(&r, 422, "validation_failed", NULL);
-    r = post_csv(clerk, "customer/import", "name,credit\nImp C,5\n");
     assert_int_equal(r.status, 422);
-    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(r.json, "errors"), 0), "code")),
-                        "readonly");
+    json_t *h0 = json_array_get(json_object_get(r.json, "errors"), 0);
+    assert_int_equal(json_integer_value(json_object_get(h0, "row")), 0);
+    assert_string_equal(json_string_value(json_object_get(h0, "code")), "unknown_field");
     h_resp_free(&r);
+    r = post_csv(clerk, "customer/import", "name,credit,code,_version,_created_at\nImp C,5,X,9,2020-01-01T00:00:00Z\n");
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "inserted")), 1);
+    json_t *ign = json_object_get(r.json, "ignored");
+    assert_int_equal(json_array_size(ign), 4);
+    assert_string_equal(json_string_value(json_array_get(ign, 0)), "credit");
+    assert_string_equal(json_string_value(json_array_get(ign, 3)), "_created_at");
+    h_resp_free(&r);
+    assert_int_equal(sql_int("SELECT count(*) FROM app_shop.customer WHERE name = 'Imp C' AND credit IS NULL AND code = 'C' "
+                             "AND _version = 1 AND _created_at > now() - interval '1 hour'"),
+                     1);
     /* upsert by a unique key */
     r = post_csv(manager, "customer/import?mode=upsert&key=name", "name,email\nImp A,upd@imp.cn\nImp D,d@imp.cn\n");
     assert_int_equal(r.status, 200);
@@ -1229,6 +1256,50 @@ static void test_export(void **state)
     expect_errors(&r, 400, "unknown_field", NULL);
     r = req("GET", clerk, NULL, NULL, "/api/apps/shop/forms/customer/export?format=pdf");
     expect_errors(&r, 400, "bad_request", NULL);
+    r = req("GET", clerk, NULL, NULL, "/api/apps/shop/forms/customer/export?values=nice");
+    expect_errors(&r, 400, "bad_request", "/values bad_request");
+
+    /* an export imports back as it is (by id): nothing changed, nothing written; a cell edited, one update */
+    long long rt = create_id(manager, "customer", "{\"name\": \"Round Trip\", \"credit\": 12, \"tags\": [\"fleet\", \"retail\"]}");
+    r = req("GET", manager, NULL, NULL, "/api/apps/shop/forms/customer/export?filter=%%7B%%22id%%22%%3A%lld%%7D", rt);
+    assert_int_equal(r.status, 200);
+    char *file = strdup(r.body + 3);   /* the byte order mark aside */
+    h_resp_free(&r);
+    r = post_csv(manager, "customer/import?mode=upsert&key=id", file);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "updated")), 1);
+    assert_int_equal(json_array_size(json_object_get(r.json, "errors")), 0);
+    assert_string_equal(json_string_value(json_array_get(json_object_get(r.json, "ignored"), 0)), "_version");
+    h_resp_free(&r);
+    char q[256];
+    snprintf(q, sizeof q, "SELECT _version FROM app_shop.customer WHERE id = %lld", rt);
+    assert_int_equal(sql_int(q), 1);
+    char *edit = strstr(file, "Round Trip");
+    memcpy(edit, "Round Trap", 10);
+    r = post_csv(manager, "customer/import?mode=upsert&key=id", file);
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    snprintf(q, sizeof q, "SELECT count(*) FROM app_shop.customer WHERE id = %lld AND name = 'Round Trap' AND _version = 2 "
+                          "AND credit = 12 AND tags = '{fleet,retail}'", rt);
+    assert_int_equal(sql_int(q), 1);
+    free(file);
+
+    /* values=labels: refs and users by title, options and states by label, for people to read */
+    char body[128];
+    snprintf(body, sizeof body, "{\"customer\": %lld}", rt);
+    long long ord = create_id(manager, "order", body);
+    r = req("GET", manager, NULL, NULL,
+            "/api/apps/shop/forms/order/export?values=labels&fields=customer,taker,_owner&filter=%%7B%%22id%%22%%3A%lld%%7D", ord);
+    assert_int_equal(r.status, 200);
+    char want[160];   /* the owner, the customer by its title and the taker by name, where raw values are ids */
+    snprintf(want, sizeof want, "%lld,manager,Round Trap,manager\r\n", ord);
+    assert_non_null(strstr(r.body, "\r\n"));
+    assert_string_equal(strstr(r.body, "\r\n") + 2, want);
+    h_resp_free(&r);
+    r = req("GET", manager, NULL, NULL, "/api/apps/shop/forms/order/export?fields=customer&filter=%%7B%%22id%%22%%3A%lld%%7D", ord);
+    snprintf(want, sizeof want, "%lld,%lld\r\n", ord, rt);   /* raw by default: what imports back */
+    assert_string_equal(strstr(r.body, "\r\n") + 2, want);
+    h_resp_free(&r);
 }
 
 /* ---- hostile input and the permission matrix ---- */
