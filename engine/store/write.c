@@ -3360,6 +3360,7 @@ static bool upsert(wr *x, json_t *bodies, long first_row, const write_import_opt
     size_t n = json_array_size(bodies), i;
     bool by_id = !strcmp(o->key, "id"), ok = true;
     json_t *kf = bundle_item(x->fields, o->key), *keys = json_array(), *body;
+    bool given = by_id || field_computed(kf);   /* Loom gives the key (an id, an autonumber): no row sets it */
     /* the keys as their column holds them, so that its unique index finds them: [[row index, key], ...] */
     json_array_foreach(bodies, i, body)
     {
@@ -3368,6 +3369,8 @@ static bool upsert(wr *x, json_t *bodies, long first_row, const write_import_opt
         char msg[256];
         if (by_id && json_is_integer(kv) && json_integer_value(kv) > 0)
             key = json_incref(kv);
+        else if (!by_id && given && json_is_string(kv))
+            key = json_incref(kv);   /* an autonumber is text */
         else if (!by_id && kv && !json_is_null(kv))
             key = field_coerce(kf, kv, &code, msg, sizeof msg);   /* NULL: the row's check reports it */
         if (key)
@@ -3396,13 +3399,14 @@ static bool upsert(wr *x, json_t *bodies, long first_row, const write_import_opt
     {
         json_t *kv = json_object_get(body, o->key), *b = json_null();
         if (json_is_null(body) || found[i]) {
-        } else if (by_id && kv && !json_is_null(kv)) {   /* ids are Loom's to give: a new record comes without */
+        } else if (given && kv && !json_is_null(kv)) {   /* ids and autonumbers are Loom's to give: a new record comes without */
+            char msg[128];
+            snprintf(msg, sizeof msg, "no record has this %s (new records go without one)", by_id ? "id" : o->key);
             json_array_append_new(res->errors, json_pack("{s:I, s:s, s:s, s:s}", "row", (json_int_t)(first_row + (long)i),
-                                                         "field", "id", "code", "not_found", "message",
-                                                         "no record has this id (new records go without one)"));
-        } else if (by_id) {   /* its empty id left out */
+                                                         "field", o->key, "code", "not_found", "message", msg));
+        } else if (given) {   /* its empty key left out */
             b = json_copy(body);
-            json_object_del(b, "id");
+            json_object_del(b, o->key);
             any = true;
         } else {
             b = json_incref(body);
@@ -3417,9 +3421,9 @@ static bool upsert(wr *x, json_t *bodies, long first_row, const write_import_opt
         json_t *one = json_array_get(fresh, i);
         if (!ok || (!found[i] && (json_is_null(one) || x->d.create)))
             continue;   /* (without the right to create, each new row says so, one by one) */
-        json_t *b = found[i] && by_id ? json_copy(body) : json_incref(found[i] ? body : one);
-        if (found[i] && by_id)
-            json_object_del(b, "id");
+        json_t *b = found[i] && given ? json_copy(body) : json_incref(found[i] ? body : one);
+        if (found[i] && given)
+            json_object_del(b, o->key);
         ok = import_one(x->w, x->form, b, found[i], first_row + (long)i, res, x->out);
         json_decref(b);
     }

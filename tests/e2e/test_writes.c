@@ -985,6 +985,26 @@ static void test_import(void **state)
     assert_int_equal(sql_int("SELECT count(*) FROM app_shop.customer WHERE name = 'Imp C' AND credit IS NULL AND code = 'C' "
                              "AND _version = 1 AND _created_at > now() - interval '1 hour'"),
                      1);
+    /* upsert by an autonumber: it finds its record and is never written; one no record has is not_found */
+    long long cust = create_id(manager, "customer", "{\"name\": \"Imp Auto\"}");
+    char ob[96];
+    snprintf(ob, sizeof ob, "{\"customer\": %lld, \"urgent\": true, \"reason\": \"r\", \"note\": \"n\"}", cust);
+    h_resp o = create(manager, "order", ob);
+    assert_int_equal(o.status, 201);
+    char csv_num[160];
+    snprintf(csv_num, sizeof csv_num, "number,reason\n%s,changed by number\nSO-1999-0001,x\n", str(&o, "number"));
+    h_resp_free(&o);
+    r = post_csv(manager, "order/import?mode=upsert&key=number&partial=true", csv_num);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "updated")), 1);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "inserted")), 0);
+    json_t *nf = json_array_get(json_object_get(r.json, "errors"), 0);
+    assert_int_equal(json_integer_value(json_object_get(nf, "row")), 2);
+    assert_string_equal(json_string_value(json_object_get(nf, "code")), "not_found");
+    h_resp_free(&r);
+    snprintf(csv_num, sizeof csv_num, "SELECT count(*) FROM app_shop.\"order\" WHERE customer = %lld AND reason = "
+                                      "'changed by number' AND _version = 2", cust);
+    assert_int_equal(sql_int(csv_num), 1);
     /* upsert by a unique key */
     r = post_csv(manager, "customer/import?mode=upsert&key=name", "name,email\nImp A,upd@imp.cn\nImp D,d@imp.cn\n");
     assert_int_equal(r.status, 200);
