@@ -21,6 +21,7 @@
 #include <xlsxwriter.h>
 
 #include "form/csv.h"
+#include "form/ddl.h"
 #include "form/record.h"
 #include "form/schema.h"
 #include "model/bundle.h"
@@ -76,6 +77,7 @@ typedef struct import_reader {
     const char *form;
     long row;             /* data rows read so far */
     json_t *users;        /* username and unique display name -> id, when a column holds users; or NULL */
+    json_t **titles;      /* per ref column: title -> id (null: two records have it), or NULL */
 } import_reader;
 
 /* When a column (of cols, n) is a user field: every active user by
@@ -104,6 +106,101 @@ static json_t *import_users(ctx *c, json_t **cols, int n)
         json_object_set_new(names, PQgetvalue(r, i, 1), json_integer(strtoll(PQgetvalue(r, i, 0), NULL, 10)));
     json_decref(twice);
     return names;
+}
+
+/* The titles the ref cells of column k (field f) hold instead of ids, in
+ * titles (a set), looked up among the target's records the caller may read
+ * (by its title field, when the caller sees it): title -> id, or -> null
+ * when two records have it. NULL when none can be (or the database failed:
+ * the import's writes then report it). */
+static json_t *ref_titles(ctx *c, rec_req *r, json_t *f, json_t *titles)
+{
+    json_t *bundle = r->snap->bundle;
+    const char *target = jstr(json_object_get(f, "form"));
+    json_t *tdef = bundle_item(json_object_get(bundle, "forms"), target);
+    const char *title = jstr(json_object_get(tdef, "title"));
+    perm_decision td;
+    perm_decide(bundle, target, r->fc.roles, r->fc.admin, &td);
+    json_t *tf = bundle_item(json_object_get(tdef, "fields"), title);
+    if (!td.read || !tf || perm_field(&td, title) == FIELD_HIDDEN) {
+        perm_free(&td);
+        return NULL;
+    }
+    json_t *list = json_array(), *v, *args = json_array();
+    const char *t;
+    json_object_foreach(titles, t, v) json_array_append_new(list, json_string(t));
+    char *text = json_dumps(list, JSON_COMPACT);
+    json_array_append_new(args, json_string(text));
+    free(text);
+    json_decref(list);
+    buf sql = {0};
+    buf_printf(&sql, "SELECT n.v, min(e.\"id\"), count(*) FROM json_array_elements_text($1::json) AS n(v) JOIN ");
+    ddl_quote(&sql, r->fc.schema);
+    buf_puts(&sql, ".");
+    ddl_quote(&sql, target);
+    buf_printf(&sql, " AS e ON e.\"%s\"%s = n.v", title, field_is(tf, "text") || field_is(tf, "autonumber") ? "" : "::text");
+    filter_err fe;
+    bool ok = true;
+    if (!perm_scope_all(td.read)) {
+        buf_puts(&sql, " AND ");
+        ok = filter_scope_sql(&r->fc, target, "e", td.read, &sql, args, &fe);
+    }
+    buf_puts(&sql, " GROUP BY n.v");
+    loom_err e = {0};
+    PGresult *res = ok ? query_exec(c->db, c->a, sql.data, args, &e) : NULL;
+    buf_free(&sql);
+    json_decref(args);
+    perm_free(&td);
+    if (!res)
+        return NULL;
+    json_t *ids = json_object();
+    for (int i = 0; i < PQntuples(res); i++)
+        json_object_set_new(ids, PQgetvalue(res, i, 0),
+                            atoll(PQgetvalue(res, i, 2)) > 1 ? json_null() : json_integer(atoll(PQgetvalue(res, i, 1))));
+    return ids;
+}
+
+/* For each ref column (of col, n): the titles its cells hold instead of ids
+ * (the file read once more, before the import), looked up (ref_titles).
+ * NULL when no column is a ref. */
+static json_t **import_titles(ctx *c, rec_req *r, const char *text, size_t len, json_t **col, const bool *skip, int n)
+{
+    json_t **sets = NULL;
+    for (int k = 0; k < n; k++)
+        if (field_is(col[k], "ref") && !skip[k] && !sets)
+            sets = arena_calloc(c->a, (size_t)n * sizeof *sets);
+    if (!sets)
+        return NULL;
+    for (int k = 0; k < n; k++)
+        if (field_is(col[k], "ref") && !skip[k])
+            sets[k] = json_object();
+    csv_reader rd;
+    csv_open(&rd, text, len);
+    const char *err;
+    bool header = true;
+    while (csv_next(&rd, &err)) {
+        for (int k = 0; !header && k < n && k < rd.n; k++) {
+            const char *cell = rd.cells[k];
+            if (!sets[k] || !*cell)
+                continue;
+            char *end;
+            (void)strtoll(cell, &end, 10);
+            if (*end)   /* not an id */
+                json_object_set_new(sets[k], cell, json_true());
+        }
+        header = false;
+    }
+    csv_close(&rd);
+    for (int k = 0; k < n; k++) {
+        if (!sets[k])
+            continue;
+        json_t *ids = json_object_size(sets[k]) ? ref_titles(c, r, col[k], sets[k]) : NULL;
+        json_decref(sets[k]);
+        sets[k] = ids;
+        if (ids)
+            arena_defer(c->a, decref_cb, ids);
+    }
+    return sets;
 }
 
 /* One batch: its rows as JSON objects, the problems of reading them, and
@@ -136,16 +233,33 @@ static void read_batch(import_batch *t)
             continue;
         }
         json_t *body = json_object();
-        for (int i = 0; i < in->ncols && i < rd->n; i++) {
+        for (int i = 0; body && i < in->ncols && i < rd->n; i++) {
             if (in->skip[i] || (!*rd->cells[i] && !in->upsert))
                 continue;   /* empty: absent, so a default applies */
             json_t *v = *rd->cells[i] ? csv_value(in->col[i], rd->cells[i]) : json_null(), *user;
             if (in->users && json_is_string(v) && field_is(in->col[i], "user") &&
                 (user = json_object_get(in->users, json_string_value(v))))
                 json_decref(v), v = json_incref(user);   /* a user by name, as people write them */
+            if (in->titles && in->titles[i] && json_is_string(v)) {   /* a record by its title: one record's, or the row's problem */
+                json_t *id = json_object_get(in->titles[i], json_string_value(v));
+                if (id && !json_is_null(id)) {
+                    json_decref(v), v = json_incref(id);
+                } else {
+                    char msg[200];
+                    snprintf(msg, sizeof msg, id ? "more than one record is titled \"%.64s\": write its id"
+                                                 : "no record is titled \"%.64s\"", json_string_value(v));
+                    json_array_append_new(t->errors, json_pack("{s:I, s:s, s:s, s:s}", "row", (json_int_t)in->row, "field",
+                                                               in->names[i], "code", id ? "not_unique" : "not_found",
+                                                               "message", msg));
+                    json_decref(v);
+                    json_decref(body);
+                    body = NULL;   /* the row is not written: a null in its place keeps the rows' numbers */
+                    break;
+                }
+            }
             json_object_set_new(body, in->names[i], v);
         }
-        json_array_append_new(t->bodies, body);
+        json_array_append_new(t->bodies, body ? body : json_null());
     }
     if (!t->more && err)
         json_array_append_new(t->errors, json_pack("{s:I, s:s, s:s, s:s}", "row", (json_int_t)in->row + 1, "field", "",
@@ -296,7 +410,7 @@ void records_import(void *cp)
         wc.sb = sandbox_new(NULL);
     }
     import_reader in = {.rd = &rd, .ncols = ncols, .names = names, .col = col, .skip = skip, .upsert = o.upsert, .form = r.form,
-                        .users = import_users(c, col, ncols)};
+                        .users = import_users(c, col, ncols), .titles = import_titles(c, &r, text, len, col, skip, ncols)};
     arena_defer(c->a, decref_cb, in.users);
     import_batch cur = {.in = &in, .w = offload ? &wc : NULL}, *written = NULL;
     read_batch(&cur);

@@ -218,6 +218,8 @@ json_t *csv_value(json_t *f, const char *s)
         s++;
     const char *t = f ? jstr(json_object_get(f, "type")) : "integer";   /* looked up once: every cell comes here */
     if (!strcmp(t, "integer") || !strcmp(t, "ref") || !strcmp(t, "user")) {
+        if (*s == '#' && t[0] == 'r' && s[1] >= '0' && s[1] <= '9')
+            s++;   /* "#42": how a record without a title field is shown */
         char *end;
         long long v = strtoll(s, &end, 10);
         if (*s && !*end && strlen(s) < 19)

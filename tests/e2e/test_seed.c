@@ -338,6 +338,26 @@ static void test_4s_flows(void **state)
     assert_int_equal(r.status, 422);
     h_resp_free(&r);
 
+    /* a vehicle list from a spreadsheet names its owners: a name two customers share is the row's problem */
+    for (int k = 0; k < 3; k++) {
+        snprintf(body, sizeof body, "{\"name\": \"%s\", \"type\": \"individual\", \"phone\": \"1390000000%d\"}",
+                 k < 2 ? "重名客户" : "独一客户", k);
+        r = h_req(srv.port, "POST", "/api/apps/fours/forms/customer/records", salesmgr, body);
+        assert_int_equal(r.status, 201);
+        h_resp_free(&r);
+    }
+    r = h_req_h(srv.port, "POST", "/api/apps/fours/forms/vehicle/import?partial=true", salesmgr,
+                "vin,customer\nLSVAB4182E2123450,独一客户\nLSVAB4182E2123461,重名客户\n", "Content-Type: text/csv\r\n");
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "inserted")), 1);
+    json_t *amb = json_array_get(json_object_get(r.json, "errors"), 0);
+    assert_int_equal(json_integer_value(json_object_get(amb, "row")), 2);
+    assert_string_equal(json_string_value(json_object_get(amb, "code")), "not_unique");
+    h_resp_free(&r);
+    assert_int_equal(count(url, "SELECT count(*) FROM app_fours.vehicle v JOIN app_fours.customer c ON c.id = v.customer "
+                                "WHERE v.vin = 'LSVAB4182E2123450' AND c.name = '独一客户'"),
+                     1);
+
     /* a complaint: received, assigned to the service manager, resolved, closed */
     long long svcmgr_id = count(url, "SELECT id FROM loom.users WHERE username = 'svcmgr'");
     long long customer = count(url, "SELECT min(id) FROM app_fours.customer");

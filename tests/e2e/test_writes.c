@@ -1005,6 +1005,24 @@ static void test_import(void **state)
     snprintf(csv_num, sizeof csv_num, "SELECT count(*) FROM app_shop.\"order\" WHERE customer = %lld AND reason = "
                                       "'changed by number' AND _version = 2", cust);
     assert_int_equal(sql_int(csv_num), 1);
+    /* a ref cell may name its record by title, among those the caller may read */
+    create_id(manager, "customer", "{\"name\": \"Imp Vip\", \"level\": \"vip\"}");
+    r = post_csv(viewer, "order/import?partial=true",
+                 "customer,urgent,reason,note\nImp Vip,true,r,by title\nImp Auto,true,r,by title\nNobody Co,true,r,by title\n");
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "inserted")), 1);
+    json_t *te = json_object_get(r.json, "errors");
+    assert_int_equal(json_array_size(te), 2);
+    for (size_t k = 0; k < 2; k++) {   /* Imp Auto is not vip: the viewer cannot see it, as if it were not there */
+        assert_int_equal(json_integer_value(json_object_get(json_array_get(te, k), "row")), (json_int_t)k + 2);
+        assert_string_equal(json_string_value(json_object_get(json_array_get(te, k), "field")), "customer");
+        assert_string_equal(json_string_value(json_object_get(json_array_get(te, k), "code")), "not_found");
+    }
+    h_resp_free(&r);
+    assert_int_equal(sql_int("SELECT count(*) FROM app_shop.\"order\" o JOIN app_shop.customer c ON c.id = o.customer "
+                             "WHERE o.note = 'by title' AND c.name = 'Imp Vip'"),
+                     1);
+    assert_int_equal(sql_int("SELECT count(*) FROM app_shop.\"order\" WHERE note = 'by title'"), 1);
     /* upsert by a unique key */
     r = post_csv(manager, "customer/import?mode=upsert&key=name", "name,email\nImp A,upd@imp.cn\nImp D,d@imp.cn\n");
     assert_int_equal(r.status, 200);
