@@ -344,7 +344,7 @@ void rec_write_failed(ctx *c, write_result *w)
 static long long if_match(ctx *c)
 {
     const char *h = http_request_header(c->req, "if-match");
-    if (!h)
+    if (!h || !strcmp(h, "*"))   /* "*": whatever version the record is at (RFC 9110) */
         return -1;
     if (!strncmp(h, "W/", 2))
         h += 2;

@@ -2831,6 +2831,35 @@ static bool dependents(wr *x, const char *id, int depth)
     return true;
 }
 
+/* A delete that a restrict ref stopped (e: the foreign key it names): which
+ * records refer to this one, by their form and field. False. */
+static bool referred(wr *x, const loom_err *e)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(json_object_get(x->w->catalog, "objects"), key, v)   /* "table|fkey|col|target|action" */
+    {
+        const char *fk = strstr(key, "|fkey|");
+        if (!fk || strcmp(jstr(v), e->path ? e->path : ""))
+            continue;
+        char table[160], col[160];
+        snprintf(table, sizeof table, "%.*s", (int)(strchr(key, '|') - key), key);
+        snprintf(col, sizeof col, "%.*s", (int)strcspn(fk + 6, "|"), fk + 6);
+        const char *form = table, *sub = NULL, *fid, *sid;   /* the table's form (and subform): the catalog knows */
+        json_t *entry, *se;
+        json_object_foreach(json_object_get(x->w->catalog, "forms"), fid, entry)
+        {
+            if (!strcmp(jstr(json_object_get(entry, "table")), table))
+                form = fid;
+            json_object_foreach(json_object_get(entry, "subforms"), sid, se) if (!strcmp(jstr(json_object_get(se, "table")), table))
+                form = fid, sub = sid;
+        }
+        return fail(x, LOOM_CONFLICT, "%s records refer to this one (their %s%s%s): delete them or change it first", form,
+                    sub ? sub : "", sub ? "." : "", col);
+    }
+    return fail(x, LOOM_CONFLICT, "other records refer to this one");
+}
+
 /* Deletes record id (old: its values) with its history entry, after what
  * it does to the records that refer to it. */
 static bool remove_record(wr *x, const char *id, json_t *old, int depth)
@@ -2852,7 +2881,7 @@ static bool remove_record(wr *x, const char *id, json_t *old, int depth)
     loom_err e = {0};
     bool ok = run(x, sql.data, args, &e) != NULL;
     if (!ok && e.code == LOOM_CONFLICT)
-        fail(x, LOOM_CONFLICT, "other records refer to this one");
+        referred(x, &e);
     else if (!ok)
         db_failed(x, &e);
     ok = ok && link_files(x, strtoll(id, NULL, 10), NULL, old);

@@ -427,6 +427,12 @@ static void test_update_if_match_and_rows(void **state)
     expect_errors(&r, 412, "version_mismatch", NULL);
     r = req("PATCH", manager, "If-Match: soon\r\n", "{\"discount\": 5}", "/api/apps/shop/forms/order/records/%lld", id);
     expect_errors(&r, 400, "bad_request", NULL);
+    r = req("PATCH", manager, "If-Match: *\r\n", "{}", "/api/apps/shop/forms/order/records/%lld", id);
+    assert_int_equal(r.status, 200);   /* "*": any version (no change here: the version stays) */
+    h_resp_free(&r);
+    r = req("PATCH", manager, "If-Match: *\r\n", "{\"discount\": 0}", "/api/apps/shop/forms/order/records/999999999");
+    assert_int_equal(r.status, 404);
+    h_resp_free(&r);
     /* a change that changes nothing keeps the version */
     r = req("PATCH", manager, "If-Match: \"2\"\r\n", "{\"lines\": null}", "/api/apps/shop/forms/order/records/%lld", id);
     assert_int_equal(r.status, 200);   /* null rows: no rows */
@@ -508,6 +514,9 @@ static void test_delete_and_on_delete(void **state)
     long long order = create_id(manager, "order", body);
     /* restrict: the order blocks it, and the cascade it had begun is undone with it */
     h_resp r = req("DELETE", manager, NULL, NULL, "/api/apps/shop/forms/customer/records/%lld", cust);
+    assert_int_equal(r.status, 409);   /* saying which records stand in the way */
+    assert_string_equal(json_string_value(json_object_get(r.json, "detail")),
+                        "order records refer to this one (their customer): delete them or change it first");
     expect_errors(&r, 409, "conflict", NULL);
     snprintf(body, sizeof body, "SELECT count(*) FROM app_shop.vehicle WHERE id = %lld", veh);
     assert_int_equal(sql_int(body), 1);
