@@ -475,16 +475,27 @@ static const struct {
     {"multiselect", c_multiselect}, {"ref", c_link},    {"user", c_link},     {"file", c_file},
 };
 
-json_t *field_coerce(json_t *field, json_t *value, const char **code, char *message, size_t n)
+/* The coercer of field's type, or NULL when values of it are not coerced. */
+static coerce_fn coercer(json_t *field)
 {
     const char *t = json_string_value(json_object_get(field, "type"));
     for (size_t i = 0; t && i < sizeof types / sizeof types[0]; i++)
         if (!strcmp(types[i].type, t))
-            return types[i].coerce(field, value, code, message, n);
+            return types[i].coerce;
+    return NULL;
+}
+
+json_t *field_coerce(json_t *field, json_t *value, const char **code, char *message, size_t n)
+{
+    coerce_fn c = coercer(field);
+    if (c)
+        return c(field, value, code, message, n);
+    const char *t = json_string_value(json_object_get(field, "type"));
     return bad(code, "type", message, n, "a %s field takes no value here", t ? t : "?");
 }
 
 /* ---- records ---- */
+
 
 static void problem(json_t *errors, const char *path, const char *code, const char *message)
 {
@@ -497,7 +508,40 @@ bool field_computed(json_t *f)
     return json_is_true(json_object_get(f, "readonly")) || json_object_get(f, "formula") || (t && !strcmp(t, "autonumber"));
 }
 
-static void check_fields(json_t *fields, json_t *body, bool create, const char *base, bool row, json_t *values,
+field_table *field_table_new(json_t *fields)
+{
+    field_table *t = calloc(1, sizeof *t);
+    t->fields = json_incref(fields);
+    t->n = json_array_size(fields);
+    t->f = calloc(t->n + 1, sizeof *t->f);
+    for (size_t i = 0; i < t->n; i++) {
+        field_info *fi = &t->f[i];
+        fi->def = json_array_get(fields, i);
+        fi->id = json_string_value(json_object_get(fi->def, "id"));
+        fi->type = json_string_value(json_object_get(fi->def, "type"));
+        fi->coerce = coercer(fi->def);
+        fi->computed = field_computed(fi->def);
+        fi->required = json_is_true(json_object_get(fi->def, "required"));
+        fi->subform = field_is(fi->def, "subform");
+        fi->number = field_is(fi->def, "decimal") || field_is(fi->def, "money");
+        if (fi->subform)
+            fi->rows = field_table_new(json_object_get(fi->def, "fields"));
+    }
+    return t;
+}
+
+void field_table_free(field_table *t)
+{
+    if (!t)
+        return;
+    for (size_t i = 0; i < t->n; i++)
+        field_table_free(t->f[i].rows);
+    json_decref(t->fields);
+    free(t->f);
+    free(t);
+}
+
+static void check_fields(const field_table *t, json_t *body, bool create, const char *base, bool row, json_t *values,
                          json_t *errors, json_t *system);
 
 /* out = base + "/" + key (cut to fit): done for every key of every body, so no printf. */
@@ -515,8 +559,9 @@ static void pointer_join(char *out, size_t n, const char *base, const char *key)
 }
 
 /* A subform: rows of objects, each checked like a record (rows carry "id"). */
-static json_t *check_rows(json_t *f, json_t *v, const char *path, json_t *errors)
+static json_t *check_rows(const field_info *fi, json_t *v, const char *path, json_t *errors)
 {
+    json_t *f = fi->def;
     if (!json_is_array(v)) {
         problem(errors, path, "type", "must be a list of rows");
         return NULL;
@@ -553,54 +598,52 @@ static json_t *check_rows(json_t *f, json_t *v, const char *path, json_t *errors
             json_object_set(out, "id", id);
         }
         /* a row is complete: its required fields hold for inserted and updated rows alike */
-        check_fields(json_object_get(f, "fields"), r, true, rp, true, out, errors, NULL);
+        check_fields(fi->rows, r, true, rp, true, out, errors, NULL);
         json_array_append_new(rows, out);
     }
     return rows;
 }
 
-/* The value v of field f (id key) at path: its canonical form into values, or a problem. */
-static void check_value(json_t *f, const char *key, json_t *v, const char *path, json_t *values, json_t *errors)
+/* The value v of field fi at path: its canonical form into values, or a problem. */
+static void check_value(const field_info *fi, json_t *v, const char *path, json_t *values, json_t *errors)
 {
     char msg[256];
-    if (field_computed(f)) {
+    if (fi->computed) {
         problem(errors, path, "readonly", "this field cannot be set");
     } else if (json_is_null(v)) {
-        if (json_is_true(json_object_get(f, "required")))
+        if (fi->required)
             problem(errors, path, "required", "a value is required");
         else
-            json_object_set_new(values, key, json_null());
-    } else if (!strcmp(json_string_value(json_object_get(f, "type")), "subform")) {
-        json_t *rows = check_rows(f, v, path, errors);
+            json_object_set_new(values, fi->id, json_null());
+    } else if (fi->subform) {
+        json_t *rows = check_rows(fi, v, path, errors);
         if (rows)
-            json_object_set_new(values, key, rows);
+            json_object_set_new(values, fi->id, rows);
     } else {
         const char *code;
-        json_t *canon = field_coerce(f, v, &code, msg, sizeof msg);
+        json_t *canon = fi->coerce ? fi->coerce(fi->def, v, &code, msg, sizeof msg) : field_coerce(fi->def, v, &code, msg, sizeof msg);
         if (canon)
-            json_object_set_new(values, key, canon);
+            json_object_set_new(values, fi->id, canon);
         else
             problem(errors, path, code, msg);
     }
 }
 
-static void check_fields(json_t *fields, json_t *body, bool create, const char *base, bool row, json_t *values,
+static void check_fields(const field_table *t, json_t *body, bool create, const char *base, bool row, json_t *values,
                          json_t *errors, json_t *system)
 {
     const char *key;
-    json_t *v;
+    json_t *v, *fields = t->fields;
     char path[512];
     size_t i, known = 0;
-    json_t *f;
     /* the fields, each found in the body by its id */
-    json_array_foreach(fields, i, f)
-    {
-        key = json_string_value(json_object_get(f, "id"));
-        if (!key || !(v = json_object_get(body, key)))
+    for (i = 0; i < t->n; i++) {
+        const field_info *fi = &t->f[i];
+        if (!fi->id || !(v = json_object_get(body, fi->id)))
             continue;
         known++;
-        pointer_join(path, sizeof path, base, key);
-        check_value(f, key, v, path, values, errors);
+        pointer_join(path, sizeof path, base, fi->id);
+        check_value(fi, v, path, values, errors);
     }
     /* then the keys that are no field: a row's id, system fields, the owner, unknown ones */
     json_object_foreach(known < json_object_size(body) ? body : NULL, key, v)
@@ -624,19 +667,18 @@ static void check_fields(json_t *fields, json_t *body, bool create, const char *
     }
     if (!create)
         return;
-    json_array_foreach(fields, i, f)
-    {
-        const char *id = json_string_value(json_object_get(f, "id"));
-        if (!id || !json_is_true(json_object_get(f, "required")) || field_computed(f))
+    for (i = 0; i < t->n; i++) {
+        const field_info *fi = &t->f[i];
+        if (!fi->id || !fi->required || fi->computed)
             continue;
-        if (!json_object_get(body, id) && !json_object_get(f, "default")) {   /* a default fills it */
-            snprintf(path, sizeof path, "%s/%s", base, id);
+        if (!json_object_get(body, fi->id) && !json_object_get(fi->def, "default")) {   /* a default fills it */
+            snprintf(path, sizeof path, "%s/%s", base, fi->id);
             problem(errors, path, "required", "a value is required");
         }
     }
 }
 
-void record_check(json_t *form, json_t *body, bool create, record_result *out)
+void record_check_fields(const field_table *t, json_t *body, bool create, record_result *out)
 {
     out->values = json_object();
     out->errors = json_array();
@@ -645,7 +687,14 @@ void record_check(json_t *form, json_t *body, bool create, record_result *out)
         problem(out->errors, "", "type", "a record is an object");
         return;
     }
-    check_fields(json_object_get(form, "fields"), body, create, "", false, out->values, out->errors, out->system);
+    check_fields(t, body, create, "", false, out->values, out->errors, out->system);
+}
+
+void record_check(json_t *form, json_t *body, bool create, record_result *out)
+{
+    field_table *t = field_table_new(json_object_get(form, "fields"));
+    record_check_fields(t, body, create, out);
+    field_table_free(t);
 }
 
 void record_result_free(record_result *r)

@@ -30,6 +30,33 @@ typedef struct record_result {
 void record_check(json_t *form, json_t *body, bool create, record_result *out);
 void record_result_free(record_result *r);
 
+/* A form's fields read once (ids, types, what is required or computed), for
+ * checking many records with record_check_fields() as record_check() does
+ * (an import checks thousands with one), and for whatever else walks a
+ * record's fields per record. */
+typedef struct field_info {
+    json_t *def;                 /* the definition (borrowed from the table's fields) */
+    const char *id, *type;
+    json_t *(*coerce)(json_t *field, json_t *v, const char **code, char *msg, size_t n);   /* NULL: not coerced */
+    bool computed;               /* field_computed() */
+    bool required;               /* "required": true (an expression is not) */
+    bool subform;
+    bool number;                 /* a decimal or money: a number to Lua */
+    struct field_table *rows;    /* a subform's fields, or NULL */
+} field_info;
+
+typedef struct field_table {
+    json_t *fields;              /* the definitions (a reference) */
+    size_t n;
+    field_info *f;               /* n of them, in the fields' order */
+} field_table;
+
+/* The table of fields (a JSON array of field definitions). Holds a reference
+ * to fields; freed with field_table_free() (NULL is fine). */
+field_table *field_table_new(json_t *fields);
+void field_table_free(field_table *t);
+void record_check_fields(const field_table *t, json_t *body, bool create, record_result *out);
+
 /* The canonical form of one value for field, or NULL with *code and
  * message set (both static). Exposed for filters and defaults. */
 json_t *field_coerce(json_t *field, json_t *value, const char **code, char *message, size_t n);

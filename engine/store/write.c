@@ -22,6 +22,7 @@ typedef struct wr {
     const write_ctx *w;
     const char *form;
     json_t *fdef, *fields;
+    field_table *ft;         /* fields read once, for checking bodies (made by begin) */
     perm_decision d;
     json_t *errors;          /* validation problems, reported together */
     json_t *expr_errors;     /* expressions that failed at run time (formula_error) */
@@ -373,37 +374,34 @@ static bool defaults(wr *x, json_t *fields, json_t *given, json_t *values)
 
 /* ---- expressions ---- */
 
-/* A value as Lua sees it: decimals and money as numbers. */
-static json_t *lua_value(json_t *f, json_t *v)
+/* A value as Lua sees it: decimals and money (number) as numbers. */
+static json_t *lua_value(bool number, json_t *v)
 {
-    if (f && (field_is(f, "decimal") || field_is(f, "money")) && json_is_string(v))
+    if (number && json_is_string(v))
         return json_real(strtod(json_string_value(v), NULL));
     return json_incref(v);
 }
 
-/* The variables of an expression over rec (fields of fields): subform rows
+/* The variables of an expression over rec (fields of t): subform rows
  * included unless rows is false; only those in names unless names is NULL
  * or null. */
-static json_t *lua_view(json_t *fields, json_t *rec, bool rows, json_t *names)
+static json_t *lua_view(const field_table *t, json_t *rec, bool rows, json_t *names)
 {
     json_t *o = json_object();
-    size_t i;
-    json_t *f;
     bool all = !json_is_object(names);
-    json_array_foreach(fields, i, f)
-    {
-        const char *k = jstr(json_object_get(f, "id"));
-        json_t *v = json_object_get(rec, k);
-        if (!v || (!all && !json_object_get(names, k))) {
+    for (size_t i = 0; i < t->n; i++) {
+        const field_info *fi = &t->f[i];
+        json_t *v = json_object_get(rec, fi->id);
+        if (!v || (!all && !json_object_get(names, fi->id))) {
             continue;
-        } else if (!field_is(f, "subform")) {
-            json_object_set_new(o, k, lua_value(f, v));
+        } else if (!fi->subform) {
+            json_object_set_new(o, fi->id, lua_value(fi->number, v));
         } else if (rows) {
             json_t *a = json_array();
             size_t r;
             json_t *row;
-            json_array_foreach(v, r, row) json_array_append_new(a, lua_view(json_object_get(f, "fields"), row, false, NULL));
-            json_object_set_new(o, k, a);
+            json_array_foreach(v, r, row) json_array_append_new(a, lua_view(fi->rows, row, false, NULL));
+            json_object_set_new(o, fi->id, a);
         }
     }
     const char *k;
@@ -578,7 +576,7 @@ static void formulas(wr *x, json_t *fields, const char *what_prefix, json_t *rec
             problem(x->errors, path, code, "%s", err);
             canon = json_null();
         }
-        json_object_set_new(view, id, lua_value(f, canon));
+        json_object_set_new(view, id, lua_value(field_is(f, "decimal") || field_is(f, "money"), canon));
         json_object_set_new(rec, id, canon);
     }
 }
@@ -687,20 +685,19 @@ static bool expressions(wr *x, json_t *rec)
         return false;
     if (!x->view_names)
         x->view_names = view_names(x->fields, checks);
-    json_t *view = lua_view(x->fields, rec, true, x->view_names);
+    json_t *view = lua_view(x->ft, rec, true, x->view_names);
     json_t *parent = NULL;   /* what a subform row sees of the record: made when a row needs it */
     size_t i;
-    json_t *f;
     /* subform rows first: a record's formula may sum them */
-    json_array_foreach(x->fields, i, f)
-    {
-        json_t *rows = json_object_get(rec, jstr(json_object_get(f, "id")));
-        if (!field_is(f, "subform") || !has_expressions(json_object_get(f, "fields")) || !json_array_size(rows))
+    for (i = 0; x->has_subforms && i < x->ft->n; i++) {
+        const field_info *sf = &x->ft->f[i];
+        json_t *rows = sf->subform ? json_object_get(rec, sf->id) : NULL;
+        if (!json_array_size(rows) || !has_expressions(sf->rows->fields))
             continue;
         if (!parent)
-            parent = lua_view(x->fields, rec, false, NULL);
-        const char *sid = jstr(json_object_get(f, "id"));
-        json_t *subfields = json_object_get(f, "fields");
+            parent = lua_view(x->ft, rec, false, NULL);
+        const char *sid = sf->id;
+        json_t *subfields = sf->rows->fields;
         char prefix[80];
         snprintf(prefix, sizeof prefix, "%s.", sid);
         json_t *vrows = json_array();
@@ -710,7 +707,7 @@ static bool expressions(wr *x, json_t *rec)
         {
             char base[160];
             snprintf(base, sizeof base, "/%s/%zu", sid, r);
-            json_t *rv = lua_view(subfields, row, false, NULL);
+            json_t *rv = lua_view(sf->rows, row, false, NULL);
             json_object_set(rv, "parent", parent);
             formulas(x, subfields, prefix, row, rv, base);
             requirements(x, subfields, prefix, row, rv, base);
@@ -1552,6 +1549,7 @@ static bool begin(wr *x, const write_ctx *w, const char *form, write_result *out
     perm_decide(w->fc->bundle, form, w->fc->roles, w->fc->admin, &x->d);
     if (!x->fdef || (!x->d.read && !x->d.create))
         return fail(x, LOOM_NOT_FOUND, "no such form");
+    x->ft = field_table_new(x->fields);
     x->plain = true;
     size_t i, k;
     json_t *f, *sf;
@@ -1585,6 +1583,7 @@ static bool finish(wr *x, bool ok)
     json_decref(x->expr_errors);
     json_decref(x->orders);
     json_decref(x->view_names);
+    field_table_free(x->ft);
     perm_free(&x->d);
     return ok;
 }
@@ -1599,7 +1598,7 @@ static bool check_body(wr *x, json_t *body, json_t *old, json_t **values)
     }
     json_t *given = strip(x, body, old);
     record_result rr;
-    record_check(x->fdef, given, old == NULL, &rr);
+    record_check_fields(x->ft, given, old == NULL, &rr);
     json_decref(given);
     json_array_extend(x->errors, rr.errors);
     *values = json_incref(rr.values);
@@ -1992,7 +1991,7 @@ static bool guard(wr *x, json_t *t, json_t *rec)
         return false;
     char what[160];
     snprintf(what, sizeof what, "transition/%s/when", jstr(json_object_get(t, "id")));
-    json_t *view = lua_view(x->fields, rec, true, NULL);
+    json_t *view = lua_view(x->ft, rec, true, NULL);
     bool truth = true;
     bool ran = condition(x, what, when, view, "", &truth);
     json_decref(view);
@@ -3063,12 +3062,9 @@ static bool copy_in(wr *x, const char *table_sql, buf *data)
 static void created_changes(wr *x, json_t *rec, buf *out)
 {
     buf_puts(out, "{");
-    size_t i;
-    json_t *f;
     bool first = true;
-    json_array_foreach(x->fields, i, f)
-    {
-        const char *id = jstr(json_object_get(f, "id"));
+    for (size_t i = 0; i < x->ft->n; i++) {
+        const char *id = x->ft->f[i].id;
         json_t *v = json_object_get(rec, id);
         if (empty(v))
             continue;
@@ -3144,27 +3140,22 @@ static bool bulk_insert(wr *x, json_t *recs)
             buf_puts(&rows, "\t");
             copy_value(&rows, NULL, json_object_get(flow, "initial"));
         }
-        size_t k;
-        json_array_foreach(x->fields, k, f)
-        {
-            const char *fid = jstr(json_object_get(f, "id"));
-            if (!field_is(f, "subform")) {
+        for (size_t k = 0; k < x->ft->n; k++) {
+            const field_info *fi = &x->ft->f[k];
+            if (!fi->subform) {
                 buf_puts(&rows, "\t");
-                copy_value(&rows, f, json_object_get(rec, fid));
+                copy_value(&rows, fi->def, json_object_get(rec, fi->id));
                 continue;
             }
             buf *cb = &children[k];
             size_t r;
             json_t *row;
-            json_array_foreach(json_object_get(rec, fid), r, row)
+            json_array_foreach(json_object_get(rec, fi->id), r, row)
             {
                 buf_printf(cb, "%s\t%zu", id, r);
-                size_t m;
-                json_t *sf;
-                json_array_foreach(json_object_get(f, "fields"), m, sf)
-                {
+                for (size_t m = 0; m < fi->rows->n; m++) {
                     buf_puts(cb, "\t");
-                    copy_value(cb, sf, json_object_get(row, jstr(json_object_get(sf, "id"))));
+                    copy_value(cb, fi->rows->f[m].def, json_object_get(row, fi->rows->f[m].id));
                 }
                 buf_puts(cb, "\n");
             }
