@@ -199,10 +199,16 @@ json_t *csv_header_field(json_t *fields, const char *h)
  * itself when it names none (validation reports it). */
 static json_t *option_named(json_t *f, const char *text, size_t n)
 {
-    json_t *t = json_stringn(text, n), *o;
+    json_t *opts = json_object_get(f, "options"), *o, *v;
     size_t i;
-    json_array_foreach(json_object_get(f, "options"), i, o) if (json_equal(json_object_get(o, "value"), t)) return t;
-    json_array_foreach(json_object_get(f, "options"), i, o)
+    json_array_foreach(opts, i, o)   /* the option's own value, shared: no copy for the usual cell */
+    {
+        v = json_object_get(o, "value");
+        if (json_string_length(v) == n && !memcmp(json_string_value(v), text, n))
+            return json_incref(v);
+    }
+    json_t *t = json_stringn(text, n);
+    json_array_foreach(opts, i, o)
     {
         if (t && labelled(json_object_get(o, "label"), json_string_value(t))) {
             json_decref(t);
