@@ -194,6 +194,36 @@ json_t *csv_header_field(json_t *fields, const char *h)
     return NULL;
 }
 
+/* The length of the text at p before the next separator of a multiselect
+ * cell (";", ",", and as Chinese text has them "；", "，", "、"), and in
+ * *sep the separator's length (0 at the end). */
+static size_t separator(const char *p, size_t *sep)
+{
+    static const char *const seps[] = {";", ",", "\xEF\xBC\x9B", "\xEF\xBC\x8C", "\xE3\x80\x81"};
+    for (size_t n = 0;; n++) {
+        if (!p[n]) {
+            *sep = 0;
+            return n;
+        }
+        for (size_t i = 0; i < sizeof seps / sizeof seps[0]; i++) {
+            size_t l = strlen(seps[i]);
+            if (!strncmp(p + n, seps[i], l)) {
+                *sep = l;
+                return n;
+            }
+        }
+    }
+}
+
+/* Whether text is the value of one of f's options. */
+static bool is_option(json_t *f, const char *text)
+{
+    size_t i;
+    json_t *o;
+    json_array_foreach(json_object_get(f, "options"), i, o) if (!strcmp(jstr(json_object_get(o, "value")), text)) return true;
+    return false;
+}
+
 /* The option of (multi)select f that text names, by value or else by label
  * (what a person types in a spreadsheet), as a new JSON string; the text
  * itself when it names none (validation reports it). */
@@ -243,9 +273,15 @@ json_t *csv_value(json_t *f, const char *s)
         return json_string(s);
     }
     if (!strcmp(t, "multiselect")) {
-        json_t *a = json_array();
+        json_t *a = json_array(), *whole = option_named(f, s, strlen(s));
+        if (whole && (is_option(f, s) || strcmp(json_string_value(whole), s))) {
+            json_array_append_new(a, whole);   /* the cell names one option, commas and all */
+            return a;
+        }
+        json_decref(whole);
         for (const char *p = s; *p;) {
-            size_t n = strcspn(p, ";");
+            size_t sep;
+            size_t n = separator(p, &sep);
             const char *b = p, *e = p + n;
             while (b < e && *b == ' ')
                 b++;
@@ -253,7 +289,7 @@ json_t *csv_value(json_t *f, const char *s)
                 e--;
             if (e > b)
                 json_array_append_new(a, option_named(f, b, (size_t)(e - b)));
-            p += n + (p[n] == ';');
+            p += n + sep;
         }
         return a;
     }

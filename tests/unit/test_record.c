@@ -213,11 +213,23 @@ static void test_csv_options(void **state)
         json_decref(v);
     }
     json_object_set_new(f, "type", json_string("multiselect"));
-    json_t *v = csv_value(f, "个人; fleet ;车队;x");
-    char *got = json_dumps(v, JSON_COMPACT);
-    assert_string_equal(got, "[\"personal\",\"fleet\",\"fleet\",\"x\"]");
-    free(got);
-    json_decref(v);
+    json_array_append_new(json_object_get(f, "options"), json_pack("{s:s, s:s}", "value", "big", "label", "Big, bold"));
+    /* separated as people type them, in Chinese text too; a cell that names one option is that option */
+    static const char *const lists[][2] = {
+        {"个人; fleet ;车队;x", "[\"personal\",\"fleet\",\"fleet\",\"x\"]"},
+        {"个人；车队", "[\"personal\",\"fleet\"]"},
+        {"个人、车队，personal", "[\"personal\",\"fleet\",\"personal\"]"},
+        {"个人, 车队", "[\"personal\",\"fleet\"]"},
+        {"Big, bold", "[\"big\"]"},
+        {"big;个人", "[\"big\",\"personal\"]"},
+    };
+    for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++) {
+        json_t *v = csv_value(f, lists[i][0]);
+        char *got = json_dumps(v, JSON_COMPACT);
+        assert_string_equal(got, lists[i][1]);
+        free(got);
+        json_decref(v);
+    }
     json_decref(f);
 }
 
