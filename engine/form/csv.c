@@ -215,6 +215,35 @@ static size_t separator(const char *p, size_t *sep)
     }
 }
 
+/* A date as spreadsheets write it, "2026/1/5" (Excel in a Chinese locale),
+ * "2026.1.5", "2026-1-5" or "2026年1月5日", as "2026-01-05" in out; false
+ * for anything else (validation then reports it as written). */
+static bool spreadsheet_date(const char *s, char out[11])
+{
+    int y = 0, m = 0, d = 0;
+    const char *p = s;
+    for (int part = 0; part < 3; part++) {
+        int v = 0, digits = 0;
+        while (*p >= '0' && *p <= '9' && digits < 4)
+            v = v * 10 + (*p++ - '0'), digits++;
+        if (!digits || (part == 0 && digits != 4) || (part > 0 && digits > 2))
+            return false;
+        *(part == 0 ? &y : part == 1 ? &m : &d) = v;
+        static const char *const after[][4] = {{"/", ".", "-", "年"}, {"/", ".", "-", "月"}, {"", "", "", "日"}};
+        size_t l = 0;
+        for (int k = 0; k < 4 && !l; k++)
+            if (*after[part][k] && !strncmp(p, after[part][k], strlen(after[part][k])))
+                l = strlen(after[part][k]);
+        if (!l && part < 2)
+            return false;
+        p += l;
+    }
+    if (*p || m < 1 || m > 12 || d < 1 || d > 31)
+        return false;
+    snprintf(out, 11, "%04d-%02d-%02d", y, m, d);
+    return true;
+}
+
 /* Whether text is the value of one of f's options. */
 static bool is_option(json_t *f, const char *text)
 {
@@ -263,7 +292,8 @@ json_t *csv_value(json_t *f, const char *s)
         return json_string(s);
     }
     if (!strcmp(t, "boolean")) {
-        static const char *const yes[] = {"true", "1", "yes", "y", "是", NULL}, *const no[] = {"false", "0", "no", "n", "否", NULL};
+        static const char *const yes[] = {"true", "1", "yes", "y", "是", "√", "✓", NULL},
+                                 *const no[] = {"false", "0", "no", "n", "否", "×", "✗", NULL};
         for (int i = 0; yes[i]; i++) {
             if (!strcasecmp(s, yes[i]))
                 return json_true();
@@ -295,6 +325,9 @@ json_t *csv_value(json_t *f, const char *s)
     }
     if (!strcmp(t, "file"))
         return json_pack("{s:s}", "id", s);
+    char ymd[11];
+    if (!strcmp(t, "date") && spreadsheet_date(s, ymd))
+        return json_string(ymd);
     if (!strcmp(t, "select")) {
         json_t *v = option_named(f, s, strlen(s));
         return v ? v : json_null();

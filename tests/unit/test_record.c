@@ -233,6 +233,33 @@ static void test_csv_options(void **state)
     json_decref(f);
 }
 
+/* Dates and booleans as spreadsheets write them. */
+static void test_csv_spreadsheet_values(void **state)
+{
+    (void)state;
+    json_t *date = json_pack("{s:s, s:s}", "id", "d", "type", "date"), *flag = json_pack("{s:s, s:s}", "id", "b", "type", "boolean");
+    static const char *const dates[][2] = {{"2026/1/5", "2026-01-05"},     {"2026/11/22", "2026-11-22"},
+                                           {"2026.1.5", "2026-01-05"},     {"2026-1-5", "2026-01-05"},
+                                           {"2026年1月5日", "2026-01-05"}, {"2026-01-05", "2026-01-05"},
+                                           {"1/5/2026", "1/5/2026"},       {"2026/13/1", "2026/13/1"},
+                                           {"2026/1/5 9:30", "2026/1/5 9:30"}, {"26/1/5", "26/1/5"}};
+    for (size_t i = 0; i < sizeof dates / sizeof dates[0]; i++) {
+        json_t *v = csv_value(date, dates[i][0]);
+        assert_string_equal(json_string_value(v), dates[i][1]);
+        json_decref(v);
+    }
+    static const char *const yes[] = {"是", "√", "✓", "TRUE", "y"}, *const no[] = {"否", "×", "✗", "False", "0"};
+    for (size_t i = 0; i < 5; i++) {
+        json_t *a = csv_value(flag, yes[i]), *b = csv_value(flag, no[i]);
+        assert_true(json_is_true(a));
+        assert_true(json_is_false(b));
+        json_decref(a);
+        json_decref(b);
+    }
+    json_decref(date);
+    json_decref(flag);
+}
+
 static void test_records(void **state)
 {
     (void)state;
@@ -302,6 +329,7 @@ int main(void)
         cmocka_unit_test(test_text_default_length),
         cmocka_unit_test(test_csv_encodings),
         cmocka_unit_test(test_csv_options),
+        cmocka_unit_test(test_csv_spreadsheet_values),
         cmocka_unit_test(test_records),
     };
     return cmocka_run_group_tests_name("unit_record", tests, NULL, NULL);
