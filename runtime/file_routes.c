@@ -6,6 +6,7 @@
  * 404, like one that does not exist. */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/secret.h"
 #include "handlers.h"
@@ -17,6 +18,29 @@
 
 #define FILE_NAME_MAX 255
 #define FILE_TYPE_MAX 127
+
+/* The type of a file named name by its extension, for an upload whose
+ * client said nothing useful (no type, or a form's or a generic one: what
+ * `curl --data-binary` sends); NULL when the extension is not a common one. */
+static const char *type_by_name(const char *name)
+{
+    static const char *const types[][2] = {
+        {"pdf", "application/pdf"},   {"png", "image/png"},        {"jpg", "image/jpeg"},
+        {"jpeg", "image/jpeg"},       {"gif", "image/gif"},        {"webp", "image/webp"},
+        {"heic", "image/heic"},       {"svg", "image/svg+xml"},    {"txt", "text/plain"},
+        {"csv", "text/csv"},          {"zip", "application/zip"},  {"mp4", "video/mp4"},
+        {"mp3", "audio/mpeg"},        {"doc", "application/msword"}, {"xls", "application/vnd.ms-excel"},
+        {"ppt", "application/vnd.ms-powerpoint"},
+        {"docx", "application/vnd.openxmlformats-officedocument.wordprocessingml.document"},
+        {"xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"},
+        {"pptx", "application/vnd.openxmlformats-officedocument.presentationml.presentation"},
+    };
+    const char *dot = strrchr(name, '.');
+    for (size_t i = 0; dot && i < sizeof types / sizeof types[0]; i++)
+        if (!strcasecmp(dot + 1, types[i][0]))
+            return types[i][1];
+    return NULL;
+}
 
 void files_upload(void *cp)
 {
@@ -40,6 +64,10 @@ void files_upload(void *cp)
         snprintf(type, sizeof type, "%.*s", (int)n, ct);
     for (char *t = type; *t; t++)
         *t = (char)(*t >= 'A' && *t <= 'Z' ? *t + 32 : *t);
+    const char *guess = type_by_name(name);
+    if (guess && (!strcmp(type, "application/octet-stream") || !strcmp(type, "application/x-www-form-urlencoded") ||
+                  !strncmp(type, "multipart/", 10)))
+        snprintf(type, sizeof type, "%s", guess);
     unsigned char raw[18];
     char id[32], size[24], user[24];
     secret_random(raw, sizeof raw);

@@ -758,6 +758,15 @@ static void test_files(void **state)
     assert_int_equal(r.status, 201);
     assert_string_equal(str(&r, "name"), "合同.pdf");
     assert_string_equal(str(&r, "content_type"), "application/pdf");
+    h_resp r2 = upload(clerk, "scan.JPG", "application/x-www-form-urlencoded", data, 10);   /* curl's default */
+    assert_string_equal(str(&r2, "content_type"), "image/jpeg");
+    h_resp_free(&r2);
+    r2 = upload(clerk, "notes.unknownext", "application/octet-stream", data, 10);
+    assert_string_equal(str(&r2, "content_type"), "application/octet-stream");
+    h_resp_free(&r2);
+    r2 = upload(clerk, "photo.png", "image/webp", data, 10);   /* what the client says, when it says something */
+    assert_string_equal(str(&r2, "content_type"), "image/webp");
+    h_resp_free(&r2);
     char fid[64];
     snprintf(fid, sizeof fid, "%s", str(&r, "id"));
     assert_true(strlen(fid) >= 22);   /* 128 random bits and more */
