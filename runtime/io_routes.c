@@ -78,6 +78,7 @@ typedef struct import_reader {
     long row;             /* data rows read so far */
     json_t *users;        /* username and unique display name -> id, when a column holds users; or NULL */
     json_t **titles;      /* per ref column: title -> id (null: two records have it), or NULL */
+    json_t **times;       /* per datetime column: local time ("2026-01-05 09:30:00") -> UTC, or NULL */
 } import_reader;
 
 /* When a column (of cols, n) is a user field: every active user by
@@ -160,47 +161,86 @@ static json_t *ref_titles(ctx *c, rec_req *r, json_t *f, json_t *titles)
     return ids;
 }
 
-/* For each ref column (of col, n): the titles its cells hold instead of ids
- * (the file read once more, before the import), looked up (ref_titles).
- * NULL when no column is a ref. */
-static json_t **import_titles(ctx *c, rec_req *r, const char *text, size_t len, json_t **col, const bool *skip, int n)
+/* The local times of set (keys "2026-01-05 09:30:00") in the app's
+ * timezone, as UTC datetimes: local -> "2026-01-05T01:30:00Z". NULL when
+ * the database failed (the import's writes then report it). */
+static json_t *local_times(ctx *c, rec_req *r, json_t *set)
 {
-    json_t **sets = NULL;
-    for (int k = 0; k < n; k++)
-        if (field_is(col[k], "ref") && !skip[k] && !sets)
-            sets = arena_calloc(c->a, (size_t)n * sizeof *sets);
-    if (!sets)
+    json_t *list = json_array(), *v;
+    const char *t;
+    json_object_foreach(set, t, v) json_array_append_new(list, json_string(t));
+    char *text = json_dumps(list, JSON_COMPACT);
+    json_t *args = json_pack("[s, s]", text, r->fc.timezone && *r->fc.timezone ? r->fc.timezone : "UTC");
+    free(text);
+    json_decref(list);
+    loom_err e = {0};
+    PGresult *res = query_exec(c->db, c->a,
+                               "SELECT v, to_char((v::timestamp AT TIME ZONE $2) AT TIME ZONE 'UTC', "
+                               "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM json_array_elements_text($1::json) AS v",
+                               args, &e);
+    json_decref(args);
+    if (!res)
         return NULL;
+    json_t *utc = json_object();
+    for (int i = 0; i < PQntuples(res); i++)
+        json_object_set_new(utc, PQgetvalue(res, i, 0), json_string(PQgetvalue(res, i, 1)));
+    return utc;
+}
+
+/* What cells name by what people write, looked up for the whole file
+ * before the import: per ref column, the titles its cells hold instead of
+ * ids (ref_titles); per datetime column, the local times written without an
+ * offset, placed in the app's timezone (local_times). A column is taken to
+ * be written as its first filled cell is: one whose first cell is an id, or
+ * a time with its offset, is left as it is (and the file is read only as
+ * far as that first row when no column needs more). */
+static void import_lookups(ctx *c, rec_req *r, const char *text, size_t len, import_reader *in)
+{
+    int n = in->ncols, open = 0;
+    json_t **sets = arena_calloc(c->a, (size_t)n * sizeof *sets);
+    bool *seen = arena_calloc(c->a, (size_t)n * sizeof *seen);   /* the column's first filled cell read */
     for (int k = 0; k < n; k++)
-        if (field_is(col[k], "ref") && !skip[k])
-            sets[k] = json_object();
+        if (!in->skip[k] && (field_is(in->col[k], "ref") || field_is(in->col[k], "datetime")))
+            sets[k] = json_object(), open++;
     csv_reader rd;
     csv_open(&rd, text, len);
     const char *err;
     bool header = true;
-    while (csv_next(&rd, &err)) {
+    while (open && csv_next(&rd, &err)) {
         for (int k = 0; !header && k < n && k < rd.n; k++) {
             const char *cell = rd.cells[k];
+            char *end, local[20];
             if (!sets[k] || !*cell)
                 continue;
-            char *end;
-            (void)strtoll(cell, &end, 10);
-            if (*end)   /* not an id */
-                json_object_set_new(sets[k], cell, json_true());
+            bool named = field_is(in->col[k], "datetime") ? csv_local_datetime(cell, local)
+                                                           : ((void)strtoll(cell, &end, 10), *end != '\0');
+            if (named) {
+                json_object_set_new(sets[k], field_is(in->col[k], "datetime") ? local : cell, json_true());
+            } else if (!seen[k]) {   /* written as stored: nothing to look up */
+                json_decref(sets[k]);
+                sets[k] = NULL;
+                open--;
+            }
+            seen[k] = true;
         }
         header = false;
     }
     csv_close(&rd);
+    if (!open)
+        return;
+    in->titles = arena_calloc(c->a, (size_t)n * sizeof *in->titles);
+    in->times = arena_calloc(c->a, (size_t)n * sizeof *in->times);
     for (int k = 0; k < n; k++) {
-        if (!sets[k])
+        if (!sets[k] || !json_object_size(sets[k])) {
+            json_decref(sets[k]);
             continue;
-        json_t *ids = json_object_size(sets[k]) ? ref_titles(c, r, col[k], sets[k]) : NULL;
+        }
+        json_t *found = field_is(in->col[k], "datetime") ? (in->times[k] = local_times(c, r, sets[k]))
+                                                          : (in->titles[k] = ref_titles(c, r, in->col[k], sets[k]));
         json_decref(sets[k]);
-        sets[k] = ids;
-        if (ids)
-            arena_defer(c->a, decref_cb, ids);
+        if (found)
+            arena_defer(c->a, decref_cb, found);
     }
-    return sets;
 }
 
 /* One batch: its rows as JSON objects, the problems of reading them, and
@@ -236,7 +276,11 @@ static void read_batch(import_batch *t)
         for (int i = 0; body && i < in->ncols && i < rd->n; i++) {
             if (in->skip[i] || (!*rd->cells[i] && !in->upsert))
                 continue;   /* empty: absent, so a default applies */
-            json_t *v = *rd->cells[i] ? csv_value(in->col[i], rd->cells[i]) : json_null(), *user;
+            char local[20];
+            json_t *utc = in->times && in->times[i] && csv_local_datetime(rd->cells[i], local)
+                              ? json_object_get(in->times[i], local)
+                              : NULL;   /* a local time, placed in the app's timezone */
+            json_t *v = utc ? json_incref(utc) : *rd->cells[i] ? csv_value(in->col[i], rd->cells[i]) : json_null(), *user;
             if (in->users && json_is_string(v) && field_is(in->col[i], "user") &&
                 (user = json_object_get(in->users, json_string_value(v))))
                 json_decref(v), v = json_incref(user);   /* a user by name, as people write them */
@@ -410,7 +454,8 @@ void records_import(void *cp)
         wc.sb = sandbox_new(NULL);
     }
     import_reader in = {.rd = &rd, .ncols = ncols, .names = names, .col = col, .skip = skip, .upsert = o.upsert, .form = r.form,
-                        .users = import_users(c, col, ncols), .titles = import_titles(c, &r, text, len, col, skip, ncols)};
+                        .users = import_users(c, col, ncols)};
+    import_lookups(c, &r, text, len, &in);
     arena_defer(c->a, decref_cb, in.users);
     import_batch cur = {.in = &in, .w = offload ? &wc : NULL}, *written = NULL;
     read_batch(&cur);

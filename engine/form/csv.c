@@ -238,9 +238,43 @@ static bool spreadsheet_date(const char *s, char out[11])
             return false;
         p += l;
     }
-    if (*p || m < 1 || m > 12 || d < 1 || d > 31)
+    static const int days[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (*p || y < 1 || m < 1 || m > 12 || d < 1 || d > days[m - 1] ||
+        (m == 2 && d == 29 && !((y % 4 == 0 && y % 100) || y % 400 == 0)))
         return false;
     snprintf(out, 11, "%04d-%02d-%02d", y, m, d);
+    return true;
+}
+
+bool csv_local_datetime(const char *s, char out[20])
+{
+    /* the date as spreadsheet_date reads it, then a space or "T", then H:MM[:SS]; no offset */
+    const char *sep = strpbrk(s, " T");
+    char date[64], ymd[11];
+    if (!sep || (size_t)(sep - s) >= sizeof date)
+        return false;
+    memcpy(date, s, (size_t)(sep - s));
+    date[sep - s] = '\0';
+    if (!spreadsheet_date(date, ymd))
+        return false;
+    const char *p = sep + 1;
+    while (*p == ' ')
+        p++;
+    int part[3] = {0, 0, 0}, parts = 0;
+    while (parts < 3) {
+        int v = 0, digits = 0;
+        while (*p >= '0' && *p <= '9' && digits < 2)
+            v = v * 10 + (*p++ - '0'), digits++;
+        if (!digits || (parts > 0 && digits != 2))
+            return false;
+        part[parts++] = v;
+        if (*p != ':')
+            break;
+        p++;
+    }
+    if (*p || parts < 2 || part[0] > 23 || part[1] > 59 || part[2] > 59)
+        return false;
+    snprintf(out, 20, "%s %02d:%02d:%02d", ymd, part[0], part[1], part[2]);
     return true;
 }
 

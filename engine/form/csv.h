@@ -55,5 +55,10 @@ json_t *csv_header_field(json_t *fields, const char *text);
  * file as {"id"}; an apostrophe that neutralised a formula dropped.
  * A new reference. */
 json_t *csv_value(json_t *f, const char *cell);
+/* A date and time without an offset, as spreadsheets write them ("2026/1/5
+ * 9:30", "2026-01-05 09:30:00", "2026-01-05T09:30"), as "2026-01-05
+ * 09:30:00" in out (a local time, for the app's timezone to place); false
+ * for anything else, an RFC 3339 time with its offset included. */
+bool csv_local_datetime(const char *cell, char out[20]);
 
 #endif

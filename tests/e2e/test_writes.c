@@ -1023,6 +1023,25 @@ static void test_import(void **state)
     snprintf(csv_num, sizeof csv_num, "SELECT count(*) FROM app_shop.\"order\" WHERE customer = %lld AND reason = "
                                       "'changed by number' AND _version = 2", cust);
     assert_int_equal(sql_int(csv_num), 1);
+    /* a time written without an offset, as spreadsheets write them, is the app's (Asia/Shanghai) */
+    r = post_csv(manager, "order/import?partial=true",
+                 "customer,placed_at,urgent,reason,note\nImp Auto,2026/1/5 9:30,true,r,local\n"
+                 "Imp Auto,2026-01-05 23:30:15,true,r,local\nImp Auto,2026-01-05T09:30:00Z,true,r,local\n");
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "inserted")), 3);
+    h_resp_free(&r);
+    assert_int_equal(sql_int("SELECT count(*) FROM app_shop.\"order\" WHERE note = 'local' AND placed_at IN "
+                             "('2026-01-05T01:30:00Z', '2026-01-05T15:30:15Z', '2026-01-05T09:30:00Z')"),
+                     3);
+    /* a column whose first time has its offset is read as written: a later one without is the row's problem */
+    r = post_csv(manager, "order/import?partial=true",
+                 "customer,placed_at,urgent,reason,note\nImp Auto,2026-01-05T09:30:00Z,true,r,first\n"
+                 "Imp Auto,2026/1/5 9:30,true,r,second\n");
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "inserted")), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(r.json, "errors"), 0), "field")),
+                        "placed_at");
+    h_resp_free(&r);
     /* a ref cell may name its record by title, among those the caller may read */
     create_id(manager, "customer", "{\"name\": \"Imp Vip\", \"level\": \"vip\"}");
     r = post_csv(viewer, "order/import?partial=true",

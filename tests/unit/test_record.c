@@ -248,6 +248,22 @@ static void test_csv_spreadsheet_values(void **state)
         assert_string_equal(json_string_value(v), dates[i][1]);
         json_decref(v);
     }
+    static const char *const local[][2] = {{"2026/1/5 9:30", "2026-01-05 09:30:00"},
+                                           {"2026-01-05 23:30:15", "2026-01-05 23:30:15"},
+                                           {"2026-01-05T09:30", "2026-01-05 09:30:00"},
+                                           {"2026年1月5日 8:05", "2026-01-05 08:05:00"},
+                                           {"2026-01-05T09:30:00Z", ""},
+                                           {"2026-01-05T09:30:00+08:00", ""},
+                                           {"2026/2/29 9:30", ""},
+                                           {"2026/1/5 24:00", ""},
+                                           {"2026/1/5", ""}};
+    for (size_t i = 0; i < sizeof local / sizeof local[0]; i++) {
+        char out[20] = "";
+        bool ok = csv_local_datetime(local[i][0], out);
+        assert_int_equal(ok, *local[i][1] != '\0');
+        if (ok)
+            assert_string_equal(out, local[i][1]);
+    }
     static const char *const yes[] = {"是", "√", "✓", "TRUE", "y"}, *const no[] = {"否", "×", "✗", "False", "0"};
     for (size_t i = 0; i < 5; i++) {
         json_t *a = csv_value(flag, yes[i]), *b = csv_value(flag, no[i]);
