@@ -681,6 +681,7 @@ void records_history(void *cp)
     int n = PQntuples(h) > limit ? (int)limit : PQntuples(h);
     for (int i = 0; i < n; i++) {
         json_t *ch = json_loads(PQgetvalue(h, i, 5), 0, NULL);
+        size_t before = json_object_size(ch);
         const char *k;
         void *tmp;
         json_t *v;
@@ -693,6 +694,11 @@ void records_history(void *cp)
                 hide_row_fields(&d, k, json_array_get(v, 0));
                 hide_row_fields(&d, k, json_array_get(v, 1));
             }
+        }
+        if (before && !json_object_size(ch) && !strcmp(PQgetvalue(h, i, 4), "update") && PQgetisnull(h, i, 8) &&
+            PQgetisnull(h, i, 9)) {   /* an update of hidden fields only: not even that it happened */
+            json_decref(ch);
+            continue;
         }
         json_t *user = PQgetisnull(h, i, 2) ? json_null()
                                             : json_pack("{s:I, s:s}", "id", (json_int_t)strtoll(PQgetvalue(h, i, 2), NULL, 10),

@@ -631,6 +631,16 @@ static void test_history_hides_fields(void **state)
                         "update");
     assert_true(json_is_null(json_object_get(r.json, "next_cursor")));
     h_resp_free(&r);
+    /* an update of the hidden field alone is not in the clerk's history at all: not even when it happened */
+    r = req("PATCH", manager, NULL, "{\"owner_note\": \"most secret\"}", "/api/apps/shop/forms/customer/records/%lld", id);
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    r = req("GET", clerk, NULL, NULL, "/api/apps/shop/forms/customer/records/%lld/history", id);
+    assert_int_equal(json_array_size(json_object_get(r.json, "items")), 2);
+    h_resp_free(&r);
+    r = req("GET", manager, NULL, NULL, "/api/apps/shop/forms/customer/records/%lld/history", id);
+    assert_int_equal(json_array_size(json_object_get(r.json, "items")), 3);
+    h_resp_free(&r);
     /* not readable: 404 (the viewer reads vip customers only) */
     r = req("GET", viewer, NULL, NULL, "/api/apps/shop/forms/customer/records/%lld/history", id);
     expect_errors(&r, 404, "not_found", NULL);
