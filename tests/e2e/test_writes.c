@@ -1381,6 +1381,14 @@ static void test_export(void **state)
     assert_non_null(strstr(r.body, "\r\n"));
     assert_string_equal(strstr(r.body, "\r\n") + 2, want);
     h_resp_free(&r);
+    r = req("GET", manager, NULL, NULL,
+            "/api/apps/shop/forms/order/export?format=xlsx&values=labels&fields=customer&filter=%%7B%%22id%%22%%3A%lld%%7D", ord);
+    assert_int_equal(r.status, 200);
+    char *xsheet = zip_entry(r.body, r.body_len, "xl/worksheets/sheet1.xml");
+    assert_non_null(xsheet);
+    assert_non_null(strstr(xsheet, "<t>Round Trap</t>"));   /* the ref as its title, in a spreadsheet too */
+    free(xsheet);
+    h_resp_free(&r);
     r = req("GET", manager, NULL, NULL, "/api/apps/shop/forms/order/export?fields=customer&filter=%%7B%%22id%%22%%3A%lld%%7D", ord);
     snprintf(want, sizeof want, "%lld,%lld\r\n", ord, rt);   /* raw by default: what imports back */
     assert_string_equal(strstr(r.body, "\r\n") + 2, want);
