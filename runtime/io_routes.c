@@ -351,10 +351,10 @@ void records_import(void *cp)
                            .partial = partial && !strcmp(partial, "true")};
     json_t *fdef = bundle_item(json_object_get(r.snap->bundle, "forms"), r.form);
     json_t *fields = json_object_get(fdef, "fields");
-    perm_decision d;
-    perm_decide(r.snap->bundle, r.form, r.fc.roles, r.fc.admin, &d);
-    arena_defer(c->a, perm_free_cb, &d);
-    bool known = fdef && (d.read || d.create);
+    perm_decision *d = arena_alloc(c->a, sizeof *d);   /* the request's: the header's columns are weighed with it */
+    perm_decide(r.snap->bundle, r.form, r.fc.roles, r.fc.admin, d);
+    arena_defer(c->a, perm_free_cb, d);
+    bool known = fdef && (d->read || d->create);
     if (!known) {
         ctx_problem(c, LOOM_NOT_FOUND, "no such form", NULL);
         return;
@@ -421,11 +421,11 @@ void records_import(void *cp)
         /* what an export holds and no one writes (system columns, computed fields, fields the caller may
          * only read) is left out and named in the answer, so an exported file imports back as it is */
         bool key_col = o.upsert && key && !strcmp(names[i], key);
-        skip[i] = f ? !key_col && (field_computed(f) || perm_field(&d, names[i]) == FIELD_READ) : system_readonly(b);
+        skip[i] = f ? !key_col && (field_computed(f) || perm_field(d, names[i]) == FIELD_READ) : system_readonly(b);
         if (skip[i])
             json_array_append_new(ignored, json_string(names[i]));
         else if ((!f && strcmp(b, "id") && strcmp(b, "_owner")) || field_is(f, "subform") ||
-                 (f && perm_field(&d, names[i]) == FIELD_HIDDEN))
+                 (f && perm_field(d, names[i]) == FIELD_HIDDEN))
             json_array_append_new(errors, json_pack("{s:i, s:s, s:s, s:s}", "row", 0, "field", b, "code",
                                                     "unknown_field", "message", "no such field"));
     }

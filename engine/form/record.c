@@ -496,7 +496,6 @@ json_t *field_coerce(json_t *field, json_t *value, const char **code, char *mess
 
 /* ---- records ---- */
 
-
 static void problem(json_t *errors, const char *path, const char *code, const char *message)
 {
     json_array_append_new(errors, json_pack("{s:s, s:s, s:s}", "path", path, "code", code, "message", message));
@@ -518,7 +517,6 @@ field_table *field_table_new(json_t *fields)
         field_info *fi = &t->f[i];
         fi->def = json_array_get(fields, i);
         fi->id = json_string_value(json_object_get(fi->def, "id"));
-        fi->type = json_string_value(json_object_get(fi->def, "type"));
         fi->coerce = coercer(fi->def);
         fi->computed = field_computed(fi->def);
         fi->required = json_is_true(json_object_get(fi->def, "required"));

@@ -36,7 +36,7 @@ void record_result_free(record_result *r);
  * record's fields per record. */
 typedef struct field_info {
     json_t *def;                 /* the definition (borrowed from the table's fields) */
-    const char *id, *type;
+    const char *id;
     json_t *(*coerce)(json_t *field, json_t *v, const char **code, char *msg, size_t n);   /* NULL: not coerced */
     bool computed;               /* field_computed() */
     bool required;               /* "required": true (an expression is not) */

@@ -22,7 +22,7 @@ typedef struct wr {
     const write_ctx *w;
     const char *form;
     json_t *fdef, *fields;
-    field_table *ft;         /* fields read once, for checking bodies (made by begin) */
+    field_table *ft;         /* fields read once, when a write first needs them: fields_of() */
     perm_decision d;
     json_t *errors;          /* validation problems, reported together */
     json_t *expr_errors;     /* expressions that failed at run time (formula_error) */
@@ -372,6 +372,15 @@ static bool defaults(wr *x, json_t *fields, json_t *given, json_t *values)
     return true;
 }
 
+/* The form's fields read once (a write that checks no body and runs no
+ * expression never needs them; an import's batch reads them once). */
+static const field_table *fields_of(wr *x)
+{
+    if (!x->ft)
+        x->ft = field_table_new(x->fields);
+    return x->ft;
+}
+
 /* ---- expressions ---- */
 
 /* A value as Lua sees it: decimals and money (number) as numbers. */
@@ -685,17 +694,18 @@ static bool expressions(wr *x, json_t *rec)
         return false;
     if (!x->view_names)
         x->view_names = view_names(x->fields, checks);
-    json_t *view = lua_view(x->ft, rec, true, x->view_names);
+    const field_table *ft = fields_of(x);
+    json_t *view = lua_view(ft, rec, true, x->view_names);
     json_t *parent = NULL;   /* what a subform row sees of the record: made when a row needs it */
     size_t i;
     /* subform rows first: a record's formula may sum them */
-    for (i = 0; x->has_subforms && i < x->ft->n; i++) {
-        const field_info *sf = &x->ft->f[i];
+    for (i = 0; x->has_subforms && i < ft->n; i++) {
+        const field_info *sf = &ft->f[i];
         json_t *rows = sf->subform ? json_object_get(rec, sf->id) : NULL;
         if (!json_array_size(rows) || !has_expressions(sf->rows->fields))
             continue;
         if (!parent)
-            parent = lua_view(x->ft, rec, false, NULL);
+            parent = lua_view(ft, rec, false, NULL);
         const char *sid = sf->id;
         json_t *subfields = sf->rows->fields;
         char prefix[80];
@@ -1549,7 +1559,6 @@ static bool begin(wr *x, const write_ctx *w, const char *form, write_result *out
     perm_decide(w->fc->bundle, form, w->fc->roles, w->fc->admin, &x->d);
     if (!x->fdef || (!x->d.read && !x->d.create))
         return fail(x, LOOM_NOT_FOUND, "no such form");
-    x->ft = field_table_new(x->fields);
     x->plain = true;
     size_t i, k;
     json_t *f, *sf;
@@ -1598,7 +1607,7 @@ static bool check_body(wr *x, json_t *body, json_t *old, json_t **values)
     }
     json_t *given = strip(x, body, old);
     record_result rr;
-    record_check_fields(x->ft, given, old == NULL, &rr);
+    record_check_fields(fields_of(x), given, old == NULL, &rr);
     json_decref(given);
     json_array_extend(x->errors, rr.errors);
     *values = json_incref(rr.values);
@@ -1991,7 +2000,7 @@ static bool guard(wr *x, json_t *t, json_t *rec)
         return false;
     char what[160];
     snprintf(what, sizeof what, "transition/%s/when", jstr(json_object_get(t, "id")));
-    json_t *view = lua_view(x->ft, rec, true, NULL);
+    json_t *view = lua_view(fields_of(x), rec, true, NULL);
     bool truth = true;
     bool ran = condition(x, what, when, view, "", &truth);
     json_decref(view);
@@ -3063,8 +3072,9 @@ static void created_changes(wr *x, json_t *rec, buf *out)
 {
     buf_puts(out, "{");
     bool first = true;
-    for (size_t i = 0; i < x->ft->n; i++) {
-        const char *id = x->ft->f[i].id;
+    const field_table *ft = fields_of(x);
+    for (size_t i = 0; i < ft->n; i++) {
+        const char *id = ft->f[i].id;
         json_t *v = json_object_get(rec, id);
         if (empty(v))
             continue;
@@ -3143,8 +3153,8 @@ static bool bulk_insert(wr *x, json_t *recs)
             buf_puts(&rows, "\t");
             copy_value(&rows, NULL, json_object_get(flow, "initial"));
         }
-        for (size_t k = 0; k < x->ft->n; k++) {
-            const field_info *fi = &x->ft->f[k];
+        for (size_t k = 0; k < fields_of(x)->n; k++) {
+            const field_info *fi = &fields_of(x)->f[k];
             if (!fi->subform) {
                 buf_puts(&rows, "\t");
                 copy_value(&rows, fi->def, json_object_get(rec, fi->id));
