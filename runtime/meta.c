@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "form/record.h"
+
 struct meta {
     pthread_mutex_t lock;
     app_snapshot **apps;
@@ -24,6 +26,7 @@ void snapshot_release(app_snapshot *s)
 {
     if (!s || atomic_fetch_sub(&s->refs, 1) != 1)
         return;
+    form_tables_free(s->tables);   /* before the bundle it points into */
     json_decref(s->bundle);
     json_decref(s->catalog);
     free(s->id);
@@ -60,6 +63,7 @@ void meta_put(meta *m, const char *id, int version, json_t *bundle, json_t *cata
     s->version = version;
     s->bundle = bundle;
     s->catalog = catalog;
+    s->tables = form_tables_new(json_object_get(bundle, "forms"));
     app_snapshot *old = NULL;
     pthread_mutex_lock(&m->lock);
     int i = find(m, id);

@@ -18,6 +18,7 @@ typedef struct app_snapshot {
     long serial;       /* unique to this snapshot in this process: caches built from it are keyed by it */
     json_t *bundle;    /* owned */
     json_t *catalog;   /* owned */
+    struct form_tables *tables;   /* owned: every form's fields read once, for writes */
 } app_snapshot;
 
 typedef struct meta meta;

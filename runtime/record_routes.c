@@ -322,6 +322,7 @@ write_ctx rec_write_ctx(ctx *c, rec_req *r)
     json_t *app = json_object_get(r->snap->bundle, "app");
     return (write_ctx){.fc = &r->fc,
                        .catalog = r->snap->catalog,
+                       .tables = r->snap->tables,
                        .db = c->db,
                        .a = c->a,
                        .sb = c->sb,

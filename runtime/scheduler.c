@@ -62,7 +62,7 @@ static void run_job(scheduler *s, PGresult *r, int i)
                              .admin = true,
                              .system = true,
                              .timezone = tz ? tz : "UTC"};
-            write_ctx w = {.fc = &fc, .catalog = snap->catalog, .db = s->db, .a = a, .sb = s->sb, .app = snap->id,
+            write_ctx w = {.fc = &fc, .catalog = snap->catalog, .tables = snap->tables, .db = s->db, .a = a, .sb = s->sb, .app = snap->id,
                            .version = snap->version,
                            .locale = json_string_value(json_array_get(json_object_get(a0, "locales"), 0))};
             write_result out;

@@ -539,6 +539,45 @@ void field_table_free(field_table *t)
     free(t);
 }
 
+struct form_tables {
+    size_t n;
+    const char **ids;
+    field_table **tables;
+};
+
+form_tables *form_tables_new(json_t *forms)
+{
+    form_tables *t = calloc(1, sizeof *t);
+    t->n = json_array_size(forms);
+    t->ids = calloc(t->n + 1, sizeof *t->ids);
+    t->tables = calloc(t->n + 1, sizeof *t->tables);
+    for (size_t i = 0; i < t->n; i++) {
+        json_t *form = json_array_get(forms, i);
+        t->tables[i] = field_table_new(json_object_get(form, "fields"));
+        t->ids[i] = json_string_value(json_object_get(form, "id"));   /* the bundle outlives the tables */
+    }
+    return t;
+}
+
+const field_table *form_tables_get(const form_tables *t, const char *form)
+{
+    for (size_t i = 0; t && form && i < t->n; i++)
+        if (t->ids[i] && !strcmp(t->ids[i], form))
+            return t->tables[i];
+    return NULL;
+}
+
+void form_tables_free(form_tables *t)
+{
+    if (!t)
+        return;
+    for (size_t i = 0; i < t->n; i++)
+        field_table_free(t->tables[i]);
+    free(t->ids);
+    free(t->tables);
+    free(t);
+}
+
 static void check_fields(const field_table *t, json_t *body, bool create, const char *base, bool row, json_t *values,
                          json_t *errors, json_t *system);
 

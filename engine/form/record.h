@@ -55,6 +55,14 @@ typedef struct field_table {
  * to fields; freed with field_table_free() (NULL is fine). */
 field_table *field_table_new(json_t *fields);
 void field_table_free(field_table *t);
+
+/* Every form's field table (forms: a bundle's "forms" array), built once for
+ * an app snapshot and read by every write to it (read only: any thread). */
+typedef struct form_tables form_tables;
+form_tables *form_tables_new(json_t *forms);
+/* The table of form's fields, or NULL when the app has no such form. */
+const field_table *form_tables_get(const form_tables *t, const char *form);
+void form_tables_free(form_tables *t);
 void record_check_fields(const field_table *t, json_t *body, bool create, record_result *out);
 
 /* The canonical form of one value for field, or NULL with *code and

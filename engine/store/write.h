@@ -30,6 +30,7 @@
 typedef struct write_ctx {
     const filter_ctx *fc;   /* the caller: bundle, schema, roles, admin, me, timezone */
     json_t *catalog;        /* the published catalog (constraint names) */
+    const struct form_tables *tables;   /* the snapshot's field tables, or NULL (each write reads its own) */
     db *db;
     arena *a;
     sandbox *sb;            /* the thread's sandbox */
