@@ -22,7 +22,8 @@ typedef struct wr {
     const write_ctx *w;
     const char *form;
     json_t *fdef, *fields;
-    field_table *ft;         /* fields read once, when a write first needs them: fields_of() */
+    const field_table *ft;   /* the form's fields read once, when a write first needs them: fields_of() */
+    field_table *own_ft;     /* ... read by this write itself (no snapshot's to use), freed with it */
     perm_decision d;
     json_t *errors;          /* validation problems, reported together */
     json_t *expr_errors;     /* expressions that failed at run time (formula_error) */
@@ -377,7 +378,9 @@ static bool defaults(wr *x, json_t *fields, json_t *given, json_t *values)
 static const field_table *fields_of(wr *x)
 {
     if (!x->ft)
-        x->ft = field_table_new(x->fields);
+        x->ft = form_tables_get(x->w->tables, x->form);
+    if (!x->ft)
+        x->ft = x->own_ft = field_table_new(x->fields);
     return x->ft;
 }
 
@@ -783,6 +786,28 @@ static void note_link(json_t *links, json_t *f, const char *group, json_t *v, co
 }
 
 /* rec_values: the record a ref filter's {"$field": f} reads. */
+/* Whether a field that filter names with {"$field": f} differs between rec and old. */
+static bool field_refs_changed(json_t *filter, json_t *rec, json_t *old)
+{
+    const char *k;
+    json_t *v;
+    size_t i;
+    if (json_is_array(filter)) {
+        json_array_foreach(filter, i, v) if (field_refs_changed(v, rec, old)) return true;
+        return false;
+    }
+    json_object_foreach(filter, k, v)
+    {
+        if (!strcmp(k, "$field") && json_is_string(v)) {
+            if (!json_equal(json_object_get(rec, json_string_value(v)), json_object_get(old, json_string_value(v))))
+                return true;
+        } else if ((json_is_object(v) || json_is_array(v)) && field_refs_changed(v, rec, old)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static void collect_links(json_t *fields, const char *sub, json_t *rec, json_t *old, json_t *links, const char *base,
                           json_t *rec_values)
 {
@@ -800,8 +825,9 @@ static void collect_links(json_t *fields, const char *sub, json_t *rec, json_t *
         char *text = filter ? json_dumps(filter, JSON_COMPACT) : NULL;
         bool per_record = text && strstr(text, "\"$field\"");
         free(text);
-        /* unchanged: it was checked when it was set, unless its filter reads fields that may have changed */
-        if (old && !per_record && json_equal(v, json_object_get(old, id)))
+        /* unchanged: it was checked when it was set, unless its filter reads a field of the record that
+         * changed (a row's filter reads the record, whose old values are not at hand here: always) */
+        if (old && json_equal(v, json_object_get(old, id)) && (!per_record || (!sub && !field_refs_changed(filter, rec, old))))
             continue;
         if (field_is(f, "ref")) {
             /* a ref filter narrows the candidates: a group per field, per record when it reads the record */
@@ -1592,7 +1618,7 @@ static bool finish(wr *x, bool ok)
     json_decref(x->expr_errors);
     json_decref(x->orders);
     json_decref(x->view_names);
-    field_table_free(x->ft);
+    field_table_free(x->own_ft);
     perm_free(&x->d);
     return ok;
 }

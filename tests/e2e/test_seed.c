@@ -337,6 +337,16 @@ static void test_4s_flows(void **state)
     r = h_req(srv.port, "PATCH", path, advisor, body);
     assert_int_equal(r.status, 422);
     h_resp_free(&r);
+    /* the vehicle sold on to another customer: its old tickets stay editable (their links are not what changed) */
+    snprintf(body, sizeof body, "/api/apps/fours/forms/vehicle/records/%lld", mine);
+    char vb[64];
+    snprintf(vb, sizeof vb, "{\"customer\": %lld}", other);
+    r = h_req(srv.port, "PATCH", body, advisor, vb);
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    r = h_req(srv.port, "PATCH", path, advisor, "{\"notes\": \"车辆已过户\"}");
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
 
     /* a vehicle list from a spreadsheet names its owners: a name two customers share is the row's problem */
     for (int k = 0; k < 3; k++) {
