@@ -112,11 +112,30 @@ void apps_get(void *cp)
             json_array_append_new(forms, json_pack("{s:s, s:o}", "id", fid, "label",
                                                    schema_label(json_object_get(f, "label"), loc, locales, fid)));
     }
+    /* the menu: its form items the caller has (with their labels), groups left empty dropped */
     json_t *menu = json_array();
-    json_t *g;
+    json_t *g, *item;
     json_array_foreach(json_object_get(a, "menu"), i, g)
-        json_array_append_new(menu, json_pack("{s:o, s:O}", "label", schema_label(json_object_get(g, "label"), loc, locales, ""),
-                                              "items", json_object_get(g, "items")));
+    {
+        json_t *items = json_array();
+        size_t k;
+        json_array_foreach(json_object_get(g, "items"), k, item)
+        {
+            const char *fid = json_string_value(json_object_get(item, "form"));
+            json_t *listed = NULL;
+            size_t m;
+            json_array_foreach(fid ? forms : NULL, m, f) if (!strcmp(jstr(json_object_get(f, "id")), fid)) listed = f;
+            if (listed)
+                json_array_append_new(items, json_pack("{s:s, s:O}", "form", fid, "label", json_object_get(listed, "label")));
+            else if (!fid)
+                json_array_append(items, item);   /* a report or a dashboard: its engine decides */
+        }
+        if (json_array_size(items))
+            json_array_append_new(menu, json_pack("{s:o, s:o}", "label",
+                                                  schema_label(json_object_get(g, "label"), loc, locales, ""), "items", items));
+        else
+            json_decref(items);
+    }
     ctx_json(c, 200, json_pack("{s:s, s:o, s:i, s:s?, s:o, s:o, s:o, s:o}", "id", app, "label",
                                schema_label(json_object_get(a, "label"), loc, locales, app), "version", s->version,
                                "locale", loc, "roles", roles ? json_incref(roles) : json_array(), "menu", menu, "forms", forms,

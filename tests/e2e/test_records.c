@@ -359,6 +359,19 @@ static bool takes_null(json_t *s)
 static void test_form_schemas(void **state)
 {
     (void)state;
+    /* the app's menu holds the forms the caller may use, with their labels */
+    h_resp m = send("GET", "/api/apps/fours", ana, NULL);
+    assert_int_equal(m.status, 200);
+    json_t *menu = json_object_get(m.json, "menu");
+    assert_int_equal(json_array_size(menu), 2);
+    json_t *first = json_array_get(json_object_get(json_array_get(menu, 0), "items"), 0);
+    assert_string_equal(json_string_value(json_object_get(first, "form")), "lead");
+    assert_non_null(json_string_value(json_object_get(first, "label")));
+    json_t *service = json_object_get(json_array_get(menu, 1), "items");
+    size_t k;
+    json_t *it;
+    json_array_foreach(service, k, it) assert_null(json_object_get(it, "form"));   /* no tickets for sales */
+    h_resp_free(&m);
     h_resp r = send("GET", "/api/apps/fours/forms/lead", ana, NULL);
     assert_int_equal(r.status, 200);
     json_t *fields = json_object_get(r.json, "fields");
