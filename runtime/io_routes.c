@@ -346,7 +346,8 @@ void records_import(void *cp)
         return;
     const char *q = c->req->query;
     const char *mode = query_param(c->a, q, "mode"), *key = query_param(c->a, q, "key"),
-               *partial = query_param(c->a, q, "partial");
+               *partial = query_param(c->a, q, "partial"), *dry = query_param(c->a, q, "dry_run");
+    bool dry_run = dry && !strcmp(dry, "true");
     write_import_opts o = {.upsert = mode && !strcmp(mode, "upsert"), .key = key,
                            .partial = partial && !strcmp(partial, "true")};
     json_t *fdef = bundle_item(json_object_get(r.snap->bundle, "forms"), r.form);
@@ -512,8 +513,10 @@ void records_import(void *cp)
         ctx_problem(c, LOOM_VALIDATION_FAILED, "some rows are not valid: nothing was imported", json_incref(errors));
         return;
     }
-    ctx_json(c, 200, json_pack("{s:I, s:I, s:O, s:O}", "inserted", (json_int_t)res.inserted, "updated",
-                               (json_int_t)res.updated, "errors", errors, "ignored", ignored));
+    if (dry_run)
+        db_rollback(c->db);   /* everything checked and written as it would be, then undone */
+    ctx_json(c, 200, json_pack("{s:I, s:I, s:O, s:O, s:b}", "inserted", (json_int_t)res.inserted, "updated",
+                               (json_int_t)res.updated, "errors", errors, "ignored", ignored, "dry_run", dry_run));
 }
 
 /* ---- export ---- */

@@ -1013,6 +1013,18 @@ static void test_import(void **state)
     assert_int_equal(sql_int("SELECT count(*) FROM app_shop.customer WHERE name = 'Imp C' AND credit IS NULL AND code = 'C' "
                              "AND _version = 1 AND _created_at > now() - interval '1 hour'"),
                      1);
+    /* a dry run checks and writes everything, answers what it would do, and undoes it */
+    long long before_dry = sql_int("SELECT count(*) FROM app_shop.customer");
+    r = post_csv(manager, "customer/import?dry_run=true", "name,email\nDry One,d1@imp.cn\nDry Two,d2@imp.cn\n");
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "inserted")), 2);
+    assert_true(json_is_true(json_object_get(r.json, "dry_run")));
+    h_resp_free(&r);
+    assert_int_equal(sql_int("SELECT count(*) FROM app_shop.customer"), before_dry);
+    assert_int_equal(sql_int("SELECT count(*) FROM loom.history WHERE form = 'customer' AND changes::text LIKE '%Dry One%'"), 0);
+    r = post_csv(manager, "customer/import?dry_run=true", "name\nImp A\n");   /* a clash a dry run finds too */
+    assert_int_equal(r.status, 422);
+    h_resp_free(&r);
     /* upsert by an autonumber: it finds its record and is never written; one no record has is not_found */
     long long cust = create_id(manager, "customer", "{\"name\": \"Imp Auto\"}");
     char ob[96];
