@@ -161,10 +161,11 @@ static json_t *ref_titles(ctx *c, rec_req *r, json_t *f, json_t *titles)
     return ids;
 }
 
-/* The local times of set (keys "2026-01-05 09:30:00") in the app's
- * timezone, as UTC datetimes: local -> "2026-01-05T01:30:00Z". NULL when
- * the database failed (the import's writes then report it). */
-static json_t *local_times(ctx *c, rec_req *r, json_t *set)
+/* The times of set placed by the app's timezone: with to_utc, local times
+ * ("2026-01-05 09:30:00") -> UTC ("2026-01-05T01:30:00Z"); else the other
+ * way. NULL when the database failed (an import's writes, an export's next
+ * page, then report it). */
+static json_t *local_times(ctx *c, rec_req *r, json_t *set, bool to_utc)
 {
     json_t *list = json_array(), *v;
     const char *t;
@@ -175,8 +176,10 @@ static json_t *local_times(ctx *c, rec_req *r, json_t *set)
     json_decref(list);
     loom_err e = {0};
     PGresult *res = query_exec(c->db, c->a,
-                               "SELECT v, to_char((v::timestamp AT TIME ZONE $2) AT TIME ZONE 'UTC', "
-                               "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM json_array_elements_text($1::json) AS v",
+                               to_utc ? "SELECT v, to_char((v::timestamp AT TIME ZONE $2) AT TIME ZONE 'UTC', "
+                                        "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM json_array_elements_text($1::json) AS v"
+                                      : "SELECT v, to_char(v::timestamptz AT TIME ZONE $2, 'YYYY-MM-DD HH24:MI:SS') "
+                                        "FROM json_array_elements_text($1::json) AS v",
                                args, &e);
     json_decref(args);
     if (!res)
@@ -235,7 +238,7 @@ static void import_lookups(ctx *c, rec_req *r, const char *text, size_t len, imp
             json_decref(sets[k]);
             continue;
         }
-        json_t *found = field_is(in->col[k], "datetime") ? (in->times[k] = local_times(c, r, sets[k]))
+        json_t *found = field_is(in->col[k], "datetime") ? (in->times[k] = local_times(c, r, sets[k], true))
                                                           : (in->titles[k] = ref_titles(c, r, in->col[k], sets[k]));
         json_decref(sets[k]);
         if (found)
@@ -555,13 +558,15 @@ typedef struct sheet {
     char path[32];
     lxw_workbook *wb;
     lxw_worksheet *ws;
-    lxw_format *date, *datetime;   /* how date cells show */
+    lxw_format *date, *datetime_format;   /* how date cells show (datetimes: UTC, or local with display) */
     lxw_row_t row;
     json_t *cols, *fields;   /* the column names; the form's fields */
     json_t *colf[CSV_MAX_CELLS];   /* per column, found once: its field (NULL: a system field) */
     bool neutral[CSV_MAX_CELLS];   /* ... and whether what a user typed in it is neutralised */
     bool display;                  /* values as people read them (values=labels), not as stored (values=raw) */
     json_t *labels[CSV_MAX_CELLS]; /* per column, with display: option or state value -> its label, or NULL */
+    bool datetime[CSV_MAX_CELLS];  /* per column: it holds datetimes */
+    json_t *local;                 /* with display, the page's datetimes: UTC -> local time in the app's timezone */
 } sheet;
 
 /* What cell k shows of v (a new reference): with display, an option's or a
@@ -571,6 +576,9 @@ static json_t *shown(const sheet *sh, size_t k, json_t *v)
 {
     if (!sh->display || !v)
         return json_incref(v);
+    json_t *local = sh->datetime[k] && json_is_string(v) ? json_object_get(sh->local, json_string_value(v)) : NULL;
+    if (local)
+        return json_incref(local);
     if (json_is_object(v) && json_object_get(v, "id")) {
         json_t *title = json_object_get(v, "title");
         return json_incref(title ? title : json_object_get(v, "id"));
@@ -623,7 +631,8 @@ static bool sheet_open(sheet *sh, json_t *heads)
     sh->ws = sh->wb ? workbook_add_worksheet(sh->wb, NULL) : NULL;
     if (sh->ws) {   /* dates as dates, so a spreadsheet sorts and filters them as such; datetimes are UTC */
         format_set_num_format(sh->date = workbook_add_format(sh->wb), "yyyy-mm-dd");
-        format_set_num_format(sh->datetime = workbook_add_format(sh->wb), "yyyy-mm-dd hh:mm:ss \"UTC\"");
+        format_set_num_format(sh->datetime_format = workbook_add_format(sh->wb),
+                              sh->display ? "yyyy-mm-dd hh:mm:ss" : "yyyy-mm-dd hh:mm:ss \"UTC\"");
     }
     for (size_t k = 0; sh->ws && k < ncols; k++)
         worksheet_write_string(sh->ws, 0, (lxw_col_t)k, jstr(json_array_get(heads, k)), NULL);
@@ -638,10 +647,12 @@ static bool date_cell(sheet *sh, json_t *f, const char *name, json_t *v, lxw_col
     if (!json_is_string(v) || (!dt && !field_is(f, "date")))
         return false;
     lxw_datetime d = {0};
-    int n = sscanf(json_string_value(v), "%4d-%2d-%2dT%2d:%2d:%lfZ", &d.year, &d.month, &d.day, &d.hour, &d.min, &d.sec);
+    const char *t = json_string_value(v);   /* "2026-11-22T09:30:00Z", or with display "2026-11-22 17:30:00" */
+    int n = sscanf(t, t[10] == ' ' ? "%4d-%2d-%2d %2d:%2d:%lf" : "%4d-%2d-%2dT%2d:%2d:%lfZ", &d.year, &d.month, &d.day,
+                   &d.hour, &d.min, &d.sec);
     if (n != (dt ? 6 : 3) || d.year < 1900)
         return false;
-    return worksheet_write_datetime(sh->ws, sh->row, col, &d, dt ? sh->datetime : sh->date) == LXW_NO_ERROR;
+    return worksheet_write_datetime(sh->ws, sh->row, col, &d, dt ? sh->datetime_format : sh->date) == LXW_NO_ERROR;
 }
 
 static void sheet_record(sheet *sh, json_t *rec)
@@ -652,7 +663,7 @@ static void sheet_record(sheet *sh, json_t *rec)
         const char *name = jstr(json_array_get(sh->cols, k));
         json_t *f = sh->colf[k], *v = json_object_get(rec, name);
         bool neutral = sh->neutral[k];
-        if (sh->display && (sh->labels[k] || json_is_object(v))) {   /* a title or a label: text people wrote */
+        if (sh->display && (sh->labels[k] || json_is_object(v) || sh->datetime[k])) {   /* a title, a label, a local time */
             json_t *s = shown(sh, k, v);
             json_object_set_new(rec, name, s);   /* the page's record: written once, so changed in place */
             v = s;
@@ -718,6 +729,24 @@ static bool sheet_close(sheet *sh, bool ok)
     if (*sh->path)
         unlink(sh->path);
     return ok && fp;
+}
+
+/* The datetimes of a page's records (items) in its datetime columns, as
+ * local times in the app's timezone: UTC text -> "2026-11-22 17:30:00"
+ * (PostgreSQL's time zone rules), or NULL when there are none. */
+static json_t *page_local_times(ctx *c, rec_req *r, const sheet *sh, json_t *items)
+{
+    json_t *set = json_object(), *rec, *v;
+    size_t i;
+    json_array_foreach(items, i, rec)
+    {
+        for (size_t k = 0; k < json_array_size(sh->cols); k++)
+            if (sh->datetime[k] && json_is_string(v = json_object_get(rec, jstr(json_array_get(sh->cols, k)))))
+                json_object_set_new(set, json_string_value(v), json_true());
+    }
+    json_t *local = json_object_size(set) ? local_times(c, r, set, false) : NULL;
+    json_decref(set);
+    return local;
 }
 
 void records_export(void *cp)
@@ -807,6 +836,7 @@ void records_export(void *cp)
             break;
         size_t k = json_array_size(sh.cols);
         sh.colf[k] = f;
+        sh.datetime[k] = field_is(f, "datetime") || (!f && (!strcmp(name, "_created_at") || !strcmp(name, "_updated_at")));
         sh.neutral[k] = f && texty(f);
         if (display && f && json_object_get(f, "options"))
             sh.labels[k] = label_map(json_object_get(f, "options"), "value", locale, json_object_get(app, "locales"));
@@ -835,8 +865,12 @@ void records_export(void *cp)
         if (res) {
             json_t *items = query_items(&page, res, &cursor);
             json_t *rec;
+            if (display)
+                sh.local = page_local_times(c, &r, &sh, items);
             json_array_foreach(items, i, rec) sheet_record(&sh, rec);
             json_decref(items);
+            json_decref(sh.local);
+            sh.local = NULL;
         }
         arena_free(pa);
         query_free(&page);

@@ -1393,6 +1393,18 @@ static void test_export(void **state)
     assert_non_null(strstr(r.body, "\r\n"));
     assert_string_equal(strstr(r.body, "\r\n") + 2, want);
     h_resp_free(&r);
+    /* ... and times in the app's timezone (Asia/Shanghai), as people there read them */
+    r = req("GET", manager, NULL, NULL,
+            "/api/apps/shop/forms/order/export?values=labels&fields=placed_at&filter=%%7B%%22id%%22%%3A%lld%%7D", ord);
+    assert_int_equal(r.status, 200);
+    char lq[200];
+    snprintf(lq, sizeof lq, "SELECT to_char(placed_at AT TIME ZONE 'Asia/Shanghai', 'YYYY-MM-DD HH24:MI:SS') FROM "
+                            "app_shop.\"order\" WHERE id = %lld", ord);
+    char *lt = h_sql_value(url, lq);
+    snprintf(want, sizeof want, "%lld,%s\r\n", ord, lt);
+    assert_string_equal(strstr(r.body, "\r\n") + 2, want);
+    free(lt);
+    h_resp_free(&r);
     r = req("GET", manager, NULL, NULL,
             "/api/apps/shop/forms/order/export?format=xlsx&values=labels&fields=customer&filter=%%7B%%22id%%22%%3A%lld%%7D", ord);
     assert_int_equal(r.status, 200);
