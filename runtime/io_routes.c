@@ -81,13 +81,14 @@ typedef struct import_reader {
     json_t **times;       /* per datetime column: local time ("2026-01-05 09:30:00") -> UTC, or NULL */
 } import_reader;
 
-/* When a column (of cols, n) is a user field: every active user by
- * username, and by display name where no one else has it, to their id. */
-static json_t *import_users(ctx *c, json_t **cols, int n)
+/* When a column (of cols, n; ids: their names) is a user field or _owner:
+ * every active user by username, and by display name where no one else has
+ * it, to their id. */
+static json_t *import_users(ctx *c, json_t **cols, const char **ids, int n)
 {
     static db_stmt all = {.sql = "SELECT id, username, display_name FROM loom.users WHERE active"};
     int k = 0;
-    while (k < n && !field_is(cols[k], "user"))
+    while (k < n && !field_is(cols[k], "user") && strcmp(ids[k], "_owner"))
         k++;
     loom_err e = {0};
     PGresult *r = k < n ? db_query(c->db, c->a, &all, 0, NULL, &e) : NULL;
@@ -284,7 +285,7 @@ static void read_batch(import_batch *t)
                               ? json_object_get(in->times[i], local)
                               : NULL;   /* a local time, placed in the app's timezone */
             json_t *v = utc ? json_incref(utc) : *rd->cells[i] ? csv_value(in->col[i], rd->cells[i]) : json_null(), *user;
-            if (in->users && json_is_string(v) && field_is(in->col[i], "user") &&
+            if (in->users && json_is_string(v) && (field_is(in->col[i], "user") || !strcmp(in->names[i], "_owner")) &&
                 (user = json_object_get(in->users, json_string_value(v))))
                 json_decref(v), v = json_incref(user);   /* a user by name, as people write them */
             if (in->titles && in->titles[i] && json_is_string(v)) {   /* a record by its title: one record's, or the row's problem */
@@ -458,7 +459,7 @@ void records_import(void *cp)
         wc.sb = sandbox_new(NULL);
     }
     import_reader in = {.rd = &rd, .ncols = ncols, .names = names, .col = col, .skip = skip, .upsert = o.upsert, .form = r.form,
-                        .users = import_users(c, col, ncols)};
+                        .users = import_users(c, col, names, ncols)};
     import_lookups(c, &r, text, len, &in);
     arena_defer(c->a, decref_cb, in.users);
     import_batch cur = {.in = &in, .w = offload ? &wc : NULL}, *written = NULL;

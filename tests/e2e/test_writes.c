@@ -994,6 +994,12 @@ static void test_import(void **state)
     snprintf(csv_rep, sizeof csv_rep, "SELECT count(*) FROM app_shop.customer WHERE (name = 'Imp Rep A' AND rep = %lld) "
              "OR (name = 'Imp Rep B' AND rep = %lld) OR (name = 'Imp Rep D' AND rep = %lld)", manager_id, clerk_id, wang_id);
     assert_int_equal(sql_int(csv_rep), 3);
+    /* the owner too, by name */
+    r = post_csv(manager, "customer/import", "name,_owner\nImp Owned,王磊\n");
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    snprintf(csv_rep, sizeof csv_rep, "SELECT count(*) FROM app_shop.customer WHERE name = 'Imp Owned' AND _owner = %lld", wang_id);
+    assert_int_equal(sql_int(csv_rep), 1);
     /* a hidden column is an unknown one (at the header, row 0); one the caller may only read, a computed
      * one and the read-only system columns are left out and named */
     r = post_csv(clerk, "customer/import", "name,owner_note\nImp C,x\n");
