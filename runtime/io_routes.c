@@ -426,7 +426,8 @@ void records_import(void *cp)
         /* what an export holds and no one writes (system columns, computed fields, fields the caller may
          * only read) is left out and named in the answer, so an exported file imports back as it is */
         bool key_col = o.upsert && key && !strcmp(names[i], key);
-        skip[i] = f ? !key_col && (field_computed(f) || perm_field(d, names[i]) == FIELD_READ) : system_readonly(b);
+        skip[i] = f ? !key_col && (field_computed(f) || perm_field(d, names[i]) == FIELD_READ)
+                    : system_readonly(b) || (!strcmp(b, "_owner") && !perm_scope_all(d->update));   /* owners: scope all */
         if (skip[i])
             json_array_append_new(ignored, json_string(names[i]));
         else if ((!f && strcmp(b, "id") && strcmp(b, "_owner")) || field_is(f, "subform") ||

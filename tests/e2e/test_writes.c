@@ -1008,17 +1008,21 @@ static void test_import(void **state)
     assert_int_equal(json_integer_value(json_object_get(h0, "row")), 0);
     assert_string_equal(json_string_value(json_object_get(h0, "code")), "unknown_field");
     h_resp_free(&r);
-    r = post_csv(clerk, "customer/import", "name,credit,code,_version,_created_at\nImp C,5,X,9,2020-01-01T00:00:00Z\n");
+    snprintf(csv_rep, sizeof csv_rep, "name,credit,code,_version,_created_at,_owner\nImp C,5,X,9,2020-01-01T00:00:00Z,%lld\n",
+             manager_id);   /* the owner too: the clerk's update scope is not all */
+    r = post_csv(clerk, "customer/import", csv_rep);
     assert_int_equal(r.status, 200);
     assert_int_equal(json_integer_value(json_object_get(r.json, "inserted")), 1);
     json_t *ign = json_object_get(r.json, "ignored");
-    assert_int_equal(json_array_size(ign), 4);
+    assert_int_equal(json_array_size(ign), 5);
     assert_string_equal(json_string_value(json_array_get(ign, 0)), "credit");
     assert_string_equal(json_string_value(json_array_get(ign, 3)), "_created_at");
+    assert_string_equal(json_string_value(json_array_get(ign, 4)), "_owner");
     h_resp_free(&r);
-    assert_int_equal(sql_int("SELECT count(*) FROM app_shop.customer WHERE name = 'Imp C' AND credit IS NULL AND code = 'C' "
-                             "AND _version = 1 AND _created_at > now() - interval '1 hour'"),
-                     1);
+    snprintf(csv_rep, sizeof csv_rep, "SELECT count(*) FROM app_shop.customer WHERE name = 'Imp C' AND credit IS NULL AND "
+                                      "code = 'C' AND _version = 1 AND _created_at > now() - interval '1 hour' AND _owner = %lld",
+             clerk_id);
+    assert_int_equal(sql_int(csv_rep), 1);
     /* a dry run checks and writes everything, answers what it would do, and undoes it */
     long long before_dry = sql_int("SELECT count(*) FROM app_shop.customer");
     r = post_csv(manager, "customer/import?dry_run=true", "name,email\nDry One,d1@imp.cn\nDry Two,d2@imp.cn\n");
