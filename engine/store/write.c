@@ -3161,6 +3161,7 @@ static bool bulk_insert(wr *x, json_t *recs)
                cols.data ? cols.data : "");
     size_t nsub = json_array_size(x->fields);
     buf *children = calloc(nsub + 1, sizeof *children);   /* per field: its subform rows */
+    const field_table *ft = fields_of(x);
     bool ok = copy_start(x, target.data);   /* the rows go as they are written: PostgreSQL reads while we write */
     json_t *rec;
     json_array_foreach(recs, i, rec)
@@ -3179,8 +3180,8 @@ static bool bulk_insert(wr *x, json_t *recs)
             buf_puts(&rows, "\t");
             copy_value(&rows, NULL, json_object_get(flow, "initial"));
         }
-        for (size_t k = 0; k < fields_of(x)->n; k++) {
-            const field_info *fi = &fields_of(x)->f[k];
+        for (size_t k = 0; k < ft->n; k++) {
+            const field_info *fi = &ft->f[k];
             if (!fi->subform) {
                 buf_puts(&rows, "\t");
                 copy_value(&rows, fi->def, json_object_get(rec, fi->id));
