@@ -136,11 +136,13 @@ static json_t *ref_titles(ctx *c, rec_req *r, json_t *f, json_t *titles)
     free(text);
     json_decref(list);
     buf sql = {0};
-    buf_printf(&sql, "SELECT n.v, min(e.\"id\"), count(*) FROM json_array_elements_text($1::json) AS n(v) JOIN ");
+    buf_puts(&sql, "SELECT n.v, min(e.\"id\"), count(*) FROM json_array_elements_text($1::json) AS n(v) JOIN ");
     ddl_quote(&sql, r->fc.schema);
     buf_puts(&sql, ".");
     ddl_quote(&sql, target);
-    buf_printf(&sql, " AS e ON e.\"%s\"%s = n.v", title, field_is(tf, "text") || field_is(tf, "autonumber") ? "" : "::text");
+    buf_puts(&sql, " AS e ON e.");
+    ddl_quote(&sql, title);   /* a field id of the published bundle */
+    buf_printf(&sql, "%s = n.v", field_is(tf, "text") || field_is(tf, "autonumber") ? "" : "::text");
     filter_err fe;
     bool ok = true;
     if (!perm_scope_all(td.read)) {
