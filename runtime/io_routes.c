@@ -54,15 +54,6 @@ static void perm_free_cb(void *p)
     perm_free(p);
 }
 
-/* The system columns of an export that no one writes (id and _owner are written). */
-static bool system_readonly(const char *name)
-{
-    static const char *const ro[] = {"_version", "_state", "_created_at", "_created_by", "_updated_at", "_updated_by"};
-    for (size_t i = 0; i < sizeof ro / sizeof ro[0]; i++)
-        if (!strcmp(ro[i], name))
-            return true;
-    return false;
-}
 
 /* ---- import ---- */
 
@@ -429,7 +420,8 @@ void records_import(void *cp)
          * only read) is left out and named in the answer, so an exported file imports back as it is */
         bool key_col = o.upsert && key && !strcmp(names[i], key);
         skip[i] = f ? !key_col && (field_computed(f) || perm_field(d, names[i]) == FIELD_READ)
-                    : system_readonly(b) || (!strcmp(b, "_owner") && !perm_scope_all(d->update));   /* owners: scope all */
+                    : (record_system_field(b) && strcmp(b, "id")) ||   /* id is a key, the rest Loom's */
+                          (!strcmp(b, "_owner") && !perm_scope_all(d->update));   /* owners: with update scope all */
         if (skip[i])
             json_array_append_new(ignored, json_string(names[i]));
         else if ((!f && strcmp(b, "id") && strcmp(b, "_owner")) || field_is(f, "subform") ||

@@ -501,6 +501,14 @@ static void problem(json_t *errors, const char *path, const char *code, const ch
     json_array_append_new(errors, json_pack("{s:s, s:s, s:s}", "path", path, "code", code, "message", message));
 }
 
+bool record_system_field(const char *name)
+{
+    for (const char *const *s = system_fields; *s; s++)
+        if (!strcmp(*s, name))
+            return true;
+    return false;
+}
+
 bool field_computed(json_t *f)
 {
     const char *t = json_string_value(json_object_get(f, "type"));
@@ -688,10 +696,7 @@ static void check_fields(const field_table *t, json_t *body, bool create, const 
         if (bundle_item(fields, key) || (row && !strcmp(key, "id")))
             continue;
         pointer_join(path, sizeof path, base, key);
-        bool is_system = false;
-        for (const char *const *s = system_fields; *s; s++)
-            is_system = is_system || !strcmp(*s, key);
-        if (is_system && !row) {
+        if (record_system_field(key) && !row) {
             json_array_append_new(system, json_string(key));
         } else if (!row && !strcmp(key, "_owner")) {   /* writable with update scope "all": permissions decide */
             if (!json_is_null(v) && !(json_is_integer(v) && json_integer_value(v) > 0))   /* null: no owner */

@@ -70,6 +70,9 @@ void record_check_fields(const field_table *t, json_t *body, bool create, record
 json_t *field_coerce(json_t *field, json_t *value, const char **code, char *message, size_t n);
 /* Length in Unicode characters of valid UTF-8 (what max_length counts). */
 size_t record_text_length(const char *s);
+/* True for the system fields Loom alone writes: id, _version, _state,
+ * _created_at, _created_by, _updated_at, _updated_by (not _owner). */
+bool record_system_field(const char *name);
 /* True when no caller writes the field: readonly, a formula, an autonumber. */
 bool field_computed(json_t *field);
 /* The max_length in force for a text kind (text, longtext, email, phone,
