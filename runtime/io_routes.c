@@ -362,7 +362,9 @@ void records_import(void *cp)
         return;
     }
     if (o.upsert) {
-        json_t *kf = key ? bundle_item(fields, key) : NULL;
+        json_t *kf = key && strcmp(key, "id") ? csv_header_field(fields, key) : NULL;   /* by id or by label */
+        if (kf)
+            key = o.key = jstr(json_object_get(kf, "id"));
         bool unique = key && (!strcmp(key, "id") || json_is_true(json_object_get(kf, "unique")) || field_is(kf, "autonumber"));
         if (!unique) {
             ctx_problem(c, LOOM_BAD_REQUEST, "an upsert needs key=id or key=<a unique field>",

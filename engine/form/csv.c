@@ -191,7 +191,19 @@ json_t *csv_header_field(json_t *fields, const char *h)
         return f;
     size_t i;
     json_array_foreach(fields, i, f) if (labelled(json_object_get(f, "label"), h)) return f;
-    return NULL;
+    /* a template's mark of a required column, "*客户名称" or "客户名称*" (or the full-width ＊) */
+    static const char *const marks[] = {"*", "\xEF\xBC\x8A"};
+    char bare[256];
+    snprintf(bare, sizeof bare, "%s", h);
+    bool marked = false;
+    for (size_t m = 0; m < 2; m++) {
+        size_t l = strlen(marks[m]), n = strlen(bare);
+        if (!strncmp(bare, marks[m], l))
+            memmove(bare, bare + l, n - l + 1), marked = true, n -= l;
+        if (n >= l && !strcmp(bare + n - l, marks[m]))
+            bare[n - l] = '\0', marked = true;
+    }
+    return marked && *bare ? csv_header_field(fields, bare) : NULL;
 }
 
 /* The length of the text at p before the next separator of a multiselect

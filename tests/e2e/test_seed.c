@@ -367,6 +367,13 @@ static void test_4s_flows(void **state)
     assert_int_equal(count(url, "SELECT count(*) FROM app_fours.vehicle v JOIN app_fours.customer c ON c.id = v.customer "
                                 "WHERE v.vin = 'LSVAB4182E2123450' AND c.name = '独一客户'"),
                      1);
+    /* an upsert keyed by the column's label, from a template that marks required columns with "*" */
+    r = h_req_h(srv.port, "POST", "/api/apps/fours/forms/vehicle/import?mode=upsert&key=%E8%BD%A6%E6%9E%B6%E5%8F%B7", salesmgr,
+                "*车架号,行驶里程(公里)\nLSVAB4182E2123450,12345\n", "Content-Type: text/csv\r\n");
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "updated")), 1);
+    h_resp_free(&r);
+    assert_int_equal(count(url, "SELECT count(*) FROM app_fours.vehicle WHERE vin = 'LSVAB4182E2123450' AND mileage = 12345"), 1);
 
     /* a complaint: received, assigned to the service manager, resolved, closed */
     long long svcmgr_id = count(url, "SELECT id FROM loom.users WHERE username = 'svcmgr'");

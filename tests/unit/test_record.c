@@ -233,6 +233,23 @@ static void test_csv_options(void **state)
     json_decref(f);
 }
 
+/* A header names a field by id or by label in any locale, with or without a template's "*". */
+static void test_csv_headers(void **state)
+{
+    (void)state;
+    json_t *fields = json_loads("[{\"id\": \"name\", \"type\": \"text\", \"label\": {\"zh-CN\": \"客户名称\", \"en\": "
+                                "\"Name\"}}, {\"id\": \"star\", \"type\": \"text\", \"label\": \"*\"}]",
+                                0, NULL);
+    static const char *const cases[][2] = {{"name", "name"},   {"客户名称", "name"}, {"NAME", "name"},   {"*客户名称", "name"},
+                                           {"客户名称*", "name"}, {"＊客户名称", "name"}, {"*name*", "name"}, {"*", "star"},
+                                           {"**", ""},         {"*nope", ""},        {"客户", ""}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        json_t *f = csv_header_field(fields, cases[i][0]);
+        assert_string_equal(f ? json_string_value(json_object_get(f, "id")) : "", cases[i][1]);
+    }
+    json_decref(fields);
+}
+
 /* Dates and booleans as spreadsheets write them. */
 static void test_csv_spreadsheet_values(void **state)
 {
@@ -346,6 +363,7 @@ int main(void)
         cmocka_unit_test(test_csv_encodings),
         cmocka_unit_test(test_csv_options),
         cmocka_unit_test(test_csv_spreadsheet_values),
+        cmocka_unit_test(test_csv_headers),
         cmocka_unit_test(test_records),
     };
     return cmocka_run_group_tests_name("unit_record", tests, NULL, NULL);
