@@ -1695,15 +1695,47 @@ static bool holds_rows(wr *x, json_t *rec)
     return rows;
 }
 
-/* The record rec as a read would show it to the caller, built from what
- * was written: sys (its system fields, stolen) and the fields the caller
- * sees; or NULL when only a read can say: a read scope other than "all" (is
- * it readable?) or subform rows (their ids, and what of them is hidden). */
-static json_t *shown(wr *x, json_t *rec, json_t *sys)
+/* Whether every subform's rows in rec are old's, as they were read (an
+ * update that wrote no row). */
+static bool rows_unchanged(wr *x, json_t *rec, json_t *old)
 {
     size_t i;
     json_t *f;
-    if (!perm_scope_all(x->d.read) || holds_rows(x, rec)) {
+    json_array_foreach(old ? x->fields : NULL, i, f)
+    {
+        const char *id = jstr(json_object_get(f, "id"));
+        if (field_is(f, "subform") && !json_equal(json_object_get(rec, id), json_object_get(old, id)))
+            return false;
+    }
+    return old != NULL;
+}
+
+/* old's rows of subform sid without the fields hidden from the caller. */
+static json_t *rows_shown(wr *x, const char *sid, json_t *rows)
+{
+    json_t *out = json_array(), *row, *v;
+    size_t i;
+    const char *k;
+    json_array_foreach(rows, i, row)
+    {
+        json_t *r = json_object();
+        json_object_foreach(row, k, v) if (!strcmp(k, "id") || mode(x, sid, k) != FIELD_HIDDEN) json_object_set(r, k, v);
+        json_array_append_new(out, r);
+    }
+    return out;
+}
+
+/* The record rec as a read would show it to the caller, built from what
+ * was written: sys (its system fields, stolen) and the fields the caller
+ * sees; or NULL when only a read can say: a read scope other than "all" (is
+ * it readable?) or subform rows just written (their ids). Rows an update
+ * left alone are old's, as the update read them. */
+static json_t *shown(wr *x, json_t *rec, json_t *sys, json_t *old)
+{
+    size_t i;
+    json_t *f;
+    bool rows = holds_rows(x, rec) || holds_rows(x, old);
+    if (!perm_scope_all(x->d.read) || (rows && !rows_unchanged(x, rec, old))) {
         json_decref(sys);
         return NULL;
     }
@@ -1713,7 +1745,9 @@ static json_t *shown(wr *x, json_t *rec, json_t *sys)
         if (mode(x, NULL, id) == FIELD_HIDDEN)
             continue;
         json_t *v = json_object_get(rec, id);
-        if ((!v || json_is_null(v)) && (field_is(f, "multiselect") || field_is(f, "subform")))
+        if (field_is(f, "subform") && json_array_size(v))
+            json_object_set_new(sys, id, rows_shown(x, id, json_object_get(old, id)));
+        else if ((!v || json_is_null(v)) && (field_is(f, "multiselect") || field_is(f, "subform")))
             json_object_set_new(sys, id, json_array());
         else
             json_object_set(sys, id, v ? v : json_null());
@@ -1734,7 +1768,7 @@ static json_t *created_record(wr *x, json_t *rec, PGresult *r)
     json_object_set(out, "_created_by", user);
     json_object_set_new(out, "_updated_at", json_string(PQgetvalue(r, 0, 2)));
     json_object_set_new(out, "_updated_by", user);
-    return shown(x, rec, out);
+    return shown(x, rec, out, NULL);
 }
 
 /* The statement that inserts the checked record rec, its history entry and
@@ -2126,7 +2160,7 @@ static bool update_row(wr *x, const char *id, json_t *old, json_t *rec, json_t *
         json_object_set_new(sys, "_updated_at", json_string(PQgetvalue(r, 0, 1)));
         json_object_set_new(sys, "_updated_by", w->fc->me ? json_integer(w->fc->me) : json_null());
         json_decref(x->out->record);
-        x->out->record = shown(x, rec, sys);
+        x->out->record = shown(x, rec, sys, old);
     }
     buf_free(&sql);
     buf_free(&def);
