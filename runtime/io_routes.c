@@ -101,6 +101,17 @@ static json_t *import_users(ctx *c, json_t **cols, const char **ids, int n)
     return names;
 }
 
+/* The keys of set as a JSON array's text, a parameter (malloc'd). */
+static char *keys_text(json_t *set)
+{
+    json_t *list = json_array(), *v;
+    const char *t;
+    json_object_foreach(set, t, v) json_array_append_new(list, json_string(t));
+    char *text = json_dumps(list, JSON_COMPACT);
+    json_decref(list);
+    return text;
+}
+
 /* The titles the ref cells of column k (field f) hold instead of ids, in
  * titles (a set), looked up among the target's records the caller may read
  * (by its title field, when the caller sees it): title -> id, or -> null
@@ -119,13 +130,9 @@ static json_t *ref_titles(ctx *c, rec_req *r, json_t *f, json_t *titles)
         perm_free(&td);
         return NULL;
     }
-    json_t *list = json_array(), *v, *args = json_array();
-    const char *t;
-    json_object_foreach(titles, t, v) json_array_append_new(list, json_string(t));
-    char *text = json_dumps(list, JSON_COMPACT);
-    json_array_append_new(args, json_string(text));
+    char *text = keys_text(titles);
+    json_t *args = json_pack("[s]", text);
     free(text);
-    json_decref(list);
     buf sql = {0};
     buf_puts(&sql, "SELECT n.v, min(e.\"id\"), count(*) FROM json_array_elements_text($1::json) AS n(v) JOIN ");
     ddl_quote(&sql, r->fc.schema);
@@ -161,13 +168,9 @@ static json_t *ref_titles(ctx *c, rec_req *r, json_t *f, json_t *titles)
  * page, then report it). */
 static json_t *local_times(ctx *c, rec_req *r, json_t *set, bool to_utc)
 {
-    json_t *list = json_array(), *v;
-    const char *t;
-    json_object_foreach(set, t, v) json_array_append_new(list, json_string(t));
-    char *text = json_dumps(list, JSON_COMPACT);
+    char *text = keys_text(set);
     json_t *args = json_pack("[s, s]", text, r->fc.timezone && *r->fc.timezone ? r->fc.timezone : "UTC");
     free(text);
-    json_decref(list);
     loom_err e = {0};
     PGresult *res = query_exec(c->db, c->a,
                                to_utc ? "SELECT v, to_char((v::timestamp AT TIME ZONE $2) AT TIME ZONE 'UTC', "

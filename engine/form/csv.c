@@ -6,6 +6,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "form/record.h"
 #include "model/bundle.h"
 
 void csv_open(csv_reader *r, const char *text, size_t len)
@@ -250,9 +251,7 @@ static bool spreadsheet_date(const char *s, char out[11])
             return false;
         p += l;
     }
-    static const int days[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    if (*p || y < 1 || m < 1 || m > 12 || d < 1 || d > days[m - 1] ||
-        (m == 2 && d == 29 && !((y % 4 == 0 && y % 100) || y % 400 == 0)))
+    if (*p || !record_valid_date(y, m, d))
         return false;
     snprintf(out, 11, "%04d-%02d-%02d", y, m, d);
     return true;
@@ -290,37 +289,35 @@ bool csv_local_datetime(const char *s, char out[20])
     return true;
 }
 
-/* Whether text is the value of one of f's options. */
-static bool is_option(json_t *f, const char *text)
-{
-    size_t i;
-    json_t *o;
-    json_array_foreach(json_object_get(f, "options"), i, o) if (!strcmp(jstr(json_object_get(o, "value")), text)) return true;
-    return false;
-}
-
-/* The option of (multi)select f that text names, by value or else by label
- * (what a person types in a spreadsheet), as a new JSON string; the text
- * itself when it names none (validation reports it). */
-static json_t *option_named(json_t *f, const char *text, size_t n)
+/* The value of the option of (multi)select f that the n bytes at text name,
+ * by value or else by label in any locale (what a person types in a
+ * spreadsheet), as a new reference to that option's own string; NULL when
+ * they name none. */
+static json_t *option_found(json_t *f, const char *text, size_t n)
 {
     json_t *opts = json_object_get(f, "options"), *o, *v;
     size_t i;
-    json_array_foreach(opts, i, o)   /* the option's own value, shared: no copy for the usual cell */
+    json_array_foreach(opts, i, o)
     {
         v = json_object_get(o, "value");
         if (json_string_length(v) == n && !memcmp(json_string_value(v), text, n))
             return json_incref(v);
     }
-    json_t *t = json_stringn(text, n);
-    json_array_foreach(opts, i, o)
-    {
-        if (t && labelled(json_object_get(o, "label"), json_string_value(t))) {
-            json_decref(t);
-            return json_incref(json_object_get(o, "value"));
-        }
-    }
-    return t;
+    char label[256];
+    if (n >= sizeof label)
+        return NULL;
+    memcpy(label, text, n);
+    label[n] = '\0';
+    json_array_foreach(opts, i, o) if (labelled(json_object_get(o, "label"), label)) return json_incref(json_object_get(o, "value"));
+    return NULL;
+}
+
+/* The option text names, or the text itself when it names none (validation
+ * reports it); a new reference. */
+static json_t *option_named(json_t *f, const char *text, size_t n)
+{
+    json_t *v = option_found(f, text, n);
+    return v ? v : json_stringn(text, n);
 }
 
 json_t *csv_value(json_t *f, const char *s)
@@ -349,12 +346,11 @@ json_t *csv_value(json_t *f, const char *s)
         return json_string(s);
     }
     if (!strcmp(t, "multiselect")) {
-        json_t *a = json_array(), *whole = option_named(f, s, strlen(s));
-        if (whole && (is_option(f, s) || strcmp(json_string_value(whole), s))) {
+        json_t *a = json_array(), *whole = option_found(f, s, strlen(s));
+        if (whole) {
             json_array_append_new(a, whole);   /* the cell names one option, commas and all */
             return a;
         }
-        json_decref(whole);
         for (const char *p = s; *p;) {
             size_t sep;
             size_t n = separator(p, &sep);

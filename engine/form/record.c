@@ -284,7 +284,7 @@ static json_t *c_boolean(json_t *f, json_t *v, const char **c, char *m, size_t n
 
 /* ---- dates ---- */
 
-static bool valid_date(int y, int mo, int d)
+bool record_valid_date(int y, int mo, int d)
 {
     static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
     if (y < 1 || y > 9999 || mo < 1 || mo > 12 || d < 1)
@@ -313,7 +313,7 @@ static json_t *c_date(json_t *f, json_t *v, const char **c, char *m, size_t n)
     int y, mo, d;
     char tail;
     if (!s || strlen(s) != 10 || sscanf(s, "%4d-%2d-%2d%c", &y, &mo, &d, &tail) != 3 || s[4] != '-' || s[7] != '-' ||
-        !valid_date(y, mo, d))
+        !record_valid_date(y, mo, d))
         return bad(c, "type", m, n, "must be a date YYYY-MM-DD");
     return date_in_bounds(f, s, c, m, n) ? json_incref(v) : NULL;
 }
@@ -340,7 +340,7 @@ static json_t *c_datetime(json_t *f, json_t *v, const char **c, char *m, size_t 
         y = digits(s, 4), mo = digits(s + 5, 2), d = digits(s + 8, 2);
         h = digits(s + 11, 2), mi = digits(s + 14, 2), sec = digits(s + 17, 2);
     }
-    if (y < 0 || mo < 0 || d < 0 || h < 0 || mi < 0 || sec < 0 || !valid_date(y, mo, d) || h > 23 || mi > 59 ||
+    if (y < 0 || mo < 0 || d < 0 || h < 0 || mi < 0 || sec < 0 || !record_valid_date(y, mo, d) || h > 23 || mi > 59 ||
         sec > 60)
         return bad(c, "type", m, n, "must be a date-time such as 2026-11-22T09:30:00Z");
     if (s[10] == 'T' && sec < 60 && s[19] == 'Z' && !s[20])   /* already as it is kept */

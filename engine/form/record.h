@@ -70,6 +70,8 @@ void record_check_fields(const field_table *t, json_t *body, bool create, record
 json_t *field_coerce(json_t *field, json_t *value, const char **code, char *message, size_t n);
 /* Length in Unicode characters of valid UTF-8 (what max_length counts). */
 size_t record_text_length(const char *s);
+/* Whether year y (1-9999), month mo and day d make a date of the calendar. */
+bool record_valid_date(int y, int mo, int d);
 /* True for the system fields Loom alone writes: id, _version, _state,
  * _created_at, _created_by, _updated_at, _updated_by (not _owner). */
 bool record_system_field(const char *name);
