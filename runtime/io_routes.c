@@ -513,6 +513,7 @@ void records_import(void *cp)
         write_result_free(&out);
         return;
     }
+    write_import_sort_errors(errors);   /* found by step (checks, links, unique keys, updates), answered by row */
     if (json_array_size(errors) && !o.partial) {
         ctx_problem(c, LOOM_VALIDATION_FAILED, "some rows are not valid: nothing was imported", json_incref(errors));
         return;

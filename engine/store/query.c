@@ -759,8 +759,14 @@ bool query_lock(const filter_ctx *c, const char *form, const char *id, bool for_
     }
     if (ok) {
         from_where(&sys, form, &q->sql);
-        buf_puts(&q->sql, "t.\"id\" = ");
-        param(q, id, "bigint");
+        if (*id == '{') {   /* several: locked in id order, as concurrent lockers of the same rows do */
+            buf_puts(&q->sql, "t.\"id\" = ANY(");
+            param(q, id, "bigint[]");
+            buf_puts(&q->sql, ") ORDER BY t.\"id\"");
+        } else {
+            buf_puts(&q->sql, "t.\"id\" = ");
+            param(q, id, "bigint");
+        }
         if (for_update)
             buf_puts(&q->sql, " FOR UPDATE OF t");
     }

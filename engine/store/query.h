@@ -66,8 +66,9 @@ void query_cache_put(query_cache *c, const char *key, const query *q);
 /* Builds the query of one record by id (digits), inside the read scope,
  * with the fields of expand (or NULL) expanded. */
 bool query_get(const filter_ctx *c, const char *form, const char *id, const char *expand, query *q, filter_err *err);
-/* For a write: record id with every field (none hidden, no scope), locked
- * FOR UPDATE when for_update, followed by three boolean columns: whether the
+/* For a write: record id (digits, or an array literal "{1,2}": those
+ * records, by id) with every field (none hidden, no scope), locked FOR
+ * UPDATE when for_update, followed by three boolean columns: whether the
  * caller's read, update and delete scopes admit it. */
 bool query_lock(const filter_ctx *c, const char *form, const char *id, bool for_update, query *q, filter_err *err);
 /* The rows of r as records (a new array). With next non-NULL: the rows past

@@ -2340,6 +2340,32 @@ static bool start_approval(wr *x, const char *id, json_t *t, json_t *values, jso
     return ok;
 }
 
+/* Record old with values (a checked body) set over it, a new object:
+ * subform rows keep what the caller cannot set (autonumbers, readonly). */
+static json_t *merged(wr *x, json_t *old, json_t *values)
+{
+    json_t *rec = json_copy(old);
+    json_object_update(rec, values);
+    size_t i;
+    json_t *f;
+    json_array_foreach(x->fields, i, f)
+    {
+        if (!field_is(f, "subform") || !json_object_get(values, jstr(json_object_get(f, "id"))))
+            continue;
+        json_t *orows = json_object_get(old, jstr(json_object_get(f, "id")));
+        size_t r;
+        json_t *row;
+        json_array_foreach(json_object_get(rec, jstr(json_object_get(f, "id"))), r, row)
+        {
+            json_t *orow = row_by_id(orows, json_object_get(row, "id"), NULL);
+            const char *k;
+            json_t *v;
+            json_object_foreach(orow, k, v) if (!json_object_get(row, k)) json_object_set(row, k, v);
+        }
+    }
+    return rec;
+}
+
 /* An update (t NULL) or transition t of record id with the fields of body. */
 static bool update(wr *x, const char *id, json_t *body, long long if_match, json_t *t, const char *comment)
 {
@@ -2381,26 +2407,7 @@ static bool update(wr *x, const char *id, json_t *body, long long if_match, json
         }
     }
     if (ok) {
-        rec = json_copy(old);
-        json_object_update(rec, values);
-        /* rows keep what the caller cannot set (autonumbers, readonly) */
-        size_t i;
-        json_t *f;
-        json_array_foreach(x->fields, i, f)
-        {
-            if (!field_is(f, "subform") || !json_object_get(values, jstr(json_object_get(f, "id"))))
-                continue;
-            json_t *orows = json_object_get(old, jstr(json_object_get(f, "id")));
-            size_t r;
-            json_t *row;
-            json_array_foreach(json_object_get(rec, jstr(json_object_get(f, "id"))), r, row)
-            {
-                json_t *orow = row_by_id(orows, json_object_get(row, "id"), NULL);
-                const char *k;
-                json_t *v;
-                json_object_foreach(orow, k, v) if (!json_object_get(row, k)) json_object_set(row, k, v);
-            }
-        }
+        rec = merged(x, old, values);
         ok = fill_defaults(x, body, rec, false) && check_files(x, rec, old) &&
              (!t || (guard(x, t, rec) && apply_set(x, json_object_get(t, "set"), rec))) && expressions(x, rec) &&
              check_links(x, rec, old);
@@ -3301,6 +3308,35 @@ static void row_errors(json_t *into, long row, json_t *problems)
     }
 }
 
+/* An import row's body checked as a create (old NULL) or an update of old
+ * is checked before the database (system fields, values, defaults, files,
+ * formulas, checks): *rec is its record when it passes, else NULL with its
+ * problems in into as row's. False when the import cannot go on. */
+static bool import_row(wr *x, json_t *body, json_t *old, json_t *into, long row, json_t **rec)
+{
+    json_decref(x->errors);
+    json_decref(x->expr_errors);
+    x->errors = json_array();
+    x->expr_errors = json_array();
+    json_t *values = NULL;
+    if (!check_body(x, body, old, &values) && x->out->errors) {   /* system fields: the row's problem here */
+        json_array_extend(x->errors, x->out->errors);
+        json_decref(x->out->errors);
+        x->out->errors = NULL;
+        x->out->code = LOOM_OK;
+    }
+    *rec = old ? merged(x, old, values) : json_incref(values);
+    json_decref(values);
+    bool ok = fill_defaults(x, body, *rec, !old) && check_files(x, *rec, old) && expressions(x, *rec);
+    json_t *problems = json_array_size(x->errors) ? x->errors : x->expr_errors;
+    if (ok && !json_array_size(problems))
+        return true;
+    row_errors(into, row, problems);
+    json_decref(*rec);
+    *rec = NULL;
+    return ok;
+}
+
 /* One row through the one-record write, inside a savepoint (partial
  * imports and upserts): its failure is the row's, not the import's. */
 static bool import_one(const write_ctx *w, const char *form, json_t *body, const char *update_id, long row,
@@ -3332,6 +3368,32 @@ static bool import_one(const write_ctx *w, const char *form, json_t *body, const
         write_result_free(&one);
     }
     return true;
+}
+
+/* Verifies the links of a batch's records (consumed; noted at
+ * /<index>/<field>): each problem is reported as the row's (rownum[index]),
+ * and its index marked in bad. */
+static bool verify_batch_links(wr *x, json_t *links, const long *rownum, json_t *bad, write_import_result *res)
+{
+    bool ok = verify_links(x, links);
+    size_t i;
+    json_t *p;
+    json_array_foreach(x->errors, i, p)
+    {
+        const char *path = jstr(json_object_get(p, "path"));
+        char *end;
+        long k = strtol(path + 1, &end, 10);
+        json_t *one = json_pack("[{s:s, s:O, s:O}]", "path", end, "code", json_object_get(p, "code"), "message",
+                                json_object_get(p, "message"));
+        row_errors(res->errors, rownum[k], one);
+        json_decref(one);
+        char key[24];
+        snprintf(key, sizeof key, "%ld", k);
+        json_object_set_new(bad, key, json_true());
+    }
+    json_decref(x->errors);
+    x->errors = json_array();
+    return ok;
 }
 
 /* The unique keys of the form (fields and groups; autonumbers come from
@@ -3445,10 +3507,253 @@ static bool bulk_create(wr *x, json_t *bodies, long first_row, const write_impor
     return ok;
 }
 
+/* Whether the rows that found their records can be updated in bulk: no
+ * approvals whose inputs a row could touch, and no files to link or subform
+ * rows to write (a CSV sets neither). */
+static bool bulk_updatable(wr *x, json_t *bodies)
+{
+    if (x->flow && flow_has_approvals(x->flow))
+        return false;
+    size_t i, k;
+    json_t *f, *body;
+    json_array_foreach(x->fields, k, f) if (field_is(f, "subform") || field_is(f, "file"))
+    {
+        json_array_foreach(bodies, i, body) if (json_object_get(body, jstr(json_object_get(f, "id")))) return false;
+    }
+    return true;
+}
+
+/* A row's failure that is no field's, as the one-record write reports it. */
+static void row_failure(write_import_result *res, long row, const char *code, const char *message)
+{
+    json_array_append_new(res->errors, json_pack("{s:I, s:s, s:s, s:s}", "row", (json_int_t)row, "field", "", "code",
+                                                 code, "message", message));
+}
+
+/* The changed records of upd ([[id, old, rec, changes], ...]) written with
+ * their history entries, in one statement. */
+static bool write_updates(wr *x, json_t *upd)
+{
+    const write_ctx *w = x->w;
+    buf sql = {0}, def = {0};
+    columns(x->fields, NULL, NULL, &def);
+    json_t *rows = json_array(), *args = json_array();
+    size_t i;
+    json_t *u;
+    json_array_foreach(upd, i, u)
+    {
+        json_t *rec = json_array_get(u, 2), *vals = column_values(x->fields, rec), *owner = json_object_get(rec, "_owner");
+        json_object_set(vals, "id", json_object_get(json_array_get(u, 1), "id"));
+        json_object_set(vals, "_owner", json_is_integer(owner) ? owner : json_null());
+        json_object_set(vals, "_changes", json_array_get(u, 3));
+        json_array_append_new(rows, vals);
+    }
+    arg_json(args, rows);
+    arg_me(args, w->fc->me);
+    arg(args, w->app);
+    arg(args, x->form);
+    buf_printf(&sql, "WITH x AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(\"id\" bigint, \"_owner\" bigint, "
+                     "\"_changes\" jsonb%s%s)), u AS (UPDATE ",
+               def.len ? ", " : "", def.len ? def.data : "");
+    qualified(&sql, w->fc->schema, x->form);
+    buf_puts(&sql, " AS t SET \"_version\" = t.\"_version\" + 1, \"_updated_at\" = now(), \"_updated_by\" = $2::bigint, "
+                   "\"_owner\" = x.\"_owner\"");
+    json_t *f;
+    json_array_foreach(x->fields, i, f)
+    {
+        if (field_is(f, "subform"))
+            continue;
+        buf_puts(&sql, ", ");
+        ddl_quote(&sql, jstr(json_object_get(f, "id")));
+        buf_puts(&sql, " = x.");
+        ddl_quote(&sql, jstr(json_object_get(f, "id")));
+    }
+    buf_puts(&sql, " FROM x WHERE t.\"id\" = x.\"id\" RETURNING t.\"id\"), h AS (INSERT INTO loom.history (app, form, "
+                   "record, actor, action, changes) SELECT $3, $4, x.\"id\", $2::bigint, 'update', x.\"_changes\" FROM u "
+                   "JOIN x USING (\"id\")) SELECT count(*) FROM u");
+    PGresult *r = write_sql(x, sql.data, args);
+    buf_free(&sql);
+    buf_free(&def);
+    json_decref(rows);
+    json_decref(args);
+    return r != NULL;
+}
+
+/* Whether every record of upd is still in the caller's update scope. */
+static bool updates_in_scope(wr *x, json_t *upd, bool *in)
+{
+    *in = true;
+    if (perm_scope_all(x->d.update) || !json_array_size(upd))
+        return true;
+    buf sql = {0}, ids = {0};
+    json_t *ilist = json_object(), *args = json_array();
+    size_t i;
+    json_t *u;
+    json_array_foreach(upd, i, u)
+    {
+        char id[24];
+        snprintf(id, sizeof id, "%lld", (long long)json_integer_value(json_object_get(json_array_get(u, 1), "id")));
+        json_object_set_new(ilist, id, json_true());
+    }
+    id_array(&ids, ilist);
+    arg(args, ids.data);
+    buf_puts(&sql, "SELECT count(*) FROM ");
+    qualified(&sql, x->w->fc->schema, x->form);
+    buf_puts(&sql, " AS t WHERE t.\"id\" = ANY($1::bigint[]) AND ");
+    filter_err fe;
+    bool ok = filter_scope_sql(x->w->fc, x->form, "t", x->d.update, &sql, args, &fe);
+    PGresult *r = ok ? must(x, sql.data, args) : NULL;
+    if (!ok)
+        fail(x, LOOM_INTERNAL, "a permission filter does not compile");
+    else if (r)
+        *in = strtoll(PQgetvalue(r, 0, 0), NULL, 10) == (long long)json_array_size(upd);
+    buf_free(&sql);
+    buf_free(&ids);
+    json_decref(ilist);
+    json_decref(args);
+    return r != NULL;
+}
+
+/* Updates the records the rows of bodies found (found[i]: the id; given: the
+ * key is Loom's, left out of the row), in bulk: the records locked in one
+ * query, each row checked as an update checks it, their links verified in
+ * one query, and the changed records written with their history in one
+ * statement. A unique clash, or a record the change takes out of the
+ * caller's update scope, sends the rows one by one, which finds the row. */
+static bool bulk_update(wr *x, json_t *bodies, char **found, bool given, long first_row, const write_import_opts *o,
+                        write_import_result *res)
+{
+    size_t n = json_array_size(bodies), i;
+    json_t *seen = json_object(), *body;   /* the ids found */
+    bool ok = true;
+    for (i = 0; i < n; i++)
+        if (found[i])
+            json_object_set_new(seen, found[i], json_true());
+    if (!json_object_size(seen)) {
+        json_decref(seen);
+        return true;
+    }
+    buf lit = {0};
+    id_array(&lit, seen);
+    json_decref(seen);
+    query q;
+    filter_err fe;
+    ok = query_lock(x->w->fc, x->form, lit.data, true, &q, &fe);
+    buf_free(&lit);
+    PGresult *r = ok ? must(x, q.sql.data, q.args) : NULL;
+    if (!ok)
+        fail(x, LOOM_INTERNAL, "a permission filter does not compile");
+    ok = r != NULL;
+    json_t *olds = r ? query_items(&q, r, NULL) : NULL, *by_id = json_object();   /* id -> row of r */
+    int ncol = (int)json_array_size(q.out);
+    for (int k = 0; r && k < PQntuples(r); k++) {
+        char id[24];
+        snprintf(id, sizeof id, "%lld", (long long)json_integer_value(json_object_get(json_array_get(olds, (size_t)k), "id")));
+        json_object_set_new(by_id, id, json_integer(k));
+    }
+    /* each row checked against its record: [[row, old, rec], ...], links noted at /<index in it> */
+    json_t *checked = json_array(), *links = json_object();
+    long *rownum = calloc(n + 1, sizeof *rownum);
+    json_array_foreach(ok ? bodies : NULL, i, body)
+    {
+        if (!found[i])
+            continue;
+        long row = first_row + (long)i;
+        json_t *at = json_object_get(by_id, found[i]);
+        int k = at ? (int)json_integer_value(at) : -1;
+        if (k < 0 || *PQgetvalue(r, k, ncol) != 't') {
+            row_failure(res, row, "not_found", "no such record");
+            continue;
+        }
+        if (*PQgetvalue(r, k, ncol + 1) != 't') {
+            row_failure(res, row, "forbidden", "you may not update this record");
+            continue;
+        }
+        json_t *old = json_array_get(olds, (size_t)k), *rec;
+        x->state = x->flow ? jstr(json_object_get(old, "_state")) : NULL;
+        json_t *b = given ? json_copy(body) : json_incref(body);
+        if (given)
+            json_object_del(b, o->key);
+        ok = import_row(x, b, old, res->errors, row, &rec);
+        json_decref(b);
+        if (!ok)
+            break;
+        if (!rec)
+            continue;
+        char base[24];
+        snprintf(base, sizeof base, "/%zu", json_array_size(checked));
+        links_of(x, rec, old, links, base);
+        rownum[json_array_size(checked)] = row;
+        json_array_append_new(checked, json_pack("[I, O, o]", (json_int_t)row, old, rec));
+    }
+    x->state = NULL;
+    json_decref(x->errors);   /* the rows' problems are in res->errors */
+    json_decref(x->expr_errors);
+    x->errors = json_array();
+    x->expr_errors = json_array();
+    json_t *bad = json_object(), *upd = json_array(), *c;
+    ok = ok && verify_batch_links(x, json_incref(links), rownum, bad, res);
+    json_array_foreach(ok ? checked : NULL, i, c)
+    {
+        char key[24];
+        snprintf(key, sizeof key, "%zu", i);
+        if (json_object_get(bad, key))
+            continue;
+        json_t *old = json_array_get(c, 1), *rec = json_array_get(c, 2), *ch = changes(x, old, rec);
+        if (json_object_size(ch))   /* rows that change nothing write nothing (no new version, no history) */
+            json_array_append_new(upd, json_pack("[O, O, O, o]", json_array_get(c, 0), old, rec, ch));
+        else
+            json_decref(ch);
+        res->updated++;
+    }
+    bool write = ok && json_array_size(upd) && !o->validate_only && (o->partial || !json_array_size(res->errors));
+    if (write) {
+        loom_err e = {0};
+        bool in = true;
+        ok = db_exec(x->w->db, x->w->a, "SAVEPOINT loom_bulk", &e) != NULL;
+        if (!ok)
+            db_failed(x, &e);
+        else if (write_updates(x, upd) && (ok = updates_in_scope(x, upd, &in)) && in) {
+            db_exec(x->w->db, x->w->a, "RELEASE SAVEPOINT loom_bulk", &e);
+        } else if (ok && (!in || x->out->code == LOOM_NOT_UNIQUE || x->out->code == LOOM_CONFLICT ||
+                          x->out->code == LOOM_VALIDATION_FAILED)) {
+            /* which row: the rows one by one find it */
+            db_exec(x->w->db, x->w->a, "ROLLBACK TO SAVEPOINT loom_bulk", &e);
+            write_result_free(x->out);
+            memset(x->out, 0, sizeof *x->out);
+            res->updated -= (long)json_array_size(upd);
+            json_array_foreach(upd, i, c)
+            {
+                long row = (long)json_integer_value(json_array_get(c, 0));
+                json_t *b = given ? json_copy(json_array_get(bodies, (size_t)(row - first_row)))
+                                  : json_incref(json_array_get(bodies, (size_t)(row - first_row)));
+                if (given)
+                    json_object_del(b, o->key);
+                ok = import_one(x->w, x->form, b, found[row - first_row], row, res, x->out);
+                json_decref(b);
+                if (!ok)
+                    break;
+            }
+        } else {
+            ok = false;
+        }
+    }
+    json_decref(bad);
+    json_decref(upd);
+    json_decref(links);
+    json_decref(checked);
+    json_decref(olds);
+    json_decref(by_id);
+    free(rownum);
+    query_free(&q);
+    return ok;
+}
+
 /* An upsert of the rows bodies: a row whose key finds a record updates it
- * (one by one, each in a savepoint); the others are new records, checked and
- * written in bulk as an insert is. By id, a row without one is new and an id
- * no record has is that row's not_found. */
+ * (in bulk when bulk_updatable, else one by one, each in a savepoint); the
+ * others are new records, checked and written in bulk as an insert is. By
+ * id, a row without one is new and an id no record has is that row's
+ * not_found. */
 static bool upsert(wr *x, json_t *bodies, long first_row, const write_import_opts *o, write_import_result *res)
 {
     size_t n = json_array_size(bodies), i;
@@ -3487,12 +3792,19 @@ static bool upsert(wr *x, json_t *bodies, long first_row, const write_import_opt
         json_decref(args);
     }
     /* the new records in their rows' places (others null), so that row numbers hold */
-    json_t *fresh = json_array();
+    json_t *fresh = json_array(), *seen = json_object();   /* seen: the records found */
     bool any = false;
     json_array_foreach(bodies, i, body)
     {
         json_t *kv = json_object_get(body, o->key), *b = json_null();
-        if (json_is_null(body) || found[i]) {
+        if (found[i] && json_object_get(seen, found[i])) {
+            json_array_append_new(res->errors, json_pack("{s:I, s:s, s:s, s:s}", "row", (json_int_t)(first_row + (long)i),
+                                                         "field", o->key, "code", "not_unique", "message",
+                                                         "another row of the file updates this record"));
+            found[i] = NULL;
+        } else if (found[i]) {
+            json_object_set_new(seen, found[i], json_true());
+        } else if (json_is_null(body)) {
         } else if (given && kv && !json_is_null(kv)) {   /* ids and autonumbers are Loom's to give: a new record comes without */
             char msg[128];
             snprintf(msg, sizeof msg, "no record has this %s (new records go without one)", by_id ? "id" : o->key);
@@ -3510,10 +3822,13 @@ static bool upsert(wr *x, json_t *bodies, long first_row, const write_import_opt
     }
     if (ok && any && x->d.create)
         ok = bulk_create(x, fresh, first_row, o, res);
+    bool bulk = bulk_updatable(x, bodies);
+    if (ok && bulk)
+        ok = bulk_update(x, bodies, found, given, first_row, o, res);
     json_array_foreach(bodies, i, body)
     {
         json_t *one = json_array_get(fresh, i);
-        if (!ok || (!found[i] && (json_is_null(one) || x->d.create)))
+        if (!ok || (found[i] && bulk) || (!found[i] && (json_is_null(one) || x->d.create)))
             continue;   /* (without the right to create, each new row says so, one by one) */
         json_t *b = found[i] && given ? json_copy(body) : json_incref(found[i] ? body : one);
         if (found[i] && given)
@@ -3522,9 +3837,38 @@ static bool upsert(wr *x, json_t *bodies, long first_row, const write_import_opt
         json_decref(b);
     }
     json_decref(fresh);
+    json_decref(seen);
     json_decref(keys);
     free(found);
     return ok;
+}
+
+typedef struct {
+    json_t *e;
+    long row;
+    size_t at;
+} row_problem;
+
+static int by_row(const void *a, const void *b)
+{
+    const row_problem *p = a, *q = b;
+    return p->row != q->row ? (p->row < q->row ? -1 : 1) : (p->at > q->at) - (p->at < q->at);
+}
+
+void write_import_sort_errors(json_t *errors)
+{
+    size_t n = json_array_size(errors);
+    if (n < 2)
+        return;
+    row_problem *v = malloc(n * sizeof *v);
+    for (size_t i = 0; i < n; i++) {
+        json_t *e = json_incref(json_array_get(errors, i));
+        v[i] = (row_problem){e, (long)json_integer_value(json_object_get(e, "row")), i};
+    }
+    qsort(v, n, sizeof *v, by_row);
+    for (size_t i = 0; i < n; i++)
+        json_array_set_new(errors, i, v[i].e);
+    free(v);
 }
 
 bool write_import(const write_ctx *w, const char *form, json_t *bodies, long first_row, const write_import_opts *o,
@@ -3556,10 +3900,6 @@ bool write_import_check(const write_ctx *w, const char *form, json_t *bodies, lo
     /* every row checked as a create would; the links of all verified in one query by write_import_store */
     bool ok = true;
     for (size_t i = 0; ok && i < n; i++) {
-        json_decref(x.errors);
-        json_decref(x.expr_errors);
-        x.errors = json_array();
-        x.expr_errors = json_array();
         json_t *body = json_array_get(bodies, i), *rec = NULL;
         if (json_is_null(body))
             continue;   /* a row the caller found wrong and reported */
@@ -3568,18 +3908,8 @@ bool write_import_check(const write_ctx *w, const char *form, json_t *bodies, lo
                                                        "field", "", "code", "type", "message", "a row is an object"));
             continue;
         }
-        bool sys_ok = check_body(&x, body, NULL, &rec);
-        if (!sys_ok && x.out->errors) {   /* system fields: the row's problem here */
-            json_array_extend(x.errors, x.out->errors);
-            json_decref(x.out->errors);
-            x.out->errors = NULL;
-            x.out->code = LOOM_OK;
-        }
-        ok = fill_defaults(&x, body, rec, true) && check_files(&x, rec, NULL) && expressions(&x, rec);
-        json_t *problems = json_array_size(x.errors) ? x.errors : x.expr_errors;
-        if (json_array_size(problems)) {
-            row_errors(b->errors, first_row + (long)i, problems);
-        } else if (ok) {
+        ok = import_row(&x, body, NULL, b->errors, first_row + (long)i, &rec);
+        if (ok && rec) {
             char base[24];
             snprintf(base, sizeof base, "/%zu", json_array_size(b->recs));
             links_of(&x, rec, NULL, b->links, base);
@@ -3626,26 +3956,9 @@ bool write_import_store(const write_ctx *w, const char *form, write_import_batch
     json_t *recs = b->recs, *bodies = b->bodies;
     const long *rownum = b->rownum;
     long first_row = b->first_row;
-    bool ok = verify_links(&x, json_incref(b->links));
-    /* link problems are at /<index in recs>/<field>: back to rows, and those records out */
     json_t *bad = json_object();
+    bool ok = verify_batch_links(&x, json_incref(b->links), rownum, bad, res);
     size_t i;
-    json_t *p;
-    json_array_foreach(x.errors, i, p)
-    {
-        const char *path = jstr(json_object_get(p, "path"));
-        char *end;
-        long k = strtol(path + 1, &end, 10);
-        json_t *one = json_pack("[{s:s, s:O, s:O}]", "path", end, "code", json_object_get(p, "code"), "message",
-                                json_object_get(p, "message"));
-        row_errors(res->errors, rownum[k], one);
-        json_decref(one);
-        char key[24];
-        snprintf(key, sizeof key, "%ld", k);
-        json_object_set_new(bad, key, json_true());
-    }
-    json_decref(x.errors);
-    x.errors = json_array();
     if (ok && json_array_size(recs))
         ok = unique_precheck(&x, recs, rownum, bad, res);
     json_t *good = json_array();

@@ -141,10 +141,15 @@ typedef struct write_import_result {
  * users of all rows in one query, then write the good rows with COPY (ids
  * and autonumbers reserved up front, subform rows, history); a clash only
  * the database sees sends the batch through write_create row by row, so
- * the row is known. Upserts go row by row. Row problems go to res->errors;
- * false only when the import as a whole failed (out says why). */
+ * the row is known. Upserts update the records their keys find in bulk
+ * as well (each row checked as write_update does), new rows as inserts.
+ * Row problems go to res->errors, in the order they are found (see
+ * write_import_sort_errors); false only when the import as a whole failed
+ * (out says why). */
 bool write_import(const write_ctx *w, const char *form, json_t *bodies, long first_row, const write_import_opts *o,
                   write_import_result *res, write_result *out);
+/* Sorts an import's problems by row, those of one row in the order found. */
+void write_import_sort_errors(json_t *errors);
 
 /* An insert batch of an import between its two steps: write_import_check
  * checks the rows, write_import_store verifies their refs and unique keys

@@ -1234,6 +1234,118 @@ static void test_import_batches(void **state)
     assert_int_equal(sql_int(sql), 11998);
 }
 
+/* The error of row of an import's answer, as "field code", or "" when the row has none. */
+static const char *row_error(const h_resp *r, long row, char *out, size_t n)
+{
+    size_t i;
+    json_t *e;
+    *out = '\0';
+    json_array_foreach(json_object_get(r->json, "errors"), i, e) if (json_integer_value(json_object_get(e, "row")) == row)
+        snprintf(out, n, "%s %s", json_string_value(json_object_get(e, "field")), json_string_value(json_object_get(e, "code")));
+    return out;
+}
+
+static void test_upsert_in_bulk(void **state)
+{
+    (void)state;
+    char e[128], sql[400];
+    buf csv = {0};
+    buf_puts(&csv, "name,weight\n");
+    for (int i = 1; i <= 40; i++)
+        buf_printf(&csv, "Bulk %d,%d\n", i, i);
+    h_resp r = post_csv(manager, "tag/import", csv.data);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "inserted")), 40);
+    h_resp_free(&r);
+    long long hist = sql_int("SELECT count(*) FROM loom.history WHERE form = 'tag' AND action = 'update'");
+    /* every row checked as an update: one too small (the last checked), one the second to name its record, one
+     * unchanged */
+    csv.len = 0;
+    buf_puts(&csv, "name,weight\n");
+    for (int i = 1; i <= 40; i++)
+        buf_printf(&csv, "Bulk %d,%d\n", i, i == 5 ? 5 : i == 40 ? -1 : i + 100);
+    buf_puts(&csv, "Bulk 9,1\n");
+    r = post_csv(manager, "tag/import?mode=upsert&key=name", csv.data);
+    assert_int_equal(r.status, 422);
+    assert_int_equal(json_array_size(json_object_get(r.json, "errors")), 2);
+    assert_string_equal(row_error(&r, 40, e, sizeof e), "weight too_small");
+    assert_string_equal(row_error(&r, 41, e, sizeof e), "name not_unique");
+    /* in row order, though the second key was seen before any row was checked */
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(json_object_get(r.json, "errors"), 0), "row")), 40);
+    h_resp_free(&r);
+    assert_int_equal(sql_int("SELECT count(*) FROM app_shop.tag WHERE name LIKE 'Bulk %' AND _version = 1"), 40);
+    assert_int_equal(sql_int("SELECT count(*) FROM loom.history WHERE form = 'tag' AND action = 'update'"), hist);
+    r = post_csv(manager, "tag/import?mode=upsert&key=name&partial=true", csv.data);
+    buf_free(&csv);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "updated")), 39);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "inserted")), 0);
+    assert_int_equal(json_array_size(json_object_get(r.json, "errors")), 2);
+    h_resp_free(&r);
+    /* the changed ones: a new version, the formula computed again, a history entry by the caller with both changes */
+    assert_int_equal(sql_int("SELECT count(*) FROM app_shop.tag WHERE name LIKE 'Bulk %' AND _version = 2 AND "
+                             "weight = substr(name, 6)::int + 100 AND double = 2 * weight AND _updated_by = _created_by"),
+                     38);
+    assert_int_equal(sql_int("SELECT count(*) FROM app_shop.tag WHERE _version = 1 AND name IN ('Bulk 5', 'Bulk 40') AND "
+                             "weight = substr(name, 6)::int"),
+                     2);
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM loom.history h JOIN app_shop.tag t ON t.id = h.record WHERE h.form = 'tag' AND "
+             "h.action = 'update' AND h.actor = %lld AND h.changes::jsonb = jsonb_build_object('weight', jsonb_build_array("
+             "t.weight - 100, t.weight), 'double', jsonb_build_array(2 * (t.weight - 100), t.double))",
+             manager_id);
+    assert_int_equal(sql_int(sql), 38);
+    assert_int_equal(sql_int("SELECT count(*) FROM loom.history WHERE form = 'tag' AND action = 'update'"), hist + 38);
+    /* a unique clash: the rows one by one find it, the others are written */
+    long long b1 = sql_int("SELECT id FROM app_shop.tag WHERE name = 'Bulk 1'"),
+              b3 = sql_int("SELECT id FROM app_shop.tag WHERE name = 'Bulk 3'");
+    char clash[160];
+    snprintf(clash, sizeof clash, "id,name\n%lld,Bulk 2\n%lld,Bulk 3b\n", b1, b3);
+    r = post_csv(manager, "tag/import?mode=upsert&key=id&partial=true", clash);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "updated")), 1);
+    assert_string_equal(row_error(&r, 1, e, sizeof e), "name not_unique");
+    h_resp_free(&r);
+    assert_int_equal(sql_int("SELECT count(*) FROM app_shop.tag WHERE name IN ('Bulk 1', 'Bulk 3b')"), 2);
+    /* without the right to update, each row says so */
+    r = post_csv(clerk, "tag/import?mode=upsert&key=id&partial=true", clash);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "updated")), 0);
+    assert_int_equal(json_array_size(json_object_get(r.json, "errors")), 2);
+    h_resp_free(&r);
+
+    /* the update scope before and after (the clerk's orders that are not urgent), links in one query */
+    long long cust = create_id(manager, "customer", "{\"name\": \"Bulk Buyer\"}");
+    char body[128];
+    snprintf(body, sizeof body, "{\"customer\": %lld}", cust);
+    long long o[3];
+    char num[3][32];
+    for (int i = 0; i < 3; i++) {
+        r = create(clerk, "order", body);
+        assert_int_equal(r.status, 201);
+        o[i] = json_integer_value(json_object_get(r.json, "id"));
+        snprintf(num[i], sizeof num[i], "%s", str(&r, "number"));
+        h_resp_free(&r);
+    }
+    char orders[400];
+    snprintf(orders, sizeof orders, "number,discount,urgent,reason,note,customer\n%s,3,,,,%lld\n%s,4,true,late,rush,%lld\n"
+             "%s,5,,,,999999\n", num[0], cust, num[1], cust, num[2]);
+    r = post_csv(clerk, "order/import?mode=upsert&key=number&partial=true", orders);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "updated")), 1);
+    assert_string_equal(row_error(&r, 2, e, sizeof e), " forbidden");
+    assert_string_equal(row_error(&r, 3, e, sizeof e), "customer not_found");
+    h_resp_free(&r);
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM app_shop.\"order\" WHERE (id = %lld AND discount = 3 AND _version = 2) "
+             "OR (id IN (%lld, %lld) AND discount IS NULL AND urgent IS NULL AND _version = 1)", o[0], o[1], o[2]);
+    assert_int_equal(sql_int(sql), 3);
+    /* gone again: the tests after this one count every tag and walk every order */
+    snprintf(sql, sizeof sql, "WITH o AS (DELETE FROM app_shop.\"order\" WHERE customer = %lld RETURNING 1), "
+             "t AS (DELETE FROM app_shop.tag WHERE name LIKE 'Bulk %%' RETURNING 1), h AS (DELETE FROM loom.history "
+             "WHERE form = 'tag' RETURNING 1) SELECT (SELECT count(*) FROM o) + 1000 * (SELECT count(*) FROM t)", cust);
+    assert_int_equal(sql_int(sql), 3 + 1000 * 40);
+}
+
 /* The lines of s that end in CRLF. */
 static int crlf_lines(const char *s)
 {
@@ -1973,6 +2085,7 @@ int main(void)
         cmocka_unit_test(test_files),
         cmocka_unit_test(test_import),
         cmocka_unit_test(test_import_batches),
+        cmocka_unit_test(test_upsert_in_bulk),
         cmocka_unit_test(test_export),
         cmocka_unit_test(test_hostile_bodies),
         cmocka_unit_test(test_permission_matrix),
