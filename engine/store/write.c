@@ -3508,12 +3508,9 @@ static bool bulk_create(wr *x, json_t *bodies, long first_row, const write_impor
 }
 
 /* Whether the rows that found their records can be updated in bulk: no
- * approvals whose inputs a row could touch, and no files to link or subform
- * rows to write (a CSV sets neither). */
+ * files to link or subform rows to write (a CSV sets neither). */
 static bool bulk_updatable(wr *x, json_t *bodies)
 {
-    if (x->flow && flow_has_approvals(x->flow))
-        return false;
     size_t i, k;
     json_t *f, *body;
     json_array_foreach(x->fields, k, f) if (field_is(f, "subform") || field_is(f, "file"))
@@ -3639,11 +3636,21 @@ static bool bulk_update(wr *x, json_t *bodies, char **found, bool given, long fi
     query q;
     filter_err fe;
     ok = query_lock(x->w->fc, x->form, lit.data, true, &q, &fe);
-    buf_free(&lit);
     PGresult *r = ok ? must(x, q.sql.data, q.args) : NULL;
     if (!ok)
         fail(x, LOOM_INTERNAL, "a permission filter does not compile");
     ok = r != NULL;
+    json_t *pending = json_object();   /* record id -> the transition its pending approval waits on */
+    if (ok && x->flow && flow_has_approvals(x->flow)) {
+        json_t *args = json_pack("[s, s, s]", x->w->app, x->form, lit.data);
+        PGresult *p = must(x, "SELECT record, transition FROM loom.approvals WHERE app = $1 AND form = $2 AND "
+                              "record = ANY($3::bigint[]) AND status = 'pending' FOR UPDATE", args);
+        json_decref(args);
+        ok = p != NULL;
+        for (int k = 0; p && k < PQntuples(p); k++)
+            json_object_set_new(pending, PQgetvalue(p, k, 0), json_string(PQgetvalue(p, k, 1)));
+    }
+    buf_free(&lit);
     json_t *olds = r ? query_items(&q, r, NULL) : NULL, *by_id = json_object();   /* id -> row of r */
     int ncol = (int)json_array_size(q.out);
     for (int k = 0; r && k < PQntuples(r); k++) {
@@ -3678,6 +3685,24 @@ static bool bulk_update(wr *x, json_t *bodies, char **found, bool given, long fi
         json_decref(b);
         if (!ok)
             break;
+        if (!rec)
+            continue;
+        /* a pending transition's input stays as it was asked with (a transition gone: it blocks nothing) */
+        json_t *pt = flow_transition(x->flow, json_string_value(json_object_get(pending, found[i]))), *in;
+        size_t f;
+        json_array_foreach(pt ? json_object_get(pt, "input") : NULL, f, in)
+        {
+            json_t *a = json_object_get(rec, jstr(in)), *was = json_object_get(old, jstr(in));
+            if (a != was && !(a && was && json_equal(a, was))) {
+                char msg[256];
+                snprintf(msg, sizeof msg, "%s is an input of transition \"%s\", which waits for approval", jstr(in),
+                         jstr(json_object_get(pt, "id")));
+                row_failure(res, row, "approval_pending", msg);
+                json_decref(rec);
+                rec = NULL;
+                break;
+            }
+        }
         if (!rec)
             continue;
         char base[24];
@@ -3744,6 +3769,7 @@ static bool bulk_update(wr *x, json_t *bodies, char **found, bool given, long fi
     json_decref(checked);
     json_decref(olds);
     json_decref(by_id);
+    json_decref(pending);
     free(rownum);
     query_free(&q);
     return ok;

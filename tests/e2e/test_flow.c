@@ -413,6 +413,23 @@ static void test_approval_any(void **state)
     expect(req("PATCH", advisor, "{\"discount\": 5}", "/api/apps/svc/forms/ticket/records/%lld", id), 409,
            "approval_pending", NULL);
     expect(req("PATCH", advisor, "{\"notes\": \"等审批\"}", "/api/apps/svc/forms/ticket/records/%lld", id), 200, NULL, NULL);
+    /* so does an import's update (in bulk) */
+    char csv[96];
+    snprintf(csv, sizeof csv, "id,discount\n%lld,5\n", id);
+    r = h_req_h(srv.port, "POST", "/api/apps/svc/forms/ticket/import?mode=upsert&key=id&partial=true", advisor, csv,
+                "Content-Type: text/csv\r\n");
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "updated")), 0);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(r.json, "errors"), 0), "code")),
+                        "approval_pending");
+    h_resp_free(&r);
+    snprintf(csv, sizeof csv, "id,notes\n%lld,批量\n", id);
+    r = h_req_h(srv.port, "POST", "/api/apps/svc/forms/ticket/import?mode=upsert&key=id", advisor, csv,
+                "Content-Type: text/csv\r\n");
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "updated")), 1);
+    h_resp_free(&r);
+    assert_int_equal(sql_int("SELECT count(*) FROM app_svc.ticket WHERE id = %lld AND notes = '批量' AND discount IS NULL", id), 1);
     /* only approvers decide, once each */
     expect(decide(tech, id, "approve"), 403, "forbidden", NULL);
     expect(req("POST", mgr, "{\"decision\": \"maybe\"}", "/api/apps/svc/forms/ticket/records/%lld/approval", id), 400,
