@@ -3132,6 +3132,29 @@ static bool copy_in(wr *x, const char *table_sql, buf *data)
     return copy_end(x);
 }
 
+/* Appends v (NULL: null) as JSON text, escaped for COPY text when
+ * in_copy: what json_dumps writes, without a tree walk for plain values. */
+static void value_json(buf *out, json_t *v, bool in_copy)
+{
+    if (!v || json_is_null(v)) {
+        buf_puts(out, "null");
+    } else if (json_is_string(v)) {
+        buf_json_string(out, json_string_value(v), in_copy);
+    } else if (json_is_integer(v)) {
+        char n[24];
+        buf_append(out, n, (size_t)snprintf(n, sizeof n, "%lld", (long long)json_integer_value(v)));
+    } else if (json_is_boolean(v)) {
+        buf_puts(out, json_is_true(v) ? "true" : "false");
+    } else {   /* lists, objects, reals */
+        char *j = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        if (in_copy)
+            copy_text(out, j, strlen(j));
+        else
+            buf_puts(out, j);
+        free(j);
+    }
+}
+
 /* The changes of a created record, {"f": [null, v], ...} as changes()
  * makes them, written as COPY text straight away: an import writes one per
  * row, so no JSON tree is built for it. */
@@ -3148,18 +3171,7 @@ static void created_changes(wr *x, json_t *rec, buf *out)
         buf_puts(out, first ? "\"" : ",\"");   /* an id: [a-z0-9_] */
         buf_puts(out, id);
         buf_puts(out, "\":[null,");
-        if (json_is_string(v)) {
-            buf_json_string(out, json_string_value(v), true);
-        } else if (json_is_integer(v)) {
-            char n[24];
-            buf_append(out, n, (size_t)snprintf(n, sizeof n, "%lld", (long long)json_integer_value(v)));
-        } else if (json_is_boolean(v)) {
-            buf_puts(out, json_is_true(v) ? "true" : "false");
-        } else {   /* lists, rows, files, reals */
-            char *j = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-            copy_text(out, j, strlen(j));
-            free(j);
-        }
+        value_json(out, v, true);
         buf_puts(out, "]");
         first = false;
     }
@@ -3532,20 +3544,34 @@ static void row_failure(write_import_result *res, long row, const char *code, co
 static bool write_updates(wr *x, json_t *upd)
 {
     const write_ctx *w = x->w;
-    buf sql = {0}, def = {0};
+    buf sql = {0}, def = {0}, rows = {0};
     columns(x->fields, NULL, NULL, &def);
-    json_t *rows = json_array(), *args = json_array();
+    json_t *args = json_array();
+    const field_table *ft = fields_of(x);
     size_t i;
     json_t *u;
+    /* the rows as JSON text, written straight (a batch is thousands of records) */
+    buf_puts(&rows, "[");
     json_array_foreach(upd, i, u)
     {
-        json_t *rec = json_array_get(u, 2), *vals = column_values(x->fields, rec), *owner = json_object_get(rec, "_owner");
-        json_object_set(vals, "id", json_object_get(json_array_get(u, 1), "id"));
-        json_object_set(vals, "_owner", json_is_integer(owner) ? owner : json_null());
-        json_object_set(vals, "_changes", json_array_get(u, 3));
-        json_array_append_new(rows, vals);
+        json_t *rec = json_array_get(u, 2), *owner = json_object_get(rec, "_owner");
+        buf_printf(&rows, "%s{\"id\":%lld,\"_owner\":", i ? "," : "",
+                   (long long)json_integer_value(json_object_get(json_array_get(u, 1), "id")));
+        value_json(&rows, json_is_integer(owner) ? owner : NULL, false);
+        buf_puts(&rows, ",\"_changes\":");
+        value_json(&rows, json_array_get(u, 3), false);
+        for (size_t k = 0; k < ft->n; k++) {
+            json_t *v = json_object_get(rec, ft->f[k].id);
+            if (ft->f[k].subform || !v)
+                continue;
+            buf_printf(&rows, ",\"%s\":", ft->f[k].id);   /* an id: [a-z0-9_] */
+            value_json(&rows, v, false);
+        }
+        buf_puts(&rows, "}");
     }
-    arg_json(args, rows);
+    buf_puts(&rows, "]");
+    arg(args, rows.data);
+    buf_free(&rows);
     arg_me(args, w->fc->me);
     arg(args, w->app);
     arg(args, x->form);
@@ -3571,7 +3597,6 @@ static bool write_updates(wr *x, json_t *upd)
     PGresult *r = write_sql(x, sql.data, args);
     buf_free(&sql);
     buf_free(&def);
-    json_decref(rows);
     json_decref(args);
     return r != NULL;
 }
