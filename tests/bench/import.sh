@@ -3,12 +3,15 @@
 # (one formula, one check, history per record) through POST .../import, all
 # or nothing, in one request; rows per second. PostgreSQL's own COPY of the
 # same rows into a bare table with the same columns is the floor shown beside it.
-# Usage: tests/bench/import.sh BUILD_DIR   (env: ROWS=1000000)
+# Then an upsert by id of UPSERT_ROWS of those records (two cells changed each:
+# every row checked as a PATCH, a new version and a history entry each).
+# Usage: tests/bench/import.sh BUILD_DIR   (env: ROWS=1000000 UPSERT_ROWS=100000)
 set -eu
 BUILD=$(realpath "$1")
 LOOM=$BUILD/loom
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 ROWS=${ROWS:-1000000}
+UPSERT_ROWS=${UPSERT_ROWS:-100000}
 PORT=${PORT:-18184}
 
 . "$(dirname "$0")/lib.sh"
@@ -46,3 +49,20 @@ echo "CSV import of $ROWS rows (${size} MB, 12 fields, 1 formula, 1 check, histo
 echo "loom POST .../import (s) | rows/s | records, history rows | bare COPY, no checks or history (s) | rows/s"
 echo "---|---|---|---|---"
 echo "$start $end $cstart $cend $ROWS $count $hist" | awk '{printf "%.1f | %.0f | %d, %d | %.1f | %.0f\n", $2 - $1, $5 / ($2 - $1), $6, $7, $4 - $3, $5 / ($4 - $3)}'
+# an upsert of records that exist: by id, two cells changed in each
+first=$(psql -t -A -c "SELECT min(id) FROM app_wbench.\"order\"")
+awk -v n="$UPSERT_ROWS" -v first="$first" 'BEGIN {
+    print "id,qty,note"
+    for (i = 0; i < n; i++) printf "%d,%d,edited %d\n", first + i, i % 1000 + 1, i
+}' > "$dir/upsert.csv"
+ustart=$(date +%s.%N)
+answer=$(curl -s -X POST -H "Authorization: Bearer $token" -H "Content-Type: text/csv" --data-binary "@$dir/upsert.csv" \
+    "http://127.0.0.1:$PORT/api/apps/wbench/forms/order/import?mode=upsert&key=id")
+uend=$(date +%s.%N)
+echo "$answer" | grep -q "\"updated\":$UPSERT_ROWS" || { echo "upsert answered: $(echo "$answer" | head -c 300)"; exit 1; }
+changed=$(psql -t -A -c "SELECT count(*) FROM app_wbench.\"order\" WHERE _version = 2 AND note LIKE 'edited %'")
+uhist=$(psql -t -A -c "SELECT count(*) FROM loom.history WHERE form = 'order' AND action = 'update'")
+echo
+echo "upsert by id of $UPSERT_ROWS of those records (2 cells changed each) (s) | rows/s | new versions, history entries"
+echo "---|---|---"
+echo "$ustart $uend $UPSERT_ROWS $changed $uhist" | awk '{printf "%.1f | %.0f | %d, %d\n", $2 - $1, $3 / ($2 - $1), $4, $5}'
