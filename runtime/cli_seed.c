@@ -1,4 +1,4 @@
-/* cli_seed.c - `loom app seed APP --spec FILE [--scale N] [--seed N] [--if-empty]`:
+/* cli_seed.c - `loom app seed APP --spec FILE [--scale N] [--seed N] [--states N] [--if-empty]`:
  * demo and benchmark data for a published app, from a generator spec that
  * the app ships (apps/4s-template/seed.json); nothing about any app is
  * known here. Records go through the records engine's import (checked like
@@ -18,7 +18,9 @@
  * zero-padded, or a permutation of it: unique either way);
  * {"ref": form, "copy": {field: their_field}}; {"user": [roles]};
  * {"rows": [min, max], "values": {...}} (subform rows); and "null": p on any
- * of them, "split": [fields] on one that gives a text. */
+ * of them, "split": [fields] on one that gives a text. A form entry's
+ * "states" and "transitions" then move its records through its flow
+ * (seed_states). */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -29,6 +31,7 @@
 #include "cli.h"
 #include "handlers.h"
 #include "core/secret.h"
+#include "flow/flow.h"
 #include "form/ddl.h"
 #include "model/bundle.h"
 #include "rule/sandbox.h"
@@ -351,9 +354,163 @@ static json_t *gen(seed *s, json_t *g, json_t *field, json_t *row)
     return json_null();
 }
 
+/* The transitions that take a record of flow from its initial state to
+ * each state, fewest first, only those named in only (when not NULL) and
+ * none through an approval: {state: [ids]}; a state missing cannot be
+ * reached so. */
+static json_t *state_paths(json_t *flow, json_t *only)
+{
+    json_t *paths = json_object(), *queue = json_array();
+    const char *init = jstr(json_object_get(flow, "initial"));
+    json_object_set_new(paths, init, json_array());
+    json_array_append_new(queue, json_string(init));
+    for (size_t q = 0; q < json_array_size(queue); q++) {
+        const char *st = json_string_value(json_array_get(queue, q));
+        size_t i;
+        json_t *t;
+        json_array_foreach(json_object_get(flow, "transitions"), i, t)
+        {
+            const char *to = jstr(json_object_get(t, "to"));
+            if (json_object_get(t, "approval") || json_object_get(paths, to) || !flow_starts_in(flow, t, st) ||
+                (only && !json_object_get(only, jstr(json_object_get(t, "id")))))
+                continue;
+            json_t *path = json_copy(json_object_get(paths, st));
+            json_array_append(path, json_object_get(t, "id"));
+            json_object_set_new(paths, to, path);
+            json_array_append_new(queue, json_string(to));
+        }
+    }
+    json_decref(queue);
+    return paths;
+}
+
+/* Takes the first max records of form this run made (ids above after) to
+ * the states entry's "states" weighs, each along its fewest transitions
+ * among those "transitions" names ({t: {"values": {field: generator},
+ * "as": generator of a user}}; without it, any), taken with those values
+ * and as that user (else the system): through the API's transition, so
+ * guards, requires, set and timers hold. A transition refused leaves its
+ * record where it stopped. */
+static bool seed_states(seed *s, const write_ctx *w, json_t *entry, const char *form, long long after, long long max)
+{
+    json_t *states = json_object_get(entry, "states"), *tspecs = json_object_get(entry, "transitions");
+    json_t *flow = bundle_flow(s->bundle, form);
+    if (!flow) {
+        fprintf(stderr, "loom: the spec gives %s states, and it has no flow\n", form);
+        return false;
+    }
+    json_t *paths = state_paths(flow, tspecs);
+    double total = 0;
+    const char *st;
+    json_t *wt;
+    bool ok = true;
+    json_object_foreach(states, st, wt)
+    {
+        if (!json_is_number(wt) || json_number_value(wt) < 0) {
+            fprintf(stderr, "loom: %s state %s: a weight is a number, 0 or more\n", form, st);
+            ok = false;
+        } else if (!flow_state(flow, st)) {
+            fprintf(stderr, "loom: %s has no state %s\n", form, st);
+            ok = false;
+        } else if (!json_object_get(paths, st)) {
+            fprintf(stderr, "loom: %s state %s cannot be reached from %s by the spec's transitions (none through an "
+                            "approval)\n", form, st, jstr(json_object_get(flow, "initial")));
+            ok = false;
+        }
+        total += json_number_value(wt);
+    }
+    buf sql = {0};
+    buf_printf(&sql, "SELECT id FROM ");
+    ddl_quote(&sql, s->schema);
+    buf_puts(&sql, ".");
+    ddl_quote(&sql, form);
+    buf_printf(&sql, " WHERE id > %lld ORDER BY id LIMIT %lld", after, max);
+    loom_err e = {0};
+    PGresult *r = ok && total > 0 ? db_exec(s->d, s->a, sql.data, &e) : NULL;
+    buf_free(&sql);
+    int n = r ? PQntuples(r) : 0;
+    long long *ids = malloc(((size_t)n + 1) * sizeof *ids);
+    for (int i = 0; i < n; i++)
+        ids[i] = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+    json_t *reached = json_object();
+    long long refused = 0;
+    for (int i = 0; ok && i < n; i++) {
+        if (i % 500 == 0 && !(ok = db_begin(s->d, s->a, &e)))
+            break;
+        double at = unit(s) * total;
+        const char *target = NULL;
+        json_object_foreach(states, st, wt)
+        {
+            target = st;
+            if ((at -= json_number_value(wt)) < 0)
+                break;
+        }
+        const char *now = jstr(json_object_get(flow, "initial"));
+        size_t k;
+        json_t *tid;
+        char id[24];
+        snprintf(id, sizeof id, "%lld", ids[i]);
+        json_array_foreach(json_object_get(paths, target), k, tid)
+        {
+            json_t *ts = json_object_get(tspecs, jstr(tid)), *values = json_object();
+            const char *f;
+            json_t *g;
+            json_object_foreach(json_object_get(ts, "values"), f, g) json_object_set_new(
+                values, f, gen(s, g, bundle_item(json_object_get(bundle_item(json_object_get(s->bundle, "forms"), form), "fields"), f),
+                               values));
+            filter_ctx fc = *w->fc;
+            write_ctx as = *w;
+            as.fc = &fc;
+            json_t *u = json_object_get(ts, "as") ? gen(s, json_object_get(ts, "as"), NULL, values) : NULL;
+            fc.me = json_is_integer(u) ? (long long)json_integer_value(u) : 0;
+            json_decref(u);
+            write_result out = {0};
+            bool moved = write_transition(&as, form, id, jstr(tid), values, NULL, -1, &out);
+            json_decref(values);
+            if (!moved && out.from_db) {
+                fprintf(stderr, "loom: %s %s: %s failed: %s\n", form, id, jstr(tid), out.message);
+                ok = false;
+            } else if (!moved && !refused++) {
+                char *why = json_dumps(out.errors ? out.errors : json_null(), JSON_COMPACT | JSON_ENCODE_ANY);
+                fprintf(stderr, "loom: %s: some transitions were refused, e.g. %s of record %s: %s %s\n", form,
+                        jstr(tid), id, out.message, why);
+                free(why);
+            }
+            write_result_free(&out);
+            if (!moved)
+                break;
+            now = jstr(json_object_get(flow_transition(flow, jstr(tid)), "to"));
+        }
+        json_object_set_new(reached, now, json_integer(json_integer_value(json_object_get(reached, now)) + 1));
+        if (ok && (i % 500 == 499 || i == n - 1)) {
+            ok = db_commit(s->d, s->a, &e);
+            arena_reset(s->a);
+        }
+    }
+    if (!ok)
+        db_rollback(s->d);
+    if (ok && n) {   /* in the flow's order */
+        printf("seed: %-18s", "");
+        size_t k;
+        json_t *state;
+        json_array_foreach(json_object_get(flow, "states"), k, state)
+        {
+            json_t *c = json_object_get(reached, jstr(json_object_get(state, "id")));
+            if (c)
+                printf(" %lld %s", (long long)json_integer_value(c), jstr(json_object_get(state, "id")));
+        }
+        printf(" (%lld transitions refused)\n", refused);
+    }
+    free(ids);
+    json_decref(reached);
+    json_decref(paths);
+    return ok;
+}
+
 static int usage(void)
 {
-    fprintf(stderr, "usage: loom app seed APP --spec FILE [--scale N] [--seed N] [--if-empty] [--db URL] [--data-dir DIR]\n");
+    fprintf(stderr, "usage: loom app seed APP --spec FILE [--scale N] [--seed N] [--states N] [--if-empty] [--db URL] "
+                    "[--data-dir DIR]\n");
     return 2;
 }
 
@@ -410,6 +567,7 @@ int cli_seed(int argc, char **argv)
     double scale = 1;
     unsigned long long rng_seed = 20261122;
     bool if_empty = false;
+    long long states_max = 5000;   /* records moved through their flow, per form: each transition is a write */
     cli_db_opts o = {0};
     for (int i = 1; i < argc; i++) {
         if (cli_db_option(argc, argv, &i, &o))
@@ -420,6 +578,8 @@ int cli_seed(int argc, char **argv)
             scale = atof(argv[++i]);
         else if (!strcmp(argv[i], "--seed") && i + 1 < argc)
             rng_seed = strtoull(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--states") && i + 1 < argc)
+            states_max = atoll(argv[++i]);
         else if (!strcmp(argv[i], "--if-empty"))
             if_empty = true;
         else
@@ -503,6 +663,16 @@ int cli_seed(int argc, char **argv)
         if (count < 1)
             count = 1;
         json_t *values = json_object_get(entry, "values");
+        long long after = 0;   /* the records before: seed_states moves only this run's */
+        buf sql = {0};
+        buf_puts(&sql, "SELECT coalesce(max(id), 0) FROM ");
+        ddl_quote(&sql, s.schema);
+        buf_puts(&sql, ".");
+        ddl_quote(&sql, form);
+        PGresult *mx = db_exec(s.d, a, sql.data, &e);
+        buf_free(&sql);
+        if (mx)
+            after = strtoll(PQgetvalue(mx, 0, 0), NULL, 10);
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         long long done = 0, bad = 0;
@@ -548,6 +718,8 @@ int cli_seed(int argc, char **argv)
         clock_gettime(CLOCK_MONOTONIC, &t1);
         printf("seed: %-18s %8lld rows (%lld refused) in %.1f s\n", form, done - bad, bad,
                (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+        if (ok && json_object_get(entry, "states") && states_max > 0)
+            ok = seed_states(&s, &w, entry, form, after, states_max);
         fflush(stdout);
     }
     if (ok)

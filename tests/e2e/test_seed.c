@@ -31,11 +31,19 @@ static long long count(const char *url, const char *sql)
     return n;
 }
 
-static int seed(const char *url, const char *scale, const char *rng, bool if_empty, char *out, size_t n)
+/* Seeds with the 4S spec; states: how many records of each form move through their flow (NULL: the default). */
+static int seed_states(const char *url, const char *scale, const char *rng, const char *states, bool if_empty, char *out,
+                       size_t n)
 {
     const char *argv[] = {h_loom_bin(), "app", "seed", "fours", "--spec", SOURCE_DIR "/apps/4s-template/seed.json",
-                          "--scale", scale, "--seed", rng, "--db", url, if_empty ? "--if-empty" : NULL, NULL};
+                          "--scale", scale, "--seed", rng, "--db", url, "--states", states ? states : "5000",
+                          if_empty ? "--if-empty" : NULL, NULL};
     return h_run(argv, NULL, out, n);
+}
+
+static int seed(const char *url, const char *scale, const char *rng, bool if_empty, char *out, size_t n)
+{
+    return seed_states(url, scale, rng, NULL, if_empty, out, n);
 }
 
 static char *fresh(const char *name)
@@ -105,6 +113,26 @@ static void test_seed_4s(void **state)
     char sql[160];
     snprintf(sql, sizeof sql, "SELECT count(*) FROM loom.history WHERE app = 'fours' AND action = 'create' AND actor IS NULL");
     assert_int_equal(count(url, sql), total);
+    /* the records spread over their flows' states, moved there by transitions as the demo users take them */
+    assert_int_equal(count(url, "SELECT count(DISTINCT _state) FROM app_fours.service_ticket"), 6);
+    assert_int_equal(count(url, "SELECT count(DISTINCT _state) FROM app_fours.lead"), 5);
+    assert_int_equal(count(url, "SELECT count(DISTINCT _state) FROM app_fours.opportunity"), 6);
+    assert_int_equal(count(url, "SELECT count(DISTINCT _state) FROM app_fours.sales_order"), 2);
+    assert_true(count(url, "SELECT count(*) FROM app_fours.service_ticket WHERE _state = 'closed'") > 30);
+    assert_int_equal(count(url, "SELECT count(*) FROM app_fours.service_ticket WHERE (_state = 'pending') <> (technician IS "
+                                "NULL) OR (_state IN ('completed', 'follow_up', 'closed')) <> (completed_at IS NOT NULL AND "
+                                "labor_hours > 0)"),
+                     0);
+    assert_int_equal(count(url, "SELECT count(*) FROM app_fours.lead WHERE (_state = 'pool') <> (in_pool AND assigned_to IS NULL)"),
+                     0);
+    assert_int_equal(count(url, "SELECT count(*) FROM loom.history h JOIN loom.users u ON u.id = h.actor WHERE h.app = 'fours' "
+                                "AND h.transition = 'dispatch' AND u.app_roles -> 'fours' ? 'service_advisor'"),
+                     count(url, "SELECT count(*) FROM loom.history WHERE app = 'fours' AND transition = 'dispatch'"));
+    assert_true(count(url, "SELECT count(*) FROM loom.history WHERE app = 'fours' AND transition = 'dispatch'") > 60);
+    /* the SLA of 待受理 runs for the tickets still there, and no other's */
+    assert_int_equal(count(url, "SELECT count(*) FROM loom.jobs WHERE form = 'service_ticket' AND kind = 'sla' AND "
+                                "status = 'pending'"),
+                     count(url, "SELECT count(*) FROM app_fours.service_ticket WHERE _state = 'pending'"));
     /* the demo users log in and see what their roles give them (apps/4s-template/app.json) */
     h_server srv;
     const char *args[] = {"--workers", "2", NULL};
@@ -148,6 +176,17 @@ static void test_seed_4s(void **state)
     assert_string_equal(a, b);
     free(a);
     free(b);
+    /* a state the spec's transitions cannot reach: a clear failure */
+    char spec[] = "/tmp/loomtest_seed_spec_XXXXXX";
+    int fd = mkstemp(spec);
+    assert_true(fd >= 0);
+    const char *bad = "{\"forms\": [{\"form\": \"sales_order\", \"count\": 1, \"values\": {}, \"states\": {\"approved\": 1}}]}";
+    assert_int_equal(write(fd, bad, strlen(bad)), (ssize_t)strlen(bad));
+    close(fd);
+    const char *unreachable[] = {h_loom_bin(), "app", "seed", "fours", "--spec", spec, "--db", url, NULL};
+    assert_int_not_equal(h_run(unreachable, NULL, out, sizeof out), 0);
+    assert_non_null(strstr(out, "sales_order state approved cannot be reached from draft"));
+    unlink(spec);
     /* an app that is not published: a clear failure */
     const char *argv[] = {h_loom_bin(), "app", "seed", "nope", "--spec", SOURCE_DIR "/apps/4s-template/seed.json", "--db",
                           url, NULL};
@@ -188,8 +227,8 @@ static void test_4s_flows(void **state)
     (void)state;
     char *url = fresh("loomtest_flows4s");
     char out[16384];
-    assert_int_equal(seed(url, "20", "3", false, out, sizeof out), 0);
-    /* seeded records start in their flows' initial states, with their timers */
+    assert_int_equal(seed_states(url, "20", "3", "0", false, out, sizeof out), 0);
+    /* with --states 0, seeded records stay in their flows' initial states, with their timers */
     assert_int_equal(count(url, "SELECT count(*) FROM app_fours.service_ticket WHERE _state <> 'pending'"), 0);
     assert_int_equal(count(url, "SELECT count(*) FROM loom.jobs WHERE form = 'service_ticket' AND kind = 'sla' AND "
                                 "status = 'pending' AND run_at > now() + interval '119 minutes'"),
