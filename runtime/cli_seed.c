@@ -490,7 +490,7 @@ static bool seed_states(seed *s, const write_ctx *w, json_t *entry, const char *
     if (!ok)
         db_rollback(s->d);
     if (ok && n) {   /* in the flow's order */
-        printf("seed: %-18s", "");
+        printf("seed: %-18s states:", form);
         size_t k;
         json_t *state;
         json_array_foreach(json_object_get(flow, "states"), k, state)
