@@ -1376,6 +1376,63 @@ static PGresult *write_sql(wr *x, const char *sql, json_t *args)
     return write_sql_as(x, sql, args, false);
 }
 
+/* n new ids of table $1 ($2: n): the sequence found once, not once per id
+ * (its lookup costs 8 times the nextval; OFFSET 0 keeps the planner from
+ * pulling the subquery up into the per-row expression). */
+#define NEW_IDS_SQL                                                                                                    \
+    "SELECT nextval(s.seq) FROM (SELECT pg_get_serial_sequence($1, 'id')::regclass AS seq OFFSET 0) AS s, "           \
+    "generate_series(1, $2::int)"
+
+/* Gives the subform rows of recs without an id one from their table (a
+ * query per subform that has such rows), and makes every row as a read
+ * shows it: "id" first, then each field in order, null when empty. So the
+ * history entry of a write names the rows as they are stored. */
+static bool rows_ready(wr *x, json_t *recs)
+{
+    const field_table *ft = fields_of(x);
+    for (size_t k = 0; k < ft->n; k++) {
+        const field_info *fi = &ft->f[k];
+        if (!fi->subform)
+            continue;
+        size_t need = 0, i, r;
+        json_t *rec, *row;
+        json_array_foreach(recs, i, rec)
+        {
+            json_array_foreach(json_object_get(rec, fi->id), r, row) need += !json_object_get(row, "id");
+        }
+        PGresult *ids = NULL;
+        if (need) {
+            char child[DDL_NAME_MAX + 1], count[24];
+            child_table(x->form, fi->id, child);
+            buf t = {0};
+            qualified(&t, x->w->fc->schema, child);
+            snprintf(count, sizeof count, "%zu", need);
+            json_t *args = json_pack("[s, s]", t.data, count);
+            buf_free(&t);
+            ids = must(x, NEW_IDS_SQL, args);
+            json_decref(args);
+            if (!ids)
+                return false;
+        }
+        int next = 0;
+        json_array_foreach(recs, i, rec)
+        {
+            json_t *rows = json_object_get(rec, fi->id);
+            json_array_foreach(rows, r, row)
+            {
+                json_t *id = json_object_get(row, "id"), *out = json_object();
+                json_object_set_new(out, "id", id ? json_incref(id) : json_integer(strtoll(PQgetvalue(ids, next++, 0), NULL, 10)));
+                for (size_t m = 0; m < fi->rows->n; m++) {
+                    json_t *v = json_object_get(row, fi->rows->f[m].id);
+                    json_object_set(out, fi->rows->f[m].id, v ? v : json_null());
+                }
+                json_array_set_new(rows, r, out);
+            }
+        }
+    }
+    return true;
+}
+
 /* Inserts, updates and deletes the rows of each subform of rec that
  * differ from old (NULL on create). */
 static bool write_rows(wr *x, long long id, json_t *rec, json_t *old)
@@ -1413,7 +1470,8 @@ static bool write_rows(wr *x, long long id, json_t *rec, json_t *old)
                 }
                 json_object_set(v, "id", rid);
                 json_array_append_new(upd, v);
-            } else {
+            } else {   /* a new row, with the id rows_ready gave it */
+                json_object_set(v, "id", rid);
                 json_array_append_new(ins, v);
             }
         }
@@ -1464,8 +1522,8 @@ static bool write_rows(wr *x, long long id, json_t *rec, json_t *old)
             buf_reset(&sql);
             buf_puts(&sql, "INSERT INTO ");
             qualified(&sql, x->w->fc->schema, child);
-            buf_printf(&sql, " (\"_parent\", \"_pos\"%s) SELECT $1, x.\"_pos\"%s FROM jsonb_to_recordset($2::jsonb) "
-                             "AS x(\"_pos\" integer%s%s)",
+            buf_printf(&sql, " (\"id\", \"_parent\", \"_pos\"%s) SELECT x.\"id\", $1, x.\"_pos\"%s FROM "
+                             "jsonb_to_recordset($2::jsonb) AS x(\"id\" bigint, \"_pos\" integer%s%s)",
                        cols.data ? cols.data : "", xcols.data ? xcols.data : "", def.len ? ", " : "",
                        def.data ? def.data : "");
             ok = write_sql(x, sql.data, args) != NULL;
@@ -1869,7 +1927,7 @@ bool write_create_plan(const write_ctx *w, const char *form, json_t *body, write
         return finish(&x, true);
     }
     json_t *one = json_pack("[O]", rec);
-    ok = ok && autonumbers(&x, one);
+    ok = ok && autonumbers(&x, one) && (!holds_rows(&x, rec) || rows_ready(&x, one));
     json_decref(one);
     /* nothing to write after the statement (subform rows, files; create rules, when they come, will be such
      * writes) and the record as the caller sees it known from it */
@@ -2414,7 +2472,13 @@ static bool update(wr *x, const char *id, json_t *body, long long if_match, json
         if (ok && t)
             required_by(x, t, rec);
     }
-    json_t *ch = ok && !json_array_size(x->errors) && !json_array_size(x->expr_errors) ? changes(x, old, rec) : NULL;
+    bool valid = ok && !json_array_size(x->errors) && !json_array_size(x->expr_errors);
+    if (valid && holds_rows(x, rec)) {
+        json_t *one = json_pack("[O]", rec);
+        ok = valid = rows_ready(x, one);
+        json_decref(one);
+    }
+    json_t *ch = valid ? changes(x, old, rec) : NULL;
     x->out->id = strtoll(id, NULL, 10);
     x->out->version = old ? json_integer_value(json_object_get(old, "_version")) : 0;
     if (ch && t && json_object_get(t, "approval") && !x->approving)
@@ -3191,14 +3255,11 @@ static bool bulk_insert(wr *x, json_t *recs)
     snprintf(table, sizeof table, "%s", qt.data);
     buf_free(&qt);
     json_t *args = json_pack("[s, s]", table, count);
-    /* the sequence found once, not once per id: its lookup costs 8 times the nextval (OFFSET 0 keeps
-     * the planner from pulling the subquery up into the per-row expression) */
-    PGresult *ids = must(x, "SELECT nextval(s.seq) FROM (SELECT pg_get_serial_sequence($1, 'id')::regclass AS seq "
-                            "OFFSET 0) AS s, generate_series(1, $2::int)", args);
+    PGresult *ids = must(x, NEW_IDS_SQL, args);
     json_decref(args);
     if (!ids)
         return false;
-    if (!autonumbers(x, recs))
+    if (!autonumbers(x, recs) || (x->has_subforms && !rows_ready(x, recs)))
         return false;
     size_t i;
     json_t *f;
@@ -3245,7 +3306,7 @@ static bool bulk_insert(wr *x, json_t *recs)
             json_t *row;
             json_array_foreach(json_object_get(rec, fi->id), r, row)
             {
-                buf_printf(cb, "%s\t%zu", id, r);
+                buf_printf(cb, "%lld\t%s\t%zu", (long long)json_integer_value(json_object_get(row, "id")), id, r);
                 for (size_t m = 0; m < fi->rows->n; m++) {
                     buf_puts(cb, "\t");
                     copy_value(cb, fi->rows->f[m].def, json_object_get(row, fi->rows->f[m].id));
@@ -3280,7 +3341,7 @@ static bool bulk_insert(wr *x, json_t *recs)
         qualified(&target, x->w->fc->schema, child);
         buf sc = {0};
         columns(json_object_get(sub, "fields"), &sc, NULL, NULL);
-        buf_printf(&target, " (\"_parent\", \"_pos\"%s)", sc.data ? sc.data : "");
+        buf_printf(&target, " (\"id\", \"_parent\", \"_pos\"%s)", sc.data ? sc.data : "");
         ok = copy_in(x, target.data, &children[i]);
         buf_free(&sc);
     }

@@ -104,6 +104,12 @@ static void test_seed_4s(void **state)
                                 "WHERE v.customer <> t.customer"),
                      0);
     assert_true(count(url, "SELECT count(*) FROM app_fours.sales_order__lines") >= 50);
+    /* rows written in bulk are in their records' history under the ids they are stored under */
+    assert_int_equal(count(url, "SELECT count(*) FROM app_fours.sales_order__lines l WHERE NOT EXISTS (SELECT 1 FROM "
+                                "loom.history h, jsonb_array_elements(h.changes::jsonb #> '{lines,1}') e WHERE h.form = "
+                                "'sales_order' AND h.record = l._parent AND h.action = 'create' AND (e->>'id')::bigint = l.id "
+                                "AND e->>'product' = l.product::text)"),
+                     0);
     assert_int_equal(count(url, "SELECT count(*) FROM app_fours.sales_order WHERE number !~ '^SO-[0-9]{6}-[0-9]{5}$'"), 0);
     assert_int_equal(count(url, "SELECT count(*) FROM app_fours.vehicle WHERE next_service_km <> mileage - mileage % 5000 + 5000"),
                      0);

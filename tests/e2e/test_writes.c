@@ -421,6 +421,18 @@ static void test_update_if_match_and_rows(void **state)
     h_resp_free(&r);
     snprintf(body, sizeof body, "SELECT count(*) FROM app_shop.order__lines WHERE _parent = %lld", id);
     assert_int_equal(sql_int(body), 3);
+    /* the history names rows by the ids they are stored under, every field of them (null when empty) */
+    char q[1024];
+    snprintf(q, sizeof q, "SELECT count(*) FROM loom.history WHERE form = 'order' AND record = %lld AND action = "
+             "'create' AND (changes::jsonb #>> '{lines,1,0,id}')::bigint = %lld AND (changes::jsonb #>> '{lines,1,2,id}')"
+             "::bigint = %lld AND (SELECT count(*) FROM jsonb_object_keys(changes::jsonb #> '{lines,1,0}')) = 7", id, a, c);
+    assert_int_equal(sql_int(q), 1);
+    snprintf(q, sizeof q, "SELECT count(*) FROM loom.history h JOIN app_shop.order__lines l ON l._parent = h.record "
+             "AND l.product = 'D' WHERE h.form = 'order' AND h.record = %lld AND h.action = 'update' AND "
+             "(h.changes::jsonb #>> '{lines,1,2,id}')::bigint = l.id AND h.changes::jsonb #> '{lines,1,2,supplier}' = "
+             "'null'::jsonb AND h.changes::jsonb #> '{lines,1,0}' = jsonb_build_object('id', %lld, 'product', 'C', "
+             "'qty', 3, 'price', '3.00', 'amount', '9.00', 'photos', NULL, 'supplier', NULL)", id, c);
+    assert_int_equal(sql_int(q), 1);
 
     /* stale If-Match: 412, nothing changes */
     r = req("PATCH", manager, "If-Match: \"1\"\r\n", "{\"discount\": 5}", "/api/apps/shop/forms/order/records/%lld", id);
