@@ -267,8 +267,7 @@ static void read_batch(import_batch *t)
     while (json_array_size(t->bodies) < IMPORT_BATCH && (t->more = csv_next(rd, &err))) {
         in->row++;
         if (rd->n > in->ncols) {   /* the row's problem; a null in its place keeps the rows' numbers */
-            json_array_append_new(t->errors, json_pack("{s:I, s:s, s:s, s:s}", "row", (json_int_t)in->row, "field", "",
-                                                       "code", "bad_request", "message", "more cells than the header has"));
+            write_import_problem(t->errors, in->row, "", "bad_request", "more cells than the header has");
             json_array_append_new(t->bodies, json_null());
             continue;
         }
@@ -292,9 +291,7 @@ static void read_batch(import_batch *t)
                     char msg[200];
                     snprintf(msg, sizeof msg, id ? "more than one record is titled \"%.64s\": write its id"
                                                  : "no record is titled \"%.64s\"", json_string_value(v));
-                    json_array_append_new(t->errors, json_pack("{s:I, s:s, s:s, s:s}", "row", (json_int_t)in->row, "field",
-                                                               in->names[i], "code", id ? "not_unique" : "not_found",
-                                                               "message", msg));
+                    write_import_problem(t->errors, in->row, in->names[i], id ? "not_unique" : "not_found", msg);
                     json_decref(v);
                     json_decref(body);
                     body = NULL;   /* the row is not written: a null in its place keeps the rows' numbers */
@@ -306,8 +303,7 @@ static void read_batch(import_batch *t)
         json_array_append_new(t->bodies, body ? body : json_null());
     }
     if (!t->more && err)
-        json_array_append_new(t->errors, json_pack("{s:I, s:s, s:s, s:s}", "row", (json_int_t)in->row + 1, "field", "",
-                                                   "code", "bad_request", "message", err));
+        write_import_problem(t->errors, in->row + 1, "", "bad_request", err);
     if (t->w && json_array_size(t->bodies))
         t->checked = write_import_check(t->w, in->form, t->bodies, t->first, &t->b);
 }
@@ -419,8 +415,7 @@ void records_import(void *cp)
         col[i] = f;
         for (int k = 0; k < i; k++)
             if (!strcmp(names[k], names[i]))
-                json_array_append_new(errors, json_pack("{s:i, s:s, s:s, s:s}", "row", 0, "field", names[i], "code",
-                                                        "bad_request", "message", "this column appears twice"));
+                write_import_problem(errors, 0, names[i], "bad_request", "this column appears twice");
         /* what an export holds and no one writes (system columns, computed fields, fields the caller may
          * only read) is left out and named in the answer, so an exported file imports back as it is */
         bool key_col = o.upsert && key && !strcmp(names[i], key);
@@ -431,8 +426,7 @@ void records_import(void *cp)
             json_array_append_new(ignored, json_string(names[i]));
         else if ((!f && strcmp(b, "id") && strcmp(b, "_owner")) || field_is(f, "subform") ||
                  (f && perm_field(d, names[i]) == FIELD_HIDDEN))
-            json_array_append_new(errors, json_pack("{s:i, s:s, s:s, s:s}", "row", 0, "field", b, "code",
-                                                    "unknown_field", "message", "no such field"));
+            write_import_problem(errors, 0, b, "unknown_field", "no such field");
     }
     if (json_array_size(errors)) {
         csv_close(&rd);

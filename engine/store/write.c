@@ -3366,6 +3366,12 @@ static bool bulk_insert(wr *x, json_t *recs)
     return ok;
 }
 
+void write_import_problem(json_t *into, long row, const char *field, const char *code, const char *message)
+{
+    json_array_append_new(into, json_pack("{s:I, s:s, s:s, s:s}", "row", (json_int_t)row, "field", field, "code", code,
+                                          "message", message));
+}
+
 /* The problems of row (1-based) as import errors {row, field, code, message}. */
 static void row_errors(json_t *into, long row, json_t *problems)
 {
@@ -3435,8 +3441,7 @@ static bool import_one(const write_ctx *w, const char *form, json_t *body, const
         if (json_array_size(one.errors)) {   /* (a clash on an index Loom did not make has none) */
             row_errors(res->errors, row, one.errors);
         } else {
-            json_array_append_new(res->errors, json_pack("{s:I, s:s, s:s, s:s}", "row", (json_int_t)row, "field", "",
-                                                         "code", loom_code_name(one.code), "message", one.message));
+            write_import_problem(res->errors, row, "", loom_code_name(one.code), one.message);
         }
         write_result_free(&one);
     }
@@ -3514,9 +3519,8 @@ static bool unique_precheck(wr *x, json_t *recs, const long *rownum, json_t *bad
             if (null) {   /* NULLs never clash */
             } else if (json_object_get(seen, text)) {
                 json_object_set_new(bad, idx, json_true());
-                json_array_append_new(res->errors, json_pack("{s:I, s:s, s:s, s:s}", "row", (json_int_t)rownum[i], "field",
-                                                             jstr(json_array_get(key, 0)), "code", "not_unique", "message",
-                                                             "another row of the file has this value"));
+                write_import_problem(res->errors, rownum[i], jstr(json_array_get(key, 0)), "not_unique",
+                            "another row of the file has this value");
             } else {
                 json_object_set_new(seen, text, json_true());
                 json_array_append(vals, v);
@@ -3551,9 +3555,8 @@ static bool unique_precheck(wr *x, json_t *recs, const long *rownum, json_t *bad
                 char idx[24];
                 snprintf(idx, sizeof idx, "%zu", at);
                 json_object_set_new(bad, idx, json_true());
-                json_array_append_new(res->errors, json_pack("{s:I, s:s, s:s, s:s}", "row", (json_int_t)rownum[at], "field",
-                                                             jstr(json_array_get(key, 0)), "code", "not_unique", "message",
-                                                             "another record has this value"));
+                write_import_problem(res->errors, rownum[at], jstr(json_array_get(key, 0)), "not_unique",
+                            "another record has this value");
             }
             buf_free(&sql);
             json_decref(args);
@@ -3593,14 +3596,7 @@ static bool bulk_updatable(wr *x, json_t *bodies)
     return true;
 }
 
-/* A row's failure that is no field's, as the one-record write reports it. */
-static void row_failure(write_import_result *res, long row, const char *code, const char *message)
-{
-    json_array_append_new(res->errors, json_pack("{s:I, s:s, s:s, s:s}", "row", (json_int_t)row, "field", "", "code",
-                                                 code, "message", message));
-}
-
-/* The changed records of upd ([[id, old, rec, changes], ...]) written with
+/* The changed records of upd ([[row, old, rec, changes], ...]) written with
  * their history entries, in one statement. */
 static bool write_updates(wr *x, json_t *upd)
 {
@@ -3755,11 +3751,11 @@ static bool bulk_update(wr *x, json_t *bodies, char **found, bool given, long fi
         json_t *at = json_object_get(by_id, found[i]);
         int k = at ? (int)json_integer_value(at) : -1;
         if (k < 0 || *PQgetvalue(r, k, ncol) != 't') {
-            row_failure(res, row, "not_found", "no such record");
+            write_import_problem(res->errors, row, "", "not_found", "no such record");
             continue;
         }
         if (*PQgetvalue(r, k, ncol + 1) != 't') {
-            row_failure(res, row, "forbidden", "you may not update this record");
+            write_import_problem(res->errors, row, "", "forbidden", "you may not update this record");
             continue;
         }
         json_t *old = json_array_get(olds, (size_t)k), *rec;
@@ -3783,7 +3779,7 @@ static bool bulk_update(wr *x, json_t *bodies, char **found, bool given, long fi
                 char msg[256];
                 snprintf(msg, sizeof msg, "%s is an input of transition \"%s\", which waits for approval", jstr(in),
                          jstr(json_object_get(pt, "id")));
-                row_failure(res, row, "approval_pending", msg);
+                write_import_problem(res->errors, row, "", "approval_pending", msg);
                 json_decref(rec);
                 rec = NULL;
                 break;
@@ -3910,9 +3906,7 @@ static bool upsert(wr *x, json_t *bodies, long first_row, const write_import_opt
     {
         json_t *kv = json_object_get(body, o->key), *b = json_null();
         if (found[i] && json_object_get(seen, found[i])) {
-            json_array_append_new(res->errors, json_pack("{s:I, s:s, s:s, s:s}", "row", (json_int_t)(first_row + (long)i),
-                                                         "field", o->key, "code", "not_unique", "message",
-                                                         "another row of the file updates this record"));
+            write_import_problem(res->errors, first_row + (long)i, o->key, "not_unique", "another row of the file updates this record");
             found[i] = NULL;
         } else if (found[i]) {
             json_object_set_new(seen, found[i], json_true());
@@ -3920,8 +3914,7 @@ static bool upsert(wr *x, json_t *bodies, long first_row, const write_import_opt
         } else if (given && kv && !json_is_null(kv)) {   /* ids and autonumbers are Loom's to give: a new record comes without */
             char msg[128];
             snprintf(msg, sizeof msg, "no record has this %s (new records go without one)", by_id ? "id" : o->key);
-            json_array_append_new(res->errors, json_pack("{s:I, s:s, s:s, s:s}", "row", (json_int_t)(first_row + (long)i),
-                                                         "field", o->key, "code", "not_found", "message", msg));
+            write_import_problem(res->errors, first_row + (long)i, o->key, "not_found", msg);
         } else if (given) {   /* its empty key left out */
             b = json_copy(body);
             json_object_del(b, o->key);
@@ -3959,11 +3952,11 @@ typedef struct {
     json_t *e;
     long row;
     size_t at;
-} row_problem;
+} sorted_problem;
 
 static int by_row(const void *a, const void *b)
 {
-    const row_problem *p = a, *q = b;
+    const sorted_problem *p = a, *q = b;
     return p->row != q->row ? (p->row < q->row ? -1 : 1) : (p->at > q->at) - (p->at < q->at);
 }
 
@@ -3972,10 +3965,10 @@ void write_import_sort_errors(json_t *errors)
     size_t n = json_array_size(errors);
     if (n < 2)
         return;
-    row_problem *v = malloc(n * sizeof *v);
+    sorted_problem *v = malloc(n * sizeof *v);
     for (size_t i = 0; i < n; i++) {
         json_t *e = json_incref(json_array_get(errors, i));
-        v[i] = (row_problem){e, (long)json_integer_value(json_object_get(e, "row")), i};
+        v[i] = (sorted_problem){e, (long)json_integer_value(json_object_get(e, "row")), i};
     }
     qsort(v, n, sizeof *v, by_row);
     for (size_t i = 0; i < n; i++)
@@ -4016,8 +4009,7 @@ bool write_import_check(const write_ctx *w, const char *form, json_t *bodies, lo
         if (json_is_null(body))
             continue;   /* a row the caller found wrong and reported */
         if (!json_is_object(body)) {
-            json_array_append_new(b->errors, json_pack("{s:I, s:s, s:s, s:s}", "row", (json_int_t)(first_row + (long)i),
-                                                       "field", "", "code", "type", "message", "a row is an object"));
+            write_import_problem(b->errors, first_row + (long)i, "", "type", "a row is an object");
             continue;
         }
         ok = import_row(&x, body, NULL, b->errors, first_row + (long)i, &rec);

@@ -150,6 +150,8 @@ bool write_import(const write_ctx *w, const char *form, json_t *bodies, long fir
                   write_import_result *res, write_result *out);
 /* Sorts an import's problems by row, those of one row in the order found. */
 void write_import_sort_errors(json_t *errors);
+/* Appends an import problem {row, field ("" for the whole row; row 0: the header), code, message} to into. */
+void write_import_problem(json_t *into, long row, const char *field, const char *code, const char *message);
 
 /* An insert batch of an import between its two steps: write_import_check
  * checks the rows, write_import_store verifies their refs and unique keys
