@@ -1376,6 +1376,22 @@ static PGresult *write_sql(wr *x, const char *sql, json_t *args)
     return write_sql_as(x, sql, args, false);
 }
 
+/* ", "f" = x."f"" for each field of fields that has a column (not a subform). */
+static void set_columns(buf *sql, json_t *fields)
+{
+    size_t i;
+    json_t *f;
+    json_array_foreach(fields, i, f)
+    {
+        if (field_is(f, "subform"))
+            continue;
+        buf_puts(sql, ", ");
+        ddl_quote(sql, jstr(json_object_get(f, "id")));
+        buf_puts(sql, " = x.");
+        ddl_quote(sql, jstr(json_object_get(f, "id")));
+    }
+}
+
 /* n new ids of table $1 ($2: n): the sequence found once, not once per id
  * (its lookup costs 8 times the nextval; OFFSET 0 keeps the planner from
  * pulling the subquery up into the per-row expression). */
@@ -1499,16 +1515,7 @@ static bool write_rows(wr *x, long long id, json_t *rec, json_t *old)
             buf_puts(&sql, "UPDATE ");
             qualified(&sql, x->w->fc->schema, child);
             buf_puts(&sql, " AS s SET \"_pos\" = x.\"_pos\"");
-            size_t k;
-            json_t *sf;
-            json_array_foreach(subfields, k, sf)
-            {
-                const char *fid = jstr(json_object_get(sf, "id"));
-                buf_puts(&sql, ", ");
-                ddl_quote(&sql, fid);
-                buf_puts(&sql, " = x.");
-                ddl_quote(&sql, fid);
-            }
+            set_columns(&sql, subfields);
             buf_printf(&sql, " FROM jsonb_to_recordset($2::jsonb) AS x(\"id\" bigint, \"_pos\" integer%s%s) "
                              "WHERE s.\"id\" = x.\"id\" AND s.\"_parent\" = $1",
                        def.len ? ", " : "", def.data ? def.data : "");
@@ -2182,17 +2189,7 @@ static bool update_row(wr *x, const char *id, json_t *old, json_t *rec, json_t *
         arg(args, comment);
         buf_puts(&sql, ", \"_state\" = $9, \"_state_at\" = now(), \"_visit\" = t.\"_visit\" + 1");
     }
-    size_t i;
-    json_t *f;
-    json_array_foreach(x->fields, i, f)
-    {
-        if (field_is(f, "subform"))
-            continue;
-        buf_puts(&sql, ", ");
-        ddl_quote(&sql, jstr(json_object_get(f, "id")));
-        buf_puts(&sql, " = x.");
-        ddl_quote(&sql, jstr(json_object_get(f, "id")));
-    }
+    set_columns(&sql, x->fields);
     if (n)
         buf_printf(&sql, " FROM jsonb_to_record($2::jsonb) AS x(%s)", def.data);
     else
@@ -3638,16 +3635,7 @@ static bool write_updates(wr *x, json_t *upd)
     qualified(&sql, w->fc->schema, x->form);
     buf_puts(&sql, " AS t SET \"_version\" = t.\"_version\" + 1, \"_updated_at\" = now(), \"_updated_by\" = $2::bigint, "
                    "\"_owner\" = x.\"_owner\"");
-    json_t *f;
-    json_array_foreach(x->fields, i, f)
-    {
-        if (field_is(f, "subform"))
-            continue;
-        buf_puts(&sql, ", ");
-        ddl_quote(&sql, jstr(json_object_get(f, "id")));
-        buf_puts(&sql, " = x.");
-        ddl_quote(&sql, jstr(json_object_get(f, "id")));
-    }
+    set_columns(&sql, x->fields);
     buf_puts(&sql, " FROM x WHERE t.\"id\" = x.\"id\" RETURNING t.\"id\"), h AS (INSERT INTO loom.history (app, form, "
                    "record, actor, action, changes) SELECT $3, $4, x.\"id\", $2::bigint, 'update', x.\"_changes\" FROM u "
                    "JOIN x USING (\"id\")) SELECT count(*) FROM u");
