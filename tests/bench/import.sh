@@ -16,6 +16,15 @@ PORT=${PORT:-18184}
 
 . "$(dirname "$0")/lib.sh"
 psql() { $run_as "$PGBIN/psql" -q -X -v ON_ERROR_STOP=1 "$url" "$@"; }
+# post_import FILE QUERY WANT: POSTs FILE to the form's import with QUERY, timed into $t0 $t1; fails unless the
+# answer holds WANT
+post_import() {
+    t0=$(date +%s.%N)
+    answer=$(curl -s -X POST -H "Authorization: Bearer $token" -H "Content-Type: text/csv" --data-binary "@$1" \
+        "http://127.0.0.1:$PORT/api/apps/wbench/forms/order/import$2")
+    t1=$(date +%s.%N)
+    echo "$answer" | grep -q "$3" || { echo "import$2 answered: $(echo "$answer" | head -c 300)"; exit 1; }
+}
 
 "$LOOM" app import "$ROOT/tests/bench/write-app.json" --publish --db "$url" >/dev/null
 LOOM_ADMIN_PASSWORD=bench-admin-pw "$LOOM" serve --db "$url" --listen 127.0.0.1:$PORT 2>/dev/null &
@@ -31,11 +40,8 @@ awk -v n="$ROWS" 'BEGIN {
             i % 60, i % 60, i, i, ct[i % 3 + 1]
 }' > "$dir/rows.csv"
 size=$(du -m "$dir/rows.csv" | cut -f1)
-start=$(date +%s.%N)
-answer=$(curl -s -X POST -H "Authorization: Bearer $token" -H "Content-Type: text/csv" --data-binary "@$dir/rows.csv" \
-    "http://127.0.0.1:$PORT/api/apps/wbench/forms/order/import")
-end=$(date +%s.%N)
-echo "$answer" | grep -q "\"inserted\":$ROWS" || { echo "import answered: $(echo "$answer" | head -c 300)"; exit 1; }
+post_import "$dir/rows.csv" "" "\"inserted\":$ROWS"
+start=$t0 end=$t1
 count=$(psql -t -A -c "SELECT count(*) FROM app_wbench.\"order\"")
 hist=$(psql -t -A -c "SELECT count(*) FROM loom.history WHERE form = 'order'")
 # the floor: PostgreSQL's COPY of the same CSV into a bare table with the same columns
@@ -55,14 +61,10 @@ awk -v n="$UPSERT_ROWS" -v first="$first" 'BEGIN {
     print "id,qty,note"
     for (i = 0; i < n; i++) printf "%d,%d,edited %d\n", first + i, i % 1000 + 1, i
 }' > "$dir/upsert.csv"
-ustart=$(date +%s.%N)
-answer=$(curl -s -X POST -H "Authorization: Bearer $token" -H "Content-Type: text/csv" --data-binary "@$dir/upsert.csv" \
-    "http://127.0.0.1:$PORT/api/apps/wbench/forms/order/import?mode=upsert&key=id")
-uend=$(date +%s.%N)
-echo "$answer" | grep -q "\"updated\":$UPSERT_ROWS" || { echo "upsert answered: $(echo "$answer" | head -c 300)"; exit 1; }
+post_import "$dir/upsert.csv" "?mode=upsert&key=id" "\"updated\":$UPSERT_ROWS"
 changed=$(psql -t -A -c "SELECT count(*) FROM app_wbench.\"order\" WHERE _version = 2 AND note LIKE 'edited %'")
 uhist=$(psql -t -A -c "SELECT count(*) FROM loom.history WHERE form = 'order' AND action = 'update'")
 echo
 echo "upsert by id of $UPSERT_ROWS of those records (2 cells changed each) (s) | rows/s | new versions, history entries"
 echo "---|---|---"
-echo "$ustart $uend $UPSERT_ROWS $changed $uhist" | awk '{printf "%.1f | %.0f | %d, %d\n", $2 - $1, $3 / ($2 - $1), $4, $5}'
+echo "$t0 $t1 $UPSERT_ROWS $changed $uhist" | awk '{printf "%.1f | %.0f | %d, %d\n", $2 - $1, $3 / ($2 - $1), $4, $5}'
