@@ -411,6 +411,9 @@ void records_import(void *cp)
         while (e > b && e[-1] == ' ')
             *--e = '\0';
         json_t *f = csv_header_field(fields, b);
+        const char *sys = f ? NULL : csv_system_column(b);   /* 状态, Created at: what an export heads them with */
+        if (sys)
+            b = strcpy(h, sys);
         names[i] = arena_strdup(c->a, f ? jstr(json_object_get(f, "id")) : b);
         col[i] = f;
         for (int k = 0; k < i; k++)
@@ -839,9 +842,14 @@ void records_export(void *cp)
         else if (display && flow && !strcmp(name, "_state"))
             sh.labels[k] = label_map(json_object_get(flow, "states"), "id", locale, json_object_get(app, "locales"));
         json_array_append_new(sh.cols, json_string(name));
-        json_array_append_new(heads, f && !(header && !strcmp(header, "id"))
-                                         ? schema_label(json_object_get(f, "label"), locale, json_object_get(app, "locales"), name)
-                                         : json_string(name));
+        /* labels in the caller's language; a system column's too, unless a field of the form has that label */
+        const char *sys = f ? NULL : csv_system_label(name, locale);
+        if (header && !strcmp(header, "id"))
+            json_array_append_new(heads, json_string(name));
+        else if (f)
+            json_array_append_new(heads, schema_label(json_object_get(f, "label"), locale, json_object_get(app, "locales"), name));
+        else
+            json_array_append_new(heads, json_string(sys && !csv_header_field(sh.fields, sys) ? sys : name));
     }
     bool ok = sheet_open(&sh, heads);
     char *cursor = NULL;

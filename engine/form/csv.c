@@ -207,6 +207,29 @@ json_t *csv_header_field(json_t *fields, const char *h)
     return marked && *bare ? csv_header_field(fields, bare) : NULL;
 }
 
+static const struct {
+    const char *id, *zh, *en;
+} system_labels[] = {{"_version", "版本", "Version"},        {"_state", "状态", "State"},
+                     {"_owner", "负责人", "Owner"},          {"_created_at", "创建时间", "Created at"},
+                     {"_created_by", "创建人", "Created by"}, {"_updated_at", "更新时间", "Updated at"},
+                     {"_updated_by", "更新人", "Updated by"}};
+
+const char *csv_system_label(const char *id, const char *locale)
+{
+    for (size_t i = 0; i < sizeof system_labels / sizeof system_labels[0]; i++)
+        if (!strcmp(system_labels[i].id, id))
+            return locale && !strncmp(locale, "zh", 2) ? system_labels[i].zh : system_labels[i].en;
+    return NULL;
+}
+
+const char *csv_system_column(const char *text)
+{
+    for (size_t i = 0; i < sizeof system_labels / sizeof system_labels[0]; i++)
+        if (!strcmp(system_labels[i].zh, text) || !strcasecmp(system_labels[i].en, text))
+            return system_labels[i].id;
+    return NULL;
+}
+
 /* The length of the text at p before the next separator of a multiselect
  * cell (";", ",", and as Chinese text has them "；", "，", "、"), and in
  * *sep the separator's length (0 at the end). */

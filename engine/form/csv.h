@@ -48,6 +48,13 @@ char *csv_neutral(const char *s);
 /* The field (of fields) a header cell names: an id, or a label in any
  * locale (case-insensitive); NULL when none. */
 json_t *csv_header_field(json_t *fields, const char *text);
+/* The header of system column id ("_state", "_created_at", ...) in an
+ * export for locale ("zh..." Chinese, else English: 状态 / State), or NULL
+ * when it has none (id). */
+const char *csv_system_label(const char *id, const char *locale);
+/* The system column a header cell names by such a label (any locale,
+ * case-insensitive), or NULL. */
+const char *csv_system_column(const char *text);
 /* A cell as the JSON value of field f (NULL: id or _owner): numbers and
  * booleans (true/false, 1/0, yes/no, y/n, 是/否) parsed when they are ones,
  * otherwise the text (validation reports it); multiselect values split on

@@ -1523,6 +1523,38 @@ static void test_export(void **state)
     assert_int_equal(sql_int(q), 1);
     free(file);
 
+    /* system columns headed in the caller's language (unless a field has the label), and read back so */
+    long long hdr = create_id(manager, "tag", "{\"name\": \"Hdr\", \"weight\": 2}");
+    r = req("GET", manager, NULL, NULL, "/api/apps/shop/forms/tag/export");
+    assert_int_equal(r.status, 200);
+    assert_memory_equal(r.body + 3, "id,Version,Owner,Created at,Created by,Updated at,Updated by,name,weight,double\r\n", 80);
+    h_resp_free(&r);
+    r = req("GET", manager, "Accept-Language: zh-CN\r\n", NULL, "/api/apps/shop/forms/tag/export");
+    assert_int_equal(r.status, 200);
+    const char *zh = "id,版本,负责人,创建时间,创建人,更新时间,更新人,name,weight,double\r\n";
+    assert_memory_equal(r.body + 3, zh, strlen(zh));
+    file = strdup(r.body + 3);
+    h_resp_free(&r);
+    r = post_csv(manager, "tag/import?mode=upsert&key=id", file);
+    free(file);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "updated")), 1);
+    char *ign = json_dumps(json_object_get(r.json, "ignored"), JSON_COMPACT);
+    assert_string_equal(ign, "[\"_version\",\"_created_at\",\"_created_by\",\"_updated_at\",\"_updated_by\",\"double\"]");
+    free(ign);
+    h_resp_free(&r);
+    snprintf(q, sizeof q, "WITH t AS (DELETE FROM app_shop.tag WHERE id = %lld AND _version = 1 RETURNING 1), "
+             "h AS (DELETE FROM loom.history WHERE form = 'tag' RETURNING 1) SELECT count(*) FROM t", hdr);
+    assert_int_equal(sql_int(q), 1);   /* (the tests after this one count every tag) */
+    r = req("GET", admin, NULL, NULL, "/api/apps/shop/forms/secret/export");
+    assert_int_equal(r.status, 200);
+    assert_memory_equal(r.body + 3, "id,Version,Owner,Created at,_created_by,Updated at,Updated by,x,Created by\r\n", 79);
+    h_resp_free(&r);
+    r = post_csv(admin, "secret/import", "x,Created by\nv,w\n");
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    assert_int_equal(sql_int("SELECT count(*) FROM app_shop.secret WHERE x = 'v' AND maker = 'w'"), 1);
+
     /* values=labels: refs and users by title, options and states by label, for people to read */
     char body[128];
     snprintf(body, sizeof body, "{\"customer\": %lld}", rt);
