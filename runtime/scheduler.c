@@ -211,6 +211,9 @@ scheduler *scheduler_start(const char *conninfo, meta *m)
     secret_base64url(bytes, sizeof bytes, rnd);
     snprintf(s->runner, sizeof s->runner, "%s:%d:%s", host, (int)getpid(), rnd);
     s->db = db_new(conninfo);
+    /* a timer's transaction waits for no disk flush: one lost in a crash goes with its job's "done" and
+     * every change it made (as if it had rolled back), so the job fires again: still once */
+    db_set_session(s->db, "SET synchronous_commit = off");
     s->sb = sandbox_new(NULL);
     if (pthread_create(&s->thread, NULL, scheduler_main, s) != 0) {
         db_free(s->db);

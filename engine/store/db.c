@@ -17,6 +17,7 @@ typedef struct text_stmt {
 
 struct db {
     char *conninfo;
+    char *session;               /* settings sent on every (re)connect, or NULL */
     PGconn *conn;
     bool up;
     bool in_tx;
@@ -76,6 +77,13 @@ db *db_new(const char *conninfo)
     return d;
 }
 
+void db_set_session(db *d, const char *sql)
+{
+    free(d->session);
+    if (!(d->session = strdup(sql)))
+        abort();
+}
+
 void db_free(db *d)
 {
     if (!d)
@@ -84,6 +92,7 @@ void db_free(db *d)
         PQfinish(d->conn);
     texts_forget(d);
     free(d->conninfo);
+    free(d->session);
     free(d);
 }
 
@@ -102,6 +111,8 @@ bool db_ready(db *d)
     if (d->conn)
         PQfinish(d->conn);
     d->conn = db_connect_once(d->conninfo, NULL, 0);
+    if (d->conn && d->session)
+        PQclear(PQexec(d->conn, d->session));
     memset(d->prepared, 0, sizeof d->prepared);
     texts_forget(d);
     d->in_tx = false;

@@ -30,6 +30,9 @@ typedef struct db db;
 /* Returns a new, not yet connected db for conninfo (a URL or key=value
  * string; copied). Free with db_free(). */
 db *db_new(const char *conninfo);
+/* Settings (SQL, e.g. "SET synchronous_commit = off") sent on every
+ * (re)connect of d, before it is first used. */
+void db_set_session(db *d, const char *sql);
 void db_free(db *d);
 
 /* Connects or reconnects when needed. True when the connection is usable. */

@@ -289,6 +289,32 @@ static void test_reconnects_after_backend_killed(void **state)
     assert_string_equal(PQgetvalue(r, 0, 0), "42");
 }
 
+/* Session settings hold from the first connect on, and again after a reconnect */
+static void test_session_settings(void **state)
+{
+    (void)state;
+    db *d = db_new(url);
+    arena *a = arena_new();
+    loom_err e = {0};
+    db_set_session(d, "SET synchronous_commit = off");
+    assert_true(db_ready(d));
+    PGresult *r = db_exec(d, a, "SHOW synchronous_commit", &e);
+    assert_non_null(r);
+    assert_string_equal(PQgetvalue(r, 0, 0), "off");
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT pg_terminate_backend(%d)", PQbackendPID(db_conn(d)));
+    assert_true(h_sql(url, sql));
+    assert_null(db_exec(d, a, "SELECT 1", &e));
+    double end = h_now() + 5;
+    while (!db_ready(d) && h_now() < end)
+        ;
+    r = db_exec(d, a, "SHOW synchronous_commit", &e);
+    assert_non_null(r);
+    assert_string_equal(PQgetvalue(r, 0, 0), "off");
+    arena_free(a);
+    db_free(d);
+}
+
 /* The connection lost under a pipeline of texts: every statement fails as unavailable, none half
  * answered; the next call reconnects and prepares the texts again */
 static void test_text_many_after_backend_killed(void **state)
@@ -387,6 +413,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_commit_of_failed_transaction, open_db, close_db),
         cmocka_unit_test_setup_teardown(test_text_statements, open_db, close_db),
         cmocka_unit_test_setup_teardown(test_reconnects_after_backend_killed, open_db, close_db),
+        cmocka_unit_test(test_session_settings),
         cmocka_unit_test_setup_teardown(test_text_many_after_backend_killed, open_db, close_db),
         cmocka_unit_test(test_migrations_idempotent),
         cmocka_unit_test(test_migration_drops_system_user_keys),
