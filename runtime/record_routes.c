@@ -628,13 +628,15 @@ static void hide_row_fields(const perm_decision *d, const char *sub, json_t *row
     }
 }
 
+#define HISTORY_SELECT                                                                                            \
+    "SELECT h.id, to_char(h.at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), h.actor, "                         \
+    "coalesce(u.display_name, u.username), h.action, h.changes, h.from_state, h.to_state, h.transition, h.comment "    \
+    "FROM loom.history h LEFT JOIN loom.users u ON u.id = h.actor WHERE h.app = $1 AND h.form = $2 AND h.record = $3 "
+
 void records_history(void *cp)
 {
-    static db_stmt st = {
-        .sql = "SELECT h.id, to_char(h.at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), h.actor, "
-               "coalesce(u.display_name, u.username), h.action, h.changes, h.from_state, h.to_state, "
-               "h.transition, h.comment FROM loom.history h LEFT JOIN loom.users u ON u.id = h.actor "
-               "WHERE h.app = $1 AND h.form = $2 AND h.record = $3 AND h.id > $4 ORDER BY h.id LIMIT $5"};
+    static db_stmt oldest = {.sql = HISTORY_SELECT "AND h.id > $4 ORDER BY h.id LIMIT $5"},
+                   newest = {.sql = HISTORY_SELECT "AND h.id < $4 ORDER BY h.id DESC LIMIT $5"};
     ctx *c = cp;
     rec_req r;
     if (!rec_begin(c, &r))
@@ -645,6 +647,12 @@ void records_history(void *cp)
         return;
     if (cursor && *cursor && !path_id(cursor)) {
         bad(c, LOOM_BAD_REQUEST, "/cursor", "not a cursor of this list");
+        return;
+    }
+    const char *order = query_param(c->a, c->req->query, "order");   /* asc (oldest first, the default) or desc */
+    bool desc = order && !strcmp(order, "desc");
+    if (order && !desc && strcmp(order, "asc")) {
+        bad(c, LOOM_BAD_REQUEST, "/order", "order is asc or desc");
         return;
     }
     if (!path_id(c->params[2])) {
@@ -669,8 +677,8 @@ void records_history(void *cp)
     bool gone_but_all = PQntuples(res) == 0 && perm_scope_all(d.read);
     char lim[24];
     snprintf(lim, sizeof lim, "%ld", limit + 1);
-    const char *p[] = {r.snap->id, r.form, c->params[2], cursor && *cursor ? cursor : "0", lim};
-    PGresult *h = PQntuples(res) || gone_but_all ? ctx_query(c, &st, 5, p) : NULL;
+    const char *p[] = {r.snap->id, r.form, c->params[2], cursor && *cursor ? cursor : desc ? "9223372036854775807" : "0", lim};
+    PGresult *h = PQntuples(res) || gone_but_all ? ctx_query(c, desc ? &newest : &oldest, 5, p) : NULL;
     if (!h || (gone_but_all && PQntuples(h) == 0 && !(cursor && *cursor))) {
         if (!c->res->status)
             ctx_problem(c, LOOM_NOT_FOUND, "no such record", NULL);

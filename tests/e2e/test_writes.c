@@ -661,6 +661,25 @@ static void test_history_hides_fields(void **state)
     r = req("GET", manager, NULL, NULL, "/api/apps/shop/forms/customer/records/%lld/history", id);
     assert_int_equal(json_array_size(json_object_get(r.json, "items")), 3);
     h_resp_free(&r);
+    /* newest first, page by page: the last update, then the one before it, then the create */
+    const char *want[] = {"most secret", "more secret", NULL};
+    char cursor[32] = "";
+    for (int k = 0; k < 3; k++) {
+        r = req("GET", manager, NULL, NULL, "/api/apps/shop/forms/customer/records/%lld/history?order=desc&limit=1%s%s", id,
+                *cursor ? "&cursor=" : "", cursor);
+        assert_int_equal(r.status, 200);
+        json_t *it = json_array_get(json_object_get(r.json, "items"), 0);
+        assert_string_equal(json_string_value(json_object_get(it, "action")), want[k] ? "update" : "create");
+        if (want[k])
+            assert_string_equal(json_string_value(json_array_get(json_object_get(json_object_get(it, "changes"), "owner_note"), 1)),
+                                want[k]);
+        json_t *next = json_object_get(r.json, "next_cursor");
+        assert_true(k < 2 ? json_is_string(next) : json_is_null(next));
+        snprintf(cursor, sizeof cursor, "%s", k < 2 ? json_string_value(next) : "");
+        h_resp_free(&r);
+    }
+    r = req("GET", manager, NULL, NULL, "/api/apps/shop/forms/customer/records/%lld/history?order=newest", id);
+    expect_errors(&r, 400, "bad_request", "/order bad_request");
     /* not readable: 404 (the viewer reads vip customers only) */
     r = req("GET", viewer, NULL, NULL, "/api/apps/shop/forms/customer/records/%lld/history", id);
     expect_errors(&r, 404, "not_found", NULL);
