@@ -61,6 +61,14 @@ typedef struct seed {
     bool bad_spec;      /* the spec names what the app does not have: stop */
 } seed;
 
+/* The app's table of form, quoted, appended to sql. */
+static void table(buf *sql, const seed *s, const char *form)
+{
+    ddl_quote(sql, s->schema);
+    buf_puts(sql, ".");
+    ddl_quote(sql, form);
+}
+
 static uint64_t next(seed *s)
 {
     s->rng ^= s->rng >> 12;
@@ -129,9 +137,7 @@ static pool *pool_of(seed *s, const char *form, json_t *copy)
         ddl_quote(&sql, jstr(v));
     }
     buf_puts(&sql, " FROM ");
-    ddl_quote(&sql, s->schema);
-    buf_puts(&sql, ".");
-    ddl_quote(&sql, form);
+    table(&sql, s, form);
     buf_puts(&sql, " ORDER BY \"id\"");
     loom_err e = {0};
     PGresult *r = db_exec(s->d, s->a, sql.data, &e);
@@ -400,6 +406,7 @@ static bool seed_states(seed *s, const write_ctx *w, json_t *entry, const char *
         return false;
     }
     json_t *paths = state_paths(flow, tspecs);
+    json_t *fields = json_object_get(bundle_item(json_object_get(s->bundle, "forms"), form), "fields");
     double total = 0;
     const char *st;
     json_t *wt;
@@ -420,10 +427,8 @@ static bool seed_states(seed *s, const write_ctx *w, json_t *entry, const char *
         total += json_number_value(wt);
     }
     buf sql = {0};
-    buf_printf(&sql, "SELECT id FROM ");
-    ddl_quote(&sql, s->schema);
-    buf_puts(&sql, ".");
-    ddl_quote(&sql, form);
+    buf_puts(&sql, "SELECT id FROM ");
+    table(&sql, s, form);
     buf_printf(&sql, " WHERE id > %lld ORDER BY id LIMIT %lld", after, max);
     loom_err e = {0};
     PGresult *r = ok && total > 0 ? db_exec(s->d, s->a, sql.data, &e) : NULL;
@@ -455,9 +460,8 @@ static bool seed_states(seed *s, const write_ctx *w, json_t *entry, const char *
             json_t *ts = json_object_get(tspecs, jstr(tid)), *values = json_object();
             const char *f;
             json_t *g;
-            json_object_foreach(json_object_get(ts, "values"), f, g) json_object_set_new(
-                values, f, gen(s, g, bundle_item(json_object_get(bundle_item(json_object_get(s->bundle, "forms"), form), "fields"), f),
-                               values));
+            json_object_foreach(json_object_get(ts, "values"), f, g)
+                json_object_set_new(values, f, gen(s, g, bundle_item(fields, f), values));
             filter_ctx fc = *w->fc;
             write_ctx as = *w;
             as.fc = &fc;
@@ -636,9 +640,7 @@ int cli_seed(int argc, char **argv)
         const char *first = jstr(json_object_get(json_array_get(forms, 0), "form"));
         buf sql = {0};
         buf_puts(&sql, "SELECT EXISTS (SELECT 1 FROM ");
-        ddl_quote(&sql, s.schema);
-        buf_puts(&sql, ".");
-        ddl_quote(&sql, first);
+        table(&sql, &s, first);
         buf_puts(&sql, ")");
         PGresult *x = bundle_item(json_object_get(s.bundle, "forms"), first) ? db_exec(s.d, a, sql.data, &e) : NULL;
         buf_free(&sql);
@@ -666,9 +668,7 @@ int cli_seed(int argc, char **argv)
         long long after = 0;   /* the records before: seed_states moves only this run's */
         buf sql = {0};
         buf_puts(&sql, "SELECT coalesce(max(id), 0) FROM ");
-        ddl_quote(&sql, s.schema);
-        buf_puts(&sql, ".");
-        ddl_quote(&sql, form);
+        table(&sql, &s, form);
         PGresult *mx = db_exec(s.d, a, sql.data, &e);
         buf_free(&sql);
         if (mx)
