@@ -3517,7 +3517,7 @@ static bool unique_precheck(wr *x, json_t *recs, const long *rownum, json_t *bad
             } else if (json_object_get(seen, text)) {
                 json_object_set_new(bad, idx, json_true());
                 write_import_problem(res->errors, rownum[i], jstr(json_array_get(key, 0)), "not_unique",
-                            "another row of the file has this value");
+                                     "another row of the file has this value");
             } else {
                 json_object_set_new(seen, text, json_true());
                 json_array_append(vals, v);
@@ -3553,7 +3553,7 @@ static bool unique_precheck(wr *x, json_t *recs, const long *rownum, json_t *bad
                 snprintf(idx, sizeof idx, "%zu", at);
                 json_object_set_new(bad, idx, json_true());
                 write_import_problem(res->errors, rownum[at], jstr(json_array_get(key, 0)), "not_unique",
-                            "another record has this value");
+                                     "another record has this value");
             }
             buf_free(&sql);
             json_decref(args);
@@ -3578,6 +3578,17 @@ static bool bulk_create(wr *x, json_t *bodies, long first_row, const write_impor
         *x->out = b.out, memset(&b.out, 0, sizeof b.out);
     write_import_batch_free(&b);
     return ok;
+}
+
+/* An upsert row's body as its record's update: without the key when Loom
+ * gives it (an id, an autonumber), which no row writes. A new reference. */
+static json_t *keyless(json_t *body, bool given, const char *key)
+{
+    if (!given)
+        return json_incref(body);
+    json_t *b = json_copy(body);
+    json_object_del(b, key);
+    return b;
 }
 
 /* Whether the rows that found their records can be updated in bulk: no
@@ -3748,9 +3759,7 @@ static bool bulk_update(wr *x, json_t *bodies, char **found, bool given, long fi
         }
         json_t *old = json_array_get(olds, (size_t)k), *rec;
         x->state = x->flow ? jstr(json_object_get(old, "_state")) : NULL;
-        json_t *b = given ? json_copy(body) : json_incref(body);
-        if (given)
-            json_object_del(b, o->key);
+        json_t *b = keyless(body, given, o->key);
         ok = import_row(x, b, old, res->errors, row, &rec);
         json_decref(b);
         if (!ok)
@@ -3820,10 +3829,7 @@ static bool bulk_update(wr *x, json_t *bodies, char **found, bool given, long fi
             json_array_foreach(upd, i, c)
             {
                 long row = (long)json_integer_value(json_array_get(c, 0));
-                json_t *b = given ? json_copy(json_array_get(bodies, (size_t)(row - first_row)))
-                                  : json_incref(json_array_get(bodies, (size_t)(row - first_row)));
-                if (given)
-                    json_object_del(b, o->key);
+                json_t *b = keyless(json_array_get(bodies, (size_t)(row - first_row)), given, o->key);
                 ok = import_one(x->w, x->form, b, found[row - first_row], row, res, x->out);
                 json_decref(b);
                 if (!ok)
@@ -3903,12 +3909,8 @@ static bool upsert(wr *x, json_t *bodies, long first_row, const write_import_opt
             char msg[128];
             snprintf(msg, sizeof msg, "no record has this %s (new records go without one)", by_id ? "id" : o->key);
             write_import_problem(res->errors, first_row + (long)i, o->key, "not_found", msg);
-        } else if (given) {   /* its empty key left out */
-            b = json_copy(body);
-            json_object_del(b, o->key);
-            any = true;
-        } else {
-            b = json_incref(body);
+        } else {   /* a new record (an empty key Loom gives left out) */
+            b = keyless(body, given, o->key);
             any = true;
         }
         json_array_append_new(fresh, b);
@@ -3923,9 +3925,7 @@ static bool upsert(wr *x, json_t *bodies, long first_row, const write_import_opt
         json_t *one = json_array_get(fresh, i);
         if (!ok || (found[i] && bulk) || (!found[i] && (json_is_null(one) || x->d.create)))
             continue;   /* (without the right to create, each new row says so, one by one) */
-        json_t *b = found[i] && given ? json_copy(body) : json_incref(found[i] ? body : one);
-        if (found[i] && given)
-            json_object_del(b, o->key);
+        json_t *b = found[i] ? keyless(body, given, o->key) : json_incref(one);
         ok = import_one(x->w, x->form, b, found[i], first_row + (long)i, res, x->out);
         json_decref(b);
     }
