@@ -361,9 +361,9 @@ static json_t *gen(seed *s, json_t *g, json_t *field, json_t *row)
 }
 
 /* The transitions that take a record of flow from its initial state to
- * each state, fewest first, only those named in only (when not NULL) and
- * none through an approval: {state: [ids]}; a state missing cannot be
- * reached so. */
+ * each state, fewest first: only those named in only, or when it is NULL
+ * any but those with an approval: {state: [ids]}; a state missing cannot
+ * be reached so. */
 static json_t *state_paths(json_t *flow, json_t *only)
 {
     json_t *paths = json_object(), *queue = json_array();
@@ -377,8 +377,8 @@ static json_t *state_paths(json_t *flow, json_t *only)
         json_array_foreach(json_object_get(flow, "transitions"), i, t)
         {
             const char *to = jstr(json_object_get(t, "to"));
-            if (json_object_get(t, "approval") || json_object_get(paths, to) || !flow_starts_in(flow, t, st) ||
-                (only && !json_object_get(only, jstr(json_object_get(t, "id")))))
+            if (json_object_get(paths, to) || !flow_starts_in(flow, t, st) ||
+                (only ? !json_object_get(only, jstr(json_object_get(t, "id"))) : json_object_get(t, "approval") != NULL))
                 continue;
             json_t *path = json_copy(json_object_get(paths, st));
             json_array_append(path, json_object_get(t, "id"));
@@ -390,12 +390,60 @@ static json_t *state_paths(json_t *flow, json_t *only)
     return paths;
 }
 
+/* Record id of form as it is now, its columns as JSON (refs and users as
+ * ids), for an "as" that names one of its fields. */
+static json_t *record_now(seed *s, const char *form, const char *id)
+{
+    buf sql = {0};
+    buf_puts(&sql, "SELECT to_jsonb(t)::text FROM ");
+    table(&sql, s, form);
+    buf_printf(&sql, " AS t WHERE t.\"id\" = %lld", strtoll(id, NULL, 10));
+    loom_err e = {0};
+    PGresult *r = db_exec(s->d, s->a, sql.data, &e);
+    buf_free(&sql);
+    json_t *rec = r && PQntuples(r) ? json_loads(PQgetvalue(r, 0, 0), 0, NULL) : NULL;
+    return rec ? rec : json_object();
+}
+
+/* The approval a transition started (in out) decided by its approvers, one
+ * after the other, each acting as themselves, until it is no longer
+ * pending: whether it was approved (the transition then completed); out
+ * says why not. */
+static bool approved(const write_ctx *w, const char *form, const char *id, write_result *out)
+{
+    json_t *approvers = json_incref(json_object_get(out->approval, "approvers"));
+    char status[16] = "pending";
+    size_t i;
+    json_t *u;
+    json_array_foreach(approvers, i, u)
+    {
+        filter_ctx fc = *w->fc;
+        write_ctx as = *w;
+        as.fc = &fc;
+        fc.me = (long long)json_integer_value(u);
+        write_result_free(out);
+        memset(out, 0, sizeof *out);
+        if (!write_decide(&as, form, id, "approve", NULL, out))
+            break;
+        snprintf(status, sizeof status, "%s", jstr(json_object_get(out->approval, "status")));
+        if (strcmp(status, "pending"))
+            break;
+    }
+    json_decref(approvers);
+    if (!strcmp(status, "approved"))
+        return true;
+    if (!out->message[0])
+        snprintf(out->message, sizeof out->message, "its approval ended %s", status);
+    return false;
+}
+
 /* Takes the first max records of form this run made (ids above after) to
  * the states entry's "states" weighs, each along its fewest transitions
  * among those "transitions" names ({t: {"values": {field: generator},
- * "as": generator of a user}}; without it, any), taken with those values
- * and as that user (else the system): through the API's transition, so
- * guards, requires, set and timers hold. A transition refused leaves its
+ * "as": generator of a user}}; without it, any but those with an approval),
+ * taken with those values and as that user (else the system): through the
+ * API's transition, so guards, requires, set and timers hold; an approval
+ * it starts is approved by its approvers. A transition refused leaves its
  * record where it stopped. */
 static bool seed_states(seed *s, const write_ctx *w, json_t *entry, const char *form, long long after, long long max)
 {
@@ -420,8 +468,8 @@ static bool seed_states(seed *s, const write_ctx *w, json_t *entry, const char *
             fprintf(stderr, "loom: %s has no state %s\n", form, st);
             ok = false;
         } else if (!json_object_get(paths, st)) {
-            fprintf(stderr, "loom: %s state %s cannot be reached from %s by the spec's transitions (none through an "
-                            "approval)\n", form, st, jstr(json_object_get(flow, "initial")));
+            fprintf(stderr, "loom: %s state %s cannot be reached from %s by the spec's transitions\n", form, st,
+                    jstr(json_object_get(flow, "initial")));
             ok = false;
         }
         total += json_number_value(wt);
@@ -465,11 +513,14 @@ static bool seed_states(seed *s, const write_ctx *w, json_t *entry, const char *
             filter_ctx fc = *w->fc;
             write_ctx as = *w;
             as.fc = &fc;
-            json_t *u = json_object_get(ts, "as") ? gen(s, json_object_get(ts, "as"), NULL, values) : NULL;
+            json_t *who = json_object_get(ts, "as"), *rec = who && json_object_get(who, "field") ? record_now(s, form, id) : NULL;
+            json_t *u = who ? gen(s, who, NULL, rec ? rec : values) : NULL;   /* {"field": f}: the record's, as it is now */
             fc.me = json_is_integer(u) ? (long long)json_integer_value(u) : 0;
             json_decref(u);
+            json_decref(rec);
             write_result out = {0};
-            bool moved = write_transition(&as, form, id, jstr(tid), values, NULL, -1, &out);
+            bool moved = write_transition(&as, form, id, jstr(tid), values, NULL, -1, &out) &&
+                         (!out.approval || approved(w, form, id, &out));
             json_decref(values);
             if (!moved && out.from_db) {
                 fprintf(stderr, "loom: %s %s: %s failed: %s\n", form, id, jstr(tid), out.message);

@@ -122,8 +122,16 @@ static void test_seed_4s(void **state)
     /* the records spread over their flows' states, moved there by transitions as the demo users take them */
     assert_int_equal(count(url, "SELECT count(DISTINCT _state) FROM app_fours.service_ticket"), 6);
     assert_int_equal(count(url, "SELECT count(DISTINCT _state) FROM app_fours.lead"), 5);
-    assert_int_equal(count(url, "SELECT count(DISTINCT _state) FROM app_fours.opportunity"), 6);
-    assert_int_equal(count(url, "SELECT count(DISTINCT _state) FROM app_fours.sales_order"), 2);
+    assert_int_equal(count(url, "SELECT count(DISTINCT _state) FROM app_fours.opportunity"), 10);
+    assert_int_equal(count(url, "SELECT count(DISTINCT _state) FROM app_fours.sales_order"), 4);
+    /* through approvals too: requested by the record's consultant, approved by a sales manager */
+    assert_true(count(url, "SELECT count(*) FROM loom.approvals WHERE app = 'fours' AND status = 'approved'") > 40);
+    assert_int_equal(count(url, "SELECT count(*) FROM loom.approvals WHERE app = 'fours' AND status <> 'approved'"), 0);
+    assert_int_equal(count(url, "SELECT count(*) FROM loom.approvals a JOIN app_fours.sales_order o ON o.id = a.record AND "
+                                "a.form = 'sales_order' WHERE a.requested_by IS DISTINCT FROM o.sales OR NOT EXISTS (SELECT 1 "
+                                "FROM jsonb_array_elements(a.decisions) d JOIN loom.users u ON u.id = (d->>'user')::bigint "
+                                "WHERE u.app_roles -> 'fours' ? 'sales_manager')"),
+                     0);
     assert_true(count(url, "SELECT count(*) FROM app_fours.service_ticket WHERE _state = 'closed'") > 30);
     assert_int_equal(count(url, "SELECT count(*) FROM app_fours.service_ticket WHERE (_state = 'pending') <> (technician IS "
                                 "NULL) OR (_state IN ('completed', 'follow_up', 'closed')) <> (completed_at IS NOT NULL AND "
