@@ -1775,32 +1775,59 @@ static bool rows_unchanged(wr *x, json_t *rec, json_t *old)
     return old != NULL;
 }
 
-/* old's rows of subform sid without the fields hidden from the caller. */
-static json_t *rows_shown(wr *x, const char *sid, json_t *rows)
+/* Rows of subform sub as a read shows them to the caller (rows: as read,
+ * or as rows_ready made them): without the fields hidden from it, an empty
+ * multiselect as []. */
+static json_t *rows_shown(wr *x, json_t *sub, json_t *rows)
 {
+    const char *sid = jstr(json_object_get(sub, "id"));
     json_t *out = json_array(), *row, *v;
     size_t i;
     const char *k;
     json_array_foreach(rows, i, row)
     {
         json_t *r = json_object();
-        json_object_foreach(row, k, v) if (!strcmp(k, "id") || mode(x, sid, k) != FIELD_HIDDEN) json_object_set(r, k, v);
+        json_object_foreach(row, k, v)
+        {
+            if (strcmp(k, "id") && mode(x, sid, k) == FIELD_HIDDEN)
+                continue;
+            bool list = json_is_null(v) && field_is(bundle_item(json_object_get(sub, "fields"), k), "multiselect");
+            json_object_set_new(r, k, list ? json_array() : json_incref(v));
+        }
         json_array_append_new(out, r);
     }
     return out;
 }
 
+/* Whether a read gives every subform's rows their fields in the form's
+ * order (json_build_object; past 48 visible fields it builds jsonb, whose
+ * keys come in its own order): then rows just written are shown as read. */
+static bool rows_in_order(wr *x)
+{
+    size_t i, k;
+    json_t *f, *sf;
+    json_array_foreach(x->fields, i, f)
+    {
+        size_t visible = 0;
+        json_array_foreach(field_is(f, "subform") ? json_object_get(f, "fields") : NULL, k, sf) visible +=
+            mode(x, jstr(json_object_get(f, "id")), jstr(json_object_get(sf, "id"))) != FIELD_HIDDEN;
+        if (visible >= 49)
+            return false;
+    }
+    return true;
+}
+
 /* The record rec as a read would show it to the caller, built from what
  * was written: sys (its system fields, stolen) and the fields the caller
- * sees; or NULL when only a read can say: a read scope other than "all" (is
- * it readable?) or subform rows just written (their ids). Rows an update
- * left alone are old's, as the update read them. */
+ * sees (subform rows with the ids rows_ready gave them); or NULL when only
+ * a read can say: a read scope other than "all" (is it readable?), or rows
+ * just written of a subform a read would not give in the form's order. */
 static json_t *shown(wr *x, json_t *rec, json_t *sys, json_t *old)
 {
     size_t i;
     json_t *f;
     bool rows = holds_rows(x, rec) || holds_rows(x, old);
-    if (!perm_scope_all(x->d.read) || (rows && !rows_unchanged(x, rec, old))) {
+    if (!perm_scope_all(x->d.read) || (rows && !rows_unchanged(x, rec, old) && !rows_in_order(x))) {
         json_decref(sys);
         return NULL;
     }
@@ -1811,7 +1838,7 @@ static json_t *shown(wr *x, json_t *rec, json_t *sys, json_t *old)
             continue;
         json_t *v = json_object_get(rec, id);
         if (field_is(f, "subform") && json_array_size(v))
-            json_object_set_new(sys, id, rows_shown(x, id, json_object_get(old, id)));
+            json_object_set_new(sys, id, rows_shown(x, f, v));
         else if ((!v || json_is_null(v)) && (field_is(f, "multiselect") || field_is(f, "subform")))
             json_object_set_new(sys, id, json_array());
         else
