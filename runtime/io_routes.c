@@ -517,8 +517,9 @@ void records_import(void *cp)
     }
     if (dry_run)
         db_rollback(c->db);   /* everything checked and written as it would be, then undone */
-    ctx_json(c, 200, json_pack("{s:I, s:I, s:O, s:O, s:b}", "inserted", (json_int_t)res.inserted, "updated",
-                               (json_int_t)res.updated, "errors", errors, "ignored", ignored, "dry_run", dry_run));
+    ctx_json(c, 200, json_pack("{s:I, s:I, s:I, s:O, s:O, s:b}", "inserted", (json_int_t)res.inserted, "updated",
+                               (json_int_t)res.updated, "unchanged", (json_int_t)res.unchanged, "errors", errors, "ignored",
+                               ignored, "dry_run", dry_run));
 }
 
 /* ---- export ---- */

@@ -2509,6 +2509,8 @@ static bool update(wr *x, const char *id, json_t *body, long long if_match, json
         ok = start_approval(x, id, t, values, rec, comment);
     else if (ch && (t || json_object_size(ch)))
         ok = update_row(x, id, old, rec, ch, t, comment) && (t || still_in_scope(x, id));
+    else if (ch)
+        x->out->unchanged = true;
     json_decref(x->input);
     x->input = NULL;
     json_decref(x->pending);
@@ -3451,10 +3453,12 @@ static bool import_one(const write_ctx *w, const char *form, json_t *body, const
     write_result one;
     bool ok = update_id ? write_update(w, form, update_id, body, -1, &one) : write_create(w, form, body, &one);
     if (ok) {
-        if (update_id)
-            res->updated++;
-        else
+        if (!update_id)
             res->inserted++;
+        else if (one.unchanged)
+            res->unchanged++;
+        else
+            res->updated++;
         write_result_free(&one);
         db_exec(w->db, w->a, "RELEASE SAVEPOINT loom_row", &e);
     } else if (one.from_db && one.code == LOOM_UNAVAILABLE) {
@@ -3831,11 +3835,13 @@ static bool bulk_update(wr *x, json_t *bodies, char **found, bool given, long fi
         if (json_object_get(bad, key))
             continue;
         json_t *old = json_array_get(c, 1), *rec = json_array_get(c, 2), *ch = changes(x, old, rec);
-        if (json_object_size(ch))   /* rows that change nothing write nothing (no new version, no history) */
+        if (json_object_size(ch)) {
             json_array_append_new(upd, json_pack("[O, O, O, o]", json_array_get(c, 0), old, rec, ch));
-        else
+            res->updated++;
+        } else {   /* a row that changes nothing writes nothing (no new version, no history) */
             json_decref(ch);
-        res->updated++;
+            res->unchanged++;
+        }
     }
     bool write = ok && json_array_size(upd) && !o->validate_only && (o->partial || !json_array_size(res->errors));
     if (write) {

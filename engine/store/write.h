@@ -53,6 +53,7 @@ typedef struct write_result {
     json_t *approval;       /* a transition that waits for approvers, or a decision: the approval (owned) */
     json_t *record;         /* create: the record as the caller reads it, when that is known without a
                                read (owned; write_result_free), else NULL */
+    bool unchanged;         /* an update whose body changed nothing: nothing written */
 } write_result;
 
 /* Creates a record of form from body (a JSON object). */
@@ -131,7 +132,7 @@ typedef struct write_import_opts {
 } write_import_opts;
 
 typedef struct write_import_result {
-    long inserted, updated;
+    long inserted, updated, unchanged;   /* unchanged: rows whose key found a record they left as it was */
     json_t *errors;       /* [{row, field, code, message}], appended to (the caller's) */
 } write_import_result;
 
