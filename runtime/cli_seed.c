@@ -36,6 +36,7 @@
 #include "model/bundle.h"
 #include "rule/sandbox.h"
 #include "store/migrate.h"
+#include "store/query.h"
 #include "store/write.h"
 
 #define SEED_BATCH 5000
@@ -397,9 +398,11 @@ static json_t *record_now(seed *s, const char *form, const char *id)
     buf sql = {0};
     buf_puts(&sql, "SELECT to_jsonb(t)::text FROM ");
     table(&sql, s, form);
-    buf_printf(&sql, " AS t WHERE t.\"id\" = %lld", strtoll(id, NULL, 10));
+    buf_puts(&sql, " AS t WHERE t.\"id\" = $1::bigint");
+    json_t *args = json_pack("[s]", id);
     loom_err e = {0};
-    PGresult *r = db_exec(s->d, s->a, sql.data, &e);
+    PGresult *r = query_exec(s->d, s->a, sql.data, args, &e);
+    json_decref(args);
     buf_free(&sql);
     json_t *rec = r && PQntuples(r) ? json_loads(PQgetvalue(r, 0, 0), 0, NULL) : NULL;
     return rec ? rec : json_object();
@@ -477,9 +480,14 @@ static bool seed_states(seed *s, const write_ctx *w, json_t *entry, const char *
     buf sql = {0};
     buf_puts(&sql, "SELECT id FROM ");
     table(&sql, s, form);
-    buf_printf(&sql, " WHERE id > %lld ORDER BY id LIMIT %lld", after, max);
+    buf_puts(&sql, " WHERE id > $1::bigint ORDER BY id LIMIT $2::bigint");
+    char from[24], most[24];   /* parameters are text */
+    snprintf(from, sizeof from, "%lld", after);
+    snprintf(most, sizeof most, "%lld", max);
+    json_t *args = json_pack("[s, s]", from, most);
     loom_err e = {0};
-    PGresult *r = ok && total > 0 ? db_exec(s->d, s->a, sql.data, &e) : NULL;
+    PGresult *r = ok && total > 0 ? query_exec(s->d, s->a, sql.data, args, &e) : NULL;
+    json_decref(args);
     buf_free(&sql);
     int n = r ? PQntuples(r) : 0;
     long long *ids = malloc(((size_t)n + 1) * sizeof *ids);
