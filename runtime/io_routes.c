@@ -411,7 +411,11 @@ void records_import(void *cp)
         while (e > b && e[-1] == ' ')
             *--e = '\0';
         json_t *f = csv_header_field(fields, b);
-        const char *sys = f ? NULL : csv_system_column(b);   /* 状态, Created at: what an export heads them with */
+        const char *sys = csv_system_column(b);   /* 状态, Created at: what an export heads them with */
+        if (f && sys && perm_field(d, jstr(json_object_get(f, "id"))) == FIELD_HIDDEN)
+            f = NULL;   /* a hidden field's label is no field's for this caller (as the export heads it) */
+        else if (f)
+            sys = NULL;
         if (sys)
             b = strcpy(h, sys);
         names[i] = arena_strdup(c->a, f ? jstr(json_object_get(f, "id")) : b);
@@ -771,23 +775,27 @@ void records_export(void *cp)
     }
     json_t *fdef = bundle_item(json_object_get(r.snap->bundle, "forms"), r.form);
     query_spec spec = {.sort = query_param(c->a, q, "sort"), .fields = query_param(c->a, q, "fields"), .limit = EXPORT_PAGE};
-    if (display) {   /* refs and users as their titles: expanded, those the caller sees */
-        buf ex = {0};
-        buf_puts(&ex, "_owner,_created_by,_updated_by");
-        perm_decision d;
-        perm_decide(r.snap->bundle, r.form, r.fc.roles, r.fc.admin, &d);
-        size_t i;
-        json_t *f;
-        json_array_foreach(json_object_get(fdef, "fields"), i, f)
-        {
-            const char *id = jstr(json_object_get(f, "id"));
-            if ((field_is(f, "ref") || field_is(f, "user")) && perm_field(&d, id) != FIELD_HIDDEN)
-                buf_printf(&ex, ",%s", id);
-        }
-        perm_free(&d);
-        spec.expand = arena_strdup(c->a, ex.data);
-        buf_free(&ex);
+    perm_decision d;
+    perm_decide(r.snap->bundle, r.form, r.fc.roles, r.fc.admin, &d);
+    json_t *seen = json_array();   /* the fields the caller may see: their labels head columns */
+    arena_defer(c->a, decref_cb, seen);
+    buf ex = {0};
+    buf_puts(&ex, "_owner,_created_by,_updated_by");
+    size_t fi;
+    json_t *ff;
+    json_array_foreach(json_object_get(fdef, "fields"), fi, ff)
+    {
+        const char *id = jstr(json_object_get(ff, "id"));
+        if (perm_field(&d, id) == FIELD_HIDDEN)
+            continue;
+        json_array_append(seen, ff);
+        if (field_is(ff, "ref") || field_is(ff, "user"))
+            buf_printf(&ex, ",%s", id);
     }
+    perm_free(&d);
+    if (display)   /* refs and users as their titles: expanded, those the caller sees */
+        spec.expand = arena_strdup(c->a, ex.data);
+    buf_free(&ex);
     if (!spec.sort)
         spec.sort = "id";
     if (filter && *filter) {
@@ -843,14 +851,14 @@ void records_export(void *cp)
         else if (display && flow && !strcmp(name, "_state"))
             sh.labels[k] = label_map(json_object_get(flow, "states"), "id", locale, json_object_get(app, "locales"));
         json_array_append_new(sh.cols, json_string(name));
-        /* labels in the caller's language; a system column's too, unless a field of the form has that label */
+        /* labels in the caller's language; a system column's too, unless a field the caller sees has that label */
         const char *sys = f ? NULL : csv_system_label(name, locale);
         if (header && !strcmp(header, "id"))
             json_array_append_new(heads, json_string(name));
         else if (f)
             json_array_append_new(heads, schema_label(json_object_get(f, "label"), locale, json_object_get(app, "locales"), name));
         else
-            json_array_append_new(heads, json_string(sys && !csv_header_field(sh.fields, sys) ? sys : name));
+            json_array_append_new(heads, json_string(sys && !csv_header_field(seen, sys) ? sys : name));
     }
     bool ok = sheet_open(&sh, heads);
     char *cursor = NULL;
