@@ -567,6 +567,27 @@ static void from_where(const filter_ctx *c, const char *form, buf *sql)
     buf_puts(sql, " AS t WHERE ");
 }
 
+/* Appends the read scope of d and filter (NULL: none) over alias t to
+ * where, their parameters to args. */
+static bool where_sql(const filter_ctx *c, const char *form, const perm_decision *d, json_t *filter, buf *where,
+                      json_t *args, filter_err *err)
+{
+    if (!c->system && !perm_scope_all(d->read)) {
+        if (!filter_scope_sql(c, form, "t", d->read, where, args, err))
+            return false;
+        buf_puts(where, " AND ");
+    }
+    json_t *everything = json_object();
+    bool ok = filter_sql(c, form, "t", filter ? filter : everything, where, args, err);
+    json_decref(everything);
+    if (!ok) {
+        char inner[sizeof err->path];   /* a pointer into the request: under /filter */
+        snprintf(inner, sizeof inner, "%s", err->path);
+        snprintf(err->path, sizeof err->path, "/filter%s", inner);
+    }
+    return ok;
+}
+
 bool query_list_base(const filter_ctx *c, const char *form, const query_spec *spec, query *q, filter_err *err)
 {
     query_init(q);
@@ -591,25 +612,16 @@ bool query_list_base(const filter_ctx *c, const char *form, const query_spec *sp
             buf_printf(&q->sql, ", %s", expr);
         json_array_append_new(key, json_integer(col < 0 ? extra++ : col));
     }
-    /* WHERE: the read scope and the filter, shared with the count */
+    /* WHERE: the read scope and the filter; the count's is built again with
+     * its own parameters, as the list's may follow parameters of the select
+     * list or the sort (a ref's read scope) that the count does not have */
     buf where = {0};
-    if (ok && !c->system && !perm_scope_all(d.read)) {
-        ok = filter_scope_sql(c, form, "t", d.read, &where, q->args, err);
-        buf_puts(&where, " AND ");
-    }
-    json_t *everything = json_object();
-    if (ok && !filter_sql(c, form, "t", spec->filter ? spec->filter : everything, &where, q->args, err)) {
-        char inner[sizeof err->path];   /* a pointer into the request: under /filter */
-        snprintf(inner, sizeof inner, "%s", err->path);
-        snprintf(err->path, sizeof err->path, "/filter%s", inner);
-        ok = false;
-    }
-    json_decref(everything);
+    ok = ok && where_sql(c, form, &d, spec->filter, &where, q->args, err);
     if (ok && spec->count) {
         buf_puts(&q->count_sql, "SELECT count(*)");
         from_where(c, form, &q->count_sql);
-        buf_puts(&q->count_sql, where.data);
-        q->count_args = json_deep_copy(q->args);
+        q->count_args = json_array();
+        ok = where_sql(c, form, &d, spec->filter, &q->count_sql, q->count_args, err);
     }
     if (ok) {
         from_where(c, form, &q->sql);
