@@ -172,6 +172,55 @@ static void test_seed_4s(void **state)
     assert_true(mine > 0 && mine < 120);
     free(tickets);
     h_resp_free(&r);
+    /* on a ticket in repair the technician records the work, but not whose ticket or car it is, nor its priority;
+     * a part's cost is hidden from him (as a product's cost is) and kept when he rewrites the rows */
+    char *repair = h_sql_value(url, "SELECT min(t.id) FROM app_fours.service_ticket t JOIN loom.users u ON u.id = t.technician "
+                                    "WHERE u.username = 'tech01' AND t._state = 'in_repair' AND "
+                                    "EXISTS (SELECT FROM app_fours.service_ticket__parts p WHERE p._parent = t.id AND p.unit_cost IS NOT NULL)");
+    char costs_sql[256];
+    snprintf(costs_sql, sizeof costs_sql,
+             "SELECT string_agg(unit_cost::text, ',' ORDER BY id) FROM app_fours.service_ticket__parts WHERE _parent = %s", repair);
+    char *costs = h_sql_value(url, costs_sql);
+    char path[128];
+    snprintf(path, sizeof path, "/api/apps/fours/forms/service_ticket/records/%s", repair);
+    const char *fixed[] = {"{\"priority\": \"high\"}", "{\"customer\": 1}", "{\"technician\": null}", "{\"completed_at\": null}"};
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
+        r = h_req(srv.port, "PATCH", path, tech, fixed[i]);
+        assert_int_equal(r.status, 422);
+        assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(r.json, "errors"), 0), "code")),
+                            "readonly");
+        h_resp_free(&r);
+    }
+    r = h_req(srv.port, "GET", path, tech, NULL);
+    assert_int_equal(r.status, 200);
+    json_t *parts = json_deep_copy(json_object_get(r.json, "parts"));
+    h_resp_free(&r);
+    size_t i;
+    json_t *row;
+    json_array_foreach(parts, i, row)
+    {
+        assert_null(json_object_get(row, "unit_cost"));
+        json_object_del(row, "amount");   /* computed */
+    }
+    json_t *body = json_pack("{s:s, s:o}", "notes", "换了刹车片", "parts", parts);
+    char *text = json_dumps(body, 0);
+    json_decref(body);
+    r = h_req(srv.port, "PATCH", path, tech, text);
+    free(text);
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    char *kept = h_sql_value(url, costs_sql);
+    assert_string_equal(kept, costs);
+    free(kept);
+    free(costs);
+    free(repair);
+    char *advisor = h_login(srv.port, "advisor01", "loom-demo-user");
+    r = h_req(srv.port, "GET", path, advisor, NULL);
+    assert_int_equal(r.status, 200);
+    assert_true(json_array_size(json_object_get(r.json, "parts")) > 0);
+    assert_null(json_object_get(json_array_get(json_object_get(r.json, "parts"), 0), "unit_cost"));
+    h_resp_free(&r);
+    free(advisor);
     r = h_req(srv.port, "GET", "/api/apps/fours/forms/service_ticket/records", sales, NULL);
     assert_int_equal(r.status, 404);   /* no permission on the form */
     h_resp_free(&r);
