@@ -892,8 +892,10 @@ static bool verify_links(wr *x, json_t *links)
             char target[80];
             snprintf(target, sizeof target, "%.*s", (int)strcspn(group + 4, "@"), group + 4);
             json_t *filter = json_object_get(f, "filter");
-            if (filter) {   /* the field's filter, {"$field": f} read from the record written */
+            if (filter) {   /* the field's filter, {"$field": f} read from the record written; the app's own
+                             * definition, so it sees every field (the caller's read scope follows) */
                 filter_ctx fc = *x->w->fc;
+                fc.system = true;
                 fc.field_values = json_object_get(g, "values");
                 filter_err fe;
                 buf_printf(&sql, "SELECT %d, t.\"id\" FROM ", k);
