@@ -221,6 +221,32 @@ static void test_seed_4s(void **state)
     assert_null(json_object_get(json_array_get(json_object_get(r.json, "parts"), 0), "unit_cost"));
     h_resp_free(&r);
     free(advisor);
+    /* the managers and customer care write what their work needs, refs included: each reads the forms its
+     * refs point to */
+    char *car = h_sql_value(url, "SELECT id || ',' || customer FROM app_fours.vehicle ORDER BY id LIMIT 1");
+    char *order = h_sql_value(url, "SELECT id || ',' || customer FROM app_fours.sales_order ORDER BY id LIMIT 1");
+    char ticket[256], quote[256], survey[256];
+    snprintf(ticket, sizeof ticket, "{\"vehicle\": %.*s, \"customer\": %s, \"kind\": \"maintenance\", \"complaint\": \"异响\"}",
+             (int)strcspn(car, ","), car, strchr(car, ',') + 1);
+    snprintf(quote, sizeof quote, "{\"customer\": %s, \"lines\": [{\"product\": 1, \"qty\": 1, \"unit_price\": \"100\"}]}",
+             strchr(car, ',') + 1);
+    snprintf(survey, sizeof survey, "{\"sales_order\": %.*s, \"customer\": %s, \"csat\": 5}", (int)strcspn(order, ","), order,
+             strchr(order, ',') + 1);
+    const struct {
+        const char *user, *form, *body;
+    } writes[] = {{"svcmgr", "service_ticket", ticket}, {"salesmgr", "quotation", quote}, {"care01", "survey", survey}};
+    for (size_t k = 0; k < sizeof writes / sizeof writes[0]; k++) {
+        char *who = h_login(srv.port, writes[k].user, "loom-demo-user");
+        char route[96];
+        snprintf(route, sizeof route, "/api/apps/fours/forms/%s/records", writes[k].form);
+        r = h_req(srv.port, "POST", route, who, writes[k].body);
+        if (r.status != 201)
+            fail_msg("%s creating %s: %d %s", writes[k].user, writes[k].form, r.status, r.body);
+        h_resp_free(&r);
+        free(who);
+    }
+    free(car);
+    free(order);
     r = h_req(srv.port, "GET", "/api/apps/fours/forms/service_ticket/records", sales, NULL);
     assert_int_equal(r.status, 404);   /* no permission on the form */
     h_resp_free(&r);
