@@ -15,6 +15,7 @@
 #include "handlers.h"
 #include "model/bundle.h"
 #include "model/validate.h"
+#include "perm/perm.h"
 #include "store/db.h"
 #include "store/migrate.h"
 
@@ -54,6 +55,12 @@ static int app_check(const char *path)
     json_t *problems = model_validate(bundle);
     int status = print_problems(problems) ? 1 : 0;
     if (!status) {
+        json_t *warnings = perm_warnings(bundle), *w;
+        size_t i;
+        json_array_foreach(warnings, i, w)
+        printf("%s: warning: %s: %s\n", json_string_value(json_object_get(w, "path")),
+               json_string_value(json_object_get(w, "code")), json_string_value(json_object_get(w, "message")));
+        json_decref(warnings);
         json_t *app = json_object_get(bundle, "app");
         printf("ok: app %s, %zu forms, %zu flows, %zu rules, %zu reports, %zu dashboards\n",
                json_string_value(json_object_get(app, "id")), json_array_size(json_object_get(bundle, "forms")),

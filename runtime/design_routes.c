@@ -12,6 +12,7 @@
 #include "handlers.h"
 #include "model/bundle.h"
 #include "model/validate.h"
+#include "perm/perm.h"
 
 static const char *const kinds[] = {"forms", "flows", "rules", "reports", "dashboards", NULL};
 
@@ -89,7 +90,8 @@ static void respond_text(ctx *c, int status, const char *text)
 static json_t *validation_result(json_t *bundle)
 {
     json_t *errors = model_validate(bundle);
-    return json_pack("{s:b, s:o, s:[]}", "valid", json_array_size(errors) == 0, "errors", errors, "warnings");
+    bool valid = json_array_size(errors) == 0;
+    return json_pack("{s:b, s:o, s:o}", "valid", valid, "errors", errors, "warnings", valid ? perm_warnings(bundle) : json_array());
 }
 
 /* Gives the caller the app role designer of app (a platform designer that

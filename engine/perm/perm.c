@@ -144,3 +144,62 @@ perm_mode perm_field(const perm_decision *d, const char *field)
     const char *m = json_string_value(json_object_get(d->modes, field));
     return m ? mode_of(m) : FIELD_HIDDEN;
 }
+
+/* Warns when role may write ref field name (of a form it may create or
+ * update) but reads no record of the ref's form: it could never fill it. */
+static void warn_unreadable_ref(json_t *bundle, json_t *role_list, const char *role, const char *form,
+                                const perm_decision *d, json_t *field, const char *name, json_t *out)
+{
+    const char *target = json_string_value(json_object_get(field, "form"));
+    if (!target || perm_field(d, name) != FIELD_WRITE)
+        return;
+    perm_decision t;
+    perm_decide(bundle, target, role_list, false, &t);
+    if (!t.read) {
+        char path[256], message[512];
+        snprintf(path, sizeof path, "/permissions/%s/%s", form, role);
+        snprintf(message, sizeof message, "role \"%s\" may write %s.%s but reads no %s record, so it can never fill it",
+                 role, form, name, target);
+        json_array_append_new(out, json_pack("{s:s, s:s, s:s}", "path", path, "code", "unreadable_ref", "message", message));
+    }
+    perm_free(&t);
+}
+
+json_t *perm_warnings(json_t *bundle)
+{
+    json_t *out = json_array();
+    size_t i, j, k, m;
+    json_t *r, *form, *f, *sf;
+    json_array_foreach(json_object_get(json_object_get(bundle, "app"), "roles"), i, r)
+    {
+        const char *role = json_string_value(json_object_get(r, "id"));
+        if (!role || !strcmp(role, "admin"))
+            continue;
+        json_t *role_list = json_pack("[s]", role);
+        json_array_foreach(json_object_get(bundle, "forms"), j, form)
+        {
+            const char *fid = json_string_value(json_object_get(form, "id"));
+            perm_decision d;
+            perm_decide(bundle, fid, role_list, false, &d);
+            json_array_foreach(d.create || d.update ? json_object_get(form, "fields") : NULL, k, f)
+            {
+                const char *type = json_string_value(json_object_get(f, "type")), *id = json_string_value(json_object_get(f, "id"));
+                if (type && id && !strcmp(type, "ref"))
+                    warn_unreadable_ref(bundle, role_list, role, fid, &d, f, id, out);
+                json_array_foreach(type && id && !strcmp(type, "subform") ? json_object_get(f, "fields") : NULL, m, sf)
+                {
+                    const char *sid = json_string_value(json_object_get(sf, "id")),
+                               *stype = json_string_value(json_object_get(sf, "type"));
+                    if (sid && stype && !strcmp(stype, "ref")) {
+                        char name[128];
+                        snprintf(name, sizeof name, "%s.%s", id, sid);
+                        warn_unreadable_ref(bundle, role_list, role, fid, &d, sf, name, out);
+                    }
+                }
+            }
+            perm_free(&d);
+        }
+        json_decref(role_list);
+    }
+    return out;
+}

@@ -33,5 +33,9 @@ void perm_free(perm_decision *d);
 perm_mode perm_field(const perm_decision *d, const char *field);
 /* True when scope admits every record. */
 bool perm_scope_all(json_t *scope);
+/* The warnings about a valid bundle's permissions, [{"path", "code",
+ * "message"}]: unreadable_ref when a role may write a ref field (creating or
+ * updating its form) but reads no record of the ref's form. */
+json_t *perm_warnings(json_t *bundle);
 
 #endif

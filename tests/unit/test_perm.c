@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "perm/perm.h"
@@ -120,8 +121,39 @@ static void test_matrix(void **state)
     }
 }
 
+/* A role that may write a ref (on a form it creates or updates, the field in mode write, subform refs too)
+ * but reads no record of the ref's form is warned about, once per field; nobody else is. */
+static void test_warnings(void **state)
+{
+    (void)state;
+    json_t *b = json_loads(
+        "{\"app\": {\"roles\": [{\"id\": \"clerk\"}, {\"id\": \"boss\"}, {\"id\": \"reader\"}, {\"id\": \"viewer\"}]},"
+        " \"forms\": ["
+        "  {\"id\": \"order\", \"fields\": [{\"id\": \"customer\", \"type\": \"ref\", \"form\": \"customer\"},"
+        "   {\"id\": \"agent\", \"type\": \"ref\", \"form\": \"customer\"}, {\"id\": \"note\", \"type\": \"text\"},"
+        "   {\"id\": \"lines\", \"type\": \"subform\", \"fields\": [{\"id\": \"product\", \"type\": \"ref\", \"form\": \"product\"}]}]},"
+        "  {\"id\": \"customer\", \"fields\": [{\"id\": \"name\", \"type\": \"text\"}]},"
+        "  {\"id\": \"product\", \"fields\": [{\"id\": \"name\", \"type\": \"text\"}]}],"
+        " \"permissions\": {"
+        "  \"order\": {\"clerk\": {\"create\": true, \"read\": \"own\", \"fields\": {\"agent\": \"read\"}},"
+        "             \"boss\": {\"read\": \"all\", \"update\": \"all\"}, \"reader\": {\"read\": \"all\"}},"
+        "  \"customer\": {\"boss\": {\"read\": \"all\"}},"
+        "  \"product\": {\"clerk\": {\"read\": {\"filter\": {\"name\": \"x\"}}}}}}",
+        0, NULL);
+    assert_non_null(b);
+    json_t *w = perm_warnings(b);
+    char *got = json_dumps(w, JSON_COMPACT);
+    assert_string_equal(got, "[{\"path\":\"/permissions/order/clerk\",\"code\":\"unreadable_ref\",\"message\":\"role \\\"clerk\\\" "
+                             "may write order.customer but reads no customer record, so it can never fill it\"},"
+                             "{\"path\":\"/permissions/order/boss\",\"code\":\"unreadable_ref\",\"message\":\"role \\\"boss\\\" "
+                             "may write order.lines.product but reads no product record, so it can never fill it\"}]");
+    free(got);
+    json_decref(w);
+    json_decref(b);
+}
+
 int main(void)
 {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_matrix)};
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_matrix), cmocka_unit_test(test_warnings)};
     return cmocka_run_group_tests_name("unit_perm", tests, setup, teardown);
 }
