@@ -649,13 +649,29 @@ static json_t *check_rows(const field_info *fi, json_t *v, const char *path, jso
     return rows;
 }
 
+/* Whether s is empty or only spaces (ASCII, no-break, ideographic): an empty value. */
+static bool blank(const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        if (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')
+            p++;
+        else if (p[0] == 0xC2 && p[1] == 0xA0)   /* no-break space */
+            p += 2;
+        else if (p[0] == 0xE3 && p[1] == 0x80 && p[2] == 0x80)   /* ideographic space, as Chinese input methods type it */
+            p += 3;
+        else
+            return false;
+    }
+    return true;
+}
+
 /* The value v of field fi at path: its canonical form into values, or a problem. */
 static void check_value(const field_info *fi, json_t *v, const char *path, json_t *values, json_t *errors)
 {
     char msg[256];
     if (fi->computed) {
         problem(errors, path, "readonly", "this field cannot be set");
-    } else if (json_is_null(v)) {
+    } else if (json_is_null(v) || (json_is_string(v) && blank(json_string_value(v)))) {   /* "" is empty */
         if (fi->required)
             problem(errors, path, "required", "a value is required");
         else

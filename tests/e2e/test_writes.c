@@ -270,6 +270,20 @@ static void test_create_reports_every_problem(void **state)
     assert_string_equal(h_code(&r), "formula_error");
     assert_non_null(strstr(r.body, "kaboom"));
     expect_errors(&r, 422, "formula_error", "/boom formula_error");
+    /* an empty or blank string is no value: a required field wants one, the others are null */
+    r = create(manager, "customer", "{\"name\": \"\"}");
+    expect_errors(&r, 422, "validation_failed", "/name required");
+    r = create(manager, "customer", "{\"name\": \" \\u3000\\t\", \"level\": \"\", \"email\": \"\", \"since\": \" \"}");
+    expect_errors(&r, 422, "validation_failed", "/name required");
+    r = create(manager, "customer", "{\"name\": \"Blank Ltd\", \"level\": \"\", \"email\": \" \", \"since\": \"\", \"owner_note\": \"\\u00a0\"}");
+    assert_int_equal(r.status, 201);
+    const char *nulls[] = {"level", "email", "since", "owner_note"};
+    for (size_t k = 0; k < sizeof nulls / sizeof nulls[0]; k++)
+        assert_true(json_is_null(json_object_get(r.json, nulls[k])));
+    long long blank = json_integer_value(json_object_get(r.json, "id"));
+    h_resp_free(&r);
+    r = req("PATCH", manager, NULL, "{\"name\": \"  \"}", "/api/apps/shop/forms/customer/records/%lld", blank);
+    expect_errors(&r, 422, "validation_failed", "/name required");
     /* not an object */
     r = create(manager, "order", "[1]");
     assert_int_equal(r.status, 400);
