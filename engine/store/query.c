@@ -294,7 +294,7 @@ static bool select_list(const filter_ctx *c, const perm_decision *d, const char 
  * caller sees, and the target's field one it sees there; the value is read
  * from the target record inside the caller's read scope (null outside it). */
 static bool sort_through_ref(const filter_ctx *c, const perm_decision *d, json_t *fdef, const char *name, query *q,
-                             buf *expr, const char **type, filter_err *err)
+                             buf *expr, const char **type, json_t **field, const char **target_form, filter_err *err)
 {
     char head[128];
     const char *dot = strchr(name, '.');
@@ -308,6 +308,8 @@ static bool sort_through_ref(const filter_ctx *c, const perm_decision *d, json_t
     perm_decision td;
     perm_decide(c->bundle, target, c->roles, c->admin, &td);
     json_t *tf = bundle_item(json_object_get(tdef, "fields"), dot + 1);
+    *field = tf;
+    *target_form = target;
     *type = tf && (c->system || (td.read && perm_field(&td, dot + 1) != FIELD_HIDDEN)) ? jstr(json_object_get(tf, "type"))
             : !tf && (c->system || td.read) ? system_type(c->bundle, target, dot + 1) : NULL;
     bool ok = *type != NULL;
@@ -327,6 +329,42 @@ static bool sort_through_ref(const filter_ctx *c, const perm_decision *d, json_t
     return ok || fail(err, LOOM_UNKNOWN_FIELD, "/sort", "no field \"%.64s\"", name);
 }
 
+/* Wraps expr, a sort key's value, into its rank when the key is a select
+ * field (its options' order) or a flow's _state (its states' order), so that
+ * it sorts as the form lists them rather than by the stored text; a value
+ * no longer among them ranks as empty. The values go as one parameter (a
+ * text[] literal). False when the key sorts as it is. */
+static bool by_rank(const filter_ctx *c, const char *form, json_t *field, const char *name, query *q, buf *expr)
+{
+    const char *type = json_string_value(json_object_get(field, "type"));
+    json_t *list = type && !strcmp(type, "select") ? json_object_get(field, "options")
+                   : !field && !strcmp(name, "_state") ? json_object_get(bundle_flow(c->bundle, form), "states")
+                                                       : NULL;
+    if (!json_array_size(list))
+        return false;
+    buf lit = {0};
+    size_t i;
+    json_t *o;
+    json_array_foreach(list, i, o)
+    {
+        buf_puts(&lit, i ? ",\"" : "{\"");
+        for (const char *p = json_string_value(json_object_get(o, field ? "value" : "id")); p && *p; p++) {
+            if (*p == '"' || *p == '\\')
+                buf_append(&lit, "\\", 1);
+            buf_append(&lit, p, 1);
+        }
+        buf_puts(&lit, "\"");
+    }
+    buf_puts(&lit, "}");
+    json_array_append_new(q->args, json_string(lit.data));
+    buf_free(&lit);
+    buf ranked = {0};
+    buf_printf(&ranked, "array_position($%zu::text[], %s)", json_array_size(q->args), expr->data);
+    buf_free(expr);
+    *expr = ranked;
+    return true;
+}
+
 /* Parses the sort into q->sort ([name, desc, cast, SQL expression] per key, id last). */
 static bool parse_sort(const filter_ctx *c, const perm_decision *d, const char *form, json_t *fdef, const char *sort,
                        query *q, filter_err *err)
@@ -342,14 +380,16 @@ static bool parse_sort(const filter_ctx *c, const perm_decision *d, const char *
         size_t kn = n - (size_t)(k - p);
         snprintf(name, sizeof name, "%.*s", (int)(kn < 127 ? kn : 127), k);
         buf expr = {0};
-        const char *type = NULL;
+        const char *type = NULL, *key_form = form, *key_name = name;
+        json_t *f = NULL;
         if (strchr(name, '.')) {   /* through a ref: "customer.name" */
-            if (!sort_through_ref(c, d, fdef, name, q, &expr, &type, err)) {
+            if (!sort_through_ref(c, d, fdef, name, q, &expr, &type, &f, &key_form, err)) {
                 buf_free(&expr);
                 return false;
             }
+            key_name = strchr(name, '.') + 1;
         } else {
-            json_t *f = bundle_item(json_object_get(fdef, "fields"), name);
+            f = bundle_item(json_object_get(fdef, "fields"), name);
             type = f && (c->system || perm_field(d, name) != FIELD_HIDDEN) ? jstr(json_object_get(f, "type"))
                    : !f ? system_type(c->bundle, form, name) : NULL;
             buf_printf(&expr, "t.\"%s\"", name);   /* checked: a field id */
@@ -369,7 +409,8 @@ static bool parse_sort(const filter_ctx *c, const perm_decision *d, const char *
                               : fail(err, LOOM_BAD_REQUEST, "/sort", "\"%.64s\" is sorted on twice", name);
         }
         has_id = !strcmp(name, "id");
-        json_array_append_new(q->sort, json_pack("[s, b, s, s]", name, desc, ddl_compare_type(type), expr.data));
+        const char *cast = by_rank(c, key_form, f, key_name, q, &expr) ? "bigint" : ddl_compare_type(type);
+        json_array_append_new(q->sort, json_pack("[s, b, s, s]", name, desc, cast, expr.data));
         buf_free(&expr);
         p += n + (p[n] == ',');
     }

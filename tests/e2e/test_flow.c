@@ -675,6 +675,36 @@ static void test_tasks_read_scope(void **state)
     h_resp_free(&r);
 }
 
+/* Sorting by _state follows the flow's states, not their ids' text, also page by page. */
+static void test_sort_by_state(void **state)
+{
+    (void)state;
+    char *want = h_sql_value(url, "SELECT string_agg(id::text, ',' ORDER BY array_position(ARRAY['pending', 'dispatched', "
+                                  "'in_repair', 'completed', 'closed'], _state) DESC, id DESC) FROM app_svc.ticket");
+    char *states = h_sql_value(url, "SELECT count(DISTINCT _state) FROM app_svc.ticket");
+    assert_true(atoi(states) >= 3);
+    free(states);
+    buf got = {0};
+    char cursor[512] = "";
+    for (int page = 0; page < 1000; page++) {
+        h_resp r = req("GET", admin, NULL, "/api/apps/svc/forms/ticket/records?sort=-_state&limit=2&fields=id%s%s",
+                       *cursor ? "&cursor=" : "", cursor);
+        assert_int_equal(r.status, 200);
+        size_t i;
+        json_t *it;
+        json_array_foreach(json_object_get(r.json, "items"), i, it)
+            buf_printf(&got, "%s%lld", got.len ? "," : "", (long long)json_integer_value(json_object_get(it, "id")));
+        const char *next = json_string_value(json_object_get(r.json, "next_cursor"));
+        snprintf(cursor, sizeof cursor, "%s", next ? next : "");
+        h_resp_free(&r);
+        if (!next)
+            break;
+    }
+    assert_string_equal(got.data, want);
+    buf_free(&got);
+    free(want);
+}
+
 /* Publishing a flow without a state that records are in: stopped until the
  * draft says where they go, then they move there (a new visit, history). */
 static void test_publish_removed_state(void **state)
@@ -806,6 +836,7 @@ int main(void)
         cmocka_unit_test(test_approval_nobody_eligible),
         cmocka_unit_test(test_tasks),
         cmocka_unit_test(test_tasks_read_scope),
+        cmocka_unit_test(test_sort_by_state),
         cmocka_unit_test(test_publish_removed_state),
         cmocka_unit_test(test_attach_flow),
     };

@@ -2116,6 +2116,29 @@ static void test_sort_through_refs(void **state)
     buf_free(&b);
     free(want);
     json_decref(got);
+    /* a select sorts in its options' order (vip before normal, unlike their text), ascending and descending */
+    const struct {
+        const char *sort, *order_by;
+    } ranked[] = {{"customer.level,-id", "array_position(ARRAY['vip','normal'], c.level) NULLS LAST, o.id DESC"},
+                  {"-customer.level", "array_position(ARRAY['vip','normal'], c.level) DESC NULLS FIRST, o.id DESC"}};
+    for (size_t k = 0; k < sizeof ranked / sizeof ranked[0]; k++) {
+        char sql[512];
+        snprintf(sql, sizeof sql,
+                 "SELECT string_agg(o.id::text, ',' ORDER BY %s) FROM app_shop.\"order\" o LEFT JOIN app_shop.customer c "
+                 "ON c.id = o.customer",
+                 ranked[k].order_by);
+        want = h_sql_value(url, sql);
+        got = walk_orders(manager, ranked[k].sort, 7);
+        buf_reset(&b);
+        json_array_foreach(got, i, id) buf_printf(&b, "%s%lld", i ? "," : "", (long long)json_integer_value(id));
+        assert_string_equal(b.data, want);
+        buf_free(&b);
+        free(want);
+        json_decref(got);
+    }
+    char *levels = h_sql_value(url, "SELECT count(DISTINCT level) FROM app_shop.customer c JOIN app_shop.\"order\" o ON o.customer = c.id");
+    assert_string_equal(levels, "2");   /* both options are there to order */
+    free(levels);
     /* the viewer reads only vip customers: the others' names are null to it, so sort last */
     h_resp r = req("GET", viewer, NULL, NULL, "/api/apps/shop/forms/order/records?sort=customer.name&limit=1000&expand=customer");
     assert_int_equal(r.status, 200);
