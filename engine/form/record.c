@@ -622,7 +622,7 @@ static json_t *check_rows(const field_info *fi, json_t *v, const char *path, jso
         problem(errors, path, "too_many_rows", msg);
         return NULL;
     }
-    json_t *rows = json_array();
+    json_t *rows = json_array(), *seen = json_object();   /* row ids given so far */
     size_t i;
     json_t *r;
     json_array_foreach(v, i, r)
@@ -635,17 +635,23 @@ static json_t *check_rows(const field_info *fi, json_t *v, const char *path, jso
         }
         json_t *out = json_object();
         json_t *id = json_object_get(r, "id");
+        char ip[520], key[24];
+        snprintf(ip, sizeof ip, "%s/id", rp);
+        if (id && json_is_integer(id))
+            snprintf(key, sizeof key, "%lld", (long long)json_integer_value(id));
         if (id && !(json_is_integer(id) && json_integer_value(id) > 0)) {
-            char ip[520];
-            snprintf(ip, sizeof ip, "%s/id", rp);
             problem(errors, ip, "type", "a row id is a whole number");
+        } else if (id && json_object_get(seen, key)) {   /* one row, two values: which would be stored? */
+            problem(errors, ip, "type", "this row is given twice");
         } else if (id) {
             json_object_set(out, "id", id);
+            json_object_set_new(seen, key, json_true());
         }
         /* a row is complete: its required fields hold for inserted and updated rows alike */
         check_fields(fi->rows, r, true, rp, true, out, errors, NULL);
         json_array_append_new(rows, out);
     }
+    json_decref(seen);
     return rows;
 }
 

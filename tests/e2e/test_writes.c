@@ -491,6 +491,11 @@ static void test_update_if_match_and_rows(void **state)
     snprintf(body, sizeof body, "{\"lines\": [{\"id\": %lld, \"product\": \"stolen\"}]}", zrow);
     r = req("PATCH", manager, NULL, body, "/api/apps/shop/forms/order/records/%lld", id);
     expect_errors(&r, 422, "validation_failed", "/lines/0/id not_found");
+    /* one row given twice: which of its values would be stored? */
+    snprintf(body, sizeof body, "{\"lines\": [{\"id\": %lld, \"product\": \"Z1\"}, {\"id\": %lld, \"product\": \"Z2\"}]}", zrow,
+             zrow);
+    r = req("PATCH", manager, NULL, body, "/api/apps/shop/forms/order/records/%lld", other);
+    expect_errors(&r, 422, "validation_failed", "/lines/1/id type");
     /* an update that leaves the rows alone answers them as a read shows them (from what it read, no second read) */
     r = req("PATCH", manager, NULL, "{\"reason\": \"rows untouched\"}", "/api/apps/shop/forms/order/records/%lld", other);
     assert_int_equal(r.status, 200);
