@@ -138,10 +138,79 @@ static bool duration_text(const char *s, char *out, size_t n)
     return true;
 }
 
+/* The value v stands for: a report parameter's when it is {"$param": id}
+ * (and the filter runs), else v. */
+static json_t *resolved(fx *f, json_t *v)
+{
+    json_t *id = json_object_size(v) == 1 ? json_object_get(v, "$param") : NULL;
+    json_t *pv = id && !f->c->check ? json_object_get(f->c->params, jstr(id)) : NULL;
+    return pv ? pv : v;
+}
+
+/* Whether v is a day compared with a datetime column: {"$today": ...} or a
+ * date ("2026-11-01"), which stand for that day in the app's time zone. */
+static bool is_day(fx *f, column *col, json_t *v)
+{
+    v = resolved(f, v);
+    const char *s = json_string_value(v);
+    return col->cast && !strcmp(col->cast, "timestamptz") &&
+           ((json_object_size(v) == 1 && json_object_get(v, "$today")) || (s && strlen(s) == 10 && s[4] == '-'));
+}
+
+/* Appends day v ({"$today": "±<n>d"} or a date) as an SQL date. */
+static bool day_sql(fx *f, json_t *v, const char *path)
+{
+    json_t *today = json_object_get(v, "$today");
+    if (!today) {
+        json_t *date = json_pack("{s:s}", "type", "date");
+        const char *code;
+        char msg[200];
+        json_t *canon = field_coerce(date, v, &code, msg, sizeof msg);
+        json_decref(date);
+        if (!canon)
+            return fail(f, LOOM_BAD_FILTER, path, "%s", msg);
+        param(f, json_string_value(canon), "date");
+        json_decref(canon);
+        return true;
+    }
+    char p[512], tmp[32];
+    child_path(p, sizeof p, path, "$today");
+    const char *s = jstr(today);
+    long days = 0;
+    char *end = (char *)s;
+    if (*s) {
+        days = strtol(s, &end, 10);
+        if (end == s || strcmp(end, "d") != 0)
+            return fail(f, LOOM_BAD_FILTER, p, "$today takes \"\" or ±<n>d");
+    }
+    buf_puts(f->sql, "((now() AT TIME ZONE ");
+    param(f, f->c->timezone ? f->c->timezone : "UTC", "text");
+    buf_puts(f->sql, ")::date + ");
+    snprintf(tmp, sizeof tmp, "%ld", days);
+    param(f, tmp, "integer");
+    buf_puts(f->sql, ")");
+    return true;
+}
+
+/* Appends the instant day v starts in the app's time zone, or the next day
+ * starts when next. */
+static bool day_start(fx *f, json_t *v, bool next, const char *path)
+{
+    buf_puts(f->sql, "((");
+    if (!day_sql(f, resolved(f, v), path))
+        return false;
+    buf_puts(f->sql, next ? " + 1)::timestamp AT TIME ZONE " : ")::timestamp AT TIME ZONE ");
+    param(f, f->c->timezone ? f->c->timezone : "UTC", "text");
+    buf_puts(f->sql, ")");
+    return true;
+}
+
 /* Appends a value compared with col: a value producer ($me, $now, $today,
  * $param, $field) or a literal coerced by the column's field. */
 static bool value(fx *f, column *col, json_t *v, const char *path)
 {
+    if (is_day(f, col, v))   /* a datetime compared with a day: the day's start */
+        return day_start(f, v, false, path);
     if (json_is_object(v) && json_object_size(v) == 1) {
         const char *k = json_object_iter_key(json_object_iter(v));
         json_t *x = json_object_iter_value(json_object_iter(v));
@@ -167,23 +236,8 @@ static bool value(fx *f, column *col, json_t *v, const char *path)
             buf_puts(f->sql, ")");
             return true;
         }
-        if (!strcmp(k, "$today")) {
-            const char *s = jstr(x);
-            long days = 0;
-            char *end = (char *)s;
-            if (*s) {
-                days = strtol(s, &end, 10);
-                if (end == s || strcmp(end, "d") != 0)
-                    return fail(f, LOOM_BAD_FILTER, p, "$today takes \"\" or ±<n>d");
-            }
-            buf_puts(f->sql, "((now() AT TIME ZONE ");
-            param(f, f->c->timezone ? f->c->timezone : "UTC", "text");
-            buf_puts(f->sql, ")::date + ");
-            snprintf(tmp, sizeof tmp, "%ld", days);
-            param(f, tmp, "integer");
-            buf_puts(f->sql, ")");
-            return true;
-        }
+        if (!strcmp(k, "$today"))   /* a date column: the day itself */
+            return day_sql(f, v, path);
         if (!strcmp(k, "$param")) {
             json_t *pv = json_object_get(f->c->params, jstr(x));
             if (!pv)
@@ -266,6 +320,16 @@ static bool op(fx *f, column *col, const char *name, json_t *v, const char *path
             buf_printf(s, "%s IS %sNULL", col->expr, eq ? "" : "NOT ");
             return true;
         }
+        if (is_day(f, col, v)) {   /* a datetime on that day, in the app's time zone */
+            buf_printf(s, eq ? "(%s >= " : "(%s IS NULL OR %s < ", col->expr, col->expr);
+            if (!day_start(f, v, false, path))
+                return false;
+            buf_printf(s, eq ? " AND %s < " : " OR %s >= ", col->expr);
+            if (!day_start(f, v, true, path))
+                return false;
+            buf_puts(s, ")");
+            return true;
+        }
         buf_printf(s, "%s %s ", col->expr, eq ? "=" : "IS DISTINCT FROM");   /* $ne also matches null */
         return value(f, col, v, path);
     }
@@ -275,6 +339,11 @@ static bool op(fx *f, column *col, const char *name, json_t *v, const char *path
     if (cmp) {
         if (json_is_null(v))
             return fail(f, LOOM_BAD_FILTER, path, "cannot compare with null");
+        if (is_day(f, col, v)) {   /* whole days: after a day is from the next one on, up to a day takes it all */
+            bool next = !strcmp(name, "$gt") || !strcmp(name, "$lte");
+            buf_printf(s, "%s %s ", col->expr, cmp[0] == '>' ? ">=" : "<");
+            return day_start(f, v, next, path);
+        }
         buf_printf(s, "%s %s ", col->expr, cmp);
         return value(f, col, v, path);
     }
@@ -299,13 +368,26 @@ static bool op(fx *f, column *col, const char *name, json_t *v, const char *path
         if (!json_is_array(v) || json_array_size(v) != 2)
             return fail(f, LOOM_BAD_FILTER, path, "$between takes two values");
         char p[512];
+        json_t *lo = json_array_get(v, 0), *hi = json_array_get(v, 1);
+        if (is_day(f, col, lo) || is_day(f, col, hi)) {   /* inclusive: the last day whole */
+            buf_printf(s, "(%s >= ", col->expr);
+            snprintf(p, sizeof p, "%s/0", path);
+            if (!value(f, col, lo, p))
+                return false;
+            buf_printf(s, is_day(f, col, hi) ? " AND %s < " : " AND %s <= ", col->expr);
+            snprintf(p, sizeof p, "%s/1", path);
+            if (is_day(f, col, hi) ? !day_start(f, hi, true, p) : !value(f, col, hi, p))
+                return false;
+            buf_puts(s, ")");
+            return true;
+        }
         buf_printf(s, "%s BETWEEN ", col->expr);
         snprintf(p, sizeof p, "%s/0", path);
-        if (!value(f, col, json_array_get(v, 0), p))
+        if (!value(f, col, lo, p))
             return false;
         buf_puts(s, " AND ");
         snprintf(p, sizeof p, "%s/1", path);
-        return value(f, col, json_array_get(v, 1), p);
+        return value(f, col, hi, p);
     }
     if (!strcmp(name, "$contains") || !strcmp(name, "$startswith")) {
         if (!json_is_string(v))

@@ -188,6 +188,55 @@ static void test_operators_and_paths(void **state)
     }
 }
 
+/* A day compared with a datetime is that whole day in the app's time zone: 23:59:59 and 00:00 in Shanghai
+ * are two days, one day in UTC. */
+static void test_days_of_datetimes(void **state)
+{
+    (void)state;
+    PGresult *r = PQexec(pg, "INSERT INTO app_fours.service_ticket (id, _state, _created_at) VALUES"
+                             " (900, 'closed', '2026-03-09 15:59:59+00'), (901, 'closed', '2026-03-09 16:00:00+00')");
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    filter_ctx shanghai = system_ctx(), utc = system_ctx();
+    utc.timezone = "UTC";
+    struct {
+        filter_ctx *c;
+        const char *cond;
+        long want;
+    } cases[] = {
+        {&shanghai, "\"2026-03-10\"", 1},
+        {&shanghai, "\"2026-03-09\"", 1},
+        {&utc, "\"2026-03-09\"", 2},
+        {&utc, "\"2026-03-10\"", 0},
+        {&shanghai, "{\"$ne\": \"2026-03-10\"}", 1},
+        {&shanghai, "{\"$gt\": \"2026-03-09\"}", 1},
+        {&shanghai, "{\"$gte\": \"2026-03-09\"}", 2},
+        {&shanghai, "{\"$lte\": \"2026-03-09\"}", 1},
+        {&shanghai, "{\"$lt\": \"2026-03-10\"}", 1},
+        {&utc, "{\"$lte\": \"2026-03-09\"}", 2},
+        {&shanghai, "{\"$between\": [\"2026-03-09\", \"2026-03-09\"]}", 1},
+        {&shanghai, "{\"$between\": [\"2026-03-09\", \"2026-03-10\"]}", 2},
+        {&shanghai, "{\"$between\": [\"2026-03-10\", \"2026-03-09T16:00:00Z\"]}", 1},   /* a day, then an instant */
+        {&shanghai, "{\"$gte\": \"2026-03-09T16:00:00Z\"}", 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char flt[256];
+        snprintf(flt, sizeof flt, "{\"id\": {\"$gte\": 900}, \"_created_at\": %s}", cases[i].cond);
+        filter_err e;
+        char st[8];
+        long n = count(cases[i].c, "service_ticket", flt, &e, st);
+        if (n != cases[i].want)
+            fail_msg("case %zu %s: %ld rows, want %ld (%s at %s, sqlstate %s)", i, flt, n, cases[i].want, e.message, e.path, st);
+    }
+    filter_err e;
+    char st[8];
+    assert_int_equal(count(&shanghai, "service_ticket", "{\"_created_at\": {\"$lt\": \"2026-02-30\"}}", &e, st), -1);
+    assert_int_equal(e.code, LOOM_BAD_FILTER);
+    assert_string_equal(e.path, "/_created_at/$lt");
+    r = PQexec(pg, "DELETE FROM app_fours.service_ticket WHERE id >= 900");
+    PQclear(r);
+}
+
 static void test_errors_and_visibility(void **state)
 {
     (void)state;
@@ -656,6 +705,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_operators_and_paths),
+        cmocka_unit_test(test_days_of_datetimes),
         cmocka_unit_test(test_errors_and_visibility),
         cmocka_unit_test(test_scopes),
         cmocka_unit_test(test_pages_walk_every_sort),
