@@ -181,6 +181,24 @@ static void render_subform(query *q, const filter_ctx *c, const perm_decision *d
     buf_puts(s, " AS s WHERE s.\"_parent\" = t.\"id\")");
 }
 
+/* The next item of the comma list at *p into name (cut at 127 bytes), the
+ * spaces around it trimmed ("name, -budget"; a "+" a URL left unencoded is
+ * a space); advances *p past its comma. Its length: 0 when empty, 127 or
+ * more when too long. */
+static size_t next_item(const char **p, char name[128])
+{
+    size_t n = strcspn(*p, ",");
+    const char *s = *p, *e = *p + n;
+    while (s < e && *s == ' ')
+        s++;
+    while (e > s && e[-1] == ' ')
+        e--;
+    size_t len = (size_t)(e - s);
+    snprintf(name, 128, "%.*s", (int)(len < 127 ? len : 127), s);
+    *p += n + ((*p)[n] == ',');
+    return len;
+}
+
 /* The set of fields to expand (a comma list): refs and users the caller
  * may see, and the system user fields. NULL (and *ok) when there are none. */
 static json_t *parse_expand(const filter_ctx *c, const perm_decision *d, const char *form, json_t *fdef,
@@ -192,8 +210,7 @@ static json_t *parse_expand(const filter_ctx *c, const perm_decision *d, const c
     json_t *set = json_object();
     char name[128];
     for (const char *p = expand; *p;) {
-        size_t n = strcspn(p, ",");
-        snprintf(name, sizeof name, "%.*s", (int)(n < 127 ? n : 127), p);
+        size_t n = next_item(&p, name);
         const char *dot = strchr(name, '.');
         json_t *f;
         if (dot) {   /* a field of a subform's rows: "lines.product" */
@@ -220,7 +237,6 @@ static json_t *parse_expand(const filter_ctx *c, const perm_decision *d, const c
             return NULL;
         }
         json_object_set_new(set, name, json_true());
-        p += n + (p[n] == ',');
     }
     return set;
 }
@@ -239,8 +255,7 @@ static bool select_list(const filter_ctx *c, const perm_decision *d, const char 
         wanted = json_object();
         char name[128];
         for (const char *p = projection; *p;) {
-            size_t n = strcspn(p, ",");
-            snprintf(name, sizeof name, "%.*s", (int)(n < 127 ? n : 127), p);
+            size_t n = next_item(&p, name);
             json_t *f = bundle_item(json_object_get(fdef, "fields"), name);
             bool ok = n > 0 && n < 127 && (f ? c->system || perm_field(d, name) != FIELD_HIDDEN
                                              : system_type(c->bundle, form, name) != NULL);
@@ -250,7 +265,6 @@ static bool select_list(const filter_ctx *c, const perm_decision *d, const char 
                 return fail(err, LOOM_UNKNOWN_FIELD, "/fields", "no field \"%.64s\"", name);
             }
             json_object_set_new(wanted, name, json_true());
-            p += n + (p[n] == ',');
         }
     }
     bool first = true;
@@ -372,13 +386,15 @@ static bool parse_sort(const filter_ctx *c, const perm_decision *d, const char *
     if (!sort || !*sort)
         sort = "-id";
     bool has_id = false, desc = false;
-    char name[128];
+    char item[128], name[128];
     for (const char *p = sort; *p && !has_id;) {
-        size_t n = strcspn(p, ",");
-        desc = *p == '-';
-        const char *k = p + (desc || *p == '+');
-        size_t kn = n - (size_t)(k - p);
-        snprintf(name, sizeof name, "%.*s", (int)(kn < 127 ? kn : 127), k);
+        size_t n = next_item(&p, item);
+        desc = *item == '-';
+        const char *k = item + (desc || *item == '+');
+        while (*k == ' ')
+            k++;
+        size_t kn = n - (size_t)(k - item);
+        snprintf(name, sizeof name, "%s", k);
         buf expr = {0};
         const char *type = NULL, *key_form = form, *key_name = name;
         json_t *f = NULL;
@@ -412,7 +428,6 @@ static bool parse_sort(const filter_ctx *c, const perm_decision *d, const char *
         const char *cast = by_rank(c, key_form, f, key_name, q, &expr) ? "bigint" : ddl_compare_type(type);
         json_array_append_new(q->sort, json_pack("[s, b, s, s]", name, desc, cast, expr.data));
         buf_free(&expr);
-        p += n + (p[n] == ',');
     }
     if (!has_id)   /* the tiebreak that makes the order total, in the last key's direction */
         json_array_append_new(q->sort, json_pack("[s, b, s, s]", "id", desc, "bigint", "t.\"id\""));

@@ -180,6 +180,12 @@ static void test_pages_and_query_body(void **state)
     assert_int_equal(json_object_size(json_array_get(json_object_get(r.json, "items"), 0)), 2);
     assert_int_equal(json_integer_value(json_object_get(r.json, "total")), 2);
     h_resp_free(&r);
+    /* lists typed by hand: spaces around names, and a "+" left unencoded (a space) */
+    r = send("GET", "/api/apps/fours/forms/lead/records?sort=+name,%20-budget&fields=name,%20budget%20&limit=1", boss, NULL);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(item_str(&r, 0, "name"), "a1");
+    assert_int_equal(json_object_size(json_array_get(json_object_get(r.json, "items"), 0)), 3);
+    h_resp_free(&r);
     struct {
         const char *body, *code, *path;
     } bad[] = {
