@@ -165,6 +165,22 @@ static void warn_unreadable_ref(json_t *bundle, json_t *role_list, const char *r
     perm_free(&t);
 }
 
+/* Warns when role may create form but cannot write name, a required field
+ * without a default (in a subform: when it may add rows at all). */
+static void warn_unwritable_required(const char *role, const char *form, const perm_decision *d, json_t *field,
+                                     const char *name, json_t *out)
+{
+    const char *type = json_string_value(json_object_get(field, "type"));
+    if (!json_is_true(json_object_get(field, "required")) || json_object_get(field, "default") ||
+        json_object_get(field, "formula") || (type && !strcmp(type, "autonumber")) || perm_field(d, name) == FIELD_WRITE)
+        return;
+    char path[256], message[512];
+    snprintf(path, sizeof path, "/permissions/%s/%s", form, role);
+    snprintf(message, sizeof message, "role \"%s\" may create %s but cannot write its required field %s, so it can never %s",
+             role, form, name, strchr(name, '.') ? "add a row" : "create one");
+    json_array_append_new(out, json_pack("{s:s, s:s, s:s}", "path", path, "code", "unwritable_required", "message", message));
+}
+
 json_t *perm_warnings(json_t *bundle)
 {
     json_t *out = json_array();
@@ -186,15 +202,19 @@ json_t *perm_warnings(json_t *bundle)
                 const char *type = json_string_value(json_object_get(f, "type")), *id = json_string_value(json_object_get(f, "id"));
                 if (type && id && !strcmp(type, "ref"))
                     warn_unreadable_ref(bundle, role_list, role, fid, &d, f, id, out);
+                if (id && d.create)
+                    warn_unwritable_required(role, fid, &d, f, id, out);
+                bool rows = d.create && id && perm_field(&d, id) == FIELD_WRITE;   /* it may add rows */
                 json_array_foreach(type && id && !strcmp(type, "subform") ? json_object_get(f, "fields") : NULL, m, sf)
                 {
                     const char *sid = json_string_value(json_object_get(sf, "id")),
                                *stype = json_string_value(json_object_get(sf, "type"));
-                    if (sid && stype && !strcmp(stype, "ref")) {
-                        char name[128];
-                        snprintf(name, sizeof name, "%s.%s", id, sid);
+                    char name[128];
+                    snprintf(name, sizeof name, "%s.%s", id, sid ? sid : "");
+                    if (sid && stype && !strcmp(stype, "ref"))
                         warn_unreadable_ref(bundle, role_list, role, fid, &d, sf, name, out);
-                    }
+                    if (sid && rows)
+                        warn_unwritable_required(role, fid, &d, sf, name, out);
                 }
             }
             perm_free(&d);

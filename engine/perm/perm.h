@@ -35,7 +35,8 @@ perm_mode perm_field(const perm_decision *d, const char *field);
 bool perm_scope_all(json_t *scope);
 /* The warnings about a valid bundle's permissions, [{"path", "code",
  * "message"}]: unreadable_ref when a role may write a ref field (creating or
- * updating its form) but reads no record of the ref's form. */
+ * updating its form) but reads no record of the ref's form; unwritable_required
+ * when a role may create a form but not write one of its required fields. */
 json_t *perm_warnings(json_t *bundle);
 
 #endif

@@ -133,18 +133,30 @@ static void test_warnings(void **state)
         "   {\"id\": \"agent\", \"type\": \"ref\", \"form\": \"customer\"}, {\"id\": \"note\", \"type\": \"text\"},"
         "   {\"id\": \"lines\", \"type\": \"subform\", \"fields\": [{\"id\": \"product\", \"type\": \"ref\", \"form\": \"product\"}]}]},"
         "  {\"id\": \"customer\", \"fields\": [{\"id\": \"name\", \"type\": \"text\"}]},"
-        "  {\"id\": \"product\", \"fields\": [{\"id\": \"name\", \"type\": \"text\"}]}],"
+        "  {\"id\": \"product\", \"fields\": [{\"id\": \"name\", \"type\": \"text\"}]},"
+        "  {\"id\": \"ticket\", \"fields\": [{\"id\": \"title\", \"type\": \"text\", \"required\": true},"
+        "   {\"id\": \"kind\", \"type\": \"text\", \"required\": true, \"default\": \"x\"},"
+        "   {\"id\": \"no\", \"type\": \"autonumber\", \"required\": true},"
+        "   {\"id\": \"rows\", \"type\": \"subform\", \"fields\": [{\"id\": \"qty\", \"type\": \"integer\", \"required\": true}]}]}],"
         " \"permissions\": {"
         "  \"order\": {\"clerk\": {\"create\": true, \"read\": \"own\", \"fields\": {\"agent\": \"read\"}},"
         "             \"boss\": {\"read\": \"all\", \"update\": \"all\"}, \"reader\": {\"read\": \"all\"}},"
         "  \"customer\": {\"boss\": {\"read\": \"all\"}},"
-        "  \"product\": {\"clerk\": {\"read\": {\"filter\": {\"name\": \"x\"}}}}}}",
+        "  \"product\": {\"clerk\": {\"read\": {\"filter\": {\"name\": \"x\"}}}},"
+        "  \"ticket\": {\"clerk\": {\"create\": true, \"fields\": {\"title\": \"read\", \"kind\": \"read\", \"no\": \"read\","
+        "                                                  \"rows.qty\": \"hidden\"}},"
+        "             \"boss\": {\"update\": \"all\", \"fields\": {\"title\": \"read\"}},"
+        "             \"reader\": {\"create\": true, \"fields\": {\"rows\": \"read\", \"rows.qty\": \"read\"}}}}}",
         0, NULL);
     assert_non_null(b);
     json_t *w = perm_warnings(b);
     char *got = json_dumps(w, JSON_COMPACT);
     assert_string_equal(got, "[{\"path\":\"/permissions/order/clerk\",\"code\":\"unreadable_ref\",\"message\":\"role \\\"clerk\\\" "
                              "may write order.customer but reads no customer record, so it can never fill it\"},"
+                             "{\"path\":\"/permissions/ticket/clerk\",\"code\":\"unwritable_required\",\"message\":\"role \\\"clerk\\\" "
+                             "may create ticket but cannot write its required field title, so it can never create one\"},"
+                             "{\"path\":\"/permissions/ticket/clerk\",\"code\":\"unwritable_required\",\"message\":\"role \\\"clerk\\\" "
+                             "may create ticket but cannot write its required field rows.qty, so it can never add a row\"},"
                              "{\"path\":\"/permissions/order/boss\",\"code\":\"unreadable_ref\",\"message\":\"role \\\"boss\\\" "
                              "may write order.lines.product but reads no product record, so it can never fill it\"}]");
     free(got);
