@@ -64,10 +64,11 @@ void files_upload(void *cp)
         snprintf(type, sizeof type, "%.*s", (int)n, ct);
     for (char *t = type; *t; t++)
         *t = (char)(*t >= 'A' && *t <= 'Z' ? *t + 32 : *t);
+    /* a type that says nothing of the bytes (curl's default, a form's): the name's, else just bytes */
     const char *guess = type_by_name(name);
-    if (guess && (!strcmp(type, "application/octet-stream") || !strcmp(type, "application/x-www-form-urlencoded") ||
-                  !strncmp(type, "multipart/", 10)))
-        snprintf(type, sizeof type, "%s", guess);
+    if (!strcmp(type, "application/octet-stream") || !strcmp(type, "application/x-www-form-urlencoded") ||
+        !strncmp(type, "multipart/", 10))
+        snprintf(type, sizeof type, "%s", guess ? guess : "application/octet-stream");
     unsigned char raw[18];
     char id[32], size[24], user[24];
     secret_random(raw, sizeof raw);
