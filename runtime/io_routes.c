@@ -571,6 +571,7 @@ typedef struct sheet {
     json_t *labels[CSV_MAX_CELLS]; /* per column, with display: option or state value -> its label, or NULL */
     bool datetime[CSV_MAX_CELLS];  /* per column: it holds datetimes */
     json_t *local;                 /* with display, the page's datetimes: UTC -> local time in the app's timezone */
+    const char *yes, *no;          /* with display, a CSV's booleans in the caller's language (XLSX: boolean cells) */
 } sheet;
 
 /* What cell k shows of v (a new reference): with display, an option's or a
@@ -678,6 +679,10 @@ static void sheet_record(sheet *sh, json_t *rec)
                 buf_puts(sh->csv, ",");
             if (json_is_string(v)) {   /* most cells: as they are */
                 csv_cell(sh->csv, json_string_value(v), neutral);
+                continue;
+            }
+            if (sh->display && json_is_boolean(v)) {
+                csv_cell(sh->csv, json_is_true(v) ? sh->yes : sh->no, false);
                 continue;
             }
             char *t = cell_text(f, v);
@@ -830,6 +835,9 @@ void records_export(void *cp)
     http_response_header(c->res, "X-Content-Type-Options", "nosniff");
     sheet sh = {.xlsx = xlsx, .csv = &c->res->body, .ex = c->ex, .cols = json_array(),
                 .fields = json_object_get(fdef, "fields"), .display = display};
+    bool zh = locale && !strncmp(locale, "zh", 2);   /* what the import reads back as booleans */
+    sh.yes = zh ? "是" : "Yes";
+    sh.no = zh ? "否" : "No";
     json_t *flow = bundle_flow(r.snap->bundle, r.form);
     json_t *heads = json_array();
     size_t i;

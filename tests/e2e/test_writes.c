@@ -1661,6 +1661,21 @@ static void test_export(void **state)
     assert_non_null(strstr(xsheet, "<t>Round Trap</t>"));   /* the ref as its title, in a spreadsheet too */
     free(xsheet);
     h_resp_free(&r);
+    /* booleans as words, in the caller's language (which the import reads back as booleans) */
+    snprintf(body, sizeof body, "{\"customer\": %lld, \"urgent\": true, \"reason\": \"r\", \"note\": \"n\"}", rt);
+    long long urgent = create_id(manager, "order", body);
+    const char *langs[][2] = {{NULL, "Yes"}, {"Accept-Language: zh-CN\r\n", "是"}};
+    for (int k = 0; k < 2; k++) {
+        r = req("GET", manager, langs[k][0], NULL,
+                "/api/apps/shop/forms/order/export?values=labels&fields=urgent&filter=%%7B%%22id%%22%%3A%lld%%7D", urgent);
+        snprintf(want, sizeof want, "%lld,%s\r\n", urgent, langs[k][1]);
+        assert_string_equal(strstr(r.body, "\r\n") + 2, want);
+        h_resp_free(&r);
+    }
+    r = req("GET", manager, NULL, NULL, "/api/apps/shop/forms/order/export?fields=urgent&filter=%%7B%%22id%%22%%3A%lld%%7D", urgent);
+    snprintf(want, sizeof want, "%lld,true\r\n", urgent);   /* raw */
+    assert_string_equal(strstr(r.body, "\r\n") + 2, want);
+    h_resp_free(&r);
     r = req("GET", manager, NULL, NULL, "/api/apps/shop/forms/order/export?fields=customer&filter=%%7B%%22id%%22%%3A%lld%%7D", ord);
     snprintf(want, sizeof want, "%lld,%lld\r\n", ord, rt);   /* raw by default: what imports back */
     assert_string_equal(strstr(r.body, "\r\n") + 2, want);
