@@ -191,6 +191,19 @@ static void test_seed_4s(void **state)
                             "readonly");
         h_resp_free(&r);
     }
+    char expand[160];   /* whose car it is: the customer's name and phone, not the rest of the file */
+    snprintf(expand, sizeof expand, "%s?expand=customer", path);
+    r = h_req(srv.port, "GET", expand, tech, NULL);
+    assert_int_equal(r.status, 200);
+    assert_non_null(json_object_get(json_object_get(r.json, "customer"), "title"));
+    h_resp_free(&r);
+    r = h_req(srv.port, "GET", "/api/apps/fours/forms/customer/records?limit=1", tech, NULL);
+    assert_int_equal(r.status, 200);
+    json_t *c0 = json_array_get(json_object_get(r.json, "items"), 0);
+    assert_non_null(json_object_get(c0, "phone"));
+    assert_null(json_object_get(c0, "address"));
+    assert_null(json_object_get(c0, "birthday"));
+    h_resp_free(&r);
     r = h_req(srv.port, "GET", path, tech, NULL);
     assert_int_equal(r.status, 200);
     json_t *parts = json_deep_copy(json_object_get(r.json, "parts"));
