@@ -307,7 +307,7 @@ json_t *design_publish(db *d, arena *a, const char *app, const char *note, bool 
     if (!pubstate_load(d, a, app, &s, out_errors, e))
         goto out;
     if (s.pub && json_equal(s.pub, s.draft)) {
-        result = json_pack("{s:i, s:[], s:[]}", "version", atoi(s.published), "steps", "destructive");
+        result = json_pack("{s:i, s:[], s:[], s:b}", "version", atoi(s.published), "steps", "destructive", "unchanged", true);
         goto out;
     }
     plan = plan_of(&s, allow_destructive);

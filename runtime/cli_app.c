@@ -166,11 +166,12 @@ static int app_import(int argc, char **argv)
         }
         if (ok && seeded > 0)
             printf("app %s: %ld seed records loaded\n", app, seeded);
-        if (res && json_array_size(json_object_get(res, "steps")) == 0)
-            printf("app %s: version %lld is already published with this definition; nothing to do\n", app,
-                   (long long)json_integer_value(json_object_get(res, "version")));
+        long long version = res ? (long long)json_integer_value(json_object_get(res, "version")) : 0;
+        if (json_is_true(json_object_get(res, "unchanged")))
+            printf("app %s: version %lld is already published with this definition; nothing to do\n", app, version);
         else if (res)
-            printf("app %s: published version %lld\n", app, (long long)json_integer_value(json_object_get(res, "version")));
+            printf("app %s: published version %lld%s\n", app, version,
+                   json_array_size(json_object_get(res, "steps")) ? "" : " (no table changes)");
         json_decref(res);
         json_decref(errors);
     } else if (ok) {

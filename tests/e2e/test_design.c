@@ -168,6 +168,8 @@ static void test_draft_validate_publish(void **state)
     r = send("POST", "/api/design/apps/shop/publish", dana, NULL);
     assert_int_equal(r.status, 200);
     assert_int_equal(json_array_size(json_object_get(r.json, "steps")), 0);
+    assert_true(json_is_true(json_object_get(r.json, "unchanged")));
+    assert_int_equal(json_integer_value(json_object_get(r.json, "version")), 1);
     h_resp_free(&r);
 }
 

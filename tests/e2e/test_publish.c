@@ -110,6 +110,35 @@ static void test_4s_template(void **state)
     free(url);
 }
 
+/* A change that alters no table (a permission) is still a new version, and the import says so; only the
+ * same definition again is "nothing to do". */
+static void test_change_without_steps(void **state)
+{
+    (void)state;
+    char *url = h_fresh_db("loomtest_publish_perm");
+    char path[] = "/tmp/loomtest_perm_XXXXXX", out[16384];
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    const char *roles[] = {"\"clerk\": {\"read\": \"all\"}", "\"clerk\": {\"read\": \"all\", \"create\": true}",
+                           "\"clerk\": {\"read\": \"all\", \"create\": true}"};
+    const char *want[] = {"published version 1\n", "published version 2 (no table changes)", "version 2 is already published"};
+    for (int k = 0; k < 3; k++) {
+        FILE *f = fopen(path, "w");
+        assert_non_null(f);
+        fprintf(f, "{\"format\": \"loom.app/1\", \"app\": {\"id\": \"perm\", \"label\": \"P\", \"roles\": [{\"id\": \"clerk\"}]},"
+                   " \"forms\": [{\"id\": \"note\", \"fields\": [{\"id\": \"text\", \"type\": \"text\"}]}],"
+                   " \"permissions\": {\"note\": {%s}}}", roles[k]);
+        fclose(f);
+        assert_int_equal(import(url, path, out, sizeof out), 0);
+        if (!strstr(out, want[k]))
+            fail_msg("import %d said: %s", k, out);
+    }
+    assert_int_equal(count(url, "SELECT count(*) FROM loom.app_versions WHERE app = 'perm'"), 2);
+    unlink(path);
+    free(url);
+}
+
 static void test_invalid_changes_nothing(void **state)
 {
     (void)state;
@@ -333,6 +362,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_4s_template),
+        cmocka_unit_test(test_change_without_steps),
         cmocka_unit_test(test_invalid_changes_nothing),
         cmocka_unit_test(test_failure_midway_changes_nothing),
         cmocka_unit_test(test_long_and_colliding_names),
