@@ -177,6 +177,26 @@ static void state_table(json_t *st, const char *schema, const char *form, const 
     }
 }
 
+/* Whether a role reads, updates or deletes form's records by their owner
+ * ("own", "team"): its lists then look records up by _owner. */
+static bool owner_scoped(json_t *bundle, const char *form)
+{
+    json_t *perms = json_object_get(bundle, "permissions");
+    const char *where[] = {form, "*"};
+    static const char *const ops[] = {"read", "update", "delete"};
+    for (int w = 0; w < 2; w++) {
+        const char *role;
+        json_t *entry;
+        json_object_foreach(json_object_get(perms, where[w]), role, entry)
+        for (int k = 0; k < 3; k++) {
+            const char *scope = json_string_value(json_object_get(entry, ops[k]));
+            if (scope && (!strcmp(scope, "own") || !strcmp(scope, "team")))
+                return true;
+        }
+    }
+    return false;
+}
+
 /* The schema a bundle needs: {"schema", "tables": {name: {form, parent?,
  * flow?, columns: [{name, type, field_type, required}]}}, "objects": {key:
  * {table, kind, cols, form, target?, on_delete?}}}. */
@@ -201,6 +221,11 @@ static json_t *ddl_state(json_t *bundle)
         json_t *fields = json_object_get(x, "fields");
         state_table(st, schema, id, id, NULL, fields, json_object_get(x, "unique"), json_object_get(x, "indexes"),
                     json_object_get(json_object_get(st, "flows"), id) != NULL);
+        if (owner_scoped(bundle, id)) {   /* one owner's records, newest first, without reading the others' */
+            json_t *cols = json_pack("[s, s]", "_owner", "id");
+            add_object(json_object_get(st, "objects"), id, "idx", cols, id, NULL, NULL);
+            json_decref(cols);
+        }
         size_t k;
         json_t *f;
         json_array_foreach(fields, k, f)

@@ -466,6 +466,21 @@ static void test_parts_of_a_draft(void **state)
         }
         h_resp_free(&r);
     }
+    /* a role that reads orders by owner: the plan indexes them by owner */
+    r = send("PUT", "/api/design/apps/shop/permissions", dana,
+             "{\"item\": {\"clerk\": {\"read\": \"all\"}}, \"order\": {\"clerk\": {\"read\": \"own\"}}}");
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    r = send("GET", "/api/design/apps/shop/plan", dana, NULL);
+    assert_int_equal(r.status, 200);
+    const char *sql = NULL;
+    size_t i;
+    json_t *step;
+    json_array_foreach(json_object_get(r.json, "steps"), i, step) if (!strcmp(json_string_value(json_object_get(step, "op")), "create_index"))
+        sql = json_string_value(json_object_get(step, "sql"));
+    assert_non_null(sql);
+    assert_non_null(strstr(sql, "\"order\" (\"_owner\", \"id\")"));
+    h_resp_free(&r);
     r = send("PUT", "/api/design/apps/shop/permissions", dana, "{\"item\": {\"clerk\": {\"read\": \"all\"}}}");
     assert_int_equal(r.status, 200);
     h_resp_free(&r);

@@ -97,7 +97,11 @@ static void test_4s_template(void **state)
     json_decref(given);
     json_decref(back);
     free(stored);
-    assert_int_equal(count(url, "SELECT jsonb_array_length(steps) FROM loom.app_versions WHERE app = 'fours'"), 107);
+    assert_int_equal(count(url, "SELECT jsonb_array_length(steps) FROM loom.app_versions WHERE app = 'fours'"), 110);
+    /* the forms some role reads or changes by owner ("own": customer, follow_up, quotation) are indexed by it */
+    assert_int_equal(count(url, "SELECT count(*) FROM pg_indexes WHERE schemaname = 'app_fours' AND "
+                                "indexdef LIKE '%(_owner, id)'"),
+                     3);
     /* the five flows' queues ("my tasks") are indexed by state and visit start */
     assert_int_equal(count(url, "SELECT count(*) FROM pg_indexes WHERE schemaname = 'app_fours' AND "
                                 "indexdef LIKE '%(_state, _state_at)'"),
@@ -189,8 +193,8 @@ static void test_failure_midway_changes_nothing(void **state)
     l.phase = 2;
     pthread_join(t, NULL);
     assert_int_equal(rc, 1);
-    assert_non_null(strstr(out, "[1/107] create_schema"));
-    assert_non_null(strstr(out, "[2/107] create_table"));
+    assert_non_null(strstr(out, "[1/110] create_schema"));
+    assert_non_null(strstr(out, "[2/110] create_table"));
     assert_non_null(strstr(out, "nothing was changed"));
     assert_int_equal(count(url, "SELECT count(*) FROM pg_namespace WHERE nspname = 'app_fours'"), 0);
     assert_int_equal(count(url, "SELECT count(*) FROM loom.apps"), 0);
