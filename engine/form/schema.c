@@ -207,8 +207,15 @@ static json_t *value_schema(const sctx *c, json_t *f)
     }
     /* an empty value is null (what a write accepts for a field not always required), except for lists */
     json_t *type = json_object_get(s, "type"), *e = json_object_get(s, "enum"), *one = json_object_get(s, "oneOf");
-    if (json_is_true(json_object_get(f, "required")))
+    if (json_is_true(json_object_get(f, "required"))) {
+        if (json_is_string(type) && !strcmp(json_string_value(type), "string")) {   /* "" or spaces are no value */
+            if (json_object_get(s, "pattern"))
+                json_object_set_new(s, "allOf", json_pack("[{s:s}]", "pattern", "\\S"));
+            else
+                json_object_set_new(s, "pattern", json_string("\\S"));
+        }
         return s;
+    }
     if (json_is_string(type) && strcmp(json_string_value(type), "array"))
         json_object_set_new(s, "type", json_pack("[O, s]", type, "null"));
     else if (json_is_array(type))

@@ -409,6 +409,16 @@ static void test_form_schemas(void **state)
     assert_int_equal(json_array_size(json_object_get(src, "enum")), 3);   /* its 2 options and null */
     assert_true(json_is_null(json_array_get(json_object_get(src, "enum"), 2)));
     h_resp_free(&r);
+    /* a required text must hold more than spaces, as a write requires: its own pattern, and that */
+    r = send("GET", "/api/apps/fours/forms/customer?format=jsonschema", admin, NULL);
+    json_t *name = json_object_get(json_object_get(r.json, "properties"), "name");
+    assert_string_equal(json_string_value(json_object_get(name, "pattern")), "\\S");
+    h_resp_free(&r);
+    r = send("GET", "/api/apps/fours/forms/vehicle?format=jsonschema", admin, NULL);
+    json_t *vin = json_object_get(json_object_get(r.json, "properties"), "vin");
+    assert_string_equal(json_string_value(json_object_get(vin, "pattern")), "^[A-HJ-NPR-Z0-9]{17}$");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(vin, "allOf"), 0), "pattern")), "\\S");
+    h_resp_free(&r);
     r = send("GET", "/api/apps/fours/forms/lead?format=xml", ana, NULL);
     assert_int_equal(r.status, 400);
     h_resp_free(&r);
