@@ -306,11 +306,12 @@ json_t *design_publish(db *d, arena *a, const char *app, const char *note, bool 
     json_t *result = NULL, *plan = NULL;
     if (!pubstate_load(d, a, app, &s, out_errors, e))
         goto out;
-    if (s.pub && json_equal(s.pub, s.draft)) {
+    plan = plan_of(&s, allow_destructive);
+    if (s.pub && json_equal(s.pub, s.draft) && !json_array_size(json_object_get(plan, "steps"))) {
+        /* the same definition, and nothing this engine would make that the database lacks */
         result = json_pack("{s:i, s:[], s:[], s:b}", "version", atoi(s.published), "steps", "destructive", "unchanged", true);
         goto out;
     }
-    plan = plan_of(&s, allow_destructive);
     if (run_checks(d, a, plan, e) < 0)
         goto out;
     loom_code code;

@@ -252,6 +252,7 @@ typedef struct plan {
     json_t *steps, *destructive, *checks, *unsupported;
     json_t *names;   /* object key -> physical name (the catalog's "objects") */
     json_t *used;    /* physical names taken */
+    bool named;      /* the old catalog names its objects: one it does not name was never created */
     buf sql;
 } plan;
 
@@ -859,7 +860,9 @@ static void diff(plan *p, json_t *old, json_t *new)
     /* 6. new objects, with a data check where existing rows could break them */
     json_object_foreach(no, key, o)
     {
-        if (json_object_get(oo, key))
+        /* an object the published definition has but its catalog does not name was never created: the
+         * engine that published it did not make such objects yet (the (_owner, id) index, say) */
+        if (json_object_get(oo, key) && (!p->named || json_object_get(p->names, key)))
             continue;
         const char *table = jstr(json_object_get(o, "table")), *kind = jstr(json_object_get(o, "kind"));
         json_t *o_t = json_object_get(ot, table);
@@ -903,7 +906,8 @@ static json_t *run_plan(json_t *old_state, json_t *old_names, json_t *draft, int
     json_t *new_state = ddl_state(draft);
     plan p = {.schema = jstr(json_object_get(new_state, "schema")), .version = version,
               .allow_destructive = allow_destructive, .steps = json_array(), .destructive = json_array(),
-              .checks = json_array(), .unsupported = json_array(), .names = json_object(), .used = json_object()};
+              .checks = json_array(), .unsupported = json_array(), .names = json_object(), .used = json_object(),
+              .named = json_object_size(old_names) > 0};
     const char *k;
     json_t *v;
     json_object_foreach(old_names, k, v)
