@@ -779,7 +779,8 @@ void records_export(void *cp)
         return;
     }
     json_t *fdef = bundle_item(json_object_get(r.snap->bundle, "forms"), r.form);
-    query_spec spec = {.sort = query_param(c->a, q, "sort"), .fields = query_param(c->a, q, "fields"), .limit = EXPORT_PAGE};
+    query_spec spec = {.sort = query_param(c->a, q, "sort"), .fields = query_param(c->a, q, "fields"), .limit = EXPORT_PAGE,
+                       .search = query_param(c->a, q, "search")};
     perm_decision d;
     perm_decide(r.snap->bundle, r.form, r.fc.roles, r.fc.admin, &d);
     json_t *seen = json_array();   /* the fields the caller may see: their labels head columns */

@@ -73,10 +73,10 @@ PGresult *rec_run(ctx *c, const buf *sql, json_t *args)
 static bool page_query(ctx *c, rec_req *r, const query_spec *spec, const char *filter_text, query *q, filter_err *e)
 {
     buf key = {0};
-    buf_printf(&key, "%s\x1f%ld\x1f%s\x1f%d\x1f%lld\x1f%s\x1f%s\x1f%s\x1f%s\x1f%s\x1f%ld\x1f%d", r->snap->id,
+    buf_printf(&key, "%s\x1f%ld\x1f%s\x1f%d\x1f%lld\x1f%s\x1f%s\x1f%s\x1f%s\x1f%s\x1f%ld\x1f%d\x1f%s", r->snap->id,
                r->snap->serial, r->form, c->user->admin, c->user->id, PQgetvalue(c->user->row, 0, 7),
                filter_text ? filter_text : "", spec->sort ? spec->sort : "", spec->fields ? spec->fields : "\x1e",
-               spec->expand ? spec->expand : "", spec->limit, spec->count);
+               spec->expand ? spec->expand : "", spec->limit, spec->count, spec->search ? spec->search : "");
     const query *base = c->qc ? query_cache_get(c->qc, key.data) : NULL;
     bool ok = true;
     if (base) {
@@ -186,7 +186,8 @@ bool records_list_plan(ctx *c, route_query *rq)
     query_spec spec = {.sort = query_param(c->a, query, "sort"),
                        .fields = query_param(c->a, query, "fields"),
                        .cursor = query_param(c->a, query, "cursor"),
-                       .expand = query_param(c->a, query, "expand")};
+                       .expand = query_param(c->a, query, "expand"),
+                       .search = query_param(c->a, query, "search")};
     if (!rec_parse_limit(c, query_param(c->a, query, "limit"), &spec.limit))
         return false;
     if (count && strcmp(count, "true") && strcmp(count, "false"))
@@ -246,7 +247,7 @@ bool records_query_plan(ctx *c, route_query *rq)
     json_t *body = ctx_body_object(c);
     if (!body)
         return false;
-    static const char *const known[] = {"filter", "sort", "limit", "cursor", "fields", "count", "expand"};
+    static const char *const known[] = {"filter", "sort", "limit", "cursor", "fields", "count", "expand", "search"};
     const char *k;
     json_t *v;
     json_object_foreach(body, k, v)
@@ -262,7 +263,10 @@ bool records_query_plan(ctx *c, route_query *rq)
     }
     query_spec spec = {.filter = json_object_get(body, "filter")};
     json_t *limit = json_object_get(body, "limit"), *count = json_object_get(body, "count"),
-           *cursor = json_object_get(body, "cursor");
+           *cursor = json_object_get(body, "cursor"), *search = json_object_get(body, "search");
+    if (search && !json_is_string(search) && !json_is_null(search))
+        return bad(c, LOOM_BAD_REQUEST, "/search", "search is text");
+    spec.search = json_string_value(search);
     if (limit && !(json_is_integer(limit) && json_integer_value(limit) >= 1 &&
                    json_integer_value(limit) <= QUERY_MAX_LIMIT))
         return bad(c, LOOM_BAD_REQUEST, "/limit", "limit is a whole number from 1 to 1000");

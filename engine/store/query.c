@@ -623,10 +623,64 @@ static void from_where(const filter_ctx *c, const char *form, buf *sql)
     buf_puts(sql, " AS t WHERE ");
 }
 
-/* Appends the read scope of d and filter (NULL: none) over alias t to
- * where, their parameters to args. */
-static bool where_sql(const filter_ctx *c, const char *form, const perm_decision *d, json_t *filter, buf *where,
-                      json_t *args, filter_err *err)
+/* Whether the label of an option (a string, or a map from locale to
+ * string) or its value contains s, ignoring ASCII case. */
+static bool option_mentions(json_t *o, const char *s)
+{
+    if (strcasestr(jstr(json_object_get(o, "value")), s))
+        return true;
+    json_t *label = json_object_get(o, "label"), *l;
+    const char *locale;
+    if (json_is_string(label))
+        return strcasestr(json_string_value(label), s) != NULL;
+    json_object_foreach(label, locale, l) if (json_is_string(l) && strcasestr(json_string_value(l), s)) return true;
+    return false;
+}
+
+/* The filter a search is (NULL for a blank one): any field of form the
+ * caller sees containing s, text kinds by their text, selects and
+ * multiselects by an option whose label or value contains it. */
+static json_t *search_filter(const filter_ctx *c, const perm_decision *d, json_t *fdef, const char *text)
+{
+    while (*text == ' ')
+        text++;
+    size_t n = strlen(text);
+    while (n && text[n - 1] == ' ')
+        n--;
+    if (!n)
+        return NULL;
+    char *s = strndup(text, n);   /* the search, spaces around it trimmed */
+    json_t *any = json_array();
+    size_t i, k;
+    json_t *f, *o;
+    json_array_foreach(json_object_get(fdef, "fields"), i, f)
+    {
+        const char *id = jstr(json_object_get(f, "id")), *type = jstr(json_object_get(f, "type"));
+        if (!c->system && perm_field(d, id) == FIELD_HIDDEN)
+            continue;
+        if (!strcmp(type, "text") || !strcmp(type, "longtext") || !strcmp(type, "email") || !strcmp(type, "phone") ||
+            !strcmp(type, "url") || !strcmp(type, "autonumber")) {
+            json_array_append_new(any, json_pack("{s:{s:s}}", id, "$contains", s));
+        } else if (!strcmp(type, "select") || !strcmp(type, "multiselect")) {
+            json_t *values = json_array();
+            json_array_foreach(json_object_get(f, "options"), k, o) if (option_mentions(o, s))
+                json_array_append(values, json_object_get(o, "value"));
+            if (json_array_size(values))
+                json_array_append_new(any, json_pack("{s:{s:o}}", id, !strcmp(type, "select") ? "$in" : "$hasany", values));
+            else
+                json_decref(values);
+        }
+    }
+    if (!json_array_size(any))   /* nothing to search in: nothing found */
+        json_array_append_new(any, json_pack("{s:{s:[]}}", "id", "$in"));
+    free(s);
+    return json_pack("{s:o}", "$or", any);
+}
+
+/* Appends the read scope of d, filter (NULL: none) and search (NULL: none)
+ * over alias t to where, their parameters to args. */
+static bool where_sql(const filter_ctx *c, const char *form, const perm_decision *d, json_t *filter, json_t *search,
+                      buf *where, json_t *args, filter_err *err)
 {
     if (!c->system && !perm_scope_all(d->read)) {
         if (!filter_scope_sql(c, form, "t", d->read, where, args, err))
@@ -640,8 +694,14 @@ static bool where_sql(const filter_ctx *c, const char *form, const perm_decision
         char inner[sizeof err->path];   /* a pointer into the request: under /filter */
         snprintf(inner, sizeof inner, "%s", err->path);
         snprintf(err->path, sizeof err->path, "/filter%s", inner);
+        return false;
     }
-    return ok;
+    if (search) {
+        buf_puts(where, " AND ");
+        if (!filter_sql(c, form, "t", search, where, args, err))
+            return fail(err, err->code, "/search", "%s", err->message);
+    }
+    return true;
 }
 
 bool query_list_base(const filter_ctx *c, const char *form, const query_spec *spec, query *q, filter_err *err)
@@ -672,13 +732,15 @@ bool query_list_base(const filter_ctx *c, const char *form, const query_spec *sp
      * its own parameters, as the list's may follow parameters of the select
      * list or the sort (a ref's read scope) that the count does not have */
     buf where = {0};
-    ok = ok && where_sql(c, form, &d, spec->filter, &where, q->args, err);
+    json_t *search = ok && spec->search ? search_filter(c, &d, fdef, spec->search) : NULL;
+    ok = ok && where_sql(c, form, &d, spec->filter, search, &where, q->args, err);
     if (ok && spec->count) {
         buf_puts(&q->count_sql, "SELECT count(*)");
         from_where(c, form, &q->count_sql);
         q->count_args = json_array();
-        ok = where_sql(c, form, &d, spec->filter, &q->count_sql, q->count_args, err);
+        ok = where_sql(c, form, &d, spec->filter, search, &q->count_sql, q->count_args, err);
     }
+    json_decref(search);
     if (ok) {
         from_where(c, form, &q->sql);
         buf_puts(&q->sql, where.data);

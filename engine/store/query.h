@@ -29,6 +29,7 @@ typedef struct query_spec {
     const char *expand;   /* "customer,_owner": refs and users as {"id", "title"}; NULL: none */
     long limit;           /* 0: QUERY_DEFAULT_LIMIT */
     bool count;           /* also count every match */
+    const char *search;   /* text any searchable field the caller sees contains, or NULL */
 } query_spec;
 
 typedef struct query {

@@ -99,6 +99,49 @@ static const char *item_str(const h_resp *r, size_t i, const char *key)
     return json_string_value(json_object_get(json_array_get(json_object_get(r->json, "items"), i), key));
 }
 
+/* search: the fields the caller sees contain the text (selects by an option's value or label), inside its
+ * read scope, with the filter; never a hidden field. */
+static void test_search(void **state)
+{
+    (void)state;
+    struct {
+        char **token;
+        const char *search, *filter;
+        long total;
+    } cases[] = {
+        {&boss, "secret", NULL, 2},     /* a1 and b1 by their internal note */
+        {&ana, "secret", NULL, 0},      /* hidden from sales: a1 is hers, its note does not count */
+        {&ana, "walk", NULL, 1},        /* a2 by its source's option */
+        {&boss, " B1 ", NULL, 1},       /* case and spaces around ignored */
+        {&boss, "a", "{\"source\": \"walk_in\"}", 1},
+        {&boss, "%", NULL, 0},          /* literally */
+        {&boss, "", NULL, 3},           /* no search */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        h_resp r = cases[i].filter ? list(*cases[i].token, "lead",
+                                          (const char *[]){"search", cases[i].search, "count", "true", "filter", cases[i].filter, NULL})
+                                   : list(*cases[i].token, "lead", (const char *[]){"search", cases[i].search, "count", "true", NULL});
+        assert_int_equal(r.status, 200);
+        if (json_integer_value(json_object_get(r.json, "total")) != cases[i].total ||
+            json_array_size(json_object_get(r.json, "items")) != (size_t)cases[i].total)
+            fail_msg("case %zu (%s): %s", i, cases[i].search, r.body);
+        h_resp_free(&r);
+    }
+    h_resp r = send("POST", "/api/apps/fours/forms/lead/records/query", boss, "{\"search\": \"secret\", \"count\": true}");
+    assert_int_equal(json_integer_value(json_object_get(r.json, "total")), 2);
+    h_resp_free(&r);
+    r = send("POST", "/api/apps/fours/forms/lead/records/query", boss, "{\"search\": 7}");
+    assert_int_equal(r.status, 400);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(r.json, "errors"), 0), "path")), "/search");
+    h_resp_free(&r);
+    r = send("GET", "/api/apps/fours/forms/lead/export?search=secret&fields=name", boss, NULL);
+    assert_int_equal(r.status, 200);
+    assert_non_null(strstr(r.body, ",a1\r\n"));
+    assert_non_null(strstr(r.body, ",b1\r\n"));
+    assert_null(strstr(r.body, ",a2\r\n"));
+    h_resp_free(&r);
+}
+
 static void test_scope_and_hidden_fields(void **state)
 {
     (void)state;
@@ -550,6 +593,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_scope_and_hidden_fields),
+        cmocka_unit_test(test_search),
         cmocka_unit_test(test_hidden_is_unknown),
         cmocka_unit_test(test_pages_and_query_body),
         cmocka_unit_test(test_batched_pages),
