@@ -127,6 +127,16 @@ static void test_search(void **state)
             fail_msg("case %zu (%s): %s", i, cases[i].search, r.body);
         h_resp_free(&r);
     }
+    const char *hostile[] = {"'; DROP TABLE app_fours.lead; --", "\\", "%_%", "a1' OR '1'='1", "$1", "\")) OR TRUE --"};
+    for (size_t i = 0; i < sizeof hostile / sizeof hostile[0]; i++) {   /* plain text, found nowhere */
+        h_resp r = list(boss, "lead", (const char *[]){"search", hostile[i], "count", "true", NULL});
+        assert_int_equal(r.status, 200);
+        assert_int_equal(json_integer_value(json_object_get(r.json, "total")), 0);
+        h_resp_free(&r);
+    }
+    char *leads = h_sql_value(url, "SELECT count(*) FROM app_fours.lead");
+    assert_string_equal(leads, "3");
+    free(leads);
     h_resp r = send("POST", "/api/apps/fours/forms/lead/records/query", boss, "{\"search\": \"secret\", \"count\": true}");
     assert_int_equal(json_integer_value(json_object_get(r.json, "total")), 2);
     h_resp_free(&r);
