@@ -355,6 +355,29 @@ static bool op(fx *f, column *col, const char *name, json_t *v, const char *path
             buf_puts(s, in ? "FALSE" : "TRUE");   /* $in: [] matches nothing */
             return true;
         }
+        bool days = false;
+        size_t i;
+        json_t *x;
+        json_array_foreach(v, i, x) days = days || is_day(f, col, x);
+        if (days) {   /* a datetime on one of the days (or at one of the instants) */
+            buf_printf(s, in ? "(" : "(%s IS NULL OR NOT (", col->expr);
+            json_array_foreach(v, i, x)
+            {
+                char p[512];
+                snprintf(p, sizeof p, "%s/%zu", path, i);
+                buf_printf(s, "%s(%s %s ", i ? " OR " : "", col->expr, is_day(f, col, x) ? ">=" : "=");
+                if (!value(f, col, x, p))
+                    return false;
+                if (is_day(f, col, x)) {
+                    buf_printf(s, " AND %s < ", col->expr);
+                    if (!day_start(f, x, true, p))
+                        return false;
+                }
+                buf_puts(s, ")");
+            }
+            buf_puts(s, in ? ")" : "))");
+            return true;
+        }
         buf_printf(s, in ? "%s IN (" : "(%s NOT IN (", col->expr);
         if (!list_values(f, col, v, path))
             return false;

@@ -218,6 +218,11 @@ static void test_days_of_datetimes(void **state)
         {&shanghai, "{\"$between\": [\"2026-03-09\", \"2026-03-10\"]}", 2},
         {&shanghai, "{\"$between\": [\"2026-03-10\", \"2026-03-09T16:00:00Z\"]}", 1},   /* a day, then an instant */
         {&shanghai, "{\"$gte\": \"2026-03-09T16:00:00Z\"}", 1},
+        {&shanghai, "{\"$in\": [\"2026-03-10\"]}", 1},
+        {&shanghai, "{\"$in\": [\"2026-03-08\", \"2026-03-09\"]}", 1},
+        {&shanghai, "{\"$in\": [\"2026-03-08\", \"2026-03-09T15:59:59Z\"]}", 1},   /* a day or an instant */
+        {&shanghai, "{\"$nin\": [\"2026-03-10\"]}", 1},
+        {&utc, "{\"$nin\": [\"2026-03-09\"]}", 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char flt[256];
