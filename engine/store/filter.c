@@ -205,6 +205,20 @@ static bool day_start(fx *f, json_t *v, bool next, const char *path)
     return true;
 }
 
+/* Appends "(col >= <day v's start> AND col < <the next day's start>)": a
+ * datetime on day v. */
+static bool on_day(fx *f, column *col, json_t *v, const char *path)
+{
+    buf_printf(f->sql, "(%s >= ", col->expr);
+    if (!day_start(f, v, false, path))
+        return false;
+    buf_printf(f->sql, " AND %s < ", col->expr);
+    if (!day_start(f, v, true, path))
+        return false;
+    buf_puts(f->sql, ")");
+    return true;
+}
+
 /* Appends a value compared with col: a value producer ($me, $now, $today,
  * $param, $field) or a literal coerced by the column's field. */
 static bool value(fx *f, column *col, json_t *v, const char *path)
@@ -321,13 +335,12 @@ static bool op(fx *f, column *col, const char *name, json_t *v, const char *path
             return true;
         }
         if (is_day(f, col, v)) {   /* a datetime on that day, in the app's time zone */
-            buf_printf(s, eq ? "(%s >= " : "(%s IS NULL OR %s < ", col->expr, col->expr);
-            if (!day_start(f, v, false, path))
+            if (!eq)
+                buf_printf(s, "(%s IS NULL OR NOT ", col->expr);
+            if (!on_day(f, col, v, path))
                 return false;
-            buf_printf(s, eq ? " AND %s < " : " OR %s >= ", col->expr);
-            if (!day_start(f, v, true, path))
-                return false;
-            buf_puts(s, ")");
+            if (!eq)
+                buf_puts(s, ")");
             return true;
         }
         buf_printf(s, "%s %s ", col->expr, eq ? "=" : "IS DISTINCT FROM");   /* $ne also matches null */
@@ -365,15 +378,11 @@ static bool op(fx *f, column *col, const char *name, json_t *v, const char *path
             {
                 char p[512];
                 snprintf(p, sizeof p, "%s/%zu", path, i);
-                buf_printf(s, "%s(%s %s ", i ? " OR " : "", col->expr, is_day(f, col, x) ? ">=" : "=");
-                if (!value(f, col, x, p))
+                buf_puts(s, i ? " OR " : "");
+                if (!is_day(f, col, x))
+                    buf_printf(s, "%s = ", col->expr);
+                if (!(is_day(f, col, x) ? on_day(f, col, x, p) : value(f, col, x, p)))
                     return false;
-                if (is_day(f, col, x)) {
-                    buf_printf(s, " AND %s < ", col->expr);
-                    if (!day_start(f, x, true, p))
-                        return false;
-                }
-                buf_puts(s, ")");
             }
             buf_puts(s, in ? ")" : "))");
             return true;
