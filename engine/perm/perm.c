@@ -1,6 +1,7 @@
 /* perm.c - see perm.h. */
 #include "perm/perm.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -145,6 +146,21 @@ perm_mode perm_field(const perm_decision *d, const char *field)
     return m ? mode_of(m) : FIELD_HIDDEN;
 }
 
+/* Appends a warning at role's permission entry on form. */
+static void warn(json_t *out, const char *form, const char *role, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+static void warn(json_t *out, const char *form, const char *role, const char *code, const char *fmt, ...)
+{
+    char path[256], message[512];
+    snprintf(path, sizeof path, "/permissions/%s/%s", form, role);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof message, fmt, ap);
+    va_end(ap);
+    json_array_append_new(out, json_pack("{s:s, s:s, s:s}", "path", path, "code", code, "message", message));
+}
+
 /* Warns when role may write ref field name (of a form it may create or
  * update) but reads no record of the ref's form: it could never fill it. */
 static void warn_unreadable_ref(json_t *bundle, json_t *role_list, const char *role, const char *form,
@@ -155,13 +171,9 @@ static void warn_unreadable_ref(json_t *bundle, json_t *role_list, const char *r
         return;
     perm_decision t;
     perm_decide(bundle, target, role_list, false, &t);
-    if (!t.read) {
-        char path[256], message[512];
-        snprintf(path, sizeof path, "/permissions/%s/%s", form, role);
-        snprintf(message, sizeof message, "role \"%s\" may write %s.%s but reads no %s record, so it can never fill it",
-                 role, form, name, target);
-        json_array_append_new(out, json_pack("{s:s, s:s, s:s}", "path", path, "code", "unreadable_ref", "message", message));
-    }
+    if (!t.read)
+        warn(out, form, role, "unreadable_ref", "role \"%s\" may write %s.%s but reads no %s record, so it can never fill it",
+             role, form, name, target);
     perm_free(&t);
 }
 
@@ -174,11 +186,9 @@ static void warn_unwritable_required(const char *role, const char *form, const p
     if (!json_is_true(json_object_get(field, "required")) || json_object_get(field, "default") ||
         json_object_get(field, "formula") || (type && !strcmp(type, "autonumber")) || perm_field(d, name) == FIELD_WRITE)
         return;
-    char path[256], message[512];
-    snprintf(path, sizeof path, "/permissions/%s/%s", form, role);
-    snprintf(message, sizeof message, "role \"%s\" may create %s but cannot write its required field %s, so it can never %s",
-             role, form, name, strchr(name, '.') ? "add a row" : "create one");
-    json_array_append_new(out, json_pack("{s:s, s:s, s:s}", "path", path, "code", "unwritable_required", "message", message));
+    warn(out, form, role, "unwritable_required",
+         "role \"%s\" may create %s but cannot write its required field %s, so it can never %s", role, form, name,
+         strchr(name, '.') ? "add a row" : "create one");
 }
 
 json_t *perm_warnings(json_t *bundle)
