@@ -158,6 +158,23 @@ static void test_seed_4s(void **state)
     assert_int_equal(r.status, 200);
     assert_int_equal(json_integer_value(json_object_get(r.json, "total")), 200);
     h_resp_free(&r);
+    /* seeded records have owners: a consultant finds the follow-ups of his customers and may edit those customers */
+    r = h_req(srv.port, "GET", "/api/apps/fours/forms/follow_up/records?count=true&limit=1", sales, NULL);
+    assert_int_equal(r.status, 200);
+    char *mine_fu = h_sql_value(url, "SELECT count(*) FROM app_fours.follow_up f JOIN loom.users u ON u.id = f._owner "
+                                     "WHERE u.username = 'sales01'");
+    assert_int_equal(json_integer_value(json_object_get(r.json, "total")), atoll(mine_fu));
+    assert_true(atoll(mine_fu) > 0);
+    free(mine_fu);
+    h_resp_free(&r);
+    char *owned = h_sql_value(url, "SELECT min(c.id) FROM app_fours.customer c JOIN loom.users u ON u.id = c._owner "
+                                   "WHERE u.username = 'sales01' AND c.owner_sales = c._owner");
+    char owned_path[96];
+    snprintf(owned_path, sizeof owned_path, "/api/apps/fours/forms/customer/records/%s", owned);
+    r = h_req(srv.port, "PATCH", owned_path, sales, "{\"notes\": \"回访过\"}");
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    free(owned);
     r = h_req(srv.port, "GET", "/api/apps/fours/forms/product/records?limit=5", sales, NULL);
     assert_int_equal(r.status, 200);
     assert_null(json_object_get(json_array_get(json_object_get(r.json, "items"), 0), "cost"));   /* hidden from sales */
