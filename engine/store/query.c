@@ -637,9 +637,19 @@ static bool option_mentions(json_t *o, const char *s)
     return false;
 }
 
+static bool searchable_text(const char *type)
+{
+    static const char *const kinds[] = {"text", "longtext", "email", "phone", "url", "autonumber"};
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+        if (!strcmp(type, kinds[i]))
+            return true;
+    return false;
+}
+
 /* The filter a search is (NULL for a blank one): any field of form the
  * caller sees containing s, text kinds by their text, selects and
- * multiselects by an option whose label or value contains it. */
+ * multiselects by an option whose label or value contains it, refs by the
+ * title of the record they link to. */
 static json_t *search_filter(const filter_ctx *c, const perm_decision *d, json_t *fdef, const char *text)
 {
     while (*text == ' ')
@@ -658,9 +668,22 @@ static json_t *search_filter(const filter_ctx *c, const perm_decision *d, json_t
         const char *id = jstr(json_object_get(f, "id")), *type = jstr(json_object_get(f, "type"));
         if (!c->system && perm_field(d, id) == FIELD_HIDDEN)
             continue;
-        if (!strcmp(type, "text") || !strcmp(type, "longtext") || !strcmp(type, "email") || !strcmp(type, "phone") ||
-            !strcmp(type, "url") || !strcmp(type, "autonumber")) {
+        if (searchable_text(type)) {
             json_array_append_new(any, json_pack("{s:{s:s}}", id, "$contains", s));
+        } else if (!strcmp(type, "ref")) {   /* by the title of the record it links to, when the caller reads it */
+            const char *target = jstr(json_object_get(f, "form"));
+            json_t *tdef = bundle_item(json_object_get(c->bundle, "forms"), target);
+            const char *title = json_string_value(json_object_get(tdef, "title"));
+            json_t *tf = title ? bundle_item(json_object_get(tdef, "fields"), title) : NULL;
+            perm_decision td;
+            perm_decide(c->bundle, target, c->roles, c->admin, &td);
+            if (tf && searchable_text(jstr(json_object_get(tf, "type"))) &&
+                (c->system || (td.read && perm_field(&td, title) != FIELD_HIDDEN))) {
+                char path[160];
+                snprintf(path, sizeof path, "%s.%s", id, title);
+                json_array_append_new(any, json_pack("{s:{s:s}}", path, "$contains", s));
+            }
+            perm_free(&td);
         } else if (!strcmp(type, "select") || !strcmp(type, "multiselect")) {
             json_t *values = json_array();
             json_array_foreach(json_object_get(f, "options"), k, o) if (option_mentions(o, s))

@@ -2174,6 +2174,29 @@ static void test_sort_through_refs(void **state)
         seen_untitled = seen_untitled || !titled;
     }
     h_resp_free(&r);
+    /* search finds an order by its customer's name, only where the caller reads that customer */
+    long long zeta = create_id(manager, "customer", "{\"name\": \"Searchable Zeta\"}"),
+              zeta_vip = create_id(manager, "customer", "{\"name\": \"Zeta Vip\", \"level\": \"vip\"}");
+    char zbody[96];
+    const struct {
+        long long customer, owner;
+    } zorders[] = {{zeta, manager_id}, {zeta, manager_id}, {zeta, viewer_id}, {zeta_vip, viewer_id}};
+    for (size_t k = 0; k < sizeof zorders / sizeof zorders[0]; k++) {   /* the viewer owns two */
+        snprintf(zbody, sizeof zbody, "{\"customer\": %lld, \"_owner\": %lld}", zorders[k].customer, zorders[k].owner);
+        r = create(manager, "order", zbody);
+        assert_int_equal(r.status, 201);
+        h_resp_free(&r);
+    }
+    const struct {
+        char **token;
+        long total;
+    } zfound[] = {{&manager, 4}, {&viewer, 1}};   /* the viewer reads Zeta Vip, not Searchable Zeta */
+    for (size_t k = 0; k < sizeof zfound / sizeof zfound[0]; k++) {
+        r = req("GET", *zfound[k].token, NULL, NULL, "/api/apps/shop/forms/order/records?search=ZETA&count=true");
+        assert_int_equal(r.status, 200);
+        assert_int_equal(json_integer_value(json_object_get(r.json, "total")), zfound[k].total);
+        h_resp_free(&r);
+    }
     /* the viewer's customer scope puts parameters in the sort and the expand, which the count does not have:
      * the total is the number of records the same list shows whole */
     const char *counted[] = {"sort=customer.name", "sort=-customer.name&expand=customer", "expand=customer"};
