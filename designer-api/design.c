@@ -304,7 +304,7 @@ json_t *design_publish(db *d, arena *a, const char *app, const char *note, bool 
 {
     pubstate s;
     json_t *result = NULL, *plan = NULL;
-    if (!pubstate_load(d, a, app, &s, out_errors, e))
+    if (!db_no_timeout(d, a, e) || !pubstate_load(d, a, app, &s, out_errors, e))   /* DDL on big tables takes long */
         goto out;
     plan = plan_of(&s, allow_destructive);
     if (s.pub && json_equal(s.pub, s.draft) && !json_array_size(json_object_get(plan, "steps"))) {

@@ -127,6 +127,7 @@ struct server {
     bool listen_acked;         /* the LISTENs are in force: the token cache may be used */
     uv_timer_t listen_retry;
     int session_ttl;
+    long statement_timeout_ms; /* a request's statements, at most (0: no limit) */
 };
 
 typedef struct worker {
@@ -200,7 +201,8 @@ void ctx_db_fail(ctx *c, const loom_err *e)
 {
     switch (e->code) {
     case LOOM_UNAVAILABLE:
-        ctx_problem(c, LOOM_UNAVAILABLE, "the database is unreachable", NULL);
+        ctx_problem(c, LOOM_UNAVAILABLE,
+                    e->message && !strcmp(e->message, DB_TIMED_OUT) ? DB_TIMED_OUT : "the database is unreachable", NULL);
         break;
     case LOOM_NOT_UNIQUE:
     case LOOM_CONFLICT:
@@ -667,6 +669,11 @@ static void *worker_init_cb(int index, void *arg)
         abort();
     w->srv = s;
     w->db = db_new(s->conninfo);
+    if (s->statement_timeout_ms > 0) {   /* no request holds a worker (and a backend) for ever */
+        char set[64];
+        snprintf(set, sizeof set, "SET statement_timeout = %ld", s->statement_timeout_ms);
+        db_set_session(w->db, set);
+    }
     w->sb = sandbox_new(NULL);
     w->qc = query_cache_new(64);
     w->up = db_ready(w->db);
@@ -902,6 +909,8 @@ int server_run(const server_config *cfg)
     s->cfg = *cfg;
     const char *ttl = getenv("LOOM_SESSION_TTL");
     s->session_ttl = ttl && atoi(ttl) > 0 ? atoi(ttl) : 12 * 3600;
+    const char *st = getenv("LOOM_STATEMENT_TIMEOUT_MS");
+    s->statement_timeout_ms = st && *st ? atol(st) : 30000;
     int status = 1;
     pgembed pg;
     bool own_pg = false;

@@ -47,10 +47,10 @@ loom_code loom_code_from_sqlstate(const char *st)
         return LOOM_CONFLICT;                /* foreign key, serialization, deadlock, lock timeout */
     if (strcmp(st, "23502") == 0 || strcmp(st, "23514") == 0 || strncmp(st, "22", 2) == 0)
         return LOOM_VALIDATION_FAILED;       /* not null, check, data exception */
-    if ((strncmp(st, "08", 2) == 0 && strcmp(st, "08P01") != 0) || strcmp(st, "57P01") == 0 ||
+    if ((strncmp(st, "08", 2) == 0 && strcmp(st, "08P01") != 0) || strcmp(st, "57014") == 0 || strcmp(st, "57P01") == 0 ||
         strcmp(st, "57P02") == 0 || strcmp(st, "57P03") == 0 || strcmp(st, "53300") == 0)
-        return LOOM_UNAVAILABLE;             /* connection exception (not a protocol violation: ours), shutdown,
-                                                too many clients */
+        return LOOM_UNAVAILABLE;             /* connection exception (not a protocol violation: ours), a statement
+                                                timeout, shutdown, too many clients */
     return LOOM_INTERNAL;
 }
 

@@ -84,6 +84,11 @@ void db_set_session(db *d, const char *sql)
         abort();
 }
 
+bool db_no_timeout(db *d, arena *a, loom_err *err)
+{
+    return db_exec(d, a, "SET LOCAL statement_timeout = 0", err) != NULL;
+}
+
 void db_free(db *d)
 {
     if (!d)
@@ -148,7 +153,7 @@ static PGresult *db_result(db *d, arena *a, PGresult *r, loom_err *err)
     if (!msg)
         msg = PQerrorMessage(d->conn);
     err->code = loom_code_from_sqlstate(sqlstate);
-    err->message = arena_strdup(a, msg ? msg : "could not run query");
+    err->message = sqlstate && !strcmp(sqlstate, "57014") ? DB_TIMED_OUT : arena_strdup(a, msg ? msg : "could not run query");
     err->path = NULL;
     if (r) {
         const char *cname = PQresultErrorField(r, PG_DIAG_CONSTRAINT_NAME);

@@ -33,6 +33,12 @@ db *db_new(const char *conninfo);
 /* Settings (SQL, e.g. "SET synchronous_commit = off") sent on every
  * (re)connect of d, before it is first used. */
 void db_set_session(db *d, const char *sql);
+/* The message of a statement cancelled by statement_timeout (code
+ * LOOM_UNAVAILABLE: the database could not answer in time). */
+#define DB_TIMED_OUT "the database did not answer within the statement timeout"
+/* Lifts the session's statement timeout for the rest of the transaction
+ * (DDL, imports: work that may rightly take long). */
+bool db_no_timeout(db *d, arena *a, loom_err *err);
 void db_free(db *d);
 
 /* Connects or reconnects when needed. True when the connection is usable. */

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "store/db.h"
 
 #ifndef SOURCE_DIR
 #error SOURCE_DIR must name the repository
@@ -46,7 +47,8 @@ static int setup(void **state)
     if (h_run(import, NULL, out, sizeof out) != 0)
         return -1;
     const char *args[] = {"--workers", "2", NULL};
-    if (!h_server_start(&srv, url, args, NULL))
+    const char *env[] = {"LOOM_STATEMENT_TIMEOUT_MS=2000", NULL};   /* short, for test_statement_timeout */
+    if (!h_server_start(&srv, url, args, env))
         return -1;
     admin = h_login(srv.port, "admin", H_ADMIN_PASSWORD);
     ana = make_user("ana", "[\"sales\"]", &ana_id);
@@ -149,6 +151,28 @@ static void test_search(void **state)
     assert_non_null(strstr(r.body, ",a1\r\n"));
     assert_non_null(strstr(r.body, ",b1\r\n"));
     assert_null(strstr(r.body, ",a2\r\n"));
+    h_resp_free(&r);
+}
+
+/* A statement that runs past the statement timeout (here: waiting for a lock another session holds) is
+ * cancelled: 503 unavailable with a clear message, and the worker serves the next request. */
+static void test_statement_timeout(void **state)
+{
+    (void)state;
+    PGconn *holder = db_connect_once(url, NULL, 0);
+    assert_non_null(holder);
+    PGresult *r0 = PQexec(holder, "BEGIN; LOCK TABLE app_fours.lead IN ACCESS EXCLUSIVE MODE");
+    assert_int_equal(PQresultStatus(r0), PGRES_COMMAND_OK);
+    PQclear(r0);
+    h_resp r = list(boss, "lead", NULL);
+    assert_int_equal(r.status, 503);
+    assert_string_equal(h_code(&r), "unavailable");
+    assert_non_null(strstr(r.body, "statement timeout"));
+    h_resp_free(&r);
+    PQclear(PQexec(holder, "ROLLBACK"));
+    PQfinish(holder);
+    r = list(boss, "lead", NULL);
+    assert_int_equal(r.status, 200);
     h_resp_free(&r);
 }
 
@@ -604,6 +628,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_scope_and_hidden_fields),
         cmocka_unit_test(test_search),
+        cmocka_unit_test(test_statement_timeout),
         cmocka_unit_test(test_hidden_is_unknown),
         cmocka_unit_test(test_pages_and_query_body),
         cmocka_unit_test(test_batched_pages),
