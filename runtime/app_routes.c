@@ -10,6 +10,7 @@
 #include "handlers.h"
 #include "meta.h"
 #include "model/bundle.h"
+#include "perm/perm.h"
 
 static void decref_cb(void *p)
 {
@@ -108,9 +109,14 @@ void apps_get(void *cp)
             listed = listed || json_object_get(json_object_get(perms, fid), role) ||
                      json_object_get(json_object_get(perms, "*"), role);
         }
-        if (listed)
-            json_array_append_new(forms, json_pack("{s:s, s:o}", "id", fid, "label",
-                                                   schema_label(json_object_get(f, "label"), loc, locales, fid)));
+        if (!listed)
+            continue;
+        perm_decision d;
+        perm_decide(s->bundle, fid, roles, c->user->admin, &d);
+        json_array_append_new(forms, json_pack("{s:s, s:o, s:o}", "id", fid, "label",
+                                               schema_label(json_object_get(f, "label"), loc, locales, fid), "permissions",
+                                               perm_summary(&d)));
+        perm_free(&d);
     }
     /* the menu: its form items the caller has (with their labels), groups left empty dropped */
     json_t *menu = json_array();

@@ -113,6 +113,7 @@ json_t *schema_render(json_t *bundle, json_t *form, const perm_decision *d, cons
     json_t *r = json_pack("{s:s, s:o, s:o, s:b}", "id", id, "label",
                           schema_label(json_object_get(form, "label"), locale, c.locales, id), "fields",
                           render_fields(&c, json_object_get(form, "fields"), NULL), "create", d->create);
+    json_object_set_new(r, "permissions", perm_summary(d));
     const char *title = json_string_value(json_object_get(form, "title"));
     if (title && mode_of(&c, NULL, title) != FIELD_HIDDEN)
         json_object_set_new(r, "title", json_string(title));

@@ -146,6 +146,31 @@ perm_mode perm_field(const perm_decision *d, const char *field)
     return m ? mode_of(m) : FIELD_HIDDEN;
 }
 
+static json_t *scope_summary(json_t *scope)
+{
+    if (!scope)
+        return json_false();
+    if (perm_scope_all(scope))
+        return json_string("all");
+    json_t *kinds = json_array(), *s, *k;
+    size_t i, j;
+    json_array_foreach(scope, i, s)
+    {
+        const char *kind = json_is_string(s) ? json_string_value(s) : "filter";
+        bool seen = false;
+        json_array_foreach(kinds, j, k) seen = seen || !strcmp(json_string_value(k), kind);
+        if (!seen)
+            json_array_append_new(kinds, json_string(kind));
+    }
+    return kinds;
+}
+
+json_t *perm_summary(const perm_decision *d)
+{
+    return json_pack("{s:b, s:o, s:o, s:o}", "create", d->create, "read", scope_summary(d->read), "update",
+                     scope_summary(d->update), "delete", scope_summary(d->remove));
+}
+
 /* Appends a warning at role's permission entry on form. */
 static void warn(json_t *out, const char *form, const char *role, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));

@@ -33,6 +33,11 @@ void perm_free(perm_decision *d);
 perm_mode perm_field(const perm_decision *d, const char *field);
 /* True when scope admits every record. */
 bool perm_scope_all(json_t *scope);
+/* What d allows, for a client to show: {"create": bool, "read", "update",
+ * "delete"}, each scope false (none), "all", or the kinds of its
+ * alternatives (["own"], ["team", "filter"]: some records; never a
+ * filter's conditions). */
+json_t *perm_summary(const perm_decision *d);
 /* The warnings about a valid bundle's permissions, [{"path", "code",
  * "message"}]: unreadable_ref when a role may write a ref field (creating or
  * updating its form) but reads no record of the ref's form; unwritable_required

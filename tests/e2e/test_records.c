@@ -454,6 +454,20 @@ static void test_form_schemas(void **state)
     size_t k;
     json_t *it;
     json_array_foreach(service, k, it) assert_null(json_object_get(it, "form"));   /* no tickets for sales */
+    /* ... and what the caller may do on each: scopes by kind, never a filter's conditions */
+    json_t *lead = NULL;
+    json_array_foreach(json_object_get(m.json, "forms"), k, it) if (!strcmp(json_string_value(json_object_get(it, "id")), "lead"))
+        lead = json_object_get(it, "permissions");
+    char *text = json_dumps(lead, JSON_COMPACT);
+    assert_string_equal(text, "{\"create\":true,\"read\":[\"own\"],\"update\":[\"own\"],\"delete\":false}");
+    free(text);
+    h_resp_free(&m);
+    m = send("GET", "/api/apps/fours", boss, NULL);
+    json_array_foreach(json_object_get(m.json, "forms"), k, it) if (!strcmp(json_string_value(json_object_get(it, "id")), "lead"))
+        lead = json_object_get(it, "permissions");
+    text = json_dumps(lead, JSON_COMPACT);
+    assert_string_equal(text, "{\"create\":true,\"read\":\"all\",\"update\":\"all\",\"delete\":\"all\"}");
+    free(text);
     h_resp_free(&m);
     h_resp r = send("GET", "/api/apps/fours/forms/lead", ana, NULL);
     assert_int_equal(r.status, 200);
@@ -468,6 +482,7 @@ static void test_form_schemas(void **state)
     assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(json_array_get(fields, 2), "options"), 0), "label")),
                         "campaign");   /* an option without a label shows its value */
     assert_true(json_is_true(json_object_get(r.json, "create")));
+    assert_string_equal(json_string_value(json_array_get(json_object_get(json_object_get(r.json, "permissions"), "update"), 0)), "own");
     assert_null(json_object_get(r.json, "flow"));
     h_resp_free(&r);
     r = send("GET", "/api/apps/fours/forms/lead", boss, NULL);
