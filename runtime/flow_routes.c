@@ -29,12 +29,14 @@ void records_actions(void *cp)
     write_ctx w = rec_write_ctx(c, &r);
     write_result out;
     json_t *actions = NULL;
-    if (!write_actions(&w, r.form, c->params[2], &actions, &out)) {
+    bool may_update, may_delete;
+    if (!write_actions(&w, r.form, c->params[2], &actions, &may_update, &may_delete, &out)) {
         json_decref(actions);
         rec_write_failed(c, &out);
         return;
     }
-    ctx_json(c, 200, json_pack("{s:o, s:O?}", "actions", actions, "approval", out.approval));
+    ctx_json(c, 200, json_pack("{s:o, s:O?, s:b, s:b}", "actions", actions, "approval", out.approval, "update", may_update,
+                               "delete", may_delete));
     write_result_free(&out);
 }
 

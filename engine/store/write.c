@@ -2545,19 +2545,31 @@ bool write_transition(const write_ctx *w, const char *form, const char *id, cons
     return finish(&x, ok);
 }
 
-bool write_actions(const write_ctx *w, const char *form, const char *id, json_t **actions, write_result *out)
+bool write_actions(const write_ctx *w, const char *form, const char *id, json_t **actions, bool *may_update,
+                   bool *may_delete, write_result *out)
 {
     wr x;
     json_t *old = NULL;
-    bool scopes[3];
+    bool scopes[3] = {false, false, false};
     bool ok = begin(&x, w, form, out);
     x.peek = true;
     ok = ok && lock(&x, id, &old, scopes) && load_pending(&x, id);
     *actions = json_array();
     out->approval = json_incref(x.pending);
     const char *state = x.pending ? "" : jstr(json_object_get(old, "_state"));   /* pending: nothing starts */
-    json_t *app = json_object_get(w->fc->bundle, "app");
+    /* a plain update: in the update scope, and a field the caller writes that the state lets change */
+    *may_update = false;
+    *may_delete = ok && scopes[2];
+    json_t *f;
     size_t i;
+    json_array_foreach(ok && scopes[1] ? x.fields : NULL, i, f)
+    {
+        const char *fid = jstr(json_object_get(f, "id"));
+        if (mode(&x, NULL, fid) == FIELD_WRITE && !field_computed(f) &&
+            (!x.flow || flow_editable(x.flow, jstr(json_object_get(old, "_state")), fid)))
+            *may_update = true;
+    }
+    json_t *app = json_object_get(w->fc->bundle, "app");
     json_t *t;
     json_array_foreach(ok && x.flow ? json_object_get(x.flow, "transitions") : NULL, i, t)
     {
@@ -2571,7 +2583,6 @@ bool write_actions(const write_ctx *w, const char *form, const char *id, json_t 
         }
         json_t *input = json_array();
         size_t k;
-        json_t *f;
         json_array_foreach(json_object_get(t, "input"), k, f) if (mode(&x, NULL, jstr(f)) != FIELD_HIDDEN)
             json_array_append(input, f);
         json_t *requires = json_object_get(t, "requires");

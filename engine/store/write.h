@@ -108,8 +108,12 @@ bool write_decide(const write_ctx *w, const char *form, const char *id, const ch
 /* The transitions the caller may take on record id now (its state, their
  * allowed): *actions [{id, label, to, input, requires}] (owned), input
  * without the fields hidden from the caller (none while an approval is
- * pending: out->approval). A record outside the caller's read scope is 404. */
-bool write_actions(const write_ctx *w, const char *form, const char *id, json_t **actions, write_result *out);
+ * pending: out->approval); *may_update when a plain update could change a
+ * field (the update scope admits the record, and the caller writes a field
+ * its state lets change), *may_delete when the delete scope admits it. A
+ * record outside the caller's read scope is 404. */
+bool write_actions(const write_ctx *w, const char *form, const char *id, json_t **actions, bool *may_update,
+                   bool *may_delete, write_result *out);
 /* A timer of kind "sla" or "timeout" scheduled for record id's visit
  * number visit of state has fallen due: when the record is still in that
  * visit, its breach is written to the history and run as the

@@ -145,6 +145,18 @@ static char *actions(const char *token, long long id)
     return b.data;
 }
 
+/* Whether token may update (what "update") or delete the record now, as its actions say. */
+static bool may(const char *token, long long id, const char *what)
+{
+    h_resp r = req("GET", token, NULL, "/api/apps/svc/forms/ticket/records/%lld/actions", id);
+    assert_int_equal(r.status, 200);
+    json_t *v = json_object_get(r.json, what);
+    assert_true(json_is_boolean(v));
+    bool yes = json_is_true(v);
+    h_resp_free(&r);
+    return yes;
+}
+
 static long long sql_int(const char *fmt, long long id)
 {
     char sql[512];
@@ -211,6 +223,13 @@ static void test_ticket_lifecycle(void **state)
     h_resp_free(&r);
     expect(act(advisor, id, "dispatch", body), 409, "state_changed", NULL);
 
+    /* what a client may offer: the advisor edits (notes, while dispatched), the technician and the customer
+     * do not (no update scope), nobody deletes */
+    assert_true(may(advisor, id, "update"));
+    assert_false(may(tech, id, "update"));
+    assert_false(may(cust, id, "update"));
+    assert_false(may(advisor, id, "delete"));
+    assert_true(may(admin, id, "delete"));   /* a platform admin may */
     /* editable: only notes while dispatched */
     expect(req("PATCH", advisor, "{\"title\": \"改\"}", "/api/apps/svc/forms/ticket/records/%lld", id), 422,
            "validation_failed", "/title readonly");
@@ -256,6 +275,7 @@ static void test_ticket_lifecycle(void **state)
     assert_string_equal(state_of(&r), "closed");
     h_resp_free(&r);
     /* final: "*" does not start here, and nothing is editable */
+    assert_false(may(advisor, id, "update"));
     expect(act(cust, id, "cancel", NULL), 409, "state_changed", NULL);
     expect(req("PATCH", advisor, "{\"notes\": \"晚了\"}", "/api/apps/svc/forms/ticket/records/%lld", id), 422,
            "validation_failed", "/notes readonly");
