@@ -11,6 +11,8 @@
 #include "meta.h"
 #include "model/bundle.h"
 #include "perm/perm.h"
+#include "records.h"
+#include "store/query.h"
 
 static void decref_cb(void *p)
 {
@@ -170,4 +172,91 @@ void apps_form(void *cp)
     perm_free(&d);
     if (s)
         snapshot_release(s);
+}
+
+/* GET /api/apps/{app}/forms/{form}/fields/{field}/choices?search=&limit=&cursor=: the users a user field
+ * (a subform's as "rows.field", or _owner) may hold, for a picker: active, holding one of the field's
+ * roles in the app (any role of the app when the field names none), by id, as {"id", "title"}. A field
+ * the caller does not see, or that holds no users, is 404; _owner only for a caller who may set it. */
+void apps_field_choices(void *cp)
+{
+    ctx *c = cp;
+    rec_req r;
+    if (!rec_begin(c, &r))
+        return;
+    const char *name = c->params[2], *dot = strchr(name, '.');
+    json_t *fdef = bundle_item(json_object_get(r.snap->bundle, "forms"), r.form), *f = NULL;
+    perm_decision d;
+    perm_decide(r.snap->bundle, r.form, r.fc.roles, r.fc.admin, &d);
+    bool owner = !strcmp(name, "_owner");
+    if (dot) {
+        char sub[128];
+        snprintf(sub, sizeof sub, "%.*s", (int)(dot - name), name);
+        json_t *sf = bundle_item(json_object_get(fdef, "fields"), sub);
+        f = sf && field_is(sf, "subform") ? bundle_item(json_object_get(sf, "fields"), dot + 1) : NULL;
+    } else if (!owner) {
+        f = bundle_item(json_object_get(fdef, "fields"), name);
+    }
+    bool seen = fdef && d.read && (owner ? perm_scope_all(d.update) : f && field_is(f, "user") && perm_field(&d, name) != FIELD_HIDDEN);
+    perm_free(&d);
+    if (!seen) {
+        ctx_problem(c, LOOM_NOT_FOUND, "no such user field", NULL);
+        return;
+    }
+    long limit;
+    const char *q = c->req->query, *search = query_param(c->a, q, "search"), *cursor = query_param(c->a, q, "cursor");
+    if (!rec_parse_limit(c, query_param(c->a, q, "limit"), &limit))
+        return;
+    char *end = NULL;
+    long long after = cursor && *cursor ? strtoll(cursor, &end, 10) : 0;
+    if (cursor && *cursor && (*end || after < 0)) {
+        ctx_problem(c, LOOM_BAD_REQUEST, "not a cursor of these choices",
+                    json_pack("[{s:s, s:s, s:s}]", "path", "/cursor", "code", "bad_request", "message", "a user id"));
+        return;
+    }
+    json_t *args = json_array();
+    buf sql = {0};
+    json_array_append_new(args, json_string(c->params[0]));
+    buf_puts(&sql, "SELECT u.id, coalesce(u.display_name, u.username) FROM loom.users u WHERE u.active AND "
+                   "jsonb_array_length(coalesce(u.app_roles -> $1, '[]')) > 0");
+    json_t *roles = f ? json_object_get(f, "roles") : NULL;
+    if (json_array_size(roles)) {
+        char *list = json_dumps(roles, JSON_COMPACT);
+        json_array_append_new(args, json_string(list));
+        free(list);
+        buf_printf(&sql, " AND (u.app_roles -> $1) ?| ARRAY(SELECT jsonb_array_elements_text($%zu::jsonb))", json_array_size(args));
+    }
+    if (search && *search) {   /* in the name or the username, % _ \ as themselves */
+        buf pat = {0};
+        buf_puts(&pat, "%");
+        for (const char *p = search; *p; p++) {
+            if (*p == '%' || *p == '_' || *p == '\\')
+                buf_puts(&pat, "\\");
+            buf_append(&pat, p, 1);
+        }
+        buf_puts(&pat, "%");
+        json_array_append_new(args, json_string(pat.data));
+        buf_free(&pat);
+        buf_printf(&sql, " AND (u.display_name ILIKE $%zu ESCAPE '\\' OR u.username ILIKE $%zu ESCAPE '\\')",
+                   json_array_size(args), json_array_size(args));
+    }
+    char n[24];
+    snprintf(n, sizeof n, "%lld", after);
+    json_array_append_new(args, json_string(n));
+    buf_printf(&sql, " AND u.id > $%zu::bigint ORDER BY u.id LIMIT %ld", json_array_size(args), limit + 1);
+    loom_err e = {0};
+    PGresult *res = query_exec(c->db, c->a, sql.data, args, &e);
+    buf_free(&sql);
+    json_decref(args);
+    if (!res) {
+        ctx_db_fail(c, &e);
+        return;
+    }
+    json_t *items = json_array();
+    int rows = PQntuples(res) > limit ? (int)limit : PQntuples(res);
+    for (int i = 0; i < rows; i++)
+        json_array_append_new(items, json_pack("{s:I, s:s}", "id", (json_int_t)atoll(PQgetvalue(res, i, 0)), "title",
+                                               PQgetvalue(res, i, 1)));
+    json_t *next = PQntuples(res) > limit ? json_string(PQgetvalue(res, rows - 1, 0)) : json_null();
+    ctx_json(c, 200, json_pack("{s:o, s:o}", "items", items, "next_cursor", next));
 }

@@ -78,6 +78,7 @@ void design_item_delete(void *c);
 void apps_list(void *c);
 void apps_get(void *c);
 void apps_form(void *c);
+void apps_field_choices(void *c);
 /* The locale to answer in: the first Accept-Language tag among locales, else
  * the first of locales. */
 const char *app_locale(ctx *c, json_t *locales);

@@ -45,6 +45,7 @@ static const route routes[] = {
     {"GET", "/api/apps", apps_list, R_AUTH},
     {"GET", "/api/apps/{app}", apps_get, R_AUTH},
     {"GET", "/api/apps/{app}/forms/{form}", apps_form, R_AUTH},
+    {"GET", "/api/apps/{app}/forms/{form}/fields/{field}/choices", apps_field_choices, R_AUTH},
     {"GET", "/api/apps/{app}/forms/{form}/records", records_list, R_AUTH},
     {"POST", "/api/apps/{app}/forms/{form}/records/query", records_query, R_AUTH},
     {"GET", "/api/apps/{app}/forms/{form}/records/{id}", records_get, R_AUTH},

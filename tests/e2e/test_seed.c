@@ -251,6 +251,40 @@ static void test_seed_4s(void **state)
     assert_null(json_object_get(json_array_get(json_object_get(r.json, "parts"), 0), "unit_cost"));
     h_resp_free(&r);
     free(advisor);
+    /* a picker for a user field: the active users holding one of its roles, page by page, searchable */
+    char *advisor_tok = h_login(srv.port, "advisor01", "loom-demo-user");
+    char *techs = h_sql_value(url, "SELECT string_agg(id::text, ',' ORDER BY id) FROM loom.users WHERE active AND "
+                                   "app_roles -> 'fours' ? 'technician'");
+    buf got = {0};
+    char route[160] = "/api/apps/fours/forms/service_ticket/fields/technician/choices?limit=1";
+    for (int page = 0; page < 20; page++) {
+        r = h_req(srv.port, "GET", route, advisor_tok, NULL);
+        assert_int_equal(r.status, 200);
+        json_t *item = json_array_get(json_object_get(r.json, "items"), 0);
+        buf_printf(&got, "%s%lld", got.len ? "," : "", (long long)json_integer_value(json_object_get(item, "id")));
+        const char *next = json_string_value(json_object_get(r.json, "next_cursor"));
+        snprintf(route, sizeof route, "/api/apps/fours/forms/service_ticket/fields/technician/choices?limit=1&cursor=%s",
+                 next ? next : "");
+        h_resp_free(&r);
+        if (!next)
+            break;
+    }
+    assert_string_equal(got.data, techs);
+    buf_free(&got);
+    free(techs);
+    r = h_req(srv.port, "GET", "/api/apps/fours/forms/service_ticket/fields/technician/choices?search=tech01", advisor_tok, NULL);
+    assert_int_equal(json_array_size(json_object_get(r.json, "items")), 1);   /* by username, or by name */
+    h_resp_free(&r);
+    const char *none[][2] = {{"customer", "advisor01"}, {"nope", "advisor01"}, {"_owner", "tech01"}};
+    for (size_t k = 0; k < sizeof none / sizeof none[0]; k++) {   /* not a user field; _owner only for who sets it */
+        char *who = h_login(srv.port, none[k][1], "loom-demo-user");
+        snprintf(route, sizeof route, "/api/apps/fours/forms/service_ticket/fields/%s/choices", none[k][0]);
+        r = h_req(srv.port, "GET", route, who, NULL);
+        assert_int_equal(r.status, 404);
+        h_resp_free(&r);
+        free(who);
+    }
+    free(advisor_tok);
     /* the managers and customer care write what their work needs, refs included: each reads the forms its
      * refs point to */
     char *car = h_sql_value(url, "SELECT id || ',' || customer FROM app_fours.vehicle ORDER BY id LIMIT 1");
