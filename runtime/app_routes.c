@@ -197,7 +197,8 @@ void apps_field_choices(void *cp)
     } else if (!owner) {
         f = bundle_item(json_object_get(fdef, "fields"), name);
     }
-    bool seen = fdef && d.read && (owner ? perm_scope_all(d.update) : f && field_is(f, "user") && perm_field(&d, name) != FIELD_HIDDEN);
+    bool seen = fdef && (d.read || d.create) &&   /* a form it may fill without reading it needs pickers too */
+                (owner ? perm_scope_all(d.update) : f && field_is(f, "user") && perm_field(&d, name) != FIELD_HIDDEN);
     perm_free(&d);
     if (!seen) {
         ctx_problem(c, LOOM_NOT_FOUND, "no such user field", NULL);
