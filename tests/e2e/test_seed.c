@@ -74,7 +74,8 @@ static void test_seed_4s(void **state)
         const char *table;
         long long n;
     } want[] = {{"customer", 200}, {"contact", 120}, {"vehicle", 240}, {"lead", 160}, {"opportunity", 60},
-                {"follow_up", 100}, {"product", 40}, {"sales_order", 50}, {"service_ticket", 120}, {"survey", 60}};
+                {"follow_up", 100}, {"product", 40}, {"quotation", 30}, {"sales_order", 50}, {"service_ticket", 120},
+                {"survey", 60}};
     long long total = 0;
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         char sql[128];
@@ -158,15 +159,22 @@ static void test_seed_4s(void **state)
     assert_int_equal(r.status, 200);
     assert_int_equal(json_integer_value(json_object_get(r.json, "total")), 200);
     h_resp_free(&r);
-    /* seeded records have owners: a consultant finds the follow-ups of his customers and may edit those customers */
-    r = h_req(srv.port, "GET", "/api/apps/fours/forms/follow_up/records?count=true&limit=1", sales, NULL);
-    assert_int_equal(r.status, 200);
-    char *mine_fu = h_sql_value(url, "SELECT count(*) FROM app_fours.follow_up f JOIN loom.users u ON u.id = f._owner "
-                                     "WHERE u.username = 'sales01'");
-    assert_int_equal(json_integer_value(json_object_get(r.json, "total")), atoll(mine_fu));
-    assert_true(atoll(mine_fu) > 0);
-    free(mine_fu);
-    h_resp_free(&r);
+    /* seeded records have owners: a consultant finds the follow-ups and quotations of his customers and may edit
+     * those customers */
+    const char *owned_forms[] = {"follow_up", "quotation"};
+    for (size_t k = 0; k < 2; k++) {
+        char route[96], q[200];
+        snprintf(route, sizeof route, "/api/apps/fours/forms/%s/records?count=true&limit=1", owned_forms[k]);
+        r = h_req(srv.port, "GET", route, sales, NULL);
+        assert_int_equal(r.status, 200);
+        snprintf(q, sizeof q, "SELECT count(*) FROM app_fours.%s f JOIN loom.users u ON u.id = f._owner WHERE u.username = 'sales01'",
+                 owned_forms[k]);
+        char *mine_fu = h_sql_value(url, q);
+        assert_int_equal(json_integer_value(json_object_get(r.json, "total")), atoll(mine_fu));
+        assert_true(atoll(mine_fu) > 0);
+        free(mine_fu);
+        h_resp_free(&r);
+    }
     char *owned = h_sql_value(url, "SELECT min(c.id) FROM app_fours.customer c JOIN loom.users u ON u.id = c._owner "
                                    "WHERE u.username = 'sales01' AND c.owner_sales = c._owner");
     char owned_path[96];
