@@ -24,6 +24,7 @@
 #include "form/ddl.h"
 #include "form/record.h"
 #include "form/schema.h"
+#include "form/xlsx.h"
 #include "model/bundle.h"
 #include "perm/perm.h"
 #include "records.h"
@@ -374,7 +375,17 @@ void records_import(void *cp)
     }
     const char *text = c->req->body;
     size_t len = c->req->body_len;
-    if (!csv_is_utf8(text, len) || memchr(text, '\0', len)) {   /* Excel on a Chinese Windows saves GB18030 */
+    if (xlsx_is(text, len)) {   /* an Excel workbook: its first sheet, as CSV */
+        char why[160];
+        char *csv = xlsx_to_csv(text, len, &len, why, sizeof why);
+        if (!csv) {
+            ctx_problem(c, LOOM_BAD_REQUEST, why,
+                        json_pack("[{s:s, s:s, s:s}]", "path", "", "code", "bad_request", "message", why));
+            return;
+        }
+        arena_defer(c->a, free, csv);
+        text = csv;
+    } else if (!csv_is_utf8(text, len) || memchr(text, '\0', len)) {   /* Excel on a Chinese Windows saves GB18030 */
         char *utf8 = csv_from_gb18030(text, len, &len);
         if (!utf8) {
             ctx_problem(c, LOOM_BAD_REQUEST, "the file is neither UTF-8 nor GB18030 text",

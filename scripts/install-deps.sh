@@ -6,7 +6,8 @@ set -eu
 PACKAGES="build-essential cmake pkg-config git ca-certificates \
 postgresql-15 postgresql-client-15 libpq-dev \
 libjansson-dev liblua5.4-dev libuv1-dev libcmocka-dev libhttp-parser-dev \
-libargon2-dev libssl-dev libpcre2-dev libcurl4-openssl-dev libxlsxwriter-dev libjemalloc-dev zlib1g-dev \
+libargon2-dev libssl-dev libpcre2-dev libcurl4-openssl-dev libxlsxwriter-dev libzip-dev libexpat1-dev \
+libjemalloc-dev zlib1g-dev \
 wrk curl procps"
 
 missing=""

@@ -213,6 +213,23 @@ static json_t *row_by_id(json_t *rows, json_t *id, size_t *index)
     return NULL;
 }
 
+/* Whether v, as field f stores it, is the stored value old: an unchanged
+ * value is no change, however it is written (0 for the money "0.00", a
+ * ref as {"id": 7} for 7). */
+static bool unchanged(json_t *f, json_t *v, json_t *old)
+{
+    if (json_equal(v, old) || (json_is_null(v) && !old))
+        return true;
+    if (!v || !old || json_is_null(v) || json_is_null(old) || field_is(f, "subform"))
+        return false;
+    const char *code;
+    char msg[200];
+    json_t *canon = field_coerce(f, v, &code, msg, sizeof msg);
+    bool same = canon && json_equal(canon, old);
+    json_decref(canon);
+    return same;
+}
+
 /* A copy of a subform's rows without what the caller may not write. In an
  * update, a row with an id is completed from the stored row (the fields the
  * caller did not send, and may not see), and values equal to the stored ones
@@ -246,7 +263,7 @@ static json_t *strip_rows(wr *x, json_t *sub, json_t *rows, json_t *old_rows, co
             perm_mode m = f ? mode(x, sid, k) : FIELD_WRITE;
             if (input && m == FIELD_READ)   /* a transition's input: its rows are writable too */
                 m = FIELD_WRITE;
-            bool same = old && json_equal(json_object_get(old, k), v);
+            bool same = old && f && unchanged(f, v, json_object_get(old, k));
             if (f && (m != FIELD_WRITE || field_computed(f)) && same)
                 continue;
             if (f && m != FIELD_WRITE) {
@@ -301,9 +318,10 @@ static json_t *strip(wr *x, json_t *body, json_t *old)
         } else if (x->input && !input) {
             problem(x->errors, p, "readonly", "not an input of this transition");
         } else if (m == FIELD_READ && !input) {
-            problem(x->errors, p, "readonly", "you may not change this field");
+            if (!old || !unchanged(f, v, json_object_get(old, k)))   /* sending it back unchanged is no change */
+                problem(x->errors, p, "readonly", "you may not change this field");
         } else if (!x->input && x->state && !x->w->fc->system && !flow_editable(x->flow, x->state, k) &&
-                   !json_equal(v, old ? json_object_get(old, k) : NULL)) {
+                   !unchanged(f, v, old ? json_object_get(old, k) : NULL)) {
             problem(x->errors, p, "readonly", "not editable in state \"%s\"", x->state);
         } else if (field_is(f, "subform") && json_is_array(v)) {
             json_object_set_new(out, k, strip_rows(x, f, v, old ? json_object_get(old, k) : NULL, p, input));

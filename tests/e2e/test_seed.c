@@ -208,14 +208,30 @@ static void test_seed_4s(void **state)
     char *costs = h_sql_value(url, costs_sql);
     char path[128];
     snprintf(path, sizeof path, "/api/apps/fours/forms/service_ticket/records/%s", repair);
-    const char *fixed[] = {"{\"priority\": \"high\"}", "{\"customer\": 1}", "{\"technician\": null}", "{\"completed_at\": null}"};
-    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
+    char prio_sql[200], cust_sql[200];
+    snprintf(prio_sql, sizeof prio_sql, "SELECT priority FROM app_fours.service_ticket WHERE id = %s", repair);
+    snprintf(cust_sql, sizeof cust_sql, "SELECT min(id) FROM app_fours.customer WHERE id <> (SELECT customer FROM "
+                                        "app_fours.service_ticket WHERE id = %s)", repair);
+    char *prio = h_sql_value(url, prio_sql), *other = h_sql_value(url, cust_sql);
+    char fixed[4][96];
+    snprintf(fixed[0], sizeof fixed[0], "{\"priority\": \"%s\"}", strcmp(prio, "low") ? "low" : "high");
+    snprintf(fixed[1], sizeof fixed[1], "{\"customer\": %s}", other);
+    snprintf(fixed[2], sizeof fixed[2], "{\"technician\": null}");
+    snprintf(fixed[3], sizeof fixed[3], "{\"completed_at\": \"2026-01-01T00:00:00Z\"}");
+    for (size_t i = 0; i < 4; i++) {
         r = h_req(srv.port, "PATCH", path, tech, fixed[i]);
         assert_int_equal(r.status, 422);
         assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(r.json, "errors"), 0), "code")),
                             "readonly");
         h_resp_free(&r);
     }
+    /* sent back as it is, a field he only reads is no change */
+    snprintf(fixed[0], sizeof fixed[0], "{\"priority\": \"%s\", \"notes\": \"看过\"}", prio);
+    r = h_req(srv.port, "PATCH", path, tech, fixed[0]);
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    free(prio);
+    free(other);
     char expand[160];   /* whose car it is: the customer's name and phone, not the rest of the file */
     snprintf(expand, sizeof expand, "%s?expand=customer", path);
     r = h_req(srv.port, "GET", expand, tech, NULL);

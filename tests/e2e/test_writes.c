@@ -310,6 +310,20 @@ static void test_modes_and_mass_assignment(void **state)
     h_resp_free(&r2);
     r = create(clerk, "customer", "{\"name\": \"Mass\", \"credit\": 5, \"code\": \"X\"}");
     expect_errors(&r, 422, "validation_failed", "/code readonly; /credit readonly");
+    /* a read-only field sent back unchanged is no change, however written (100 for the money "100.00") */
+    long long mine = create_id(clerk, "customer", "{\"name\": \"Mass Credit\"}");
+    r = req("PATCH", manager, NULL, "{\"credit\": \"100.00\"}", "/api/apps/shop/forms/customer/records/%lld", mine);
+    assert_int_equal(r.status, 200);
+    h_resp_free(&r);
+    const char *same[] = {"{\"credit\": 100}", "{\"credit\": \"100\", \"email\": \"m@c.cn\"}", "{\"credit\": 100.0}"};
+    for (size_t k = 0; k < 3; k++) {
+        r = req("PATCH", clerk, NULL, same[k], "/api/apps/shop/forms/customer/records/%lld", mine);
+        assert_int_equal(r.status, 200);
+        assert_string_equal(json_string_value(json_object_get(r.json, "credit")), "100.00");
+        h_resp_free(&r);
+    }
+    r = req("PATCH", clerk, NULL, "{\"credit\": 100.5}", "/api/apps/shop/forms/customer/records/%lld", mine);
+    expect_errors(&r, 422, "validation_failed", "/credit readonly");
     /* _owner: only with update scope all */
     char body[128];
     snprintf(body, sizeof body, "{\"name\": \"Mass\", \"_owner\": %lld}", clerk2_id);
@@ -1676,6 +1690,30 @@ static void test_export(void **state)
     snprintf(want, sizeof want, "%lld,true\r\n", urgent);   /* raw */
     assert_string_equal(strstr(r.body, "\r\n") + 2, want);
     h_resp_free(&r);
+    /* an .xlsx imports as its first sheet: Loom's own export, dates, datetimes (UTC), money, booleans and
+     * Chinese text, comes back unchanged */
+    r = req("GET", manager, NULL, NULL, "/api/apps/shop/forms/order/export?format=xlsx&fields=customer,placed_at,discount,urgent,note");
+    assert_int_equal(r.status, 200);
+    long long orders = sql_int("SELECT count(*) FROM app_shop.\"order\"");
+    h_resp back = {0};
+    h_conn conn;
+    assert_true(h_conn_open(&conn, srv.port));
+    buf post = {0};
+    buf_printf(&post, "POST /api/apps/shop/forms/order/import?mode=upsert&key=id HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                      "Authorization: Bearer %s\r\nContent-Type: application/vnd.openxmlformats-officedocument.spreadsheetml.sheet\r\n"
+                      "Content-Length: %zu\r\n\r\n", manager, r.body_len);
+    buf_append(&post, r.body, r.body_len);
+    assert_true(h_conn_send(&conn, post.data, post.len));
+    h_conn_read(&conn, &back, 30000);
+    h_conn_close(&conn);
+    buf_free(&post);
+    h_resp_free(&r);
+    if (back.status != 200 || json_integer_value(json_object_get(back.json, "unchanged")) != orders)
+        fail_msg("xlsx re-import of %lld orders: %d %s", orders, back.status, back.body);
+    assert_int_equal(json_integer_value(json_object_get(back.json, "updated")), 0);
+    h_resp_free(&back);
+    r = req("POST", manager, "Content-Type: application/octet-stream\r\n", "PK\x03\x04 not really a zip", "/api/apps/shop/forms/order/import");
+    expect_errors(&r, 400, "bad_request", " bad_request");
     r = req("GET", manager, NULL, NULL, "/api/apps/shop/forms/order/export?fields=customer&filter=%%7B%%22id%%22%%3A%lld%%7D", ord);
     snprintf(want, sizeof want, "%lld,%lld\r\n", ord, rt);   /* raw by default: what imports back */
     assert_string_equal(strstr(r.body, "\r\n") + 2, want);
