@@ -814,22 +814,30 @@ static void test_expand(void **state)
 /* ---- files ---- */
 
 /* POST /api/files?name=<name> with a binary body. */
-static h_resp upload(const char *token, const char *name, const char *type, const void *data, size_t n)
+/* POSTs n bytes of data (binary: a file, a workbook) of Content-Type type to path. */
+static h_resp post_bytes(const char *token, const char *path, const char *type, const void *data, size_t n)
 {
     h_resp r = {0};
     h_conn c;
     if (!h_conn_open(&c, srv.port))
         return r;
     buf req = {0};
-    buf_printf(&req, "POST /api/files?name=%s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer %s\r\n"
+    buf_printf(&req, "POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer %s\r\n"
                      "Content-Type: %s\r\nContent-Length: %zu\r\n\r\n",
-               name, token, type, n);
+               path, token, type, n);
     buf_append(&req, data, n);
     if (h_conn_send(&c, req.data, req.len))
         h_conn_read(&c, &r, 30000);
     buf_free(&req);
     h_conn_close(&c);
     return r;
+}
+
+static h_resp upload(const char *token, const char *name, const char *type, const void *data, size_t n)
+{
+    char path[300];
+    snprintf(path, sizeof path, "/api/files?name=%s", name);
+    return post_bytes(token, path, type, data, n);
 }
 
 static char *upload_id(const char *token, const char *name, const char *type, size_t n)
@@ -1695,18 +1703,8 @@ static void test_export(void **state)
     r = req("GET", manager, NULL, NULL, "/api/apps/shop/forms/order/export?format=xlsx&fields=customer,placed_at,discount,urgent,note");
     assert_int_equal(r.status, 200);
     long long orders = sql_int("SELECT count(*) FROM app_shop.\"order\"");
-    h_resp back = {0};
-    h_conn conn;
-    assert_true(h_conn_open(&conn, srv.port));
-    buf post = {0};
-    buf_printf(&post, "POST /api/apps/shop/forms/order/import?mode=upsert&key=id HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                      "Authorization: Bearer %s\r\nContent-Type: application/vnd.openxmlformats-officedocument.spreadsheetml.sheet\r\n"
-                      "Content-Length: %zu\r\n\r\n", manager, r.body_len);
-    buf_append(&post, r.body, r.body_len);
-    assert_true(h_conn_send(&conn, post.data, post.len));
-    h_conn_read(&conn, &back, 30000);
-    h_conn_close(&conn);
-    buf_free(&post);
+    h_resp back = post_bytes(manager, "/api/apps/shop/forms/order/import?mode=upsert&key=id",
+                             "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", r.body, r.body_len);
     h_resp_free(&r);
     if (back.status != 200 || json_integer_value(json_object_get(back.json, "unchanged")) != orders)
         fail_msg("xlsx re-import of %lld orders: %d %s", orders, back.status, back.body);
