@@ -438,7 +438,7 @@ void records_import(void *cp)
          * only read) is left out and named in the answer, so an exported file imports back as it is */
         bool key_col = o.upsert && key && !strcmp(names[i], key);
         skip[i] = f ? !key_col && (field_computed(f) || perm_field(d, names[i]) == FIELD_READ)
-                    : (record_system_field(b) && strcmp(b, "id")) ||   /* id is a key, the rest Loom's */
+                    : (record_system_field(b) && (strcmp(b, "id") || !key_col)) ||   /* id is the key or Loom's */
                           (!strcmp(b, "_owner") && !perm_scope_all(d->update));   /* owners: with update scope all */
         if (skip[i])
             json_array_append_new(ignored, json_string(names[i]));
