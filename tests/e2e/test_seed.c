@@ -75,7 +75,7 @@ static void test_seed_4s(void **state)
         long long n;
     } want[] = {{"customer", 200}, {"contact", 120}, {"vehicle", 240}, {"lead", 160}, {"opportunity", 60},
                 {"follow_up", 100}, {"product", 40}, {"quotation", 30}, {"sales_order", 50}, {"service_ticket", 120},
-                {"survey", 60}};
+                {"complaint", 10}, {"survey", 60}};
     long long total = 0;
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         char sql[128];
@@ -124,6 +124,12 @@ static void test_seed_4s(void **state)
     assert_int_equal(count(url, "SELECT count(DISTINCT _state) FROM app_fours.service_ticket"), 6);
     assert_int_equal(count(url, "SELECT count(DISTINCT _state) FROM app_fours.lead"), 5);
     assert_int_equal(count(url, "SELECT count(DISTINCT _state) FROM app_fours.opportunity"), 10);
+    /* complaints: about one of their customer's tickets, handled and resolved by the people the flow names */
+    assert_true(count(url, "SELECT count(DISTINCT _state) FROM app_fours.complaint") >= 3);
+    assert_int_equal(count(url, "SELECT count(*) FROM app_fours.complaint c JOIN app_fours.service_ticket t ON t.id = "
+                                "c.service_ticket WHERE t.customer <> c.customer"), 0);
+    assert_int_equal(count(url, "SELECT count(*) FROM app_fours.complaint WHERE _state IN ('resolved', 'closed') AND "
+                                "(resolution IS NULL OR handler IS NULL)"), 0);
     assert_int_equal(count(url, "SELECT count(DISTINCT _state) FROM app_fours.sales_order"), 4);
     /* through approvals too: requested by the record's consultant, approved by a sales manager */
     assert_true(count(url, "SELECT count(*) FROM loom.approvals WHERE app = 'fours' AND status = 'approved'") > 40);
